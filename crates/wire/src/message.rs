@@ -1,0 +1,312 @@
+//! Requests and responses.
+//!
+//! Byte strings are CBOR byte strings (`serde_bytes`), never arrays of
+//! integers. Lengths are checked by [`Request::validate`] /
+//! [`Response::validate`], which the decoders call, so a message that
+//! decodes is a message whose fields are in bounds.
+
+use serde::{Deserialize, Serialize};
+
+use crate::{
+    normalize_user, BlobId, DecodeError, CHALLENGE_LEN, LOGIN_KEY_LEN, MAX_LIST_PAGE, MAX_SALT_LEN,
+    MAX_USER_LEN, MAX_WRAPPED_KEY_LEN, MD5_LEN, MIN_SALT_LEN, SIGNATURE_LEN,
+};
+
+/// A request from a client to a node. One per QUIC stream.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Request {
+    /// Starts a login: asks which scheme the user logs in with and for a
+    /// fresh challenge. Answered with [`Response::Challenge`] for every user
+    /// name, known or not.
+    Hello {
+        /// User name (case-insensitive).
+        user: String,
+    },
+    /// Proves the user's credential. Must follow `Hello` on the same
+    /// connection; every later request acts as this user.
+    Login {
+        /// User name (case-insensitive), as in `Hello`.
+        user: String,
+        /// The proof of the password.
+        proof: Proof,
+    },
+    /// Stores `len` bytes, which follow the frame on the stream, as blob `id`.
+    /// Replaces an existing blob of that id atomically.
+    PutBlob {
+        /// Blob to write.
+        id: BlobId,
+        /// Exact number of bulk bytes that follow.
+        len: u64,
+    },
+    /// Reads blob `id`. Answered with [`Response::Blob`] and the bytes.
+    GetBlob {
+        /// Blob to read.
+        id: BlobId,
+    },
+    /// Lists the user's blobs in id order, starting after `after`.
+    List {
+        /// Resume point: the last id of the previous page.
+        after: Option<BlobId>,
+        /// Page size, at most [`MAX_LIST_PAGE`].
+        limit: u32,
+    },
+    /// Deletes blob `id`.
+    Delete {
+        /// Blob to delete.
+        id: BlobId,
+    },
+    /// Asks for the node's name, version and (when logged in) usage.
+    Status,
+    /// Fetches the user's key record.
+    GetRecord,
+    /// Replaces the user's key record (and, with `login_key`, the login
+    /// credential) if the stored record's generation is `expect_generation`
+    /// (0 = no record yet).
+    PutRecord {
+        /// Generation the client read; the write fails with `Conflict`
+        /// otherwise.
+        expect_generation: u64,
+        /// The new record.
+        record: UserRecord,
+    },
+}
+
+/// How a user proves the password at login.
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Proof {
+    /// Legacy accounts: MD5 of the password (what classic `dfs.conf` stores).
+    LegacyMd5(#[serde(with = "serde_bytes")] Vec<u8>),
+    /// Upgraded accounts: Ed25519 signature of [`crate::login_message`] with
+    /// the key derived from the password.
+    Signature(#[serde(with = "serde_bytes")] Vec<u8>),
+}
+
+impl std::fmt::Debug for Proof {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // Proofs are secrets (the MD5 one is password-equivalent): never log them.
+        match self {
+            Proof::LegacyMd5(_) => f.write_str("LegacyMd5(<redacted>)"),
+            Proof::Signature(_) => f.write_str("Signature(<redacted>)"),
+        }
+    }
+}
+
+/// Argon2id cost and salt, as stored in a key record.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct KdfParams {
+    /// Random salt.
+    #[serde(with = "serde_bytes")]
+    pub salt: Vec<u8>,
+    /// Memory cost in KiB.
+    pub m_kib: u32,
+    /// Time cost (passes).
+    pub t: u32,
+    /// Parallelism (lanes).
+    pub p: u32,
+}
+
+/// What a node keeps for a user besides blobs: the Argon2id salt and costs,
+/// the vault master key wrapped under the password-derived key, and the
+/// upgraded login verifier. Nodes cannot open the wrapped key.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct UserRecord {
+    /// Increases by one with every change (rotation).
+    pub generation: u64,
+    /// Argon2id parameters the key-encryption key and login key come from.
+    pub kdf: KdfParams,
+    /// Ed25519 public key the node checks upgraded logins against. `None`
+    /// keeps the account's legacy login (before its first rotation).
+    #[serde(with = "serde_bytes")]
+    pub login_key: Option<Vec<u8>>,
+    /// The master key sealed with the key-encryption key (nonce || ciphertext).
+    #[serde(with = "serde_bytes")]
+    pub wrapped_key: Vec<u8>,
+}
+
+/// How a user logs in, as a node announces it in [`Response::Challenge`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum AuthScheme {
+    /// MD5 or plain-text entry from `dfs.conf`: send [`Proof::LegacyMd5`].
+    Legacy,
+    /// Argon2id-derived Ed25519 key: send [`Proof::Signature`].
+    Upgraded(KdfParams),
+}
+
+/// One entry of a listing.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ListEntry {
+    /// Blob id.
+    pub id: BlobId,
+    /// Stored size in bytes.
+    pub len: u64,
+}
+
+/// A node's description of itself.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NodeStatus {
+    /// The node's name (`DFS1`...).
+    pub name: String,
+    /// Software version.
+    pub version: String,
+    /// Blobs held for the logged-in user (0 before login).
+    pub blobs: u64,
+    /// Bytes held for the logged-in user (0 before login).
+    pub bytes: u64,
+}
+
+/// Machine-readable reason a request failed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum ErrorCode {
+    /// The request could not be decoded or is not allowed here.
+    BadRequest,
+    /// Unknown user or wrong password (never says which).
+    AuthFailed,
+    /// Too many failed logins: retry after this many milliseconds.
+    Throttled(u64),
+    /// The request needs a logged-in connection.
+    NotLoggedIn,
+    /// No such blob or record.
+    NotFound,
+    /// The blob or frame is larger than the node accepts.
+    TooLarge,
+    /// A conditional write lost (the stored generation differs).
+    Conflict,
+    /// The node is at its limit of connections or streams.
+    Busy,
+    /// The node is shutting down.
+    ShuttingDown,
+    /// The node failed (disk full, I/O error).
+    Internal,
+}
+
+/// A node's answer. One per stream.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Response {
+    /// Answer to `Hello`.
+    Challenge {
+        /// Fresh random bytes to sign, valid for this connection.
+        #[serde(with = "serde_bytes")]
+        challenge: Vec<u8>,
+        /// How this user logs in.
+        scheme: AuthScheme,
+    },
+    /// Login accepted.
+    LoggedIn,
+    /// Blob stored durably.
+    Stored,
+    /// Blob follows: exactly `len` bytes after the frame.
+    Blob {
+        /// Number of bulk bytes that follow.
+        len: u64,
+    },
+    /// A page of the listing.
+    Listing {
+        /// Entries in id order.
+        entries: Vec<ListEntry>,
+        /// Whether more entries follow the last one.
+        more: bool,
+    },
+    /// Blob deleted.
+    Deleted,
+    /// Answer to `Status`.
+    Status(NodeStatus),
+    /// Answer to `GetRecord` (`None`: no record yet).
+    Record(Option<UserRecord>),
+    /// Key record stored.
+    RecordStored,
+    /// The request failed.
+    Error {
+        /// Reason.
+        code: ErrorCode,
+        /// Human-readable detail, never containing secrets.
+        message: String,
+    },
+}
+
+fn check_user(user: &str) -> Result<(), DecodeError> {
+    if user.len() > MAX_USER_LEN || normalize_user(user).is_none() {
+        return Err(DecodeError::Invalid("user name"));
+    }
+    Ok(())
+}
+
+impl KdfParams {
+    fn validate(&self) -> Result<(), DecodeError> {
+        if !(MIN_SALT_LEN..=MAX_SALT_LEN).contains(&self.salt.len()) {
+            return Err(DecodeError::Invalid("salt length"));
+        }
+        Ok(())
+    }
+}
+
+impl UserRecord {
+    /// Checks field lengths.
+    pub fn validate(&self) -> Result<(), DecodeError> {
+        self.kdf.validate()?;
+        if let Some(k) = &self.login_key {
+            if k.len() != LOGIN_KEY_LEN {
+                return Err(DecodeError::Invalid("login key length"));
+            }
+        }
+        if self.wrapped_key.is_empty() || self.wrapped_key.len() > MAX_WRAPPED_KEY_LEN {
+            return Err(DecodeError::Invalid("wrapped key length"));
+        }
+        Ok(())
+    }
+}
+
+impl Request {
+    /// Checks every field is in bounds (blob ids are checked on decode).
+    pub fn validate(&self) -> Result<(), DecodeError> {
+        match self {
+            Request::Hello { user } => check_user(user),
+            Request::Login { user, proof } => {
+                check_user(user)?;
+                match proof {
+                    Proof::LegacyMd5(d) if d.len() != MD5_LEN => {
+                        Err(DecodeError::Invalid("md5 proof length"))
+                    }
+                    Proof::Signature(s) if s.len() != SIGNATURE_LEN => {
+                        Err(DecodeError::Invalid("signature length"))
+                    }
+                    _ => Ok(()),
+                }
+            }
+            Request::List { limit, .. } if *limit == 0 || *limit > MAX_LIST_PAGE => {
+                Err(DecodeError::Invalid("list limit"))
+            }
+            Request::PutRecord { record, .. } => record.validate(),
+            _ => Ok(()),
+        }
+    }
+}
+
+impl Response {
+    /// Checks every field is in bounds.
+    pub fn validate(&self) -> Result<(), DecodeError> {
+        match self {
+            Response::Challenge { challenge, scheme } => {
+                if challenge.len() != CHALLENGE_LEN {
+                    return Err(DecodeError::Invalid("challenge length"));
+                }
+                match scheme {
+                    AuthScheme::Upgraded(k) => k.validate(),
+                    AuthScheme::Legacy => Ok(()),
+                }
+            }
+            Response::Listing { entries, .. } if entries.len() > MAX_LIST_PAGE as usize => {
+                Err(DecodeError::Invalid("listing length"))
+            }
+            Response::Record(Some(r)) => r.validate(),
+            _ => Ok(()),
+        }
+    }
+
+    /// Shorthand for an error response.
+    pub fn error(code: ErrorCode, message: impl Into<String>) -> Self {
+        Response::Error {
+            code,
+            message: message.into(),
+        }
+    }
+}

@@ -1,0 +1,257 @@
+//! Codec tests: no sockets, just bytes.
+
+use wire::frame::split_frame;
+use wire::*;
+
+fn roundtrip_req(req: Request) {
+    let frame = encode_request(&req);
+    let body = split_frame(&frame).unwrap();
+    assert_eq!(decode_request(body).unwrap(), req);
+}
+
+fn roundtrip_resp(resp: Response) {
+    let frame = encode_response(&resp);
+    let body = split_frame(&frame).unwrap();
+    assert_eq!(decode_response(body).unwrap(), resp);
+}
+
+fn id(s: &str) -> BlobId {
+    BlobId::new(s).unwrap()
+}
+
+fn record() -> UserRecord {
+    UserRecord {
+        generation: 3,
+        kdf: KdfParams {
+            salt: vec![7; 16],
+            m_kib: 65536,
+            t: 3,
+            p: 1,
+        },
+        login_key: Some(vec![1; 32]),
+        wrapped_key: vec![9; 60],
+    }
+}
+
+#[test]
+fn requests_round_trip() {
+    roundtrip_req(Request::Hello {
+        user: "Alice".into(),
+    });
+    roundtrip_req(Request::Login {
+        user: "alice".into(),
+        proof: Proof::LegacyMd5(vec![0xab; 16]),
+    });
+    roundtrip_req(Request::Login {
+        user: "alice".into(),
+        proof: Proof::Signature(vec![1; 64]),
+    });
+    roundtrip_req(Request::PutBlob {
+        id: id("p-00ff"),
+        len: u64::MAX,
+    });
+    roundtrip_req(Request::GetBlob { id: id("m-1") });
+    roundtrip_req(Request::List {
+        after: None,
+        limit: 10,
+    });
+    roundtrip_req(Request::List {
+        after: Some(id("abc")),
+        limit: MAX_LIST_PAGE,
+    });
+    roundtrip_req(Request::Delete { id: id("x") });
+    roundtrip_req(Request::Status);
+    roundtrip_req(Request::GetRecord);
+    roundtrip_req(Request::PutRecord {
+        expect_generation: 2,
+        record: record(),
+    });
+}
+
+#[test]
+fn responses_round_trip() {
+    roundtrip_resp(Response::Challenge {
+        challenge: vec![5; 32],
+        scheme: AuthScheme::Legacy,
+    });
+    roundtrip_resp(Response::Challenge {
+        challenge: vec![5; 32],
+        scheme: AuthScheme::Upgraded(record().kdf),
+    });
+    roundtrip_resp(Response::LoggedIn);
+    roundtrip_resp(Response::Stored);
+    roundtrip_resp(Response::Blob { len: 12345 });
+    roundtrip_resp(Response::Listing {
+        entries: vec![
+            ListEntry {
+                id: id("a"),
+                len: 1,
+            },
+            ListEntry {
+                id: id("b"),
+                len: 0,
+            },
+        ],
+        more: true,
+    });
+    roundtrip_resp(Response::Deleted);
+    roundtrip_resp(Response::Status(NodeStatus {
+        name: "DFS1".into(),
+        version: "0.1.0".into(),
+        blobs: 1,
+        bytes: 2,
+    }));
+    roundtrip_resp(Response::Record(None));
+    roundtrip_resp(Response::Record(Some(record())));
+    roundtrip_resp(Response::RecordStored);
+    roundtrip_resp(Response::error(ErrorCode::Throttled(1500), "slow down"));
+}
+
+#[test]
+fn byte_fields_are_cbor_byte_strings() {
+    // A 64-byte signature must cost ~66 bytes, not an array of 64 integers.
+    let frame = encode_request(&Request::Login {
+        user: "a".into(),
+        proof: Proof::Signature(vec![0xff; 64]),
+    });
+    // CBOR byte string header for 64 bytes: major type 2, one-byte length.
+    assert!(
+        frame.windows(3).any(|w| w == [0x58, 0x40, 0xff]),
+        "{frame:02x?}"
+    );
+    assert!(frame.len() < 110, "{} bytes", frame.len());
+}
+
+#[test]
+fn truncated_input_is_an_error() {
+    let frame = encode_request(&Request::PutBlob {
+        id: id("p-1"),
+        len: 7,
+    });
+    for cut in 0..frame.len() {
+        assert!(split_frame(&frame[..cut]).is_err(), "cut at {cut}");
+    }
+    let body = &frame[FRAME_PREFIX_LEN..];
+    for cut in 0..body.len() {
+        assert!(decode_request(&body[..cut]).is_err(), "body cut at {cut}");
+    }
+}
+
+#[test]
+fn oversized_length_is_refused_before_reading() {
+    let mut prefix = [0u8; FRAME_PREFIX_LEN];
+    prefix[..2].copy_from_slice(&PROTOCOL_VERSION.to_be_bytes());
+    prefix[2..].copy_from_slice(&u32::MAX.to_be_bytes());
+    assert_eq!(
+        decode_frame_header(&prefix),
+        Err(DecodeError::TooLarge(u32::MAX as u64))
+    );
+    prefix[2..].copy_from_slice(&((MAX_HEADER_LEN as u32) + 1).to_be_bytes());
+    assert!(matches!(
+        decode_frame_header(&prefix),
+        Err(DecodeError::TooLarge(_))
+    ));
+    assert!(decode_request(&vec![0u8; MAX_HEADER_LEN + 1]).is_err());
+}
+
+#[test]
+fn unknown_version_is_refused() {
+    let mut frame = encode_request(&Request::Status);
+    frame[..2].copy_from_slice(&2u16.to_be_bytes());
+    assert_eq!(split_frame(&frame), Err(DecodeError::UnsupportedVersion(2)));
+    frame[..2].copy_from_slice(&0u16.to_be_bytes());
+    assert_eq!(split_frame(&frame), Err(DecodeError::UnsupportedVersion(0)));
+}
+
+#[test]
+fn garbage_is_an_error_not_a_panic() {
+    let mut seed = 0x9e3779b97f4a7c15u64;
+    for len in 0..400usize {
+        let body: Vec<u8> = (0..len)
+            .map(|_| {
+                seed ^= seed << 13;
+                seed ^= seed >> 7;
+                seed ^= seed << 17;
+                seed as u8
+            })
+            .collect();
+        let _ = decode_request(&body);
+        let _ = decode_response(&body);
+    }
+    for body in [
+        &b"\xff\xff\xff"[..],
+        b"\xa1",
+        b"\x9f\x9f\x9f\x9f",
+        &[0x5b; 9],
+    ] {
+        assert!(decode_request(body).is_err());
+    }
+    // Deep nesting is refused, not a stack overflow.
+    assert!(decode_request(&vec![0x81; 10_000]).is_err());
+}
+
+#[test]
+fn trailing_bytes_are_refused() {
+    let mut frame = encode_request(&Request::Status);
+    frame.push(0);
+    assert_eq!(split_frame(&frame), Err(DecodeError::Trailing));
+    let body = &frame[FRAME_PREFIX_LEN..];
+    assert_eq!(decode_request(body), Err(DecodeError::Trailing));
+}
+
+/// Encodes a message with arbitrary field values, bypassing validation.
+fn raw_body<T: serde::Serialize>(v: &T) -> Vec<u8> {
+    let mut out = Vec::new();
+    ciborium::into_writer(v, &mut out).unwrap();
+    out
+}
+
+#[test]
+fn hostile_fields_are_refused() {
+    #[derive(serde::Serialize)]
+    enum Raw {
+        GetBlob { id: String },
+        Hello { user: String },
+        List { after: Option<String>, limit: u32 },
+    }
+    for bad in [
+        "..",
+        "../../etc/passwd",
+        "",
+        "a/b",
+        "a\0",
+        "ü",
+        &"a".repeat(10_000),
+    ] {
+        let body = raw_body(&Raw::GetBlob { id: bad.into() });
+        assert!(decode_request(&body).is_err(), "{bad:?}");
+        let body = raw_body(&Raw::Hello { user: bad.into() });
+        assert!(decode_request(&body).is_err(), "{bad:?}");
+    }
+    for limit in [0, MAX_LIST_PAGE + 1, u32::MAX] {
+        let body = raw_body(&Raw::List { after: None, limit });
+        assert!(matches!(
+            decode_request(&body),
+            Err(DecodeError::Invalid(_))
+        ));
+    }
+    // Wrong-length proofs.
+    for proof in [Proof::LegacyMd5(vec![0; 15]), Proof::Signature(vec![0; 63])] {
+        let body = raw_body(&Request::Login {
+            user: "a".into(),
+            proof,
+        });
+        assert!(matches!(
+            decode_request(&body),
+            Err(DecodeError::Invalid(_))
+        ));
+    }
+    // A record with a short salt.
+    let mut r = record();
+    r.kdf.salt = vec![1; 4];
+    let body = raw_body(&Request::PutRecord {
+        expect_generation: 0,
+        record: r,
+    });
+    assert!(decode_request(&body).is_err());
+}
