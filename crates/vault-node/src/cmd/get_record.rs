@@ -1,0 +1,20 @@
+//! `GetRecord` -> `Record(Option<UserRecord>)` of the logged-in user.
+
+use wire::Response;
+
+use super::{either, internal, Ctx};
+
+pub(crate) async fn run(ctx: &Ctx<'_>) -> Response {
+    either(get(ctx).await)
+}
+
+async fn get(ctx: &Ctx<'_>) -> Result<Response, Response> {
+    let (user, _) = ctx.user()?;
+    let record = ctx
+        .node
+        .records
+        .get(&user)
+        .await
+        .map_err(|e| internal("reading the key record", &e))?;
+    Ok(Response::Record(record))
+}

@@ -1,0 +1,104 @@
+//! Request handlers, one file each. A handler gets the node's shared state,
+//! the connection's login [`Session`] and the typed request, and returns
+//! the [`Reply`] that `connection` writes back. Handlers never see streams.
+
+mod delete;
+mod get_blob;
+mod get_record;
+mod hello;
+mod list;
+mod login;
+mod put_blob;
+mod put_record;
+mod status;
+
+use std::sync::{Mutex, MutexGuard};
+
+use wire::{ErrorCode, Request, Response};
+
+use crate::auth::{LoginMethod, Session};
+use crate::connection::BulkIn;
+use crate::state::NodeState;
+
+/// What a handler works with.
+pub(crate) struct Ctx<'a> {
+    pub node: &'a NodeState,
+    pub session: &'a Mutex<Session>,
+}
+
+impl Ctx<'_> {
+    /// The connection's login state (the lock is never held across awaits).
+    pub fn session(&self) -> MutexGuard<'_, Session> {
+        self.session.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// The logged-in user, or the `NotLoggedIn` error to answer.
+    pub fn user(&self) -> Result<(String, LoginMethod), Response> {
+        self.session()
+            .user()
+            .map(|(u, m)| (u.to_string(), m))
+            .ok_or_else(|| Response::error(ErrorCode::NotLoggedIn, "log in first"))
+    }
+}
+
+/// A handler's answer.
+pub(crate) enum Reply {
+    /// A response frame alone.
+    Message(Response),
+    /// `Blob{len}` followed by the contents of `file`.
+    Blob { file: tokio::fs::File, len: u64 },
+}
+
+impl From<Response> for Reply {
+    fn from(r: Response) -> Self {
+        Reply::Message(r)
+    }
+}
+
+/// The answer to a storage failure: details go to the log, not the client.
+pub(crate) fn internal(what: &str, err: &dyn std::fmt::Display) -> Response {
+    tracing::error!(error = %err, "{what} failed");
+    Response::error(ErrorCode::Internal, format!("{what} failed on the node"))
+}
+
+/// Runs the handler for `req`. `bulk` holds the bytes of a `PutBlob`.
+pub(crate) async fn dispatch(ctx: &Ctx<'_>, req: Request, bulk: BulkIn<'_>) -> Reply {
+    let peer = ctx.session().peer();
+    tracing::debug!(%peer, request = kind(&req), "request");
+    match req {
+        Request::Hello { user } => hello::run(ctx, &user).await.into(),
+        Request::Login { user, proof } => login::run(ctx, &user, &proof).await.into(),
+        Request::PutBlob { id, len } => put_blob::run(ctx, &id, len, bulk).await.into(),
+        Request::GetBlob { id } => get_blob::run(ctx, &id).await,
+        Request::List { after, limit } => list::run(ctx, after, limit).await.into(),
+        Request::Delete { id } => delete::run(ctx, &id).await.into(),
+        Request::Status => status::run(ctx).await.into(),
+        Request::GetRecord => get_record::run(ctx).await.into(),
+        Request::PutRecord {
+            expect_generation,
+            record,
+        } => put_record::run(ctx, expect_generation, &record)
+            .await
+            .into(),
+    }
+}
+
+/// A request's name for logs (never its fields).
+fn kind(req: &Request) -> &'static str {
+    match req {
+        Request::Hello { .. } => "hello",
+        Request::Login { .. } => "login",
+        Request::PutBlob { .. } => "put-blob",
+        Request::GetBlob { .. } => "get-blob",
+        Request::List { .. } => "list",
+        Request::Delete { .. } => "delete",
+        Request::Status => "status",
+        Request::GetRecord => "get-record",
+        Request::PutRecord { .. } => "put-record",
+    }
+}
+
+/// `Ok(v)` or the error response, as one value.
+pub(crate) fn either(r: Result<Response, Response>) -> Response {
+    r.unwrap_or_else(|e| e)
+}

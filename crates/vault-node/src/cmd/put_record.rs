@@ -1,0 +1,42 @@
+//! `PutRecord{expect_generation, record}` -> `RecordStored`, or `Conflict`
+//! when the stored generation is not `expect_generation` or the new one
+//! does not increase.
+//!
+//! A connection that logged in with the legacy MD5 proof may write while
+//! the stored record has no login key (a legacy client's first record, and
+//! the rotation that upgrades it); once the record has a login key, only a
+//! signature login may change it. A record with `login_key` upgrades the
+//! account: from then on the MD5 proof is refused.
+
+use wire::{ErrorCode, Response, UserRecord};
+
+use super::{either, internal, Ctx};
+use crate::auth::LoginMethod;
+use crate::records::RecordError;
+
+pub(crate) async fn run(ctx: &Ctx<'_>, expect_generation: u64, record: &UserRecord) -> Response {
+    either(put(ctx, expect_generation, record).await)
+}
+
+async fn put(ctx: &Ctx<'_>, expect: u64, record: &UserRecord) -> Result<Response, Response> {
+    let (user, method) = ctx.user()?;
+    let legacy = method == LoginMethod::Legacy;
+    match ctx.node.records.put(&user, expect, record, legacy).await {
+        Ok(()) => {
+            tracing::info!(
+                %user,
+                generation = record.generation,
+                upgraded = record.login_key.is_some(),
+                "key record stored"
+            );
+            Ok(Response::RecordStored)
+        }
+        Err(e @ RecordError::Conflict { .. }) => {
+            Err(Response::error(ErrorCode::Conflict, e.to_string()))
+        }
+        Err(e @ RecordError::Upgraded) => {
+            Err(Response::error(ErrorCode::AuthFailed, e.to_string()))
+        }
+        Err(e) => Err(internal("storing the key record", &e)),
+    }
+}

@@ -1,0 +1,22 @@
+//! `Status` -> the node's name and version, and the logged-in user's usage
+//! (zero before login).
+
+use wire::{NodeStatus, Response};
+
+use super::{internal, Ctx};
+
+pub(crate) async fn run(ctx: &Ctx<'_>) -> Response {
+    let (blobs, bytes) = match ctx.user() {
+        Ok((user, _)) => match ctx.node.blobs.usage(&user).await {
+            Ok(u) => u,
+            Err(e) => return internal("measuring usage", &e),
+        },
+        Err(_) => (0, 0),
+    };
+    Response::Status(NodeStatus {
+        name: ctx.node.name.clone(),
+        version: crate::VERSION.to_string(),
+        blobs,
+        bytes,
+    })
+}

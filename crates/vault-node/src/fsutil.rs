@@ -1,0 +1,134 @@
+//! Small file-system helpers: random names, private files, atomic
+//! replacement (temp file, write, `sync_all`, rename, fsync the folder) and
+//! a guard that removes a temp file unless it was committed.
+
+use std::fs::{self, File, OpenOptions};
+use std::io::{self, Write};
+use std::path::{Path, PathBuf};
+
+/// `n` random bytes as lower-case hex.
+pub(crate) fn random_hex(n: usize) -> io::Result<String> {
+    let mut buf = vec![0u8; n];
+    getrandom::fill(&mut buf).map_err(|e| io::Error::other(format!("random generator: {e}")))?;
+    Ok(hex::encode(buf))
+}
+
+/// Opens a new file (failing if it exists) readable by its owner only.
+pub(crate) fn create_new_private(path: &Path) -> io::Result<File> {
+    let mut opts = OpenOptions::new();
+    opts.write(true).create_new(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt;
+        opts.mode(0o600);
+    }
+    opts.open(path)
+}
+
+/// Flushes a folder's entries (a rename inside it) to disk.
+pub(crate) fn sync_dir(dir: &Path) -> io::Result<()> {
+    #[cfg(unix)]
+    {
+        File::open(dir)?.sync_all()?;
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = dir;
+    }
+    Ok(())
+}
+
+/// Deletes the file at `path` when dropped, unless [`TempGuard::commit`]
+/// was called. Runs on every failure path, including a dropped task.
+#[derive(Debug)]
+pub(crate) struct TempGuard {
+    path: Option<PathBuf>,
+}
+
+impl TempGuard {
+    pub(crate) fn new(path: PathBuf) -> Self {
+        TempGuard { path: Some(path) }
+    }
+
+    pub(crate) fn path(&self) -> &Path {
+        self.path.as_deref().unwrap_or(Path::new(""))
+    }
+
+    /// The file was renamed away: nothing left to clean up.
+    pub(crate) fn commit(mut self) {
+        self.path = None;
+    }
+}
+
+impl Drop for TempGuard {
+    fn drop(&mut self) {
+        if let Some(path) = self.path.take() {
+            if let Err(e) = fs::remove_file(&path) {
+                if e.kind() != io::ErrorKind::NotFound {
+                    tracing::warn!(path = %path.display(), error = %e, "could not remove temp file");
+                }
+            }
+        }
+    }
+}
+
+/// Replaces `path` with `data` atomically. With `private`, a new file is
+/// created mode 0600; otherwise an existing file's permissions are kept.
+pub(crate) fn write_atomic(path: &Path, data: &[u8], private: bool) -> io::Result<()> {
+    let dir = match path.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
+        _ => PathBuf::from("."),
+    };
+    let name = path
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let tmp = dir.join(format!(".{name}.{}.tmp", random_hex(8)?));
+    let guard = TempGuard::new(tmp);
+    let mut file = create_new_private(guard.path())?;
+    if !private {
+        if let Ok(meta) = fs::metadata(path) {
+            file.set_permissions(meta.permissions())?;
+        }
+    }
+    file.write_all(data)?;
+    file.sync_all()?;
+    drop(file);
+    fs::rename(guard.path(), path)?;
+    guard.commit();
+    sync_dir(&dir)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn atomic_write_replaces_and_leaves_no_temp() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("f");
+        write_atomic(&p, b"one", true).unwrap();
+        write_atomic(&p, b"two", false).unwrap();
+        assert_eq!(fs::read(&p).unwrap(), b"two");
+        assert_eq!(fs::read_dir(dir.path()).unwrap().count(), 1);
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            let mode = fs::metadata(&p).unwrap().permissions().mode() & 0o777;
+            assert_eq!(mode, 0o600);
+        }
+    }
+
+    #[test]
+    fn guard_removes_unless_committed() {
+        let dir = tempfile::tempdir().unwrap();
+        let a = dir.path().join("a");
+        fs::write(&a, b"x").unwrap();
+        drop(TempGuard::new(a.clone()));
+        assert!(!a.exists());
+        let b = dir.path().join("b");
+        fs::write(&b, b"x").unwrap();
+        TempGuard::new(b.clone()).commit();
+        assert!(b.exists());
+    }
+}

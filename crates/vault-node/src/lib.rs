@@ -1,0 +1,56 @@
+//! The Vault storage node: keeps per-user ciphertext blobs and key records,
+//! served over QUIC to clients that log in.
+//!
+//! A node never sees plaintext: blobs arrive encrypted and named by opaque
+//! ids, and key records hold only a wrapped master key and a public login key.
+//!
+//! # Layout
+//!
+//! - [`server`]: [`server::NodeConfig`] and [`server::Server`]: the quinn
+//!   endpoint, connection and stream caps, and the shutdown sequence.
+//! - `connection` (private): the only code that reads and writes QUIC
+//!   streams. Frames in, typed requests to the handlers, responses and bulk
+//!   bytes out.
+//! - `cmd` (private): one file per request handler.
+//! - [`auth`]: login challenges, legacy MD5 and Ed25519 proof checks, and the
+//!   scheme a user logs in with.
+//! - [`throttle`]: in-memory slowing of failed logins per address and user.
+//! - [`store`]: per-user blob folders: atomic writes, streamed reads, listing.
+//! - [`records`]: per-user key records with compare-and-swap on generation.
+//! - [`users`]: the `--users` file (`dfs.conf`) in every legacy form plus
+//!   the upgraded `argon2id` form, and the `vault-node user` edits.
+//! - [`kdf`]: Argon2id root key and login key derivation (shared formulas
+//!   with the client).
+//! - [`certs`]: rcgen cluster CA and node certificates.
+//! - [`dev_cluster`]: four in-process nodes with demo users for trying Vault.
+//!
+//! # On-disk layout
+//!
+//! ```text
+//! <root>/<user>/<blob-id>            ciphertext blobs (user = lower-case name)
+//! <root>/<user>/.tmp/<random>.tmp    uploads in progress; removed on failure and at start
+//! <root>/.vault/records/<user>.cbor  the user's key record
+//! <root>/.vault/node.secret          32 random bytes (0600): decoy salts for unknown users
+//! ```
+#![forbid(unsafe_code)]
+
+pub mod auth;
+pub mod certs;
+mod cmd;
+mod connection;
+pub mod dev_cluster;
+mod fsutil;
+pub mod kdf;
+pub mod records;
+pub mod server;
+mod state;
+pub mod store;
+pub mod throttle;
+pub mod users;
+
+pub use server::{NodeConfig, Server};
+pub use throttle::ThrottleConfig;
+pub use users::UserDb;
+
+/// Software version reported in `Status`.
+pub const VERSION: &str = env!("CARGO_PKG_VERSION");

@@ -1,0 +1,264 @@
+//! `vault-node`: the storage node binary. Parses arguments and calls the
+//! library; everything else lives in `vault_node`.
+
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use anyhow::{bail, Context};
+use clap::{Parser, Subcommand};
+use vault_node::{certs, dev_cluster, kdf, server, users, NodeConfig, Server, UserDb};
+use zeroize::Zeroizing;
+
+/// Vault storage node: keeps users' encrypted file parts, served over QUIC.
+#[derive(Parser)]
+#[command(version, about, long_about = None)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Create the cluster CA and one TLS certificate per node.
+    Certs {
+        /// Folder for ca.pem, ca.key, NAME.pem and NAME.key.
+        #[arg(long, default_value = "certs")]
+        dir: PathBuf,
+        /// Node name to issue a certificate for (repeat: --node DFS1 --node DFS2 ...).
+        #[arg(long = "node", value_name = "NAME", required = true)]
+        nodes: Vec<String>,
+        /// Extra name or address clients use to reach the nodes (repeat);
+        /// IP addresses become IP SANs, anything else a DNS name.
+        #[arg(long = "san", value_name = "NAME|IP", default_values_t = certs::default_sans())]
+        sans: Vec<String>,
+        /// Replace an existing CA (invalidates every certificate it issued).
+        #[arg(long)]
+        force: bool,
+    },
+    /// Run one storage node.
+    Serve {
+        /// Folder holding this node's data (one sub-folder per user).
+        #[arg(long)]
+        root: PathBuf,
+        /// UDP port to listen on (all interfaces).
+        #[arg(long, required_unless_present = "listen")]
+        port: Option<u16>,
+        /// Users file (dfs.conf): who may log in.
+        #[arg(long)]
+        users: PathBuf,
+        /// Folder holding NAME.pem and NAME.key.
+        #[arg(long, default_value = "certs")]
+        certs: PathBuf,
+        /// Node name, as in the certificate and dfc.conf [default: the root folder's name].
+        #[arg(long)]
+        name: Option<String>,
+        /// Full address to listen on, overriding --port (e.g. 127.0.0.1:10001).
+        #[arg(long, value_name = "ADDR")]
+        listen: Option<SocketAddr>,
+        /// Largest blob accepted, in bytes.
+        #[arg(long, value_name = "BYTES", default_value_t = wire::DEFAULT_MAX_BLOB_LEN)]
+        max_blob: u64,
+        /// Most simultaneous client connections.
+        #[arg(long, value_name = "N", default_value_t = server::DEFAULT_MAX_CONNECTIONS)]
+        max_connections: usize,
+    },
+    /// Run four local nodes with certificates, demo users and a ready dfc.conf.
+    DevCluster {
+        /// Folder for certs, dfs.conf, dfc.conf and the node roots.
+        #[arg(long, default_value = dev_cluster::DEFAULT_DIR)]
+        dir: PathBuf,
+        /// Port of DFS1; DFS2..DFS4 use the next three.
+        #[arg(long, default_value_t = 10001)]
+        base_port: u16,
+    },
+    /// Manage the users file.
+    User {
+        #[command(subcommand)]
+        command: UserCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum UserCommand {
+    /// Add an upgraded (Argon2id) user. The password comes from
+    /// VAULT_PASSWORD or is asked twice without echo.
+    Add {
+        /// User name (case-insensitive).
+        name: String,
+        /// Users file to change (created if missing).
+        #[arg(long, default_value = "dfs.conf")]
+        users: PathBuf,
+    },
+    /// Remove a user's entry (in whichever form it is written).
+    Remove {
+        /// User name (case-insensitive).
+        name: String,
+        /// Users file to change.
+        #[arg(long, default_value = "dfs.conf")]
+        users: PathBuf,
+    },
+    /// List users and their password scheme (plain, md5, argon2id).
+    List {
+        /// Users file to read.
+        #[arg(long, default_value = "dfs.conf")]
+        users: PathBuf,
+    },
+}
+
+fn main() -> ExitCode {
+    init_logging();
+    let cli = Cli::parse();
+    match run(cli.command) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("vault-node: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn init_logging() {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .init();
+}
+
+fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("failed to start the async runtime")
+}
+
+fn run(command: Command) -> anyhow::Result<()> {
+    match command {
+        Command::Certs {
+            dir,
+            nodes,
+            sans,
+            force,
+        } => {
+            certs::write_dir(&dir, &nodes, &sans, force)?;
+            println!(
+                "certificates for {} written to {}",
+                nodes.join(", "),
+                dir.display()
+            );
+            Ok(())
+        }
+        Command::Serve {
+            root,
+            port,
+            users,
+            certs,
+            name,
+            listen,
+            max_blob,
+            max_connections,
+        } => {
+            let name = match name {
+                Some(n) => n,
+                None => root_name(&root)?,
+            };
+            let listen = match (listen, port) {
+                (Some(addr), _) => addr,
+                (None, Some(port)) => SocketAddr::new(IpAddr::V4(Ipv4Addr::UNSPECIFIED), port),
+                (None, None) => bail!("give --port or --listen"),
+            };
+            let db = UserDb::load(&users)?;
+            db.warn_legacy(&users.display().to_string());
+            let read = |ext: &str| {
+                let p = certs.join(format!("{name}.{ext}"));
+                std::fs::read_to_string(&p)
+                    .with_context(|| format!("failed to read {}", p.display()))
+            };
+            let mut config = NodeConfig::new(&name, root, listen, db, read("pem")?, read("key")?);
+            config.max_blob_len = max_blob;
+            config.max_connections = max_connections;
+            runtime()?.block_on(async {
+                let signal = server::shutdown_signal();
+                let server = Server::bind(config)?;
+                // Scripts and tests read the bound address (useful with port 0).
+                println!("{name} listening on {}", server.local_addr());
+                server.run(signal).await
+            })
+        }
+        Command::DevCluster { dir, base_port } => runtime()?.block_on(async {
+            let signal = server::shutdown_signal();
+            dev_cluster::run(&dir, base_port, signal).await
+        }),
+        Command::User { command } => user(command),
+    }
+}
+
+fn root_name(root: &Path) -> anyhow::Result<String> {
+    let abs = std::path::absolute(root).unwrap_or_else(|_| root.to_path_buf());
+    abs.file_name()
+        .and_then(|n| n.to_str())
+        .map(str::to_owned)
+        .with_context(|| {
+            format!(
+                "cannot take a node name from {}; give --name",
+                root.display()
+            )
+        })
+}
+
+fn user(command: UserCommand) -> anyhow::Result<()> {
+    match command {
+        UserCommand::Add { name, users: path } => {
+            if wire::normalize_user(&name).is_none() {
+                bail!("invalid user name {name:?}");
+            }
+            if let Ok(db) = UserDb::load(&path) {
+                if db.get(&name).is_some() {
+                    bail!("{}: user {name} already exists", path.display());
+                }
+            }
+            let password = read_password()?;
+            let params = kdf::new_params()?;
+            let key = kdf::public_key_for_password(password.as_bytes(), &params)?;
+            users::add_user(&path, &name, &params, &key)?;
+            println!("added {name} (argon2id) to {}", path.display());
+            Ok(())
+        }
+        UserCommand::Remove { name, users: path } => {
+            users::remove_user(&path, &name)?;
+            println!("removed {name} from {}", path.display());
+            Ok(())
+        }
+        UserCommand::List { users: path } => {
+            for entry in UserDb::load(&path)?.iter() {
+                println!("{}\t{}", entry.name, entry.credential.scheme());
+            }
+            Ok(())
+        }
+    }
+}
+
+fn read_password() -> anyhow::Result<Zeroizing<String>> {
+    if let Ok(p) = std::env::var("VAULT_PASSWORD") {
+        if p.is_empty() {
+            bail!("VAULT_PASSWORD is empty");
+        }
+        return Ok(Zeroizing::new(p));
+    }
+    let first = Zeroizing::new(
+        rpassword::prompt_password("Password: ").context("failed to read the password")?,
+    );
+    if first.is_empty() {
+        bail!("empty password");
+    }
+    let second = Zeroizing::new(
+        rpassword::prompt_password("Repeat password: ").context("failed to read the password")?,
+    );
+    if *first != *second {
+        bail!("the passwords differ");
+    }
+    Ok(first)
+}

@@ -1,0 +1,335 @@
+//! The node's QUIC endpoint: TLS 1.3 with the node's certificate, caps on
+//! connections and streams, and the shutdown sequence.
+//!
+//! ```no_run
+//! # async fn demo(cfg: vault_node::NodeConfig) -> anyhow::Result<()> {
+//! let server = vault_node::Server::bind(cfg)?;
+//! println!("listening on {}", server.local_addr());
+//! server.run(vault_node::server::shutdown_signal()).await
+//! # }
+//! ```
+//!
+//! Shutdown: when the future given to [`Server::run`] completes, the accept
+//! loop stops, connections stop taking new requests (answering
+//! `ShuttingDown`), in-flight requests get [`NodeConfig::shutdown_grace`]
+//! to finish and are then aborted (their uploads' temp files removed), and
+//! the endpoint is closed and drained.
+
+use std::future::Future;
+use std::net::{SocketAddr, UdpSocket};
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{anyhow, bail, Context};
+use quinn::crypto::rustls::QuicServerConfig;
+use quinn::{EndpointConfig, IdleTimeout, TransportConfig, VarInt};
+use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+use socket2::{Domain, Protocol, Socket, Type};
+use tokio::sync::{watch, Semaphore};
+use tokio::task::JoinSet;
+
+use crate::records::RecordStore;
+use crate::state::{prepare_root, NodeState, META_DIR};
+use crate::store::BlobStore;
+use crate::throttle::{Throttle, ThrottleConfig};
+use crate::users::UserDb;
+
+/// Default cap on simultaneous connections.
+pub const DEFAULT_MAX_CONNECTIONS: usize = 256;
+/// Default cap on simultaneous requests (streams) per connection.
+pub const DEFAULT_MAX_STREAMS: u32 = 64;
+/// Default time in-flight requests get to finish at shutdown.
+pub const DEFAULT_SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
+/// UDP socket buffer size asked of the kernel (both directions).
+const SOCKET_BUFFER: usize = 4 << 20;
+/// Connections idle this long are dropped.
+const IDLE_TIMEOUT: Duration = Duration::from_secs(30);
+/// Most connections being turned away (handshake + close) at once.
+const MAX_REFUSING: usize = 16;
+/// QUIC application close code for a node at its connection cap.
+const BUSY: VarInt = VarInt::from_u32(2);
+
+/// Everything a node needs to run.
+#[derive(Debug, Clone)]
+pub struct NodeConfig {
+    /// Node name (`DFS1`): the certificate's name, bound into login signatures.
+    pub name: String,
+    /// Root folder of the node's data.
+    pub root: PathBuf,
+    /// UDP address to listen on (port 0 picks a free port).
+    pub listen: SocketAddr,
+    /// Who may log in.
+    pub users: UserDb,
+    /// The node's certificate chain, PEM.
+    pub cert_pem: String,
+    /// The node's private key, PEM.
+    pub key_pem: String,
+    /// Largest blob accepted, in bytes.
+    pub max_blob_len: u64,
+    /// Most simultaneous connections; more are refused with a close reason.
+    pub max_connections: usize,
+    /// Most simultaneous requests (QUIC streams) per connection.
+    pub max_streams_per_connection: u32,
+    /// Failed-login throttling thresholds.
+    pub throttle: ThrottleConfig,
+    /// Time in-flight requests get to finish at shutdown.
+    pub shutdown_grace: Duration,
+}
+
+impl NodeConfig {
+    /// A configuration with default limits.
+    pub fn new(
+        name: impl Into<String>,
+        root: impl Into<PathBuf>,
+        listen: SocketAddr,
+        users: UserDb,
+        cert_pem: impl Into<String>,
+        key_pem: impl Into<String>,
+    ) -> Self {
+        NodeConfig {
+            name: name.into(),
+            root: root.into(),
+            listen,
+            users,
+            cert_pem: cert_pem.into(),
+            key_pem: key_pem.into(),
+            max_blob_len: wire::DEFAULT_MAX_BLOB_LEN,
+            max_connections: DEFAULT_MAX_CONNECTIONS,
+            max_streams_per_connection: DEFAULT_MAX_STREAMS,
+            throttle: ThrottleConfig::default(),
+            shutdown_grace: DEFAULT_SHUTDOWN_GRACE,
+        }
+    }
+}
+
+/// A node bound to its UDP socket, ready to [`run`](Server::run).
+pub struct Server {
+    node: Arc<NodeState>,
+    socket: UdpSocket,
+    local_addr: SocketAddr,
+    quic: quinn::ServerConfig,
+    max_connections: usize,
+    grace: Duration,
+}
+
+impl std::fmt::Debug for Server {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Server")
+            .field("name", &self.node.name)
+            .field("local_addr", &self.local_addr)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Server {
+    /// Prepares the root (folders, node secret, leftover uploads removed),
+    /// loads the certificate and binds the UDP socket. Needs no runtime.
+    pub fn bind(config: NodeConfig) -> anyhow::Result<Server> {
+        if config.name.is_empty() {
+            bail!("node name is empty");
+        }
+        if config.max_connections == 0 {
+            bail!("max connections must be at least 1");
+        }
+        let quic = quic_config(&config)?;
+        let secret = prepare_root(&config.root)?;
+        let socket = bind_socket(config.listen)?;
+        let local_addr = socket
+            .local_addr()
+            .context("failed to read the bound address")?;
+        let node = NodeState {
+            name: config.name,
+            users: config.users,
+            blobs: BlobStore::new(&config.root),
+            records: RecordStore::new(config.root.join(META_DIR).join("records")),
+            throttle: Throttle::new(config.throttle),
+            secret,
+            max_blob_len: config.max_blob_len,
+        };
+        Ok(Server {
+            node: Arc::new(node),
+            socket,
+            local_addr,
+            quic,
+            max_connections: config.max_connections,
+            grace: config.shutdown_grace,
+        })
+    }
+
+    /// The bound UDP address.
+    pub fn local_addr(&self) -> SocketAddr {
+        self.local_addr
+    }
+
+    /// Serves until `shutdown` completes, then shuts down cleanly.
+    pub async fn run(self, shutdown: impl Future<Output = ()> + Send) -> anyhow::Result<()> {
+        let endpoint = quinn::Endpoint::new(
+            EndpointConfig::default(),
+            Some(self.quic),
+            self.socket,
+            Arc::new(quinn::TokioRuntime),
+        )
+        .context("failed to start the QUIC endpoint")?;
+        let node = self.node;
+        tracing::info!(name = %node.name, addr = %self.local_addr, "node listening");
+        let (stop_tx, stop_rx) = watch::channel(false);
+        let permits = Arc::new(Semaphore::new(self.max_connections));
+        let refusing = Arc::new(Semaphore::new(MAX_REFUSING));
+        let mut conns = JoinSet::new();
+        tokio::pin!(shutdown);
+        loop {
+            tokio::select! {
+                () = &mut shutdown => break,
+                Some(done) = conns.join_next(), if !conns.is_empty() => {
+                    if let Err(e) = done {
+                        if e.is_panic() {
+                            tracing::error!("connection task panicked");
+                        }
+                    }
+                }
+                incoming = endpoint.accept() => {
+                    let Some(incoming) = incoming else { break };
+                    match permits.clone().try_acquire_owned() {
+                        Ok(permit) => {
+                            let (node, stop_rx) = (node.clone(), stop_rx.clone());
+                            conns.spawn(async move {
+                                let _permit = permit;
+                                let peer = incoming.remote_address();
+                                match incoming.await {
+                                    Ok(conn) => crate::connection::serve(node, conn, stop_rx).await,
+                                    Err(e) => tracing::debug!(%peer, error = %e, "handshake failed"),
+                                }
+                            });
+                        }
+                        Err(_) => refuse(incoming, &refusing),
+                    }
+                }
+            }
+        }
+        tracing::info!(name = %node.name, "shutting down");
+        let _ = stop_tx.send(true);
+        let drained = tokio::time::timeout(self.grace, async {
+            while conns.join_next().await.is_some() {}
+        })
+        .await;
+        if drained.is_err() {
+            tracing::warn!(
+                remaining = conns.len(),
+                "requests still running after the grace period; aborting them"
+            );
+            conns.abort_all();
+            while conns.join_next().await.is_some() {}
+        }
+        endpoint.close(VarInt::from_u32(0), b"shutdown");
+        let _ = tokio::time::timeout(Duration::from_secs(5), endpoint.wait_idle()).await;
+        tracing::info!(name = %node.name, "node stopped");
+        Ok(())
+    }
+}
+
+/// Turns a connection away at the cap: completes the handshake so the
+/// client sees why, then closes with a reason. Beyond a few at once, the
+/// attempt is refused outright.
+fn refuse(incoming: quinn::Incoming, refusing: &Arc<Semaphore>) {
+    let peer = incoming.remote_address();
+    tracing::warn!(%peer, "connection cap reached; refusing a connection");
+    let Ok(permit) = refusing.clone().try_acquire_owned() else {
+        incoming.refuse();
+        return;
+    };
+    tokio::spawn(async move {
+        let _permit = permit;
+        if let Ok(Ok(conn)) = tokio::time::timeout(Duration::from_secs(5), incoming).await {
+            conn.close(BUSY, b"node busy: too many connections");
+        }
+    });
+}
+
+/// Installs handlers for Ctrl-C (SIGINT) and SIGTERM right away and
+/// returns a future that completes on the first of them. Call it inside a
+/// tokio runtime, before announcing that the node is up, so a signal sent
+/// as soon as the node is announced is never missed.
+pub fn shutdown_signal() -> impl Future<Output = ()> + Send + 'static {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{signal, SignalKind};
+        let streams = [SignalKind::interrupt(), SignalKind::terminate()].map(|kind| {
+            signal(kind)
+                .map_err(|e| tracing::warn!(error = %e, "cannot listen for a shutdown signal"))
+                .ok()
+        });
+        async move {
+            let [int, term] = streams;
+            let wait = |s: Option<tokio::signal::unix::Signal>| async move {
+                match s {
+                    Some(mut s) => {
+                        s.recv().await;
+                    }
+                    None => std::future::pending::<()>().await,
+                }
+            };
+            tokio::select! {
+                () = wait(int) => {}
+                () = wait(term) => {}
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    async {
+        if tokio::signal::ctrl_c().await.is_err() {
+            std::future::pending::<()>().await;
+        }
+    }
+}
+
+fn quic_config(config: &NodeConfig) -> anyhow::Result<quinn::ServerConfig> {
+    let certs: Vec<CertificateDer<'static>> =
+        rustls_pemfile::certs(&mut config.cert_pem.as_bytes())
+            .collect::<Result<_, _>>()
+            .context("failed to parse the node certificate")?;
+    if certs.is_empty() {
+        bail!("no certificate in the node certificate PEM");
+    }
+    let key: PrivateKeyDer<'static> = rustls_pemfile::private_key(&mut config.key_pem.as_bytes())
+        .context("failed to parse the node key")?
+        .ok_or_else(|| anyhow!("no private key in the node key PEM"))?;
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let mut tls = rustls::ServerConfig::builder_with_provider(provider)
+        .with_protocol_versions(&[&rustls::version::TLS13])
+        .context("TLS 1.3 unavailable")?
+        .with_no_client_auth()
+        .with_single_cert(certs, key)
+        .context("node certificate and key do not match")?;
+    tls.alpn_protocols = vec![wire::ALPN.to_vec()];
+    let crypto = QuicServerConfig::try_from(tls).context("TLS config unusable for QUIC")?;
+    let mut quic = quinn::ServerConfig::with_crypto(Arc::new(crypto));
+    let mut transport = TransportConfig::default();
+    transport
+        .max_concurrent_bidi_streams(VarInt::from_u32(config.max_streams_per_connection))
+        .max_concurrent_uni_streams(VarInt::from_u32(0))
+        .stream_receive_window(VarInt::from_u32(8 << 20))
+        .receive_window(VarInt::from_u32(16 << 20))
+        .send_window(16 << 20)
+        .max_idle_timeout(Some(IdleTimeout::try_from(IDLE_TIMEOUT)?));
+    quic.transport_config(Arc::new(transport));
+    Ok(quic)
+}
+
+fn bind_socket(addr: SocketAddr) -> anyhow::Result<UdpSocket> {
+    let socket = Socket::new(Domain::for_address(addr), Type::DGRAM, Some(Protocol::UDP))
+        .context("failed to create the UDP socket")?;
+    if let Err(e) = socket.set_recv_buffer_size(SOCKET_BUFFER) {
+        tracing::warn!(error = %e, "could not enlarge the UDP receive buffer");
+    }
+    if let Err(e) = socket.set_send_buffer_size(SOCKET_BUFFER) {
+        tracing::warn!(error = %e, "could not enlarge the UDP send buffer");
+    }
+    socket
+        .bind(&addr.into())
+        .with_context(|| format!("failed to bind UDP {addr}"))?;
+    socket
+        .set_nonblocking(true)
+        .context("failed to make the socket non-blocking")?;
+    Ok(socket.into())
+}

@@ -1,0 +1,311 @@
+//! Logins, key records and throttling against an in-process node.
+
+mod support;
+
+use std::time::Duration;
+
+use support::*;
+use vault_node::kdf;
+use wire::{AuthScheme, ErrorCode, Proof, Request, Response, UserRecord};
+
+fn record(generation: u64, kdf_params: wire::KdfParams, login_key: Option<Vec<u8>>) -> UserRecord {
+    UserRecord {
+        generation,
+        kdf: kdf_params,
+        login_key,
+        wrapped_key: vec![0x5a; 72],
+    }
+}
+
+#[tokio::test]
+async fn wrong_password_and_unknown_user_look_the_same() {
+    timed(async {
+        let node = TestNode::start().await;
+        let c = node.client().await;
+        let wrong = c.login_md5("alice", "crimson33").await.unwrap();
+        let c = node.client().await;
+        let unknown = c.login_md5("mallory", "Crimson33").await.unwrap();
+        assert_eq!(wrong, unknown);
+        assert_eq!(
+            wrong,
+            Response::error(ErrorCode::AuthFailed, "invalid username or password")
+        );
+        // Unknown users get a stable decoy that looks upgraded.
+        let (_, s1) = c.hello("mallory").await.unwrap();
+        let (_, s2) = node.client().await.hello("MALLORY").await.unwrap();
+        assert_eq!(s1, s2);
+        let AuthScheme::Upgraded(k) = s1 else {
+            panic!("decoy should look upgraded")
+        };
+        assert_eq!((k.salt.len(), k.m_kib, k.t, k.p), (16, 65536, 3, 1));
+        // A signature for an unknown user fails the same way.
+        let c = node.client().await;
+        c.hello("mallory").await.unwrap();
+        let resp = c
+            .call(&Request::Login {
+                user: "mallory".into(),
+                proof: Proof::Signature(vec![0; 64]),
+            })
+            .await;
+        assert_eq!(resp, wrong);
+    })
+    .await
+}
+
+#[tokio::test]
+async fn legacy_logins_md5_and_plain_entries() {
+    timed(async {
+        let node = TestNode::start().await;
+        let c = node.client().await;
+        let (challenge, scheme) = c.hello("Alice").await.unwrap();
+        assert_eq!(challenge.len(), 32);
+        assert_eq!(scheme, AuthScheme::Legacy);
+        let (challenge2, _) = node.client().await.hello("alice").await.unwrap();
+        assert_ne!(challenge, challenge2, "challenges are fresh");
+        assert_eq!(
+            c.login_md5("ALICE", "Crimson33").await.unwrap(),
+            Response::LoggedIn
+        );
+        // Plain-text entry, case-sensitive password.
+        let c = node.client().await;
+        assert_eq!(
+            c.login_md5("bob", "Velvet77").await.unwrap(),
+            Response::LoggedIn
+        );
+        let c = node.client().await;
+        let resp = c.login_md5("bob", "velvet77").await.unwrap();
+        assert_eq!(error_code(&resp), Some(ErrorCode::AuthFailed));
+    })
+    .await
+}
+
+#[tokio::test]
+async fn login_must_follow_hello_for_the_same_user() {
+    timed(async {
+        let node = TestNode::start().await;
+        let c = node.client().await;
+        let proof = Proof::LegacyMd5(md5("Crimson33"));
+        let resp = c
+            .call(&Request::Login {
+                user: "alice".into(),
+                proof: proof.clone(),
+            })
+            .await;
+        assert_eq!(error_code(&resp), Some(ErrorCode::BadRequest));
+        c.hello("bob").await.unwrap();
+        let resp = c
+            .call(&Request::Login {
+                user: "alice".into(),
+                proof: proof.clone(),
+            })
+            .await;
+        assert_eq!(error_code(&resp), Some(ErrorCode::BadRequest));
+        // Logged in: a second login is refused, the session stays.
+        assert_eq!(
+            c.login_md5("alice", "Crimson33").await.unwrap(),
+            Response::LoggedIn
+        );
+        let resp = c.call(&Request::Hello { user: "bob".into() }).await;
+        assert_eq!(error_code(&resp), Some(ErrorCode::BadRequest));
+        assert_eq!(c.put("x", b"1").await, Response::Stored);
+        assert_eq!(node.user_files(), vec!["alice/x"]);
+    })
+    .await
+}
+
+#[tokio::test]
+async fn upgraded_users_file_entry_logs_in_with_signature() {
+    timed(async {
+        let node = TestNode::start().await;
+        let c = node.client().await;
+        let (_, scheme) = c.hello("carol").await.unwrap();
+        assert_eq!(scheme, AuthScheme::Upgraded(cheap_kdf(7)));
+        let resp = c
+            .login_signature("DFS1", "Carol", "Magellan101")
+            .await
+            .unwrap();
+        assert_eq!(resp, Response::LoggedIn);
+        // Wrong password, and a signature made for another node.
+        let c = node.client().await;
+        let resp = c
+            .login_signature("DFS1", "carol", "magellan101")
+            .await
+            .unwrap();
+        assert_eq!(error_code(&resp), Some(ErrorCode::AuthFailed));
+        let c = node.client().await;
+        let resp = c
+            .login_signature("DFS2", "carol", "Magellan101")
+            .await
+            .unwrap();
+        assert_eq!(error_code(&resp), Some(ErrorCode::AuthFailed));
+        // No MD5 is known for an upgraded entry.
+        let c = node.client().await;
+        let resp = c.login_md5("carol", "Magellan101").await.unwrap();
+        assert_eq!(error_code(&resp), Some(ErrorCode::AuthFailed));
+    })
+    .await
+}
+
+#[tokio::test]
+async fn record_with_login_key_ends_md5_logins() {
+    timed(async {
+        let node = TestNode::start().await;
+        let c = node.md5_client("alice", "Crimson33").await;
+        assert_eq!(c.call(&Request::GetRecord).await, Response::Record(None));
+        // A legacy client's first record (no login key yet).
+        let first = record(1, cheap_kdf(1), None);
+        let put = Request::PutRecord {
+            expect_generation: 0,
+            record: first.clone(),
+        };
+        assert_eq!(c.call(&put).await, Response::RecordStored);
+        assert_eq!(
+            c.call(&Request::GetRecord).await,
+            Response::Record(Some(first))
+        );
+        // Still legacy.
+        let (_, scheme) = node.client().await.hello("alice").await.unwrap();
+        assert_eq!(scheme, AuthScheme::Legacy);
+
+        // Rotation: new password, new salt, login key.
+        let new_kdf = cheap_kdf(2);
+        let key = kdf::public_key_for_password(b"NewPass99", &new_kdf).unwrap();
+        let rotated = record(2, new_kdf.clone(), Some(key.to_vec()));
+        let put = Request::PutRecord {
+            expect_generation: 1,
+            record: rotated.clone(),
+        };
+        assert_eq!(c.call(&put).await, Response::RecordStored);
+
+        // MD5 is refused now, even with the right (old) password.
+        let c2 = node.client().await;
+        let resp = c2.login_md5("alice", "Crimson33").await.unwrap();
+        assert_eq!(error_code(&resp), Some(ErrorCode::AuthFailed));
+        let (_, scheme) = c2.hello("alice").await.unwrap();
+        assert_eq!(scheme, AuthScheme::Upgraded(new_kdf));
+        // The signature works.
+        let c3 = node.client().await;
+        let resp = c3
+            .login_signature("DFS1", "alice", "NewPass99")
+            .await
+            .unwrap();
+        assert_eq!(resp, Response::LoggedIn);
+        assert_eq!(
+            c3.call(&Request::GetRecord).await,
+            Response::Record(Some(rotated.clone()))
+        );
+        // The old legacy session can no longer change the record.
+        let put = Request::PutRecord {
+            expect_generation: 2,
+            record: record(3, cheap_kdf(3), None),
+        };
+        assert_eq!(error_code(&c.call(&put).await), Some(ErrorCode::AuthFailed));
+        // The signed-in session can.
+        let next = record(3, cheap_kdf(2), Some(key.to_vec()));
+        let put = Request::PutRecord {
+            expect_generation: 2,
+            record: next,
+        };
+        assert_eq!(c3.call(&put).await, Response::RecordStored);
+    })
+    .await
+}
+
+#[tokio::test]
+async fn record_writes_are_compare_and_swap() {
+    timed(async {
+        let node = TestNode::start().await;
+        let c = node.md5_client("bob", "Velvet77").await;
+        let put = |expect, generation| Request::PutRecord {
+            expect_generation: expect,
+            record: record(generation, cheap_kdf(1), None),
+        };
+        assert_eq!(
+            error_code(&c.call(&put(1, 2)).await),
+            Some(ErrorCode::Conflict)
+        );
+        assert_eq!(
+            error_code(&c.call(&put(0, 0)).await),
+            Some(ErrorCode::Conflict)
+        );
+        assert_eq!(c.call(&put(0, 1)).await, Response::RecordStored);
+        assert_eq!(
+            error_code(&c.call(&put(0, 1)).await),
+            Some(ErrorCode::Conflict)
+        );
+        assert_eq!(
+            error_code(&c.call(&put(1, 1)).await),
+            Some(ErrorCode::Conflict)
+        );
+        assert_eq!(c.call(&put(1, 5)).await, Response::RecordStored);
+        match c.call(&Request::GetRecord).await {
+            Response::Record(Some(r)) => assert_eq!(r.generation, 5),
+            other => panic!("{other:?}"),
+        }
+        // Records are per user.
+        let a = node.md5_client("alice", "Crimson33").await;
+        assert_eq!(a.call(&Request::GetRecord).await, Response::Record(None));
+    })
+    .await
+}
+
+#[tokio::test]
+async fn failed_logins_are_throttled() {
+    timed(async {
+        let node = TestNode::start_with(|c| c.throttle = tiny_throttle()).await;
+        for _ in 0..2 {
+            let c = node.client().await;
+            let resp = c.login_md5("alice", "nope").await.unwrap();
+            assert_eq!(error_code(&resp), Some(ErrorCode::AuthFailed));
+        }
+        // Even the right password is refused while throttled.
+        let c = node.client().await;
+        let resp = c.login_md5("alice", "Crimson33").await.unwrap();
+        let Some(ErrorCode::Throttled(ms)) = error_code(&resp) else {
+            panic!("{resp:?}")
+        };
+        assert!(ms > 0 && ms <= 300, "{ms}");
+        // After the wait the right password works, and the counter resets.
+        tokio::time::sleep(Duration::from_millis(ms + 20)).await;
+        let c = node.client().await;
+        assert_eq!(
+            c.login_md5("alice", "Crimson33").await.unwrap(),
+            Response::LoggedIn
+        );
+        let c = node.client().await;
+        let resp = c.login_md5("alice", "nope").await.unwrap();
+        assert_eq!(error_code(&resp), Some(ErrorCode::AuthFailed));
+    })
+    .await
+}
+
+#[tokio::test]
+async fn removal_from_the_users_file_wins_over_a_record() {
+    timed(async {
+        let cluster = Cluster::new();
+        let dir = tempfile::tempdir().unwrap();
+        let ca = cluster.certs.ca_cert_pem.clone();
+        let mut node = TestNode::spawn(cluster.config(0, dir.path()), ca.clone());
+        let c = node.md5_client("alice", "Crimson33").await;
+        let new_kdf = cheap_kdf(4);
+        let key = kdf::public_key_for_password(b"NewPass99", &new_kdf).unwrap();
+        let put = Request::PutRecord {
+            expect_generation: 0,
+            record: record(1, new_kdf, Some(key.to_vec())),
+        };
+        assert_eq!(c.call(&put).await, Response::RecordStored);
+        node.stop().await.unwrap();
+
+        // Restart on the same root with Alice removed from the users file.
+        let mut config = cluster.config(0, dir.path());
+        config.users = vault_node::UserDb::parse("bob Velvet77\n", "users").unwrap();
+        let node = TestNode::spawn(config, ca);
+        let c = node.client().await;
+        let resp = c
+            .login_signature("DFS1", "alice", "NewPass99")
+            .await
+            .unwrap();
+        assert_eq!(error_code(&resp), Some(ErrorCode::AuthFailed));
+    })
+    .await
+}
