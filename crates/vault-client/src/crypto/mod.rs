@@ -1,0 +1,11 @@
+//! Client-side cryptography: nothing here leaves the user's machine
+//! unencrypted.
+//!
+//! - [`stream`]: ChaCha20-Poly1305 in the STREAM construction, for parts.
+//! - [`keys`]: Argon2id, the key-encryption key, the master key and every key
+//!   and id derived from it.
+
+pub mod keys;
+pub mod stream;
+
+pub use stream::CryptoError;

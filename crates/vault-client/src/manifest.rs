@@ -1,0 +1,185 @@
+//! The per-file manifest: everything a node must not see (the name, the
+//! plaintext size, the content hash, the placement), sealed under the
+//! master key and stored under an id derived from the name.
+//!
+//! A sealed manifest is `nonce (24) || XChaCha20-Poly1305 ciphertext`, with
+//! associated data binding the user and the manifest id, so a node cannot
+//! move a manifest to another name or another user.
+
+use chacha20poly1305::aead::{Aead, KeyInit, Payload};
+use chacha20poly1305::{XChaCha20Poly1305, XNonce};
+use serde::{Deserialize, Serialize};
+use wire::BlobId;
+
+use crate::crypto::keys::{random_bytes, KeyError, MasterKey, FILE_ID_LEN};
+use crate::crypto::CryptoError;
+use crate::placement::{part_ranges, placement_x, PARTS};
+
+/// Longest file name a manifest holds, in bytes.
+pub const MAX_NAME_LEN: usize = 4096;
+/// Largest sealed manifest a client reads from a node.
+pub const MAX_SEALED_LEN: usize = 16 * 1024;
+const NONCE_LEN: usize = 24;
+
+/// What the client knows about one version of a file.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Manifest {
+    /// The file's name in the vault.
+    pub name: String,
+    /// Plaintext size in bytes.
+    pub size: u64,
+    /// MD5 of the contents (the placement contract's input).
+    #[serde(with = "serde_bytes")]
+    pub md5: Vec<u8>,
+    /// Random id of this version; parts' keys and ids derive from it.
+    #[serde(with = "serde_bytes")]
+    pub file_id: Vec<u8>,
+    /// Increases with every PUT or DELETE of the name.
+    pub version: u64,
+    /// A tombstone: the file was deleted while a node was unreachable.
+    pub deleted: bool,
+    /// Modification time of the source file, seconds since the epoch.
+    pub mtime: Option<u64>,
+}
+
+impl Manifest {
+    /// The placement value `x` (MD5 mod 4).
+    pub fn x(&self) -> usize {
+        let mut d = [0u8; 16];
+        d.copy_from_slice(&self.md5);
+        placement_x(&d)
+    }
+
+    /// `(offset, len)` of each plaintext part.
+    pub fn parts(&self) -> [(u64, u64); PARTS] {
+        part_ranges(self.size)
+    }
+
+    /// A tombstone that supersedes `self`.
+    pub fn tombstone(&self) -> Result<Manifest, KeyError> {
+        Ok(Manifest {
+            name: self.name.clone(),
+            size: 0,
+            md5: crate::crypto::keys::md5_of(b"").to_vec(),
+            file_id: random_bytes::<FILE_ID_LEN>()?.to_vec(),
+            version: self.version + 1,
+            deleted: true,
+            mtime: None,
+        })
+    }
+
+    fn well_formed(&self) -> bool {
+        self.md5.len() == 16
+            && self.file_id.len() == FILE_ID_LEN
+            && !self.name.is_empty()
+            && self.name.len() <= MAX_NAME_LEN
+            && self.version > 0
+    }
+
+    /// Seals the manifest for `user` under id `id`.
+    pub fn seal(&self, master: &MasterKey, user: &str, id: &BlobId) -> Result<Vec<u8>, KeyError> {
+        let mut plain = Vec::new();
+        ciborium::into_writer(self, &mut plain).expect("writing CBOR to a Vec cannot fail");
+        let nonce = random_bytes::<NONCE_LEN>()?;
+        let aead = XChaCha20Poly1305::new(master.manifest_key().as_ref().into());
+        let ct = aead
+            .encrypt(
+                XNonce::from_slice(&nonce),
+                Payload {
+                    msg: &plain,
+                    aad: &ad(user, id),
+                },
+            )
+            .map_err(|_| KeyError::Decryption)?;
+        let mut out = nonce.to_vec();
+        out.extend_from_slice(&ct);
+        Ok(out)
+    }
+
+    /// Opens a sealed manifest read from a node. Fails (opaquely) on any
+    /// tampering, on a manifest stored under another id, and on contents
+    /// that are not a well-formed manifest.
+    pub fn open(
+        sealed: &[u8],
+        master: &MasterKey,
+        user: &str,
+        id: &BlobId,
+    ) -> Result<Manifest, CryptoError> {
+        if sealed.len() < NONCE_LEN + 16 || sealed.len() > MAX_SEALED_LEN {
+            return Err(CryptoError);
+        }
+        let (nonce, ct) = sealed.split_at(NONCE_LEN);
+        let aead = XChaCha20Poly1305::new(master.manifest_key().as_ref().into());
+        let plain = aead
+            .decrypt(
+                XNonce::from_slice(nonce),
+                Payload {
+                    msg: ct,
+                    aad: &ad(user, id),
+                },
+            )
+            .map_err(|_| CryptoError)?;
+        let m: Manifest = ciborium::from_reader(plain.as_slice()).map_err(|_| CryptoError)?;
+        if !m.well_formed() || master.manifest_id(&m.name) != *id {
+            return Err(CryptoError);
+        }
+        Ok(m)
+    }
+}
+
+fn ad(user: &str, id: &BlobId) -> Vec<u8> {
+    let mut ad = b"vault manifest v1".to_vec();
+    let user = user.to_ascii_lowercase();
+    ad.extend_from_slice(&(user.len() as u64).to_be_bytes());
+    ad.extend_from_slice(user.as_bytes());
+    ad.extend_from_slice(id.as_str().as_bytes());
+    ad
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sample(master: &MasterKey) -> (Manifest, BlobId) {
+        let m = Manifest {
+            name: "report.pdf".into(),
+            size: 12345,
+            md5: vec![1; 16],
+            file_id: vec![2; 16],
+            version: 1,
+            deleted: false,
+            mtime: Some(1),
+        };
+        let id = master.manifest_id(&m.name);
+        (m, id)
+    }
+
+    #[test]
+    fn seal_open_round_trip() {
+        let master = MasterKey::generate().unwrap();
+        let (m, id) = sample(&master);
+        let sealed = m.seal(&master, "alice", &id).unwrap();
+        assert!(!sealed.windows(10).any(|w| w == b"report.pdf"));
+        assert_eq!(Manifest::open(&sealed, &master, "Alice", &id).unwrap(), m);
+    }
+
+    #[test]
+    fn moved_or_tampered_manifests_fail() {
+        let master = MasterKey::generate().unwrap();
+        let (m, id) = sample(&master);
+        let sealed = m.seal(&master, "alice", &id).unwrap();
+        let other_id = master.manifest_id("other.txt");
+        assert!(Manifest::open(&sealed, &master, "alice", &other_id).is_err());
+        assert!(Manifest::open(&sealed, &master, "bob", &id).is_err());
+        let other_master = MasterKey::generate().unwrap();
+        assert!(Manifest::open(&sealed, &other_master, "alice", &id).is_err());
+        for i in 0..sealed.len() {
+            let mut bad = sealed.clone();
+            bad[i] ^= 0x40;
+            assert!(Manifest::open(&bad, &master, "alice", &id).is_err());
+        }
+        assert!(Manifest::open(&sealed[..sealed.len() - 1], &master, "alice", &id).is_err());
+        assert!(Manifest::open(&[], &master, "alice", &id).is_err());
+        assert!(Manifest::open(&vec![0; MAX_SEALED_LEN + 1], &master, "alice", &id).is_err());
+    }
+}

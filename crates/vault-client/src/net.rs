@@ -1,0 +1,410 @@
+//! QUIC sessions to nodes. This is the only module that touches streams.
+//!
+//! The endpoint trusts exactly one root: the cluster CA. Each node is dialled
+//! with its name from `dfc.conf` as the TLS server name, so a node presenting
+//! another node's certificate is refused. Every request opens its own
+//! bidirectional stream on the node's single connection.
+
+use std::net::{Ipv6Addr, SocketAddr, UdpSocket};
+use std::sync::Arc;
+use std::time::Duration;
+
+use quinn::{Connection, Endpoint, RecvStream, SendStream, TransportConfig, VarInt};
+use thiserror::Error;
+use wire::{
+    decode_frame_header, decode_response, encode_request, BlobId, ErrorCode, ListEntry, Request,
+    Response, FRAME_PREFIX_LEN, MAX_LIST_PAGE,
+};
+
+use crate::config::ServerEntry;
+
+/// How long a dial may take before the node counts as down.
+pub const CONNECT_TIMEOUT: Duration = Duration::from_millis(1000);
+/// How long a small request may take.
+pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(15);
+/// How long a bulk transfer may go without progress before the node counts
+/// as stalled.
+pub const STALL_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Network and protocol failures talking to one node.
+#[derive(Debug, Error)]
+pub enum NetError {
+    /// The address did not resolve.
+    #[error("cannot resolve {0}")]
+    Resolve(String),
+    /// The node did not answer in time.
+    #[error("timed out")]
+    Timeout,
+    /// The connection could not be made or was lost.
+    #[error("{0}")]
+    Connection(String),
+    /// The node broke the protocol (malformed or unexpected response).
+    #[error("protocol error: {0}")]
+    Protocol(String),
+    /// The node refused the request.
+    #[error("{message}")]
+    Node {
+        /// Reason code.
+        code: ErrorCode,
+        /// The node's explanation.
+        message: String,
+    },
+}
+
+impl NetError {
+    /// Whether the node answered with this error code.
+    pub fn is_code(&self, want: ErrorCode) -> bool {
+        matches!(self, NetError::Node { code, .. } if *code == want)
+    }
+}
+
+fn conn_err(e: impl std::fmt::Display) -> NetError {
+    NetError::Connection(e.to_string())
+}
+
+/// Builds the client endpoint, trusting only the CA certificates in `ca_pem`.
+pub fn client_endpoint(ca_pem: &[u8]) -> anyhow::Result<Endpoint> {
+    use anyhow::Context;
+    let mut roots = rustls::RootCertStore::empty();
+    for cert in rustls_pemfile::certs(&mut &ca_pem[..]) {
+        roots
+            .add(cert.context("malformed certificate in CA file")?)
+            .context("unusable CA certificate")?;
+    }
+    anyhow::ensure!(!roots.is_empty(), "the CA file holds no certificate");
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let mut tls = rustls::ClientConfig::builder_with_provider(provider)
+        .with_protocol_versions(&[&rustls::version::TLS13])?
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    tls.alpn_protocols = vec![wire::ALPN.to_vec()];
+    let quic = quinn::crypto::rustls::QuicClientConfig::try_from(tls)?;
+    let mut config = quinn::ClientConfig::new(Arc::new(quic));
+    config.transport_config(Arc::new(transport()));
+
+    let socket = udp_socket()?;
+    let mut endpoint = Endpoint::new(
+        quinn::EndpointConfig::default(),
+        None,
+        socket,
+        Arc::new(quinn::TokioRuntime),
+    )?;
+    endpoint.set_default_client_config(config);
+    Ok(endpoint)
+}
+
+/// Transport limits sized for loopback and LAN bulk transfer while keeping
+/// the client's buffered data (and so its memory) bounded.
+fn transport() -> TransportConfig {
+    let mut t = TransportConfig::default();
+    t.stream_receive_window(VarInt::from_u32(4 << 20));
+    t.receive_window(VarInt::from_u32(16 << 20));
+    t.send_window(8 << 20);
+    t.max_idle_timeout(Some(
+        Duration::from_secs(30)
+            .try_into()
+            .expect("30 s is a valid idle timeout"),
+    ));
+    t.keep_alive_interval(Some(Duration::from_secs(5)));
+    t
+}
+
+/// A dual-stack UDP socket with enlarged buffers (loopback's 208 KiB
+/// default drops packets at full speed). Falls back to IPv4.
+fn udp_socket() -> std::io::Result<UdpSocket> {
+    use socket2::{Domain, Protocol, Socket, Type};
+    let make = |v6: bool| -> std::io::Result<UdpSocket> {
+        let (domain, addr): (Domain, SocketAddr) = if v6 {
+            (Domain::IPV6, (Ipv6Addr::UNSPECIFIED, 0).into())
+        } else {
+            (Domain::IPV4, ([0, 0, 0, 0], 0).into())
+        };
+        let s = Socket::new(domain, Type::DGRAM, Some(Protocol::UDP))?;
+        if v6 {
+            s.set_only_v6(false)?;
+        }
+        let _ = s.set_recv_buffer_size(4 << 20);
+        let _ = s.set_send_buffer_size(4 << 20);
+        s.bind(&addr.into())?;
+        Ok(s.into())
+    };
+    make(true).or_else(|_| make(false))
+}
+
+/// A logged-in (or logging-in) connection to one node.
+#[derive(Clone)]
+pub struct Session {
+    /// 0-based node number (dfc.conf order).
+    pub node: usize,
+    /// The node's name (`DFS1`...).
+    pub name: String,
+    conn: Connection,
+}
+
+/// Dials `server` and completes the TLS handshake within [`CONNECT_TIMEOUT`].
+pub async fn dial(
+    endpoint: &Endpoint,
+    node: usize,
+    server: &ServerEntry,
+) -> Result<Session, NetError> {
+    let target = format!("{}:{}", server.host, server.port);
+    let attempt = async {
+        let addrs: Vec<SocketAddr> = tokio::net::lookup_host(&target)
+            .await
+            .map_err(|_| NetError::Resolve(target.clone()))?
+            .collect();
+        let addr = *addrs
+            .first()
+            .ok_or_else(|| NetError::Resolve(target.clone()))?;
+        let connecting = endpoint.connect(addr, &server.name).map_err(conn_err)?;
+        connecting.await.map_err(conn_err)
+    };
+    let conn = tokio::time::timeout(CONNECT_TIMEOUT, attempt)
+        .await
+        .map_err(|_| NetError::Timeout)??;
+    Ok(Session {
+        node,
+        name: server.name.clone(),
+        conn,
+    })
+}
+
+async fn read_frame(recv: &mut RecvStream) -> Result<Response, NetError> {
+    let mut prefix = [0u8; FRAME_PREFIX_LEN];
+    recv.read_exact(&mut prefix).await.map_err(conn_err)?;
+    let len = decode_frame_header(&prefix).map_err(|e| NetError::Protocol(e.to_string()))?;
+    let mut body = vec![0u8; len];
+    recv.read_exact(&mut body).await.map_err(conn_err)?;
+    let resp = decode_response(&body).map_err(|e| NetError::Protocol(e.to_string()))?;
+    match resp {
+        Response::Error { code, message } => Err(NetError::Node { code, message }),
+        other => Ok(other),
+    }
+}
+
+fn unexpected(what: &str, got: &Response) -> NetError {
+    NetError::Protocol(format!("expected {what}, got {got:?}"))
+}
+
+impl Session {
+    /// Closes the connection politely.
+    pub fn close(&self) {
+        self.conn.close(0u32.into(), b"bye");
+    }
+
+    async fn open(&self, req: &Request) -> Result<(SendStream, RecvStream), NetError> {
+        let (mut send, recv) = self.conn.open_bi().await.map_err(conn_err)?;
+        send.write_all(&encode_request(req))
+            .await
+            .map_err(conn_err)?;
+        Ok((send, recv))
+    }
+
+    /// Sends a request without bulk data and returns the (non-error) answer.
+    pub async fn call(&self, req: &Request) -> Result<Response, NetError> {
+        let exchange = async {
+            let (mut send, mut recv) = self.open(req).await?;
+            send.finish().map_err(conn_err)?;
+            let resp = read_frame(&mut recv).await?;
+            let _ = recv.read_to_end(0).await;
+            Ok(resp)
+        };
+        tokio::time::timeout(REQUEST_TIMEOUT, exchange)
+            .await
+            .map_err(|_| NetError::Timeout)?
+    }
+
+    /// Starts an upload of exactly `len` bytes to blob `id`.
+    pub async fn put(&self, id: &BlobId, len: u64) -> Result<Upload, NetError> {
+        let req = Request::PutBlob {
+            id: id.clone(),
+            len,
+        };
+        let (send, recv) = tokio::time::timeout(REQUEST_TIMEOUT, self.open(&req))
+            .await
+            .map_err(|_| NetError::Timeout)??;
+        Ok(Upload {
+            send,
+            recv,
+            remaining: len,
+        })
+    }
+
+    /// Uploads a small blob held in memory.
+    pub async fn put_bytes(&self, id: &BlobId, bytes: &[u8]) -> Result<(), NetError> {
+        let mut up = self.put(id, bytes.len() as u64).await?;
+        up.write(bytes).await?;
+        up.finish().await
+    }
+
+    /// Starts a download of blob `id`; `Ok(None)` if the node has no such blob.
+    pub async fn get(&self, id: &BlobId) -> Result<Option<Download>, NetError> {
+        let req = Request::GetBlob { id: id.clone() };
+        let opened = async {
+            let (mut send, mut recv) = self.open(&req).await?;
+            send.finish().map_err(conn_err)?;
+            match read_frame(&mut recv).await {
+                Ok(Response::Blob { len }) => Ok(Some(Download {
+                    recv,
+                    remaining: len,
+                    len,
+                })),
+                Ok(other) => Err(unexpected("Blob", &other)),
+                Err(e) if e.is_code(ErrorCode::NotFound) => Ok(None),
+                Err(e) => Err(e),
+            }
+        };
+        tokio::time::timeout(REQUEST_TIMEOUT, opened)
+            .await
+            .map_err(|_| NetError::Timeout)?
+    }
+
+    /// Reads a whole small blob, refusing blobs over `max` bytes.
+    pub async fn get_bytes(&self, id: &BlobId, max: usize) -> Result<Option<Vec<u8>>, NetError> {
+        let Some(mut dl) = self.get(id).await? else {
+            return Ok(None);
+        };
+        if dl.len > max as u64 {
+            return Err(NetError::Protocol(format!(
+                "blob of {} bytes is too large",
+                dl.len
+            )));
+        }
+        let mut out = Vec::with_capacity(dl.len as usize);
+        while let Some(chunk) = dl.next_chunk(64 * 1024).await? {
+            out.extend_from_slice(&chunk);
+        }
+        Ok(Some(out))
+    }
+
+    /// Lists every blob the user has on this node.
+    pub async fn list_all(&self) -> Result<Vec<ListEntry>, NetError> {
+        let mut out = Vec::new();
+        let mut after = None;
+        loop {
+            let resp = self
+                .call(&Request::List {
+                    after: after.clone(),
+                    limit: MAX_LIST_PAGE,
+                })
+                .await?;
+            let Response::Listing { entries, more } = resp else {
+                return Err(unexpected("Listing", &resp));
+            };
+            let last = entries.last().map(|e| e.id.clone());
+            // A node must make progress: ids strictly increase across pages.
+            if let (Some(prev), Some(first)) = (&after, entries.first()) {
+                if first.id <= *prev {
+                    return Err(NetError::Protocol("listing did not advance".into()));
+                }
+            }
+            out.extend(entries);
+            match (more, last) {
+                (true, Some(last)) => after = Some(last),
+                _ => return Ok(out),
+            }
+        }
+    }
+
+    /// Deletes blob `id`; `Ok(false)` if it was not there.
+    pub async fn delete(&self, id: &BlobId) -> Result<bool, NetError> {
+        match self.call(&Request::Delete { id: id.clone() }).await {
+            Ok(Response::Deleted) => Ok(true),
+            Ok(other) => Err(unexpected("Deleted", &other)),
+            Err(e) if e.is_code(ErrorCode::NotFound) => Ok(false),
+            Err(e) => Err(e),
+        }
+    }
+}
+
+/// An upload in progress. Dropping it without [`Upload::finish`] resets the
+/// stream, and the node discards what it received.
+pub struct Upload {
+    send: SendStream,
+    recv: RecvStream,
+    remaining: u64,
+}
+
+impl Upload {
+    /// Sends the next bytes.
+    pub async fn write(&mut self, bytes: &[u8]) -> Result<(), NetError> {
+        if bytes.len() as u64 > self.remaining {
+            return Err(NetError::Protocol("upload longer than announced".into()));
+        }
+        tokio::time::timeout(STALL_TIMEOUT, self.send.write_all(bytes))
+            .await
+            .map_err(|_| NetError::Timeout)?
+            .map_err(conn_err)?;
+        self.remaining -= bytes.len() as u64;
+        Ok(())
+    }
+
+    /// Ends the upload and waits until the node has stored the blob durably.
+    pub async fn finish(mut self) -> Result<(), NetError> {
+        if self.remaining != 0 {
+            return Err(NetError::Protocol("upload shorter than announced".into()));
+        }
+        self.send.finish().map_err(conn_err)?;
+        let resp = tokio::time::timeout(REQUEST_TIMEOUT, read_frame(&mut self.recv))
+            .await
+            .map_err(|_| NetError::Timeout)??;
+        match resp {
+            Response::Stored => Ok(()),
+            other => Err(unexpected("Stored", &other)),
+        }
+    }
+
+    /// Abandons the upload.
+    pub fn abort(mut self) {
+        let _ = self.send.reset(1u32.into());
+    }
+}
+
+/// A download in progress.
+pub struct Download {
+    recv: RecvStream,
+    remaining: u64,
+    /// Total length the node announced.
+    pub len: u64,
+}
+
+impl Download {
+    /// The next piece of the blob (at most `max` bytes), `None` at the end.
+    /// Fails if the node stalls or sends more or fewer bytes than announced.
+    pub async fn next_chunk(&mut self, max: usize) -> Result<Option<bytes_like::Chunk>, NetError> {
+        if self.remaining == 0 {
+            // Expect the end of the stream: nothing may follow.
+            let tail = tokio::time::timeout(STALL_TIMEOUT, self.recv.read_chunk(1, true))
+                .await
+                .map_err(|_| NetError::Timeout)?
+                .map_err(conn_err)?;
+            return match tail {
+                None => Ok(None),
+                Some(_) => Err(NetError::Protocol("blob longer than announced".into())),
+            };
+        }
+        let want = (max as u64).min(self.remaining) as usize;
+        let chunk = tokio::time::timeout(STALL_TIMEOUT, self.recv.read_chunk(want, true))
+            .await
+            .map_err(|_| NetError::Timeout)?
+            .map_err(conn_err)?;
+        match chunk {
+            Some(c) => {
+                self.remaining -= c.bytes.len() as u64;
+                Ok(Some(c.bytes))
+            }
+            None => Err(NetError::Protocol("blob shorter than announced".into())),
+        }
+    }
+
+    /// Stops the download early.
+    pub fn cancel(mut self) {
+        let _ = self.recv.stop(0u32.into());
+    }
+}
+
+/// Re-export of the byte buffer type chunks arrive in.
+pub mod bytes_like {
+    /// A received piece of a blob.
+    pub type Chunk = bytes::Bytes;
+}

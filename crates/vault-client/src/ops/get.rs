@@ -1,0 +1,236 @@
+//! GET: newest valid manifest, one copy of each part, failover, verify,
+//! rename.
+//!
+//! Parts are decrypted chunk by chunk as they arrive and written at their
+//! offset in a temporary file beside the target. Only authenticated
+//! plaintext is ever written; the temporary file becomes the target only
+//! when all four parts decrypted completely, and is removed otherwise.
+
+use std::fs::{File, OpenOptions};
+use std::os::unix::fs::FileExt;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+
+use tokio::task::JoinSet;
+
+use super::{fetch_versions, io_err, OpError};
+use crate::crypto::keys::{part_ad, random_bytes};
+use crate::crypto::stream::{ciphertext_len, Decryptor, StreamKey, CT_CHUNK_LEN};
+use crate::manifest::Manifest;
+use crate::net::Session;
+use crate::placement::nodes_for_part;
+use crate::vault::Vault;
+
+/// What a successful GET wrote.
+#[derive(Debug, Clone)]
+pub struct GetReport {
+    /// Where the file was written.
+    pub path: PathBuf,
+    /// Its size.
+    pub size: u64,
+    /// Nodes that failed along the way and were replaced by the other copy.
+    pub failovers: Vec<String>,
+}
+
+/// Deletes the temporary file unless the download completed.
+struct TempGuard {
+    path: PathBuf,
+    armed: bool,
+}
+
+impl Drop for TempGuard {
+    fn drop(&mut self) {
+        if self.armed {
+            let _ = std::fs::remove_file(&self.path);
+        }
+    }
+}
+
+/// Looks up the newest live version of `name`.
+pub async fn find(vault: &Vault, name: &str) -> Result<Manifest, OpError> {
+    let id = vault.master.manifest_id(name);
+    let versions = fetch_versions(vault, &id, None).await;
+    versions
+        .live()
+        .cloned()
+        .ok_or_else(|| OpError::NotFound(name.to_string()))
+}
+
+/// Fetches `name` into `out`. Refuses to replace an existing file unless
+/// `force`.
+pub async fn get_file(
+    vault: &Vault,
+    name: &str,
+    out: &Path,
+    force: bool,
+    progress: Arc<AtomicU64>,
+) -> Result<GetReport, OpError> {
+    let m = find(vault, name).await?;
+    if out.exists() && !force {
+        return Err(OpError::Exists(out.to_path_buf()));
+    }
+    let dir = match out.parent() {
+        Some(d) if !d.as_os_str().is_empty() => d.to_path_buf(),
+        _ => PathBuf::from("."),
+    };
+    let leaf = out
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_else(|| "download".into());
+    let tmp_path = dir.join(format!(
+        ".{leaf}.{}.vault-partial",
+        hex::encode(random_bytes::<6>()?)
+    ));
+    let file = OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .open(&tmp_path)
+        .map_err(io_err(&tmp_path))?;
+    let mut guard = TempGuard {
+        path: tmp_path.clone(),
+        armed: true,
+    };
+    file.set_len(m.size).map_err(io_err(&tmp_path))?;
+    let file = Arc::new(file);
+
+    let mut set = JoinSet::new();
+    for (k, (offset, len)) in m.parts().into_iter().enumerate() {
+        let candidates: Vec<Session> = nodes_for_part(m.x(), k)
+            .iter()
+            .filter_map(|&i| vault.session(i).cloned())
+            .collect();
+        let job = PartFetch {
+            k,
+            offset,
+            len,
+            key: vault.master.file_key(&m.file_id),
+            ad: part_ad(&vault.user, &m.file_id, m.version, k),
+            id: vault.master.part_id(&m.file_id, k),
+            file: file.clone(),
+            progress: progress.clone(),
+        };
+        let holders: Vec<String> = nodes_for_part(m.x(), k)
+            .iter()
+            .map(|&i| vault.names[i].clone())
+            .collect();
+        set.spawn(async move { job.run(candidates, holders).await });
+    }
+    let mut failovers = Vec::new();
+    let mut first_err = None;
+    while let Some(joined) = set.join_next().await {
+        match joined {
+            Ok(Ok(mut f)) => failovers.append(&mut f),
+            Ok(Err(e)) => {
+                if first_err.is_none() {
+                    first_err = Some(e);
+                    set.abort_all();
+                }
+            }
+            Err(e) if e.is_cancelled() => {}
+            Err(e) => {
+                first_err.get_or_insert(OpError::Unavailable(format!("part task failed: {e}")));
+            }
+        }
+    }
+    if let Some(e) = first_err {
+        return Err(e);
+    }
+    file.sync_all().map_err(io_err(&tmp_path))?;
+    drop(file);
+    std::fs::rename(&tmp_path, out).map_err(io_err(out))?;
+    guard.armed = false;
+    if let Ok(d) = File::open(&dir) {
+        let _ = d.sync_all();
+    }
+    Ok(GetReport {
+        path: out.to_path_buf(),
+        size: m.size,
+        failovers,
+    })
+}
+
+struct PartFetch {
+    k: usize,
+    offset: u64,
+    len: u64,
+    key: StreamKey,
+    ad: Vec<u8>,
+    id: wire::BlobId,
+    file: Arc<File>,
+    progress: Arc<AtomicU64>,
+}
+
+impl PartFetch {
+    /// Tries each holder in turn; returns the failures it recovered from.
+    async fn run(
+        self,
+        candidates: Vec<Session>,
+        holders: Vec<String>,
+    ) -> Result<Vec<String>, OpError> {
+        let mut failures = Vec::new();
+        for s in &candidates {
+            match self.fetch_from(s).await {
+                Ok(()) => return Ok(failures),
+                Err(why) => {
+                    tracing::warn!(node = %s.name, part = self.k + 1, "falling back to the other copy: {why}");
+                    failures.push(format!("{}: {why}", s.name));
+                }
+            }
+        }
+        let down: Vec<&String> = holders
+            .iter()
+            .filter(|h| !candidates.iter().any(|c| &&c.name == h))
+            .collect();
+        let mut why = failures.clone();
+        why.extend(down.iter().map(|h| format!("{h}: unreachable")));
+        Err(OpError::Unavailable(format!(
+            "part {} cannot be read from any node holding it ({})",
+            self.k + 1,
+            why.join("; ")
+        )))
+    }
+
+    async fn fetch_from(&self, s: &Session) -> Result<(), String> {
+        let expected = ciphertext_len(self.len);
+        let mut dl = s
+            .get(&self.id)
+            .await
+            .map_err(|e| e.to_string())?
+            .ok_or_else(|| "part missing".to_string())?;
+        if dl.len != expected {
+            dl.cancel();
+            return Err("part has the wrong size".into());
+        }
+        let mut dec = Decryptor::new(&self.key, &self.ad);
+        let mut buf: Vec<u8> = Vec::with_capacity(CT_CHUNK_LEN);
+        let mut received = 0u64;
+        let mut written = 0u64;
+        loop {
+            let Some(piece) = dl
+                .next_chunk(CT_CHUNK_LEN - buf.len())
+                .await
+                .map_err(|e| e.to_string())?
+            else {
+                break;
+            };
+            received += piece.len() as u64;
+            buf.extend_from_slice(&piece);
+            let last = received == expected;
+            if buf.len() == CT_CHUNK_LEN || last {
+                dec.open_chunk(&mut buf, last).map_err(|e| e.to_string())?;
+                self.file
+                    .write_all_at(&buf, self.offset + written)
+                    .map_err(|e| format!("writing the output: {e}"))?;
+                written += buf.len() as u64;
+                self.progress.fetch_add(buf.len() as u64, Ordering::Relaxed);
+                buf.clear();
+            }
+        }
+        dec.finish().map_err(|e| e.to_string())?;
+        if written != self.len {
+            return Err("part is shorter than the manifest says".into());
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,170 @@
+//! The commands: one file each.
+//!
+//! - [`put`]: encrypt, split and place files; commit with the manifest.
+//! - [`get`]: fetch one copy of each part, fail over, verify, rename.
+//! - [`list`]: merge what the nodes hold; flag files they cannot rebuild.
+//! - [`delete`]: remove a file's parts and manifest everywhere reachable.
+//! - [`rotate`]: change the password without re-encrypting data.
+
+pub mod delete;
+pub mod get;
+pub mod list;
+pub mod put;
+pub mod rotate;
+
+use std::path::PathBuf;
+
+use thiserror::Error;
+use tokio::task::JoinSet;
+use wire::BlobId;
+
+use crate::crypto::keys::KeyError;
+use crate::manifest::{Manifest, MAX_SEALED_LEN};
+use crate::net::NetError;
+use crate::vault::{OpenError, Vault};
+
+/// Why a command failed.
+#[derive(Debug, Error)]
+pub enum OpError {
+    /// The vault has no file of that name.
+    #[error("no such file in the vault: {0}")]
+    NotFound(String),
+    /// The output file exists and `--force` was not given.
+    #[error("{} already exists (use --force to overwrite)", .0.display())]
+    Exists(PathBuf),
+    /// A local file could not be read or written.
+    #[error("{}: {source}", path.display())]
+    Io {
+        /// The file.
+        path: PathBuf,
+        /// The error.
+        source: std::io::Error,
+    },
+    /// The operation needs nodes that are not available.
+    #[error("{0}")]
+    Unavailable(String),
+    /// A node failed during the operation.
+    #[error("{node}: {source}")]
+    Node {
+        /// The node's name.
+        node: String,
+        /// What happened.
+        source: NetError,
+    },
+    /// The file cannot be stored under that name.
+    #[error("bad file name: {0}")]
+    BadName(String),
+    /// The request cannot be carried out as given.
+    #[error("{0}")]
+    Refused(String),
+    /// The vault could not be opened.
+    #[error(transparent)]
+    Open(#[from] OpenError),
+    /// Key material failed.
+    #[error(transparent)]
+    Key(#[from] KeyError),
+}
+
+pub(crate) fn io_err(path: &std::path::Path) -> impl FnOnce(std::io::Error) -> OpError + '_ {
+    move |source| OpError::Io {
+        path: path.to_path_buf(),
+        source,
+    }
+}
+
+/// Every valid manifest version the reachable nodes hold for one name.
+pub struct Versions {
+    /// `(node, manifest)` for each node that served a valid manifest.
+    pub found: Vec<(usize, Manifest)>,
+}
+
+impl Versions {
+    /// The newest version (which may be a tombstone).
+    pub fn newest(&self) -> Option<&Manifest> {
+        self.found.iter().map(|(_, m)| m).max_by_key(|m| m.version)
+    }
+
+    /// The newest version if it is a live file.
+    pub fn live(&self) -> Option<&Manifest> {
+        self.newest().filter(|m| !m.deleted)
+    }
+
+    /// Highest version number seen (0 if none).
+    pub fn max_version(&self) -> u64 {
+        self.newest().map_or(0, |m| m.version)
+    }
+
+    /// Distinct file versions seen (for removing their parts).
+    pub fn distinct(&self) -> Vec<&Manifest> {
+        let mut out: Vec<&Manifest> = Vec::new();
+        for (_, m) in &self.found {
+            if !out.iter().any(|o| o.file_id == m.file_id) {
+                out.push(m);
+            }
+        }
+        out
+    }
+}
+
+/// Fetches and opens manifest `id` from the given nodes (all ready nodes if
+/// `nodes` is `None`), in parallel. Nodes that fail or serve something that
+/// does not open are skipped: a bad copy never wins.
+pub async fn fetch_versions(vault: &Vault, id: &BlobId, nodes: Option<&[usize]>) -> Versions {
+    let mut set = JoinSet::new();
+    for s in vault.ready() {
+        if nodes.is_some_and(|n| !n.contains(&s.node)) {
+            continue;
+        }
+        let s = s.clone();
+        let id = id.clone();
+        set.spawn(async move { (s.node, s.get_bytes(&id, MAX_SEALED_LEN).await) });
+    }
+    let mut found = Vec::new();
+    while let Some(joined) = set.join_next().await {
+        let Ok((node, result)) = joined else { continue };
+        match result {
+            Ok(Some(sealed)) => match Manifest::open(&sealed, &vault.master, &vault.user, id) {
+                Ok(m) => found.push((node, m)),
+                Err(_) => {
+                    tracing::warn!(node = %vault.names[node], "ignoring a manifest that fails authentication")
+                }
+            },
+            Ok(None) => {}
+            Err(e) => tracing::warn!(node = %vault.names[node], "manifest read failed: {e}"),
+        }
+    }
+    Versions { found }
+}
+
+/// Removes the parts of `m` from every ready node (best effort).
+pub async fn remove_parts(vault: &Vault, m: &Manifest) {
+    let mut set = JoinSet::new();
+    for s in vault.ready() {
+        for k in 0..crate::placement::PARTS {
+            let s = s.clone();
+            let id = vault.master.part_id(&m.file_id, k);
+            set.spawn(async move {
+                if let Err(e) = s.delete(&id).await {
+                    tracing::warn!(node = %s.name, "could not remove old part: {e}");
+                }
+            });
+        }
+    }
+    while set.join_next().await.is_some() {}
+}
+
+/// Fails unless every node is ready, naming the ones that are not.
+pub fn require_all(vault: &Vault, what: &str) -> Result<(), OpError> {
+    let missing = vault.unavailable();
+    if missing.is_empty() {
+        return Ok(());
+    }
+    let names: Vec<String> = missing
+        .iter()
+        .map(|(n, why)| format!("{n} {why}"))
+        .collect();
+    Err(OpError::Unavailable(format!(
+        "{what} needs all four nodes: {}",
+        names.join("; ")
+    )))
+}

@@ -1,0 +1,287 @@
+//! PUT: hash, split, encrypt and place a file, then commit its manifest.
+//!
+//! Order of events, so that readers see the old version or the new one and
+//! never a mix: (1) every part copy is uploaded under fresh ids no manifest
+//! references; (2) the sealed manifest replaces the old one on each node
+//! (the commit); (3) the old version's parts are removed. A failure before
+//! (2) removes the new parts and leaves the old version in place.
+
+use std::fs::File;
+use std::os::unix::fs::FileExt;
+use std::path::Path;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+
+use md5::{Digest, Md5};
+use tokio::sync::mpsc;
+use tokio::task::JoinSet;
+
+use super::{fetch_versions, io_err, remove_parts, require_all, OpError};
+use crate::crypto::keys::{part_ad, random_bytes, FILE_ID_LEN};
+use crate::crypto::stream::{ciphertext_len, Encryptor, StreamKey, CHUNK_LEN};
+use crate::manifest::{Manifest, MAX_NAME_LEN};
+use crate::net::{NetError, Session};
+use crate::placement::{nodes_for_part, placement_x};
+use crate::vault::Vault;
+
+/// What a successful PUT stored.
+#[derive(Debug, Clone)]
+pub struct PutReport {
+    /// Name in the vault.
+    pub name: String,
+    /// Plaintext size.
+    pub size: u64,
+    /// Version number written.
+    pub version: u64,
+}
+
+/// Chunks in flight per part between the reader/encryptor and the network.
+const PIPELINE_DEPTH: usize = 8;
+
+/// The vault name for a local path: its final component, as UTF-8.
+pub fn name_for(path: &Path) -> Result<String, OpError> {
+    let name = path
+        .file_name()
+        .and_then(|n| n.to_str())
+        .ok_or_else(|| OpError::BadName(path.display().to_string()))?;
+    if name.len() > MAX_NAME_LEN || name.contains('\0') {
+        return Err(OpError::BadName(name.to_string()));
+    }
+    Ok(name.to_string())
+}
+
+fn md5_file(path: &Path, progress: &AtomicU64) -> Result<(u64, [u8; 16]), std::io::Error> {
+    let file = File::open(path)?;
+    let mut hasher = Md5::new();
+    let mut buf = vec![0u8; 1 << 20];
+    let mut total = 0u64;
+    let mut reader = std::io::BufReader::with_capacity(0, file);
+    loop {
+        let n = std::io::Read::read(&mut reader, &mut buf)?;
+        if n == 0 {
+            break;
+        }
+        hasher.update(&buf[..n]);
+        total += n as u64;
+        progress.fetch_add(n as u64, Ordering::Relaxed);
+    }
+    Ok((total, hasher.finalize().into()))
+}
+
+/// Stores `path` in the vault. `progress` counts bytes processed (the MD5
+/// pass and the upload pass each count the file once).
+pub async fn put_file(
+    vault: &Vault,
+    path: &Path,
+    progress: Arc<AtomicU64>,
+) -> Result<PutReport, OpError> {
+    require_all(vault, "PUT")?;
+    let name = name_for(path)?;
+    let meta = std::fs::metadata(path).map_err(io_err(path))?;
+    if !meta.is_file() {
+        return Err(OpError::BadName(format!(
+            "{} is not a regular file",
+            path.display()
+        )));
+    }
+    let mtime = meta
+        .modified()
+        .ok()
+        .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
+        .map(|d| d.as_secs());
+
+    let p = path.to_path_buf();
+    let prog = progress.clone();
+    let (size, md5) = tokio::task::spawn_blocking(move || md5_file(&p, &prog))
+        .await
+        .map_err(|e| OpError::Unavailable(format!("hashing task failed: {e}")))?
+        .map_err(io_err(path))?;
+
+    let manifest_id = vault.master.manifest_id(&name);
+    let previous = fetch_versions(vault, &manifest_id, None).await;
+    let manifest = Manifest {
+        name: name.clone(),
+        size,
+        md5: md5.to_vec(),
+        file_id: random_bytes::<FILE_ID_LEN>()?.to_vec(),
+        version: previous.max_version() + 1,
+        deleted: false,
+        mtime,
+    };
+
+    if let Err(e) = upload_parts(vault, path, &manifest, progress).await {
+        remove_parts(vault, &manifest).await;
+        return Err(e);
+    }
+
+    // Commit: the manifest goes to every node.
+    let sealed = manifest.seal(&vault.master, &vault.user, &manifest_id)?;
+    let mut set = JoinSet::new();
+    for s in vault.ready() {
+        let (s, id, sealed) = (s.clone(), manifest_id.clone(), sealed.clone());
+        set.spawn(async move { (s.name.clone(), s.put_bytes(&id, &sealed).await) });
+    }
+    let mut failed = Vec::new();
+    let mut committed = 0;
+    while let Some(joined) = set.join_next().await {
+        match joined {
+            Ok((_, Ok(()))) => committed += 1,
+            Ok((node, Err(e))) => failed.push(format!("{node}: {e}")),
+            Err(e) => failed.push(format!("commit task: {e}")),
+        }
+    }
+    if committed == 0 {
+        remove_parts(vault, &manifest).await;
+        return Err(OpError::Unavailable(format!(
+            "{name}: no node accepted the manifest ({}); nothing was changed",
+            failed.join("; ")
+        )));
+    }
+    // Every part copy landed, so the new version is complete wherever its
+    // manifest is; the old parts can go.
+    for old in previous.distinct() {
+        if old.file_id != manifest.file_id {
+            remove_parts(vault, old).await;
+        }
+    }
+    if !failed.is_empty() {
+        return Err(OpError::Unavailable(format!(
+            "{name}: stored, but the manifest could not be written to {}; readers may see the old version there until the next PUT",
+            failed.join("; ")
+        )));
+    }
+    Ok(PutReport {
+        name,
+        size,
+        version: manifest.version,
+    })
+}
+
+/// Uploads all eight part copies concurrently.
+async fn upload_parts(
+    vault: &Vault,
+    path: &Path,
+    m: &Manifest,
+    progress: Arc<AtomicU64>,
+) -> Result<(), OpError> {
+    let x = placement_x(&m.md5.clone().try_into().expect("md5 is 16 bytes"));
+    let mut set = JoinSet::new();
+    for (k, (offset, len)) in m.parts().into_iter().enumerate() {
+        let nodes = nodes_for_part(x, k);
+        let targets: Vec<Session> = nodes
+            .iter()
+            .map(|&i| vault.session(i).cloned().expect("require_all checked"))
+            .collect();
+        let job = PartJob {
+            path: path.to_path_buf(),
+            offset,
+            len,
+            key: vault.master.file_key(&m.file_id),
+            ad: part_ad(&vault.user, &m.file_id, m.version, k),
+            id: vault.master.part_id(&m.file_id, k),
+        };
+        let progress = progress.clone();
+        set.spawn(async move { job.run(targets, progress).await });
+    }
+    let mut first_err = None;
+    while let Some(joined) = set.join_next().await {
+        let err = match joined {
+            Ok(Ok(())) => continue,
+            Ok(Err(e)) => e,
+            Err(e) => OpError::Unavailable(format!("upload task failed: {e}")),
+        };
+        if first_err.is_none() {
+            first_err = Some(err);
+            set.abort_all();
+        }
+    }
+    first_err.map_or(Ok(()), Err)
+}
+
+struct PartJob {
+    path: std::path::PathBuf,
+    offset: u64,
+    len: u64,
+    key: StreamKey,
+    ad: Vec<u8>,
+    id: wire::BlobId,
+}
+
+impl PartJob {
+    /// Reads and encrypts the part on a blocking thread and streams each
+    /// sealed chunk to both target nodes.
+    async fn run(self, targets: Vec<Session>, progress: Arc<AtomicU64>) -> Result<(), OpError> {
+        let ct_len = ciphertext_len(self.len);
+        let mut uploads = Vec::new();
+        for s in &targets {
+            let up = s
+                .put(&self.id, ct_len)
+                .await
+                .map_err(|source| OpError::Node {
+                    node: s.name.clone(),
+                    source,
+                })?;
+            uploads.push(up);
+        }
+        let (tx, mut rx) = mpsc::channel::<Result<Vec<u8>, std::io::Error>>(PIPELINE_DEPTH);
+        let PartJob {
+            path,
+            offset,
+            len,
+            key,
+            ad,
+            ..
+        } = self;
+        let reader = tokio::task::spawn_blocking(move || {
+            let send = |r| tx.blocking_send(r).is_ok();
+            let file = match File::open(&path) {
+                Ok(f) => f,
+                Err(e) => {
+                    send(Err(e));
+                    return;
+                }
+            };
+            let mut enc = Encryptor::new(&key, &ad);
+            let mut done = 0u64;
+            loop {
+                let n = ((len - done) as usize).min(CHUNK_LEN);
+                let last = done + n as u64 == len;
+                let mut buf = vec![0u8; n];
+                if let Err(e) = file.read_exact_at(&mut buf, offset + done) {
+                    send(Err(e));
+                    return;
+                }
+                if enc.seal_chunk(&mut buf, last).is_err() {
+                    send(Err(std::io::Error::other("encryption failed")));
+                    return;
+                }
+                done += n as u64;
+                progress.fetch_add(n as u64, Ordering::Relaxed);
+                if !send(Ok(buf)) || last {
+                    return;
+                }
+            }
+        });
+        let node_err = |i: usize, source: NetError| OpError::Node {
+            node: targets[i].name.clone(),
+            source,
+        };
+        while let Some(chunk) = rx.recv().await {
+            let chunk = chunk.map_err(|e| OpError::Io {
+                path: std::path::PathBuf::from("(source file)"),
+                source: e,
+            })?;
+            let (a, b) = uploads.split_at_mut(1);
+            let (ra, rb) = tokio::join!(a[0].write(&chunk), b[0].write(&chunk));
+            ra.map_err(|e| node_err(0, e))?;
+            rb.map_err(|e| node_err(1, e))?;
+        }
+        let _ = reader.await;
+        let mut it = uploads.into_iter();
+        let (a, b) = (it.next().expect("two"), it.next().expect("two"));
+        let (ra, rb) = tokio::join!(a.finish(), b.finish());
+        ra.map_err(|e| node_err(0, e))?;
+        rb.map_err(|e| node_err(1, e))?;
+        Ok(())
+    }
+}
