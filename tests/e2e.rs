@@ -1,0 +1,483 @@
+//! End to end: the real `vault-node` and `vault-client` binaries, four real
+//! nodes on loopback, certificates made at test time.
+
+use std::path::Path;
+use std::time::Duration;
+
+use vault_tests::*;
+
+const LIMIT: Duration = Duration::from_secs(300);
+const AUTH_FAILED: &str = "Invalid Username/Password. Please try again.";
+
+/// Writes random files of the given sizes into `dir`; returns their names.
+fn make_files(dir: &Path, sizes: &[usize]) -> Vec<(String, Vec<u8>)> {
+    sizes
+        .iter()
+        .enumerate()
+        .map(|(i, &n)| {
+            let name = format!("file-{i}-{n}.bin");
+            let data = random(n);
+            std::fs::write(dir.join(&name), &data).unwrap();
+            (name, data)
+        })
+        .collect()
+}
+
+fn put_all(c: &Cluster, files: &[(String, Vec<u8>)]) {
+    let mut args = vec!["put"];
+    args.extend(files.iter().map(|(n, _)| n.as_str()));
+    ok(&c.client("Crimson33", &args));
+}
+
+fn get_and_compare(c: &Cluster, name: &str, data: &[u8]) {
+    let out = c.dir.path().join(format!("out-{name}"));
+    let _ = std::fs::remove_file(&out);
+    ok(&c.client("Crimson33", &["get", name, "-o", out.to_str().unwrap()]));
+    let got = std::fs::read(&out).unwrap();
+    assert!(
+        got == data,
+        "{name}: bytes differ ({} vs {} bytes)",
+        got.len(),
+        data.len()
+    );
+    std::fs::remove_file(&out).unwrap();
+}
+
+fn listing(c: &Cluster) -> Vec<String> {
+    stdout(&c.client("Crimson33", &["list"]))
+        .lines()
+        .map(str::to_string)
+        .collect()
+}
+
+/// Names of files left in `dir` that look like partial downloads.
+fn partials(dir: &Path) -> Vec<String> {
+    std::fs::read_dir(dir)
+        .unwrap()
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .filter(|n| n.contains("vault-partial"))
+        .collect()
+}
+
+#[test]
+fn files_of_many_sizes_round_trip() {
+    with_timeout(LIMIT, || {
+        let c = Cluster::start();
+        let sizes = [0, 1, 3, 4, 5, 65_535, 65_536 * 4 + 1, 3 * 1024 * 1024 + 7];
+        let files = make_files(c.dir.path(), &sizes);
+        put_all(&c, &files);
+        let mut names: Vec<String> = files.iter().map(|(n, _)| n.clone()).collect();
+        names.sort();
+        assert_eq!(listing(&c), names);
+        for (name, data) in &files {
+            get_and_compare(&c, name, data);
+        }
+        // JSON listing for scripts.
+        let json: serde_json::Value =
+            serde_json::from_str(&ok(&c.client("Crimson33", &["--json", "list"]))).unwrap();
+        assert_eq!(json["files"].as_array().unwrap().len(), files.len());
+        assert!(json["files"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|f| f["complete"] == true));
+    });
+}
+
+#[test]
+fn any_single_node_down_lists_complete_and_gets() {
+    with_timeout(LIMIT, || {
+        let mut c = Cluster::start();
+        let files = make_files(c.dir.path(), &[10, 1000, 200_000, 1_000_003]);
+        put_all(&c, &files);
+        for i in 0..4 {
+            c.kill(i);
+            let out = c.client("Crimson33", &["list"]);
+            let text = ok(&out);
+            assert!(!text.contains("[incomplete]"), "DFS{} down: {text}", i + 1);
+            assert_eq!(text.lines().count(), files.len());
+            assert!(
+                stderr(&out).contains(&format!("DFS{}", i + 1)),
+                "names the node that is down"
+            );
+            for (name, data) in &files {
+                get_and_compare(&c, name, data);
+            }
+            c.restart(i);
+        }
+    });
+}
+
+#[test]
+fn two_neighbouring_nodes_down_marks_incomplete_and_get_fails_cleanly() {
+    with_timeout(LIMIT, || {
+        let c = Cluster::start();
+        let files = make_files(c.dir.path(), &[5000, 70_000, 300_001]);
+        put_all(&c, &files);
+        c.kill(1);
+        c.kill(2);
+        let text = ok(&c.client("Crimson33", &["list"]));
+        assert_eq!(text.lines().count(), files.len());
+        assert!(text.lines().all(|l| l.ends_with(" [incomplete]")), "{text}");
+        for (name, _) in &files {
+            let target = c.dir.path().join(format!("fetched-{name}"));
+            let out = c.client("Crimson33", &["get", name, "-o", target.to_str().unwrap()]);
+            assert!(
+                !out.status.success(),
+                "GET with two neighbours down succeeded"
+            );
+            assert!(!target.exists(), "a failed GET must not leave a file");
+            assert!(
+                partials(c.dir.path()).is_empty(),
+                "partial file left behind"
+            );
+        }
+    });
+}
+
+#[test]
+fn nodes_hold_no_names_and_no_plaintext() {
+    with_timeout(LIMIT, || {
+        let c = Cluster::start();
+        let name = "quarterly-secret-report.txt";
+        let mut data = Vec::new();
+        for i in 0..20_000 {
+            data.extend_from_slice(format!("line {i}: the eagle lands at midnight\n").as_bytes());
+        }
+        std::fs::write(c.dir.path().join(name), &data).unwrap();
+        ok(&c.client("Crimson33", &["put", name]));
+        let needle = b"the eagle lands at midnight";
+        let files = c.stored_files();
+        assert!(files.len() >= 12, "8 part copies and 4 manifests expected");
+        for f in files {
+            let path = f.to_string_lossy().into_owned();
+            assert!(!path.contains("quarterly"), "file name leaked in {path}");
+            let bytes = std::fs::read(&f).unwrap();
+            assert!(
+                !bytes.windows(needle.len()).any(|w| w == needle),
+                "plaintext in {path}"
+            );
+            assert!(
+                !bytes.windows(10).any(|w| w == b"quarterly-"),
+                "name inside {path}"
+            );
+        }
+    });
+}
+
+#[test]
+fn a_corrupted_copy_is_detected_and_the_other_copy_used() {
+    with_timeout(LIMIT, || {
+        let c = Cluster::start();
+        let files = make_files(c.dir.path(), &[300_000, 2_000_000]);
+        put_all(&c, &files);
+        // Flip one byte in the middle of every blob DFS1 holds for Alice.
+        for blob in c.blobs(0, "alice") {
+            let mut bytes = std::fs::read(&blob).unwrap();
+            let mid = bytes.len() / 2;
+            bytes[mid] ^= 0x01;
+            std::fs::write(&blob, bytes).unwrap();
+        }
+        for (name, data) in &files {
+            get_and_compare(&c, name, data);
+        }
+        assert!(!listing(&c).iter().any(|l| l.contains("[incomplete]")));
+    });
+}
+
+#[test]
+fn replacing_a_file_serves_the_new_version_and_drops_old_parts() {
+    with_timeout(LIMIT, || {
+        let c = Cluster::start();
+        let path = c.dir.path().join("doc.bin");
+        std::fs::write(&path, random(100_000)).unwrap();
+        ok(&c.client("Crimson33", &["put", "doc.bin"]));
+        let v2 = random(150_000);
+        std::fs::write(&path, &v2).unwrap();
+        ok(&c.client("Crimson33", &["put", "doc.bin"]));
+        get_and_compare(&c, "doc.bin", &v2);
+        let per_node: Vec<usize> = (0..4).map(|i| c.blobs(i, "alice").len()).collect();
+        assert_eq!(
+            per_node,
+            vec![3, 3, 3, 3],
+            "one manifest and two parts per node"
+        );
+    });
+}
+
+#[test]
+fn put_with_a_node_down_fails_naming_it_and_leaves_nothing_visible() {
+    with_timeout(LIMIT, || {
+        let mut c = Cluster::start();
+        std::fs::write(c.dir.path().join("new.bin"), random(4096)).unwrap();
+        c.kill(2);
+        let out = c.client("Crimson33", &["put", "new.bin"]);
+        assert!(!out.status.success());
+        assert!(stderr(&out).contains("DFS3"), "{}", stderr(&out));
+        c.restart(2);
+        assert!(listing(&c).is_empty());
+        for i in 0..4 {
+            assert!(c.blobs(i, "alice").is_empty(), "DFS{} keeps data", i + 1);
+        }
+    });
+}
+
+#[test]
+fn delete_removes_everywhere_and_survives_a_missed_node() {
+    with_timeout(LIMIT, || {
+        let mut c = Cluster::start();
+        let files = make_files(c.dir.path(), &[1234, 5678]);
+        put_all(&c, &files);
+        ok(&c.client("Crimson33", &["delete", &files[0].0]));
+        assert_eq!(listing(&c), vec![files[1].0.clone()]);
+        // Delete while DFS4 is down: DFS4 keeps its stale copy, but the file
+        // must not come back when it returns.
+        c.kill(3);
+        let out = c.client("Crimson33", &["delete", &files[1].0]);
+        ok(&out);
+        assert!(stderr(&out).contains("DFS4"));
+        c.restart(3);
+        assert!(listing(&c).is_empty());
+        let missing = c.client("Crimson33", &["get", &files[1].0]);
+        assert!(!missing.status.success());
+        assert!(stderr(&missing).contains("no such file"));
+    });
+}
+
+#[test]
+fn wrong_password_and_unknown_user_are_refused_alike() {
+    with_timeout(LIMIT, || {
+        let c = Cluster::start();
+        // The MD5 digest in dfc.conf is checked first.
+        let out = c.client("crimson33", &["list"]);
+        assert!(!out.status.success());
+        assert_eq!(stderr(&out).trim(), AUTH_FAILED);
+        // Without a digest in dfc.conf the nodes refuse it.
+        c.write_dfc("Alice", "");
+        let out = c.client("wrong", &["list"]);
+        assert!(!out.status.success());
+        assert!(stderr(&out).contains(AUTH_FAILED), "{}", stderr(&out));
+        c.write_dfc("Mallory", "");
+        let out = c.client("Crimson33", &["list"]);
+        assert!(!out.status.success());
+        assert!(stderr(&out).contains(AUTH_FAILED), "{}", stderr(&out));
+        // Plain-text Password: lines work; user names are case-insensitive.
+        c.write_dfc("ALICE", "Password: Crimson33");
+        ok(&c.client_env(&[], &["list"], None));
+    });
+}
+
+#[test]
+fn users_cannot_see_each_others_files() {
+    with_timeout(LIMIT, || {
+        let c = Cluster::start();
+        let files = make_files(c.dir.path(), &[777]);
+        put_all(&c, &files);
+        c.write_dfc("Bob", "");
+        assert!(ok(&c.client("Velvet77", &["list"])).is_empty());
+        let out = c.client("Velvet77", &["get", &files[0].0, "-o", "stolen"]);
+        assert!(!out.status.success());
+        assert!(!c.dir.path().join("stolen").exists());
+    });
+}
+
+#[test]
+fn interactive_prompt_takes_classic_commands() {
+    with_timeout(LIMIT, || {
+        let c = Cluster::start();
+        let files = make_files(c.dir.path(), &[4321]);
+        let script = format!(
+            "put {0}\nLIST\nGet {0} copy.bin\nbogus\nDELETE {0}\nlist\nexit\n",
+            files[0].0
+        );
+        let out = c.client_env(&[("VAULT_PASSWORD", "Crimson33")], &[], Some(&script));
+        let text = stdout(&out);
+        assert!(text.contains(&files[0].0), "{text}");
+        assert_eq!(
+            std::fs::read(c.dir.path().join("copy.bin")).unwrap(),
+            files[0].1
+        );
+        assert!(stderr(&out).contains("unknown command"));
+        assert!(listing(&c).is_empty());
+    });
+}
+
+/// Bytes of every stored part (not manifests or records), sorted.
+fn part_bytes(c: &Cluster) -> Vec<Vec<u8>> {
+    let mut out: Vec<Vec<u8>> = (0..4)
+        .flat_map(|i| c.blobs(i, "alice"))
+        .filter(|p| p.file_name().unwrap().to_string_lossy().starts_with("p-"))
+        .map(|p| std::fs::read(p).unwrap())
+        .collect();
+    out.sort();
+    out
+}
+
+fn assert_secret_absent(c: &Cluster, secret: &[u8]) {
+    let md5 = md5_hex(secret);
+    let md5_raw: Vec<u8> = (0..16)
+        .map(|i| u8::from_str_radix(&md5[2 * i..2 * i + 2], 16).unwrap())
+        .collect();
+    for f in c.stored_files() {
+        let bytes = std::fs::read(&f).unwrap();
+        for needle in [secret, md5.as_bytes(), &md5_raw[..]] {
+            assert!(
+                !bytes.windows(needle.len()).any(|w| w == needle),
+                "{} holds the password or its MD5",
+                f.display()
+            );
+        }
+    }
+}
+
+#[test]
+fn rotate_changes_the_password_without_reencrypting() {
+    with_timeout(LIMIT, || {
+        let c = Cluster::start();
+        let files = make_files(c.dir.path(), &[100, 250_000]);
+        put_all(&c, &files);
+        let before = part_bytes(&c);
+        let dfc_before = std::fs::read_to_string(&c.dfc).unwrap();
+
+        let out = c.client_env(
+            &[
+                ("VAULT_PASSWORD", "Crimson33"),
+                ("VAULT_NEW_PASSWORD", "Saffron-99"),
+            ],
+            &["rotate"],
+            None,
+        );
+        ok(&out);
+        // dfc.conf: the digest line now holds the new password's digest; all else kept.
+        let dfc_after = std::fs::read_to_string(&c.dfc).unwrap();
+        assert_eq!(
+            dfc_after,
+            dfc_before.replace(&md5_hex(b"Crimson33"), &md5_hex(b"Saffron-99"))
+        );
+        assert_eq!(part_bytes(&c), before, "no part was rewritten");
+        for (name, data) in &files {
+            let out = c.dir.path().join("after-rotate");
+            let _ = std::fs::remove_file(&out);
+            ok(&c.client("Saffron-99", &["get", name, "-o", out.to_str().unwrap()]));
+            assert_eq!(&std::fs::read(&out).unwrap(), data);
+        }
+        // The old password is refused by every node: ask each one alone, with
+        // the other three unreachable in dfc.conf.
+        for i in 0..4 {
+            let mut text = String::new();
+            for (j, n) in c.nodes.iter().enumerate() {
+                let addr = if i == j {
+                    n.addr.clone()
+                } else {
+                    "127.0.0.1:9".to_string()
+                };
+                text.push_str(&format!("Server {} {}\n", n.name, addr));
+            }
+            text.push_str("Username: Alice\n");
+            let single = c.dir.path().join(format!("single{i}.conf"));
+            std::fs::write(&single, text).unwrap();
+            let run = |pw: &str| {
+                c.client_env(
+                    &[("VAULT_PASSWORD", pw)],
+                    &["-c", single.to_str().unwrap(), "list"],
+                    None,
+                )
+            };
+            let old = run("Crimson33");
+            assert!(
+                stderr(&old).contains(AUTH_FAILED),
+                "DFS{} took the old password",
+                i + 1
+            );
+            ok(&run("Saffron-99"));
+        }
+        assert_secret_absent(&c, b"Crimson33");
+        assert_secret_absent(&c, b"Saffron-99");
+    });
+}
+
+#[test]
+fn rotate_refuses_with_a_node_down_and_an_interrupted_rotation_finishes() {
+    with_timeout(LIMIT, || {
+        let mut c = Cluster::start();
+        std::fs::write(
+            c.dfc.clone(),
+            std::fs::read_to_string(&c.dfc).unwrap().replace(
+                &format!("Password: {}", md5_hex(b"Crimson33")),
+                "Password: Crimson33",
+            ),
+        )
+        .unwrap();
+        let files = make_files(c.dir.path(), &[9999]);
+        put_all(&c, &files);
+        let env = [
+            ("VAULT_PASSWORD", "Crimson33"),
+            ("VAULT_NEW_PASSWORD", "Topaz-12"),
+        ];
+
+        c.kill(1);
+        let out = c.client_env(&env, &["rotate"], None);
+        assert!(!out.status.success());
+        assert!(stderr(&out).contains("DFS2"), "{}", stderr(&out));
+        assert!(std::fs::read_to_string(&c.dfc)
+            .unwrap()
+            .contains("Password: Crimson33"));
+        c.restart(1);
+
+        // Simulate a rotation cut off after three of four nodes switched:
+        // keep DFS4's record and dfc.conf as they were before.
+        let record = c.nodes[3].root.join(".vault/records/alice.cbor");
+        let saved_record = std::fs::read(&record).unwrap();
+        let saved_dfc = std::fs::read(&c.dfc).unwrap();
+        ok(&c.client_env(&env, &["rotate"], None));
+        std::fs::write(&record, &saved_record).unwrap();
+        std::fs::write(&c.dfc, &saved_dfc).unwrap();
+
+        // Re-running the same rotation finishes it.
+        let out = c.client_env(&env, &["rotate"], None);
+        ok(&out);
+        let dfc = std::fs::read_to_string(&c.dfc).unwrap();
+        assert!(dfc.contains("Password: Topaz-12\n"), "{dfc}");
+        get_and_compare_with(&c, &files[0].0, &files[0].1);
+        let old = c.client_env(&[("VAULT_PASSWORD", "Crimson33")], &["list"], None);
+        assert!(!old.status.success());
+    });
+}
+
+fn get_and_compare_with(c: &Cluster, name: &str, data: &[u8]) {
+    let out = c.dir.path().join("fetched-after");
+    ok(&c.client_env(
+        &[],
+        &["get", name, "-o", out.to_str().unwrap(), "--force"],
+        None,
+    ));
+    assert_eq!(std::fs::read(&out).unwrap(), data);
+}
+
+#[test]
+fn cli_errors_are_clear() {
+    with_timeout(LIMIT, || {
+        let c = Cluster::start();
+        let help = ok(&c.client_env(&[], &["--help"], None));
+        for word in [
+            "put", "get", "list", "delete", "rotate", "--config", "--ca", "--json",
+        ] {
+            assert!(help.contains(word), "help lacks {word}");
+        }
+        let bad = c.dir.path().join("bad.conf");
+        std::fs::write(&bad, "Server DFS1 127.0.0.1:1\nServer DFS1 127.0.0.1:2\n").unwrap();
+        let out = c.client_env(&[], &["-c", bad.to_str().unwrap(), "list"], None);
+        assert!(!out.status.success());
+        assert!(stderr(&out).contains("bad.conf:2"), "{}", stderr(&out));
+        let out = c.client("Crimson33", &["get", "no-such-file"]);
+        assert!(!out.status.success());
+        assert!(stderr(&out).contains("no such file"));
+        // GET does not overwrite without --force.
+        let files = make_files(c.dir.path(), &[10]);
+        put_all(&c, &files);
+        let out = c.client("Crimson33", &["get", &files[0].0]);
+        assert!(!out.status.success());
+        assert!(stderr(&out).contains("--force"));
+    });
+}

@@ -1,0 +1,360 @@
+//! Test harness for end-to-end tests: real `vault-node` and `vault-client`
+//! binaries, four nodes on loopback ports the nodes pick themselves,
+//! certificates made by `vault-node certs` at test time.
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::sync::mpsc;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+/// How long one client command may run.
+pub const COMMAND_TIMEOUT: Duration = Duration::from_secs(120);
+/// How long a node may take to start listening.
+pub const START_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Path of a workspace binary, building it if the test runner did not.
+pub fn bin(name: &str) -> PathBuf {
+    let exe = std::env::current_exe().expect("test executable path");
+    // target/<profile>/deps/e2e-xxxx -> target/<profile>/<name>
+    let dir = exe.parent().and_then(Path::parent).expect("target dir");
+    let path = dir.join(name);
+    static BUILD: Mutex<()> = Mutex::new(());
+    let _g = BUILD.lock().unwrap_or_else(|e| e.into_inner());
+    if !path.exists() {
+        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+        let mut cmd = Command::new(cargo);
+        cmd.args(["build", "--bins", "-p", "vault-node", "-p", "vault-client"]);
+        if dir.file_name().is_some_and(|n| n == "release") {
+            cmd.arg("--release");
+        }
+        let status = cmd.status().expect("run cargo build");
+        assert!(status.success(), "cargo build of the binaries failed");
+    }
+    path
+}
+
+/// Random bytes from the OS.
+pub fn random(n: usize) -> Vec<u8> {
+    let mut v = vec![0u8; n];
+    getrandom::fill(&mut v).expect("randomness");
+    v
+}
+
+/// Lower-case hex MD5 of `data`.
+pub fn md5_hex(data: &[u8]) -> String {
+    use md5::{Digest, Md5};
+    Md5::digest(data)
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
+/// Runs `f` on its own thread and fails the test if it takes longer than
+/// `limit`; node processes registered in `procs` are killed either way.
+pub fn with_timeout<F: FnOnce() + Send + 'static>(limit: Duration, f: F) {
+    let (tx, rx) = mpsc::channel();
+    let handle = std::thread::spawn(move || {
+        f();
+        let _ = tx.send(());
+    });
+    match rx.recv_timeout(limit) {
+        Ok(()) => handle.join().expect("test thread"),
+        Err(mpsc::RecvTimeoutError::Disconnected) => {
+            // The test panicked: surface its panic.
+            if let Err(p) = handle.join() {
+                std::panic::resume_unwind(p);
+            }
+        }
+        Err(mpsc::RecvTimeoutError::Timeout) => {
+            kill_all_registered();
+            panic!("test timed out after {limit:?}");
+        }
+    }
+}
+
+static REGISTRY: Mutex<Vec<Arc<Mutex<Option<Child>>>>> = Mutex::new(Vec::new());
+
+fn kill_all_registered() {
+    for c in REGISTRY.lock().unwrap_or_else(|e| e.into_inner()).iter() {
+        if let Some(mut child) = c.lock().unwrap_or_else(|e| e.into_inner()).take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+/// One running node process.
+pub struct Node {
+    /// `DFS1`...
+    pub name: String,
+    /// Its storage root.
+    pub root: PathBuf,
+    /// Where it listens.
+    pub addr: String,
+    child: Arc<Mutex<Option<Child>>>,
+}
+
+impl Node {
+    fn kill(&self) {
+        if let Some(mut child) = self.child.lock().unwrap_or_else(|e| e.into_inner()).take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    fn is_running(&self) -> bool {
+        self.child
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .is_some()
+    }
+}
+
+/// Four nodes, their certificates, a dfs.conf and a dfc.conf in a temp dir.
+pub struct Cluster {
+    /// The temp dir holding everything.
+    pub dir: tempfile::TempDir,
+    /// The nodes, DFS1..DFS4.
+    pub nodes: Vec<Node>,
+    /// The client config.
+    pub dfc: PathBuf,
+    /// The node users file.
+    pub dfs: PathBuf,
+}
+
+/// Demo users: name, password.
+pub const USERS: &[(&str, &str)] = &[
+    ("Alice", "Crimson33"),
+    ("Bob", "Velvet77"),
+    ("Eve", "Magellan101"),
+];
+
+impl Cluster {
+    /// Starts four nodes. `dfs.conf` stores the demo users as MD5 digests;
+    /// `dfc.conf` logs in as Alice with her MD5 digest on the Password line.
+    pub fn start() -> Cluster {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let certs = dir.path().join("certs");
+        let mut cmd = Command::new(bin("vault-node"));
+        cmd.arg("certs").arg("--dir").arg(&certs);
+        for i in 1..=4 {
+            cmd.args(["--node", &format!("DFS{i}")]);
+        }
+        cmd.args(["--san", "127.0.0.1"]);
+        let out = cmd.output().expect("run vault-node certs");
+        assert!(
+            out.status.success(),
+            "certs: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+
+        let dfs = dir.path().join("dfs.conf");
+        let mut text =
+            String::from("# demo users, MD5 digests as the classic configs stored them\n");
+        for (u, p) in USERS {
+            text.push_str(&format!(
+                "Username: {u}\nPassword: {}\n\n",
+                md5_hex(p.as_bytes())
+            ));
+        }
+        std::fs::write(&dfs, text).expect("write dfs.conf");
+
+        let mut cluster = Cluster {
+            dfc: dir.path().join("dfc.conf"),
+            dfs,
+            nodes: Vec::new(),
+            dir,
+        };
+        for i in 1..=4 {
+            let node = cluster.spawn_node(&format!("DFS{i}"), "127.0.0.1:0");
+            cluster.nodes.push(node);
+        }
+        cluster.write_dfc("Alice", &format!("Password: {}", md5_hex(b"Crimson33")));
+        cluster
+    }
+
+    /// Writes dfc.conf for `user` with the given password line ("" for none).
+    pub fn write_dfc(&self, user: &str, password_line: &str) {
+        let mut text = String::from("# test cluster\n");
+        for n in &self.nodes {
+            text.push_str(&format!("Server {} {}\n", n.name, n.addr));
+        }
+        text.push_str(&format!("Username: {user}\n"));
+        if !password_line.is_empty() {
+            text.push_str(password_line);
+            text.push('\n');
+        }
+        std::fs::write(&self.dfc, text).expect("write dfc.conf");
+    }
+
+    fn spawn_node(&self, name: &str, listen: &str) -> Node {
+        let root = self.dir.path().join(name);
+        let mut child = Command::new(bin("vault-node"))
+            .arg("serve")
+            .arg("--root")
+            .arg(&root)
+            .args(["--port", "0", "--listen", listen, "--name", name])
+            .arg("--users")
+            .arg(&self.dfs)
+            .arg("--certs")
+            .arg(self.dir.path().join("certs"))
+            .env("RUST_LOG", "warn")
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("spawn vault-node serve");
+        let stdout = child.stdout.take().expect("stdout");
+        let (tx, rx) = mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines() {
+                let Ok(line) = line else { break };
+                if let Some(addr) = line.split("listening on ").nth(1) {
+                    let _ = tx.send(addr.trim().to_string());
+                }
+            }
+        });
+        let child = Arc::new(Mutex::new(Some(child)));
+        REGISTRY
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push(child.clone());
+        let addr = rx
+            .recv_timeout(START_TIMEOUT)
+            .unwrap_or_else(|_| panic!("{name} did not report its address"));
+        Node {
+            name: name.to_string(),
+            root,
+            addr,
+            child,
+        }
+    }
+
+    /// Kills node `i` (0-based) as abruptly as a power cut.
+    pub fn kill(&self, i: usize) {
+        self.nodes[i].kill();
+    }
+
+    /// Restarts node `i` on the address it had.
+    pub fn restart(&mut self, i: usize) {
+        assert!(!self.nodes[i].is_running());
+        let (name, addr) = (self.nodes[i].name.clone(), self.nodes[i].addr.clone());
+        self.nodes[i] = self.spawn_node(&name, &addr);
+        assert_eq!(self.nodes[i].addr, addr);
+    }
+
+    /// Runs the client with `args`, the cluster's dfc.conf and `password` in
+    /// VAULT_PASSWORD, from the temp dir.
+    pub fn client(&self, password: &str, args: &[&str]) -> Output {
+        self.client_env(&[("VAULT_PASSWORD", password)], args, None)
+    }
+
+    /// Runs the client with extra environment and optional standard input.
+    pub fn client_env(&self, env: &[(&str, &str)], args: &[&str], stdin: Option<&str>) -> Output {
+        let mut cmd = Command::new(bin("vault-client"));
+        if !args.contains(&"-c") {
+            cmd.arg("-c").arg(&self.dfc);
+        }
+        cmd.args(args).current_dir(self.dir.path());
+        cmd.env_remove("VAULT_PASSWORD")
+            .env_remove("VAULT_NEW_PASSWORD");
+        for (k, v) in env {
+            cmd.env(k, v);
+        }
+        cmd.stdin(if stdin.is_some() {
+            Stdio::piped()
+        } else {
+            Stdio::null()
+        })
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+        let mut child = cmd.spawn().expect("spawn vault-client");
+        if let Some(input) = stdin {
+            use std::io::Write;
+            let mut s = child.stdin.take().expect("stdin");
+            s.write_all(input.as_bytes()).expect("write stdin");
+        }
+        let id = child.id();
+        let (tx, rx) = mpsc::channel();
+        std::thread::spawn(move || {
+            let _ = tx.send(child.wait_with_output());
+        });
+        match rx.recv_timeout(COMMAND_TIMEOUT) {
+            Ok(out) => out.expect("client output"),
+            Err(_) => {
+                let _ = Command::new("kill").args(["-9", &id.to_string()]).status();
+                panic!("vault-client {args:?} timed out");
+            }
+        }
+    }
+
+    /// Every regular file under the node roots.
+    pub fn stored_files(&self) -> Vec<PathBuf> {
+        let mut out = Vec::new();
+        for n in &self.nodes {
+            walk(&n.root, &mut out);
+        }
+        out
+    }
+
+    /// Blob files of `user` on node `i`.
+    pub fn blobs(&self, i: usize, user: &str) -> Vec<PathBuf> {
+        let mut out = Vec::new();
+        if let Ok(rd) = std::fs::read_dir(self.nodes[i].root.join(user)) {
+            for e in rd.flatten() {
+                if e.path().is_file() {
+                    out.push(e.path());
+                }
+            }
+        }
+        out.sort();
+        out
+    }
+}
+
+impl Drop for Cluster {
+    fn drop(&mut self) {
+        for n in &self.nodes {
+            n.kill();
+        }
+    }
+}
+
+fn walk(dir: &Path, out: &mut Vec<PathBuf>) {
+    let Ok(rd) = std::fs::read_dir(dir) else {
+        return;
+    };
+    for e in rd.flatten() {
+        let p = e.path();
+        if p.is_dir() {
+            walk(&p, out);
+        } else {
+            out.push(p);
+        }
+    }
+}
+
+/// Standard output as text.
+pub fn stdout(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+/// Standard error as text.
+pub fn stderr(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+/// Asserts a command succeeded, showing its output otherwise.
+#[track_caller]
+pub fn ok(o: &Output) -> String {
+    assert!(
+        o.status.success(),
+        "command failed ({}):\nstdout: {}\nstderr: {}",
+        o.status,
+        stdout(o),
+        stderr(o)
+    );
+    stdout(o)
+}
