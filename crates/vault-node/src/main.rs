@@ -1,6 +1,8 @@
 //! `vault-node`: the storage node binary. Parses arguments and calls the
 //! library; everything else lives in `vault_node`.
 
+#![forbid(unsafe_code)]
+
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;

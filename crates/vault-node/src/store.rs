@@ -10,13 +10,15 @@ use std::collections::BTreeSet;
 use std::io;
 use std::path::{Path, PathBuf};
 
-use tokio::io::AsyncWriteExt;
 use wire::{BlobId, ListEntry};
 
 use crate::fsutil::{random_hex, sync_dir, TempGuard};
 
 /// Name of the per-user folder of uploads in progress.
 pub const TMP_DIR: &str = ".tmp";
+
+/// Upload bytes gathered before one blocking write.
+const WRITE_BUF: usize = 512 * 1024;
 
 /// The blob folders under a node's root.
 #[derive(Debug, Clone)]
@@ -28,7 +30,11 @@ pub struct BlobStore {
 /// [`PendingBlob::commit`] renames it into place.
 #[derive(Debug)]
 pub struct PendingBlob {
-    file: tokio::fs::File,
+    /// `None` only while a write is in flight on a blocking thread.
+    file: Option<std::fs::File>,
+    /// Bytes not yet written: QUIC hands over packet-sized pieces, and one
+    /// blocking write per piece would cost more than the copy.
+    buf: Vec<u8>,
     guard: TempGuard,
     dir: PathBuf,
     target: PathBuf,
@@ -96,13 +102,17 @@ impl BlobStore {
         let tmp_dir = dir.join(TMP_DIR);
         tokio::fs::create_dir_all(&tmp_dir).await?;
         let guard = TempGuard::new(tmp_dir.join(format!("{}.tmp", random_hex(16)?)));
-        let file = tokio::fs::OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .open(guard.path())
-            .await?;
+        let path = guard.path().to_path_buf();
+        let file = blocking(move || {
+            std::fs::OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .open(path)
+        })
+        .await?;
         Ok(PendingBlob {
-            file,
+            file: Some(file),
+            buf: Vec::with_capacity(WRITE_BUF),
             guard,
             target: dir.join(id.as_str()),
             dir,
@@ -223,8 +233,32 @@ fn for_each_blob(dir: &Path, mut f: impl FnMut(BlobId, u64)) -> io::Result<()> {
 impl PendingBlob {
     /// Appends bytes to the upload.
     pub async fn write(&mut self, bytes: &[u8]) -> io::Result<()> {
-        self.file.write_all(bytes).await?;
+        self.buf.extend_from_slice(bytes);
         self.written += bytes.len() as u64;
+        if self.buf.len() >= WRITE_BUF {
+            self.flush_buf().await?;
+        }
+        Ok(())
+    }
+
+    /// Writes the buffered bytes on a blocking thread.
+    async fn flush_buf(&mut self) -> io::Result<()> {
+        if self.buf.is_empty() {
+            return Ok(());
+        }
+        let mut file = self
+            .file
+            .take()
+            .ok_or_else(|| io::Error::other("an earlier write failed"))?;
+        let buf = std::mem::take(&mut self.buf);
+        let (file, mut buf) = blocking(move || {
+            std::io::Write::write_all(&mut file, &buf)?;
+            Ok((file, buf))
+        })
+        .await?;
+        buf.clear();
+        self.buf = buf;
+        self.file = Some(file);
         Ok(())
     }
 
@@ -236,11 +270,15 @@ impl PendingBlob {
     /// Makes the upload durable and visible: `sync_all`, rename over the
     /// blob's name, fsync the folder.
     pub async fn commit(mut self) -> io::Result<()> {
-        self.file.flush().await?;
-        self.file.sync_all().await?;
-        drop(self.file);
+        self.flush_buf().await?;
+        let file = self
+            .file
+            .take()
+            .ok_or_else(|| io::Error::other("an earlier write failed"))?;
         let (guard, target, dir) = (self.guard, self.target, self.dir);
         blocking(move || {
+            file.sync_all()?;
+            drop(file);
             std::fs::rename(guard.path(), &target)?;
             guard.commit();
             sync_dir(&dir)
