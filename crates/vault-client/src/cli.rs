@@ -147,6 +147,16 @@ pub async fn run(cli: Cli) -> Result<i32> {
             }
         }
         command => {
+            // PUT's MD5 pass runs while the nodes are dialled and Argon2id runs.
+            let ahead = match &command {
+                Some(Command::Put { files }) => {
+                    let counters: Vec<Arc<AtomicU64>> =
+                        files.iter().map(|_| Arc::new(AtomicU64::new(0))).collect();
+                    let hashing = ops::put::hash_ahead(files, &counters);
+                    Some(Ahead { counters, hashing })
+                }
+                _ => None,
+            };
             let vault = match Vault::open(&endpoint, &cfg, &password).await {
                 Ok(v) => Arc::new(v),
                 Err(OpenError::AuthFailed) => {
@@ -159,7 +169,7 @@ pub async fn run(cli: Cli) -> Result<i32> {
                 eprintln!("warning: {node} {why}");
             }
             let status = match command {
-                Some(c) => run_command(&vault, c, cli.json).await,
+                Some(c) => run_command(&vault, c, cli.json, ahead).await,
                 None => interactive(&vault).await,
             };
             vault.close();
@@ -214,19 +224,21 @@ fn report_error(e: &OpError) -> i32 {
     1
 }
 
+/// Work started before the vault opened: PUT's MD5 passes.
+pub struct Ahead {
+    counters: Vec<Arc<AtomicU64>>,
+    hashing: Vec<ops::put::Hashing>,
+}
+
 /// A progress bar on a terminal for transfers over 8 MiB; nothing otherwise.
 fn progress_bar(
+    counter: Arc<AtomicU64>,
     total: u64,
     label: &str,
     json: bool,
-) -> (
-    Arc<AtomicU64>,
-    Option<tokio::task::JoinHandle<()>>,
-    ProgressBar,
-) {
-    let counter = Arc::new(AtomicU64::new(0));
+) -> (Option<tokio::task::JoinHandle<()>>, ProgressBar) {
     if json || total < (8 << 20) || !std::io::stderr().is_terminal() {
-        return (counter, None, ProgressBar::hidden());
+        return (None, ProgressBar::hidden());
     }
     let bar = ProgressBar::new(total);
     bar.set_style(
@@ -244,7 +256,7 @@ fn progress_bar(
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
     });
-    (counter, Some(ticker), bar)
+    (Some(ticker), bar)
 }
 
 fn finish_bar(ticker: Option<tokio::task::JoinHandle<()>>, bar: ProgressBar) {
@@ -255,15 +267,26 @@ fn finish_bar(ticker: Option<tokio::task::JoinHandle<()>>, bar: ProgressBar) {
 }
 
 /// Runs one command against an open vault; returns the exit status.
-pub async fn run_command(vault: &Arc<Vault>, command: Command, json: bool) -> i32 {
+pub async fn run_command(
+    vault: &Arc<Vault>,
+    command: Command,
+    json: bool,
+    ahead: Option<Ahead>,
+) -> i32 {
     match command {
         Command::Put { files } => {
             let mut status = 0;
             let mut results = Vec::new();
+            let (mut counters, mut hashing) = match ahead {
+                Some(a) => (a.counters.into_iter(), a.hashing.into_iter()),
+                None => (Vec::new().into_iter(), Vec::new().into_iter()),
+            };
             for path in files {
                 let size = std::fs::metadata(&path).map(|m| m.len()).unwrap_or(0);
-                let (counter, ticker, bar) = progress_bar(2 * size, &display_name(&path), json);
-                let r = ops::put::put_file(vault, &path, counter).await;
+                let counter = counters.next().unwrap_or_default();
+                let (ticker, bar) =
+                    progress_bar(counter.clone(), 2 * size, &display_name(&path), json);
+                let r = ops::put::put_file(vault, &path, counter, hashing.next()).await;
                 finish_bar(ticker, bar);
                 match r {
                     Ok(r) => {
@@ -296,7 +319,8 @@ pub async fn run_command(vault: &Arc<Vault>, command: Command, json: bool) -> i3
                 Ok(m) => m.size,
                 Err(e) => return report_error(&e),
             };
-            let (counter, ticker, bar) = progress_bar(size, &name, json);
+            let counter = Arc::new(AtomicU64::new(0));
+            let (ticker, bar) = progress_bar(counter.clone(), size, &name, json);
             let r = ops::get::get_file(vault, &name, &out, force, counter).await;
             finish_bar(ticker, bar);
             match r {
@@ -430,7 +454,7 @@ pub async fn interactive(vault: &Arc<Vault>) -> i32 {
                 continue;
             }
         };
-        status = run_command(vault, command, false).await;
+        status = run_command(vault, command, false, None).await;
     }
     status
 }

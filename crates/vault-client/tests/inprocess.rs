@@ -132,8 +132,8 @@ async fn parts_swapped_between_files_are_detected() {
         // Same size, so a swap cannot be caught by length alone.
         let a = c.write("a.bin", &vec![b'a'; 200_000]);
         let b = c.write("b.bin", &vec![b'b'; 200_000]);
-        ops::put::put_file(&v, &a, progress()).await.unwrap();
-        ops::put::put_file(&v, &b, progress()).await.unwrap();
+        ops::put::put_file(&v, &a, progress(), None).await.unwrap();
+        ops::put::put_file(&v, &b, progress(), None).await.unwrap();
         let ma = ops::get::find(&v, "a.bin").await.unwrap();
         let mb = ops::get::find(&v, "b.bin").await.unwrap();
         // Replace every copy of a.bin's part 2 with b.bin's part 2.
@@ -171,11 +171,15 @@ async fn a_replayed_old_manifest_loses_to_the_newest() {
         let c = Cluster::start("Alice Crimson33\n").await;
         let v = c.open("alice", "Crimson33").await.unwrap();
         let path = c.write("doc.txt", b"version one");
-        ops::put::put_file(&v, &path, progress()).await.unwrap();
+        ops::put::put_file(&v, &path, progress(), None)
+            .await
+            .unwrap();
         let m_id = v.master.manifest_id("doc.txt");
         let old_manifest = std::fs::read(c.user_dir(0, "alice").join(m_id.as_str())).unwrap();
         std::fs::write(&path, b"version two!").unwrap();
-        ops::put::put_file(&v, &path, progress()).await.unwrap();
+        ops::put::put_file(&v, &path, progress(), None)
+            .await
+            .unwrap();
         // DFS1 replays the old manifest.
         std::fs::write(c.user_dir(0, "alice").join(m_id.as_str()), old_manifest).unwrap();
         let out = c.dir.path().join("doc.out");
@@ -244,7 +248,7 @@ async fn accounts_made_by_user_add_log_in_with_the_client() {
         assert_eq!(v.record.kdf, kdf, "the record reuses the account's salt");
         assert_eq!(v.record.login_key.as_deref(), Some(&key[..]));
         let p = c.write("n.txt", b"hello");
-        ops::put::put_file(&v, &p, progress()).await.unwrap();
+        ops::put::put_file(&v, &p, progress(), None).await.unwrap();
         v.close();
         assert!(matches!(
             c.open("carol", "lapis-4").await,

@@ -34,8 +34,12 @@ pub const DEFAULT_P: u32 = 1;
 /// Salt length for new records.
 pub const SALT_LEN: usize = 16;
 
-/// Smallest memory cost a client accepts from a record (8 MiB).
-pub const MIN_M_KIB: u32 = 8 * 1024;
+/// Smallest memory cost a client accepts from a node (64 MiB). A hostile
+/// node must not be able to downgrade the KDF: the login signature it
+/// receives would otherwise make offline guessing cheap.
+pub const MIN_M_KIB: u32 = 64 * 1024;
+/// Smallest time cost a client accepts from a node.
+pub const MIN_T: u32 = 3;
 /// Largest memory cost a client accepts from a record (256 MiB).
 pub const MAX_M_KIB: u32 = 256 * 1024;
 /// Largest time cost a client accepts from a record.
@@ -97,7 +101,7 @@ pub fn new_kdf_params() -> Result<KdfParams, KeyError> {
 /// Refuses costs outside the accepted window, before any work is done.
 pub fn check_cost(kdf: &KdfParams) -> Result<(), KeyError> {
     let ok = (MIN_M_KIB..=MAX_M_KIB).contains(&kdf.m_kib)
-        && (1..=MAX_T).contains(&kdf.t)
+        && (MIN_T..=MAX_T).contains(&kdf.t)
         && (1..=MAX_P).contains(&kdf.p)
         && kdf.m_kib >= 8 * kdf.p
         && (wire::MIN_SALT_LEN..=wire::MAX_SALT_LEN).contains(&kdf.salt.len());
@@ -318,7 +322,7 @@ mod tests {
         KdfParams {
             salt: vec![3; 16],
             m_kib: MIN_M_KIB,
-            t: 1,
+            t: MIN_T,
             p: 1,
         }
     }
@@ -366,9 +370,13 @@ mod tests {
                 Err(KeyError::UnacceptableCost { .. })
             ));
         }
-        let mut weak = fast_params();
-        weak.m_kib = 8;
-        assert!(PasswordKeys::derive(b"x", &weak).is_err());
+        // Downgrades below the floor are refused as well.
+        for (m, t) in [(8, 3), (MIN_M_KIB - 1, 3), (MIN_M_KIB, 1)] {
+            let mut weak = fast_params();
+            weak.m_kib = m;
+            weak.t = t;
+            assert!(PasswordKeys::derive(b"x", &weak).is_err(), "m={m} t={t}");
+        }
         assert!(start.elapsed() < std::time::Duration::from_secs(1));
     }
 

@@ -68,12 +68,38 @@ fn md5_file(path: &Path, progress: &AtomicU64) -> Result<(u64, [u8; 16]), std::i
     Ok((total, hasher.finalize().into()))
 }
 
+/// A file's size and MD5, being computed ahead of time.
+pub type Hashing = tokio::sync::oneshot::Receiver<std::io::Result<(u64, [u8; 16])>>;
+
+/// Starts hashing `paths`, in order, on one blocking thread, so the MD5 pass
+/// overlaps with dialling the nodes and running Argon2id.
+pub fn hash_ahead(paths: &[std::path::PathBuf], progress: &[Arc<AtomicU64>]) -> Vec<Hashing> {
+    let mut jobs = Vec::new();
+    let mut receivers = Vec::new();
+    for (p, prog) in paths.iter().zip(progress) {
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        jobs.push((p.clone(), prog.clone(), tx));
+        receivers.push(rx);
+    }
+    tokio::task::spawn_blocking(move || {
+        for (path, prog, tx) in jobs {
+            if tx.is_closed() {
+                continue;
+            }
+            let _ = tx.send(md5_file(&path, &prog));
+        }
+    });
+    receivers
+}
+
 /// Stores `path` in the vault. `progress` counts bytes processed (the MD5
-/// pass and the upload pass each count the file once).
+/// pass and the upload pass each count the file once). `hashing` is the
+/// file's MD5 pass if [`hash_ahead`] started it.
 pub async fn put_file(
     vault: &Vault,
     path: &Path,
     progress: Arc<AtomicU64>,
+    hashing: Option<Hashing>,
 ) -> Result<PutReport, OpError> {
     require_all(vault, "PUT")?;
     let name = name_for(path)?;
@@ -90,12 +116,19 @@ pub async fn put_file(
         .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
         .map(|d| d.as_secs());
 
-    let p = path.to_path_buf();
-    let prog = progress.clone();
-    let (size, md5) = tokio::task::spawn_blocking(move || md5_file(&p, &prog))
-        .await
-        .map_err(|e| OpError::Unavailable(format!("hashing task failed: {e}")))?
-        .map_err(io_err(path))?;
+    let hashed = match hashing {
+        Some(rx) => rx
+            .await
+            .map_err(|_| OpError::Unavailable("hashing task failed".into()))?,
+        None => {
+            let p = path.to_path_buf();
+            let prog = progress.clone();
+            tokio::task::spawn_blocking(move || md5_file(&p, &prog))
+                .await
+                .map_err(|e| OpError::Unavailable(format!("hashing task failed: {e}")))?
+        }
+    };
+    let (size, md5) = hashed.map_err(io_err(path))?;
 
     let manifest_id = vault.master.manifest_id(&name);
     let previous = fetch_versions(vault, &manifest_id, None).await;
