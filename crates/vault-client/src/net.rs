@@ -26,6 +26,10 @@ pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(15);
 /// as stalled.
 pub const STALL_TIMEOUT: Duration = Duration::from_secs(10);
 
+/// Most blobs a client accepts in one node's listing (a hostile node must
+/// not make LIST grow without bound).
+pub const MAX_LISTING: usize = 4_000_000;
+
 /// Network and protocol failures talking to one node.
 #[derive(Debug, Error)]
 pub enum NetError {
@@ -260,21 +264,29 @@ impl Session {
     }
 
     /// Reads a whole small blob, refusing blobs over `max` bytes.
+    /// The whole read must finish within [`REQUEST_TIMEOUT`], so a node
+    /// trickling bytes cannot hold a command up.
     pub async fn get_bytes(&self, id: &BlobId, max: usize) -> Result<Option<Vec<u8>>, NetError> {
-        let Some(mut dl) = self.get(id).await? else {
-            return Ok(None);
+        let read = async {
+            let Some(mut dl) = self.get(id).await? else {
+                return Ok(None);
+            };
+            if dl.len > max as u64 {
+                let len = dl.len;
+                dl.cancel();
+                return Err(NetError::Protocol(format!(
+                    "blob of {len} bytes is too large"
+                )));
+            }
+            let mut out = Vec::with_capacity(dl.len as usize);
+            while let Some(chunk) = dl.next_chunk(64 * 1024).await? {
+                out.extend_from_slice(&chunk);
+            }
+            Ok(Some(out))
         };
-        if dl.len > max as u64 {
-            return Err(NetError::Protocol(format!(
-                "blob of {} bytes is too large",
-                dl.len
-            )));
-        }
-        let mut out = Vec::with_capacity(dl.len as usize);
-        while let Some(chunk) = dl.next_chunk(64 * 1024).await? {
-            out.extend_from_slice(&chunk);
-        }
-        Ok(Some(out))
+        tokio::time::timeout(REQUEST_TIMEOUT, read)
+            .await
+            .map_err(|_| NetError::Timeout)?
     }
 
     /// Lists every blob the user has on this node.
@@ -299,6 +311,11 @@ impl Session {
                 }
             }
             out.extend(entries);
+            if out.len() > MAX_LISTING {
+                return Err(NetError::Protocol(format!(
+                    "listing exceeds {MAX_LISTING} entries"
+                )));
+            }
             match (more, last) {
                 (true, Some(last)) => after = Some(last),
                 _ => return Ok(out),

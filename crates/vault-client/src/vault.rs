@@ -128,33 +128,41 @@ pub async fn dial_all(endpoint: &Endpoint, cfg: &ClientConfig) -> Vec<Result<Ses
         .collect()
 }
 
-/// Logs in to one node with `password`. Returns the scheme the node
-/// announced.
-pub async fn login(
-    session: &Session,
-    user: &str,
-    password: &Zeroizing<String>,
-    cache: &mut KeyCache,
-) -> Result<AuthScheme, NetError> {
+/// Starts a login: the node's challenge and the scheme it announces.
+pub async fn hello(session: &Session, user: &str) -> Result<(Vec<u8>, AuthScheme), NetError> {
     let resp = session
         .call(&Request::Hello {
             user: user.to_string(),
         })
         .await?;
-    let Response::Challenge { challenge, scheme } = resp else {
-        return Err(NetError::Protocol("expected Challenge".into()));
-    };
-    let proof = match scheme.clone() {
+    match resp {
+        Response::Challenge { challenge, scheme } => Ok((challenge, scheme)),
+        other => Err(NetError::Protocol(format!(
+            "expected Challenge, got {other:?}"
+        ))),
+    }
+}
+
+/// Finishes a login started by [`hello`].
+pub async fn prove(
+    session: &Session,
+    user: &str,
+    challenge: &[u8],
+    scheme: &AuthScheme,
+    password: &Zeroizing<String>,
+    cache: &mut KeyCache,
+) -> Result<(), NetError> {
+    let proof = match scheme {
         AuthScheme::Legacy => Proof::LegacyMd5(keys::md5_of(password.as_bytes()).to_vec()),
         AuthScheme::Upgraded(params) => {
-            let k = cache.get(password, &params).await.map_err(|e| match e {
+            let k = cache.get(password, params).await.map_err(|e| match e {
                 KeyError::UnacceptableCost { .. } => NetError::Protocol(e.to_string()),
                 _ => NetError::Node {
                     code: ErrorCode::AuthFailed,
                     message: "invalid username or password".into(),
                 },
             })?;
-            Proof::Signature(k.sign_login(&session.name, user, &challenge))
+            Proof::Signature(k.sign_login(&session.name, user, challenge))
         }
     };
     match session
@@ -164,10 +172,37 @@ pub async fn login(
         })
         .await?
     {
-        Response::LoggedIn => Ok(scheme),
+        Response::LoggedIn => Ok(()),
         other => Err(NetError::Protocol(format!(
             "expected LoggedIn, got {other:?}"
         ))),
+    }
+}
+
+/// Logs in to one node with `password`, whatever scheme it announces.
+/// Returns that scheme.
+pub async fn login(
+    session: &Session,
+    user: &str,
+    password: &Zeroizing<String>,
+    cache: &mut KeyCache,
+) -> Result<AuthScheme, NetError> {
+    let (challenge, scheme) = hello(session, user).await?;
+    prove(session, user, &challenge, &scheme, password, cache).await?;
+    Ok(scheme)
+}
+
+fn state_of(e: NetError) -> NodeState {
+    match e {
+        NetError::Node {
+            code: ErrorCode::AuthFailed,
+            ..
+        } => NodeState::Refused,
+        NetError::Node {
+            code: ErrorCode::Throttled(ms),
+            ..
+        } => NodeState::Throttled(ms.div_ceil(1000)),
+        other => NodeState::Down(other.to_string()),
     }
 }
 
@@ -200,37 +235,54 @@ impl Vault {
         let dialled = dial_all(endpoint, cfg).await;
         let mut sessions = Vec::new();
         let mut states = Vec::new();
-        let mut upgraded_kdf = None;
+        // Every node announces its scheme before any proof is sent: if one
+        // node knows the account as upgraded, a node claiming it is legacy
+        // is lying (or stale) and must not receive an MD5 of the password,
+        // which it could crack offline.
+        let mut hellos = Vec::new();
         for d in dialled {
-            match d {
+            hellos.push(match d {
+                Ok(s) => match hello(&s, &user).await {
+                    Ok(h) => Ok((s, h)),
+                    Err(e) => {
+                        s.close();
+                        Err(e)
+                    }
+                },
+                Err(e) => Err(e),
+            });
+        }
+        let upgraded_kdf = hellos.iter().find_map(|h| match h {
+            Ok((_, (_, AuthScheme::Upgraded(k)))) => Some(k.clone()),
+            _ => None,
+        });
+        for h in hellos {
+            let (s, (challenge, scheme)) = match h {
+                Ok(x) => x,
                 Err(e) => {
                     sessions.push(None);
                     states.push(NodeState::Down(e.to_string()));
+                    continue;
                 }
-                Ok(s) => match login(&s, &user, password, &mut cache).await {
-                    Ok(scheme) => {
-                        if let AuthScheme::Upgraded(k) = scheme {
-                            upgraded_kdf.get_or_insert(k);
-                        }
-                        sessions.push(Some(s));
-                        states.push(NodeState::Ready);
-                    }
-                    Err(e) => {
-                        s.close();
-                        sessions.push(None);
-                        states.push(match e {
-                            NetError::Node {
-                                code: ErrorCode::AuthFailed,
-                                ..
-                            } => NodeState::Refused,
-                            NetError::Node {
-                                code: ErrorCode::Throttled(ms),
-                                ..
-                            } => NodeState::Throttled(ms.div_ceil(1000)),
-                            other => NodeState::Down(other.to_string()),
-                        });
-                    }
-                },
+            };
+            if scheme == AuthScheme::Legacy && upgraded_kdf.is_some() {
+                s.close();
+                sessions.push(None);
+                states.push(NodeState::Down(
+                    "offers legacy login for an account other nodes have upgraded; not sending it the password's MD5".into(),
+                ));
+                continue;
+            }
+            match prove(&s, &user, &challenge, &scheme, password, &mut cache).await {
+                Ok(()) => {
+                    sessions.push(Some(s));
+                    states.push(NodeState::Ready);
+                }
+                Err(e) => {
+                    s.close();
+                    sessions.push(None);
+                    states.push(state_of(e));
+                }
             }
         }
         let names: Vec<String> = cfg.servers.iter().map(|s| s.name.clone()).collect();

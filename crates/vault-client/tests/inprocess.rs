@@ -34,12 +34,17 @@ struct Cluster {
 
 impl Cluster {
     async fn start(users: &str) -> Cluster {
+        Self::start_each([users; 4]).await
+    }
+
+    /// Starts four nodes, each with its own users file.
+    async fn start_each(users: [&str; 4]) -> Cluster {
         let dir = tempfile::tempdir().unwrap();
         let names = ["DFS1", "DFS2", "DFS3", "DFS4"];
         let certs = certs::generate(&names, &["127.0.0.1".to_string()]).unwrap();
         let mut addrs = Vec::new();
         let mut stops = Vec::new();
-        for node in &certs.nodes {
+        for (node, users) in certs.nodes.iter().zip(users) {
             let cfg = NodeConfig::new(
                 node.name.clone(),
                 dir.path().join(&node.name),
@@ -277,6 +282,29 @@ async fn a_dead_node_is_given_up_on_within_about_a_second() {
         let down = v.unavailable();
         assert_eq!(down.len(), 1);
         assert_eq!(down[0].0, "DFS3");
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_claiming_legacy_login_for_an_upgraded_account_gets_no_md5() {
+    within(async {
+        let kdf = vault_node::kdf::new_params().unwrap();
+        let key = vault_node::kdf::public_key_for_password(b"Lapis-4", &kdf).unwrap();
+        let upgraded = format!(
+            "{}\n",
+            vault_node::users::upgraded_line("carol", &kdf, &key)
+        );
+        // DFS2 pretends Carol is a legacy account (as a hostile node would,
+        // to get an MD5 of her password it could crack offline).
+        let legacy = format!("Username: carol\nPassword: {}\n", md5_hex("Lapis-4"));
+        let c = Cluster::start_each([&upgraded, &legacy, &upgraded, &upgraded]).await;
+        let v = c.open("carol", "Lapis-4").await.unwrap();
+        let down = v.unavailable();
+        assert_eq!(down.len(), 1, "{down:?}");
+        assert_eq!(down[0].0, "DFS2");
+        assert!(down[0].1.contains("legacy"), "{}", down[0].1);
+        assert!(v.session(1).is_none(), "no session with the lying node");
     })
     .await;
 }

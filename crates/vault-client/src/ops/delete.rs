@@ -1,9 +1,11 @@
-//! DELETE: remove a file's parts and manifest from every reachable node.
+//! DELETE: replace a file's manifest with a sealed tombstone on every
+//! reachable node, then remove its parts.
 //!
-//! With all four nodes reachable nothing of the file remains. With a node
-//! down, the reachable nodes keep a sealed tombstone (a newer version marked
-//! deleted) in place of the manifest, so the stale copy on the missing node
-//! cannot bring the file back when it returns.
+//! The tombstone is a newer version marked deleted. It stays (a few hundred
+//! bytes) so that version numbers never go back: a node that missed the
+//! delete, or one replaying an old manifest later, always loses to it.
+//! Tombstones go first, so an interrupted delete never leaves a manifest
+//! pointing at removed parts.
 
 use tokio::task::JoinSet;
 
@@ -25,37 +27,39 @@ pub async fn delete_file(vault: &Vault, name: &str) -> Result<DeleteReport, OpEr
     let Some(newest) = versions.live().cloned() else {
         return Err(OpError::NotFound(name.to_string()));
     };
-    for m in versions.distinct() {
-        remove_parts(vault, m).await;
-    }
-    let unreachable: Vec<String> = vault.unavailable().into_iter().map(|(n, _)| n).collect();
-    let tombstone = if unreachable.is_empty() {
-        None
-    } else {
-        Some(newest.tombstone()?.seal(&vault.master, &vault.user, &id)?)
-    };
+    let tombstone = newest.tombstone()?.seal(&vault.master, &vault.user, &id)?;
     let mut set = JoinSet::new();
     for s in vault.ready() {
         let (s, id, tomb) = (s.clone(), id.clone(), tombstone.clone());
-        set.spawn(async move {
-            let r = match tomb {
-                Some(t) => s.put_bytes(&id, &t).await,
-                None => s.delete(&id).await.map(|_| ()),
-            };
-            (s.name.clone(), r)
-        });
+        set.spawn(async move { (s.name.clone(), s.put_bytes(&id, &tomb).await) });
     }
     let mut failed = Vec::new();
+    let mut written = 0;
     while let Some(joined) = set.join_next().await {
-        if let Ok((node, Err(e))) = joined {
-            failed.push(format!("{node}: {e}"));
+        match joined {
+            Ok((_, Ok(()))) => written += 1,
+            Ok((node, Err(e))) => failed.push(format!("{node}: {e}")),
+            Err(e) => failed.push(e.to_string()),
+        }
+    }
+    if written == 0 {
+        return Err(OpError::Unavailable(format!(
+            "{name}: no node accepted the delete ({}); nothing was changed",
+            failed.join("; ")
+        )));
+    }
+    // The file is gone for every reader from here on; its parts can go.
+    for m in versions.distinct() {
+        if !m.deleted {
+            remove_parts(vault, m).await;
         }
     }
     if !failed.is_empty() {
         return Err(OpError::Unavailable(format!(
-            "{name}: delete incomplete: {}",
+            "{name}: deleted, but {} kept the old manifest (the tombstone elsewhere overrides it)",
             failed.join("; ")
         )));
     }
+    let unreachable = vault.unavailable().into_iter().map(|(n, _)| n).collect();
     Ok(DeleteReport { unreachable })
 }

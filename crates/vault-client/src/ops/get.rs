@@ -12,6 +12,8 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
+use std::time::Duration;
+
 use tokio::task::JoinSet;
 
 use super::{fetch_versions, io_err, OpError};
@@ -21,6 +23,10 @@ use crate::manifest::Manifest;
 use crate::net::Session;
 use crate::placement::nodes_for_part;
 use crate::vault::Vault;
+
+/// Slowest transfer rate (bytes/s) a node may serve a part at before the
+/// other copy is tried.
+const MIN_RATE: u64 = 1 << 20;
 
 /// What a successful GET wrote.
 #[derive(Debug, Clone)]
@@ -138,8 +144,26 @@ pub async fn get_file(
     }
     file.sync_all().map_err(io_err(&tmp_path))?;
     drop(file);
-    std::fs::rename(&tmp_path, out).map_err(io_err(out))?;
+    if force {
+        std::fs::rename(&tmp_path, out).map_err(io_err(out))?;
+    } else {
+        // Never replace a file that appeared meanwhile: link fails if the
+        // target exists.
+        std::fs::hard_link(&tmp_path, out).map_err(|e| {
+            if e.kind() == std::io::ErrorKind::AlreadyExists {
+                OpError::Exists(out.to_path_buf())
+            } else {
+                OpError::Io {
+                    path: out.to_path_buf(),
+                    source: e,
+                }
+            }
+        })?;
+    }
     guard.armed = false;
+    if !force {
+        let _ = std::fs::remove_file(&tmp_path);
+    }
     if let Ok(d) = File::open(&dir) {
         let _ = d.sync_all();
     }
@@ -170,7 +194,13 @@ impl PartFetch {
     ) -> Result<Vec<String>, OpError> {
         let mut failures = Vec::new();
         for s in &candidates {
-            match self.fetch_from(s).await {
+            // A node must deliver at least MIN_RATE (after a grace period)
+            // or the other copy is used.
+            let deadline = Duration::from_secs(30) + Duration::from_secs(self.len / MIN_RATE);
+            let attempt = tokio::time::timeout(deadline, self.fetch_from(s))
+                .await
+                .unwrap_or_else(|_| Err(format!("too slow (over {deadline:?})")));
+            match attempt {
                 Ok(()) => return Ok(failures),
                 Err(why) => {
                     tracing::warn!(node = %s.name, part = self.k + 1, "falling back to the other copy: {why}");

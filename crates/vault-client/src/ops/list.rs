@@ -16,6 +16,13 @@ use crate::vault::Vault;
 /// Manifests fetched at once.
 const FETCH_CONCURRENCY: usize = 16;
 
+/// Manifest ids are `m-` and 64 lower-case hex digits; anything else a node
+/// lists is not worth a fetch.
+fn is_manifest_id(id: &str) -> bool {
+    id.strip_prefix("m-")
+        .is_some_and(|h| h.len() == 64 && h.bytes().all(|b| b.is_ascii_hexdigit()))
+}
+
 /// One file in the listing.
 #[derive(Debug, Clone, Serialize, PartialEq, Eq)]
 pub struct Listed {
@@ -50,7 +57,7 @@ pub async fn list(vault: &Arc<Vault>) -> Result<Vec<Listed>, OpError> {
     let manifests: BTreeSet<BlobId> = held
         .values()
         .flat_map(|m| m.keys())
-        .filter(|id| id.as_str().starts_with("m-"))
+        .filter(|id| is_manifest_id(id.as_str()))
         .cloned()
         .collect();
 

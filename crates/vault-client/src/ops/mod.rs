@@ -81,7 +81,11 @@ pub struct Versions {
 impl Versions {
     /// The newest version (which may be a tombstone).
     pub fn newest(&self) -> Option<&Manifest> {
-        self.found.iter().map(|(_, m)| m).max_by_key(|m| m.version)
+        // Ties (concurrent writers) resolve the same way on every run: a
+        // tombstone wins, then the larger file id.
+        self.found.iter().map(|(_, m)| m).max_by(|a, b| {
+            (a.version, a.deleted, &a.file_id).cmp(&(b.version, b.deleted, &b.file_id))
+        })
     }
 
     /// The newest version if it is a live file.

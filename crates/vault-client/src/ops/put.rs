@@ -35,6 +35,13 @@ pub struct PutReport {
     pub version: u64,
 }
 
+/// Size and modification time: enough to notice a file rewritten while
+/// being stored.
+fn fingerprint(path: &Path) -> Option<(u64, std::time::SystemTime)> {
+    let m = std::fs::metadata(path).ok()?;
+    Some((m.len(), m.modified().ok()?))
+}
+
 /// Chunks in flight per part between the reader/encryptor and the network.
 const PIPELINE_DEPTH: usize = 8;
 
@@ -110,6 +117,10 @@ pub async fn put_file(
             path.display()
         )));
     }
+    let before = fingerprint(path).ok_or_else(|| OpError::Io {
+        path: path.to_path_buf(),
+        source: std::io::Error::other("cannot read the file's metadata"),
+    })?;
     let mtime = meta
         .modified()
         .ok()
@@ -146,6 +157,15 @@ pub async fn put_file(
         remove_parts(vault, &manifest).await;
         return Err(e);
     }
+    // The MD5 pass and the encrypt pass read the file separately: if it
+    // changed in between, the parts and the manifest disagree.
+    if fingerprint(path) != Some(before) {
+        remove_parts(vault, &manifest).await;
+        return Err(OpError::Refused(format!(
+            "{} changed while it was being stored; nothing was changed in the vault",
+            path.display()
+        )));
+    }
 
     // Commit: the manifest goes to every node.
     let sealed = manifest.seal(&vault.master, &vault.user, &manifest_id)?;
@@ -156,12 +176,26 @@ pub async fn put_file(
     }
     let mut failed = Vec::new();
     let mut committed = 0;
+    let mut refused = 0;
     while let Some(joined) = set.join_next().await {
         match joined {
             Ok((_, Ok(()))) => committed += 1,
-            Ok((node, Err(e))) => failed.push(format!("{node}: {e}")),
+            Ok((node, Err(e))) => {
+                if matches!(e, NetError::Node { .. }) {
+                    refused += 1;
+                }
+                failed.push(format!("{node}: {e}"));
+            }
             Err(e) => failed.push(format!("commit task: {e}")),
         }
+    }
+    if committed == 0 && refused < failed.len() {
+        // A timeout or lost connection may hide a manifest that did land:
+        // keep the parts it would point at.
+        return Err(OpError::Unavailable(format!(
+            "{name}: the outcome is unknown ({}); run PUT again",
+            failed.join("; ")
+        )));
     }
     if committed == 0 {
         remove_parts(vault, &manifest).await;
@@ -256,6 +290,7 @@ impl PartJob {
                 })?;
             uploads.push(up);
         }
+        let shown = self.path.clone();
         let (tx, mut rx) = mpsc::channel::<Result<Vec<u8>, std::io::Error>>(PIPELINE_DEPTH);
         let PartJob {
             path,
@@ -301,7 +336,7 @@ impl PartJob {
         };
         while let Some(chunk) = rx.recv().await {
             let chunk = chunk.map_err(|e| OpError::Io {
-                path: std::path::PathBuf::from("(source file)"),
+                path: shown.clone(),
                 source: e,
             })?;
             let (a, b) = uploads.split_at_mut(1);

@@ -93,16 +93,6 @@ pub async fn rotate(
         }
     }
 
-    // The master key, from whichever record one of the passwords opens.
-    let master = match unlock(&user, &sessions, old, &mut old_cache).await {
-        Ok(Some((m, _))) => m,
-        Ok(None) => MasterKey::generate()?,
-        Err(_) => match unlock(&user, &sessions, new, &mut new_cache).await? {
-            Some((m, _)) => m,
-            None => return Err(OpError::Open(OpenError::AuthFailed)),
-        },
-    };
-
     let mut generations = Vec::new();
     for s in sessions.iter().flatten() {
         let gen = match s.call(&Request::GetRecord).await {
@@ -118,6 +108,24 @@ pub async fn rotate(
         generations.push(gen);
     }
 
+    // The master key, from whichever record one of the passwords opens.
+    let master = match unlock(&user, &sessions, old, &mut old_cache).await {
+        Ok(Some((m, _))) => m,
+        // No node has any record: the vault was never used, so a new master
+        // key protects nothing yet. If any node reported a record, reading
+        // failed somewhere: never replace a real master key.
+        Ok(None) if generations.iter().all(|g| *g == 0) => MasterKey::generate()?,
+        Ok(None) => {
+            return Err(OpError::Unavailable(
+                "could not read the key records; nothing was changed".into(),
+            ))
+        }
+        Err(_) => match unlock(&user, &sessions, new, &mut new_cache).await? {
+            Some((m, _)) => m,
+            None => return Err(OpError::Open(OpenError::AuthFailed)),
+        },
+    };
+
     let kdf = keys::new_kdf_params()?;
     let pw = new.clone();
     let k = kdf.clone();
@@ -125,7 +133,13 @@ pub async fn rotate(
         .await
         .map_err(|e| OpError::Unavailable(format!("key derivation failed: {e}")))??;
     let record = UserRecord {
-        generation: generations.iter().copied().max().unwrap_or(0) + 1,
+        generation: generations
+            .iter()
+            .copied()
+            .max()
+            .unwrap_or(0)
+            .checked_add(1)
+            .ok_or_else(|| OpError::Refused("key record generation exhausted".into()))?,
         wrapped_key: new_keys.wrap(&master, &user, &kdf)?,
         login_key: Some(new_keys.login_public_key()),
         kdf,
