@@ -6,12 +6,10 @@
 //! associated data binding the user and the manifest id, so a node cannot
 //! move a manifest to another name or another user.
 
-use chacha20poly1305::aead::{Aead, KeyInit, Payload};
-use chacha20poly1305::{XChaCha20Poly1305, XNonce};
 use serde::{Deserialize, Serialize};
 use wire::BlobId;
 
-use crate::crypto::keys::{random_bytes, KeyError, MasterKey, FILE_ID_LEN};
+use crate::crypto::keys::{self, random_bytes, KeyError, MasterKey, FILE_ID_LEN};
 use crate::crypto::CryptoError;
 use crate::placement::{part_ranges, placement_x, PARTS};
 
@@ -80,20 +78,7 @@ impl Manifest {
     pub fn seal(&self, master: &MasterKey, user: &str, id: &BlobId) -> Result<Vec<u8>, KeyError> {
         let mut plain = Vec::new();
         ciborium::into_writer(self, &mut plain).expect("writing CBOR to a Vec cannot fail");
-        let nonce = random_bytes::<NONCE_LEN>()?;
-        let aead = XChaCha20Poly1305::new(master.manifest_key().as_ref().into());
-        let ct = aead
-            .encrypt(
-                XNonce::from_slice(&nonce),
-                Payload {
-                    msg: &plain,
-                    aad: &ad(user, id),
-                },
-            )
-            .map_err(|_| KeyError::Decryption)?;
-        let mut out = nonce.to_vec();
-        out.extend_from_slice(&ct);
-        Ok(out)
+        keys::seal(&master.manifest_key(), &ad(user, id), &plain)
     }
 
     /// Opens a sealed manifest read from a node. Fails (opaquely) on any
@@ -108,17 +93,7 @@ impl Manifest {
         if sealed.len() < NONCE_LEN + 16 || sealed.len() > MAX_SEALED_LEN {
             return Err(CryptoError);
         }
-        let (nonce, ct) = sealed.split_at(NONCE_LEN);
-        let aead = XChaCha20Poly1305::new(master.manifest_key().as_ref().into());
-        let plain = aead
-            .decrypt(
-                XNonce::from_slice(nonce),
-                Payload {
-                    msg: ct,
-                    aad: &ad(user, id),
-                },
-            )
-            .map_err(|_| CryptoError)?;
+        let plain = keys::open(&master.manifest_key(), &ad(user, id), sealed)?;
         let m: Manifest = ciborium::from_reader(plain.as_slice()).map_err(|_| CryptoError)?;
         if !m.well_formed() || master.manifest_id(&m.name) != *id {
             return Err(CryptoError);

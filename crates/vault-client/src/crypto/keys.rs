@@ -190,20 +190,7 @@ impl PasswordKeys {
         user: &str,
         params: &KdfParams,
     ) -> Result<Vec<u8>, KeyError> {
-        let nonce = random_bytes::<XNONCE_LEN>()?;
-        let aead = XChaCha20Poly1305::new(self.kek.as_ref().into());
-        let ct = aead
-            .encrypt(
-                XNonce::from_slice(&nonce),
-                Payload {
-                    msg: master.0.as_ref(),
-                    aad: &record_ad(user, params),
-                },
-            )
-            .map_err(|_| KeyError::Decryption)?;
-        let mut out = nonce.to_vec();
-        out.extend_from_slice(&ct);
-        Ok(out)
+        seal(&self.kek, &record_ad(user, params), master.0.as_ref())
     }
 
     /// Opens a wrapped master key; any mismatch is "decryption failed".
@@ -216,22 +203,39 @@ impl PasswordKeys {
         if wrapped.len() != WRAPPED_LEN {
             return Err(KeyError::Decryption);
         }
-        let (nonce, ct) = wrapped.split_at(XNONCE_LEN);
-        let aead = XChaCha20Poly1305::new(self.kek.as_ref().into());
-        let plain = Zeroizing::new(
-            aead.decrypt(
-                XNonce::from_slice(nonce),
-                Payload {
-                    msg: ct,
-                    aad: &record_ad(user, params),
-                },
-            )
-            .map_err(|_| KeyError::Decryption)?,
-        );
+        let plain = open(&self.kek, &record_ad(user, params), wrapped)?;
         let mut key = Zeroizing::new([0u8; KEY_LEN]);
         key.copy_from_slice(&plain);
         Ok(MasterKey(key))
     }
+}
+
+/// XChaCha20-Poly1305 with a random nonce: `nonce (24) || ciphertext`.
+/// Used for the small sealed objects (key records, manifests).
+pub fn seal(key: &[u8; KEY_LEN], aad: &[u8], msg: &[u8]) -> Result<Vec<u8>, KeyError> {
+    let nonce = random_bytes::<XNONCE_LEN>()?;
+    let ct = XChaCha20Poly1305::new(key.into())
+        .encrypt(XNonce::from_slice(&nonce), Payload { msg, aad })
+        .map_err(|_| KeyError::Decryption)?;
+    let mut out = nonce.to_vec();
+    out.extend_from_slice(&ct);
+    Ok(out)
+}
+
+/// Opens what [`seal`] made; every failure is the same opaque error.
+pub fn open(
+    key: &[u8; KEY_LEN],
+    aad: &[u8],
+    sealed: &[u8],
+) -> Result<Zeroizing<Vec<u8>>, CryptoError> {
+    if sealed.len() < XNONCE_LEN + 16 {
+        return Err(CryptoError);
+    }
+    let (nonce, ct) = sealed.split_at(XNONCE_LEN);
+    XChaCha20Poly1305::new(key.into())
+        .decrypt(XNonce::from_slice(nonce), Payload { msg: ct, aad })
+        .map(Zeroizing::new)
+        .map_err(|_| CryptoError)
 }
 
 /// The login seed: keyed BLAKE2b-256 of the label under the Argon2 output

@@ -7,9 +7,7 @@
 //! Tombstones go first, so an interrupted delete never leaves a manifest
 //! pointing at removed parts.
 
-use tokio::task::JoinSet;
-
-use super::{fetch_versions, remove_parts, OpError};
+use super::{fetch_versions, put_everywhere, remove_parts, Broadcast, OpError};
 use crate::vault::Vault;
 
 /// What DELETE did.
@@ -28,20 +26,9 @@ pub async fn delete_file(vault: &Vault, name: &str) -> Result<DeleteReport, OpEr
         return Err(OpError::NotFound(name.to_string()));
     };
     let tombstone = newest.tombstone()?.seal(&vault.master, &vault.user, &id)?;
-    let mut set = JoinSet::new();
-    for s in vault.ready() {
-        let (s, id, tomb) = (s.clone(), id.clone(), tombstone.clone());
-        set.spawn(async move { (s.name.clone(), s.put_bytes(&id, &tomb).await) });
-    }
-    let mut failed = Vec::new();
-    let mut written = 0;
-    while let Some(joined) = set.join_next().await {
-        match joined {
-            Ok((_, Ok(()))) => written += 1,
-            Ok((node, Err(e))) => failed.push(format!("{node}: {e}")),
-            Err(e) => failed.push(e.to_string()),
-        }
-    }
+    let Broadcast {
+        written, failed, ..
+    } = put_everywhere(vault, &id, &tombstone).await;
     if written == 0 {
         return Err(OpError::Unavailable(format!(
             "{name}: no node accepted the delete ({}); nothing was changed",

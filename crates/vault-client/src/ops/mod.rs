@@ -140,6 +140,43 @@ pub async fn fetch_versions(vault: &Vault, id: &BlobId, nodes: Option<&[usize]>)
     Versions { found }
 }
 
+/// The outcome of writing one small blob to every ready node.
+pub struct Broadcast {
+    /// Nodes that stored it.
+    pub written: usize,
+    /// Nodes that answered with a refusal (as opposed to no answer).
+    pub refused: usize,
+    /// `node: reason` for each failure.
+    pub failed: Vec<String>,
+}
+
+/// Writes `bytes` as blob `id` on every ready node, in parallel.
+pub async fn put_everywhere(vault: &Vault, id: &BlobId, bytes: &[u8]) -> Broadcast {
+    let mut set = JoinSet::new();
+    for s in vault.ready() {
+        let (s, id, bytes) = (s.clone(), id.clone(), bytes.to_vec());
+        set.spawn(async move { (s.name.clone(), s.put_bytes(&id, &bytes).await) });
+    }
+    let mut out = Broadcast {
+        written: 0,
+        refused: 0,
+        failed: Vec::new(),
+    };
+    while let Some(joined) = set.join_next().await {
+        match joined {
+            Ok((_, Ok(()))) => out.written += 1,
+            Ok((node, Err(e))) => {
+                if matches!(e, NetError::Node { .. }) {
+                    out.refused += 1;
+                }
+                out.failed.push(format!("{node}: {e}"));
+            }
+            Err(e) => out.failed.push(format!("write task: {e}")),
+        }
+    }
+    out
+}
+
 /// Removes the parts of `m` from every ready node (best effort).
 pub async fn remove_parts(vault: &Vault, m: &Manifest) {
     let mut set = JoinSet::new();

@@ -16,7 +16,9 @@ use md5::{Digest, Md5};
 use tokio::sync::mpsc;
 use tokio::task::JoinSet;
 
-use super::{fetch_versions, io_err, remove_parts, require_all, OpError};
+use super::{
+    fetch_versions, io_err, put_everywhere, remove_parts, require_all, Broadcast, OpError,
+};
 use crate::crypto::keys::{part_ad, random_bytes, FILE_ID_LEN};
 use crate::crypto::stream::{ciphertext_len, Encryptor, StreamKey, CHUNK_LEN};
 use crate::manifest::{Manifest, MAX_NAME_LEN};
@@ -169,26 +171,11 @@ pub async fn put_file(
 
     // Commit: the manifest goes to every node.
     let sealed = manifest.seal(&vault.master, &vault.user, &manifest_id)?;
-    let mut set = JoinSet::new();
-    for s in vault.ready() {
-        let (s, id, sealed) = (s.clone(), manifest_id.clone(), sealed.clone());
-        set.spawn(async move { (s.name.clone(), s.put_bytes(&id, &sealed).await) });
-    }
-    let mut failed = Vec::new();
-    let mut committed = 0;
-    let mut refused = 0;
-    while let Some(joined) = set.join_next().await {
-        match joined {
-            Ok((_, Ok(()))) => committed += 1,
-            Ok((node, Err(e))) => {
-                if matches!(e, NetError::Node { .. }) {
-                    refused += 1;
-                }
-                failed.push(format!("{node}: {e}"));
-            }
-            Err(e) => failed.push(format!("commit task: {e}")),
-        }
-    }
+    let Broadcast {
+        written: committed,
+        refused,
+        failed,
+    } = put_everywhere(vault, &manifest_id, &sealed).await;
     if committed == 0 && refused < failed.len() {
         // A timeout or lost connection may hide a manifest that did land:
         // keep the parts it would point at.
