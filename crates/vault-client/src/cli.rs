@@ -116,11 +116,14 @@ pub async fn run(cli: Cli) -> Result<i32> {
         Some(p) => p,
         None => password_from_env_or_config(&cfg, "VAULT_PASSWORD", "Password")?,
     };
-    if !ops::rotate::config_password_matches_md5(&cfg, &password) {
-        eprintln!("{AUTH_FAILED_MESSAGE}");
-        return Ok(1);
+    // The legacy MD5 credential check: a digest in dfc.conf must match
+    // before anything is sent (plain-text lines are left to the nodes).
+    if let Some(digest @ PasswordSetting::Md5(_)) = &cfg.password {
+        if !digest.matches(&password) {
+            eprintln!("{AUTH_FAILED_MESSAGE}");
+            return Ok(1);
+        }
     }
-
     let status = match cli.command {
         Some(Command::Rotate) => {
             let new = match next_stdin()? {
@@ -315,13 +318,13 @@ pub async fn run_command(
             force,
         } => {
             let out = output.unwrap_or_else(|| PathBuf::from(&name));
-            let size = match ops::get::find(vault, &name).await {
-                Ok(m) => m.size,
+            let m = match ops::get::find(vault, &name).await {
+                Ok(m) => m,
                 Err(e) => return report_error(&e),
             };
             let counter = Arc::new(AtomicU64::new(0));
-            let (ticker, bar) = progress_bar(counter.clone(), size, &name, json);
-            let r = ops::get::get_file(vault, &name, &out, force, counter).await;
+            let (ticker, bar) = progress_bar(counter.clone(), m.size, &name, json);
+            let r = ops::get::get_version(vault, &m, &out, force, counter).await;
             finish_bar(ticker, bar);
             match r {
                 Ok(r) => {

@@ -388,7 +388,7 @@ pub struct Download {
 impl Download {
     /// The next piece of the blob (at most `max` bytes), `None` at the end.
     /// Fails if the node stalls or sends more or fewer bytes than announced.
-    pub async fn next_chunk(&mut self, max: usize) -> Result<Option<bytes_like::Chunk>, NetError> {
+    pub async fn next_chunk(&mut self, max: usize) -> Result<Option<bytes::Bytes>, NetError> {
         if self.remaining == 0 {
             // Expect the end of the stream: nothing may follow.
             let tail = tokio::time::timeout(STALL_TIMEOUT, self.recv.read_chunk(1, true))
@@ -418,10 +418,4 @@ impl Download {
     pub fn cancel(mut self) {
         let _ = self.recv.stop(0u32.into());
     }
-}
-
-/// Re-export of the byte buffer type chunks arrive in.
-pub mod bytes_like {
-    /// A received piece of a blob.
-    pub type Chunk = bytes::Bytes;
 }

@@ -289,9 +289,14 @@ impl Vault {
         if sessions.iter().all(Option::is_none) {
             return Err(no_session_error(&names, &states));
         }
-        let (master, record) = match unlock(&user, &sessions, password, &mut cache).await? {
-            Some(found) => found,
-            None => create_record(&user, &sessions, upgraded_kdf, password, &mut cache).await?,
+        let stored = read_records(&sessions).await;
+        let (master, record, created) = match unlock(&user, &stored, password, &mut cache).await? {
+            Some((master, record)) => (master, record, false),
+            None => {
+                let (master, record) =
+                    create_record(&user, &sessions, upgraded_kdf, password, &mut cache).await?;
+                (master, record, true)
+            }
         };
         let vault = Vault {
             user,
@@ -301,7 +306,9 @@ impl Vault {
             master,
             record,
         };
-        vault.sync_records().await;
+        if !created {
+            vault.sync_records(&stored).await;
+        }
         Ok(vault)
     }
 
@@ -333,11 +340,10 @@ impl Vault {
     }
 
     /// Gives nodes whose record is older than ours (or missing) the newest.
-    async fn sync_records(&self) {
-        for s in self.ready() {
-            let current = match s.call(&Request::GetRecord).await {
-                Ok(Response::Record(r)) => r,
-                _ => continue,
+    async fn sync_records(&self, stored: &[Option<Result<Option<UserRecord>, NetError>>]) {
+        for (s, current) in self.sessions.iter().zip(stored) {
+            let (Some(s), Some(Ok(current))) = (s, current) else {
+                continue;
             };
             let gen = current.as_ref().map_or(0, |r| r.generation);
             if gen < self.record.generation {
@@ -386,20 +392,41 @@ fn no_session_error(names: &[String], states: &[NodeState]) -> OpenError {
 
 /// Reads every reachable node's record and unwraps the newest one the
 /// password opens. `Ok(None)` when no node has a record yet.
+/// Each node's stored key record, in node order: `None` where there is no
+/// session, `Some(Err)` where reading it failed.
+pub async fn read_records(
+    sessions: &[Option<Session>],
+) -> Vec<Option<Result<Option<UserRecord>, NetError>>> {
+    let mut out = Vec::with_capacity(sessions.len());
+    for s in sessions {
+        let Some(s) = s else {
+            out.push(None);
+            continue;
+        };
+        out.push(Some(match s.call(&Request::GetRecord).await {
+            Ok(Response::Record(r)) => Ok(r),
+            Ok(other) => Err(NetError::Protocol(format!(
+                "expected Record, got {other:?}"
+            ))),
+            Err(e) => Err(e),
+        }));
+    }
+    out
+}
+
+/// Unwraps the newest record in `stored` (from [`read_records`]) that the
+/// password opens. `Ok(None)` when no node has a record.
 pub async fn unlock(
     user: &str,
-    sessions: &[Option<Session>],
+    stored: &[Option<Result<Option<UserRecord>, NetError>>],
     password: &Zeroizing<String>,
     cache: &mut KeyCache,
 ) -> Result<Option<(MasterKey, UserRecord)>, OpenError> {
-    let mut records = Vec::new();
-    for s in sessions.iter().flatten() {
-        match s.call(&Request::GetRecord).await {
-            Ok(Response::Record(Some(r))) => records.push(r),
-            Ok(Response::Record(None)) => {}
-            Ok(_) | Err(_) => {}
-        }
-    }
+    let mut records: Vec<UserRecord> = stored
+        .iter()
+        .flatten()
+        .filter_map(|r| r.as_ref().ok().cloned().flatten())
+        .collect();
     if records.is_empty() {
         return Ok(None);
     }
@@ -454,7 +481,7 @@ async fn create_record(
             Ok(_) => stored += 1,
             Err(e) if e.is_code(ErrorCode::Conflict) => {
                 // Another client made the record first: use theirs.
-                return unlock(user, sessions, password, cache)
+                return unlock(user, &read_records(sessions).await, password, cache)
                     .await?
                     .ok_or(OpenError::AuthFailed);
             }

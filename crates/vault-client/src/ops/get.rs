@@ -73,6 +73,17 @@ pub async fn get_file(
     progress: Arc<AtomicU64>,
 ) -> Result<GetReport, OpError> {
     let m = find(vault, name).await?;
+    get_version(vault, &m, out, force, progress).await
+}
+
+/// Fetches the file version `m` (from [`find`]) into `out`.
+pub async fn get_version(
+    vault: &Vault,
+    m: &Manifest,
+    out: &Path,
+    force: bool,
+    progress: Arc<AtomicU64>,
+) -> Result<GetReport, OpError> {
     if out.exists() && !force {
         return Err(OpError::Exists(out.to_path_buf()));
     }

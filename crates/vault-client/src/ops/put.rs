@@ -23,7 +23,7 @@ use crate::crypto::keys::{part_ad, random_bytes, FILE_ID_LEN};
 use crate::crypto::stream::{ciphertext_len, Encryptor, StreamKey, CHUNK_LEN};
 use crate::manifest::{Manifest, MAX_NAME_LEN};
 use crate::net::{NetError, Session};
-use crate::placement::{nodes_for_part, placement_x};
+use crate::placement::nodes_for_part;
 use crate::vault::Vault;
 
 /// What a successful PUT stored.
@@ -60,13 +60,12 @@ pub fn name_for(path: &Path) -> Result<String, OpError> {
 }
 
 fn md5_file(path: &Path, progress: &AtomicU64) -> Result<(u64, [u8; 16]), std::io::Error> {
-    let file = File::open(path)?;
+    let mut file = File::open(path)?;
     let mut hasher = Md5::new();
     let mut buf = vec![0u8; 1 << 20];
     let mut total = 0u64;
-    let mut reader = std::io::BufReader::with_capacity(0, file);
     loop {
-        let n = std::io::Read::read(&mut reader, &mut buf)?;
+        let n = std::io::Read::read(&mut file, &mut buf)?;
         if n == 0 {
             break;
         }
@@ -218,7 +217,7 @@ async fn upload_parts(
     m: &Manifest,
     progress: Arc<AtomicU64>,
 ) -> Result<(), OpError> {
-    let x = placement_x(&m.md5.clone().try_into().expect("md5 is 16 bytes"));
+    let x = m.x();
     let mut set = JoinSet::new();
     for (k, (offset, len)) in m.parts().into_iter().enumerate() {
         let nodes = nodes_for_part(x, k);

@@ -11,14 +11,14 @@
 
 use quinn::Endpoint;
 use tokio::task::JoinSet;
-use wire::{ErrorCode, Request, Response, UserRecord};
+use wire::{ErrorCode, Request, UserRecord};
 use zeroize::Zeroizing;
 
 use super::OpError;
 use crate::config::{self, ClientConfig, PasswordSetting};
 use crate::crypto::keys::{self, MasterKey, PasswordKeys};
 use crate::net::{dial, Session};
-use crate::vault::{dial_all, login, unlock, KeyCache, OpenError};
+use crate::vault::{dial_all, login, read_records, unlock, KeyCache, OpenError};
 
 /// What ROTATE did.
 #[derive(Debug, Clone)]
@@ -93,23 +93,22 @@ pub async fn rotate(
         }
     }
 
+    let stored = read_records(&sessions).await;
     let mut generations = Vec::new();
-    for s in sessions.iter().flatten() {
-        let gen = match s.call(&Request::GetRecord).await {
-            Ok(Response::Record(r)) => r.map_or(0, |r| r.generation),
-            Ok(_) => 0,
-            Err(source) => {
-                return Err(OpError::Node {
-                    node: s.name.clone(),
-                    source,
-                })
+    for (s, r) in sessions.iter().flatten().zip(stored.iter().flatten()) {
+        match r {
+            Ok(r) => generations.push(r.as_ref().map_or(0, |r| r.generation)),
+            Err(e) => {
+                return Err(OpError::Unavailable(format!(
+                    "{}: cannot read the key record ({e}); nothing was changed",
+                    s.name
+                )))
             }
-        };
-        generations.push(gen);
+        }
     }
 
     // The master key, from whichever record one of the passwords opens.
-    let master = match unlock(&user, &sessions, old, &mut old_cache).await {
+    let master = match unlock(&user, &stored, old, &mut old_cache).await {
         Ok(Some((m, _))) => m,
         // No node has any record: the vault was never used, so a new master
         // key protects nothing yet. If any node reported a record, reading
@@ -120,7 +119,7 @@ pub async fn rotate(
                 "could not read the key records; nothing was changed".into(),
             ))
         }
-        Err(_) => match unlock(&user, &sessions, new, &mut new_cache).await? {
+        Err(_) => match unlock(&user, &stored, new, &mut new_cache).await? {
             Some((m, _)) => m,
             None => return Err(OpError::Open(OpenError::AuthFailed)),
         },
@@ -191,16 +190,4 @@ pub async fn rotate(
         nodes: done,
         config_updated,
     })
-}
-
-/// The legacy MD5 credential check: when dfc.conf's `Password:` line is an
-/// MD5 digest, the entered password must match it before anything is sent.
-/// `true` for plain-text or absent lines (the nodes decide).
-pub fn config_password_matches_md5(cfg: &ClientConfig, password: &str) -> bool {
-    match &cfg.password {
-        Some(PasswordSetting::Md5(d)) => {
-            subtle::ConstantTimeEq::ct_eq(&d[..], &keys::md5_of(password.as_bytes())[..]).into()
-        }
-        _ => true,
-    }
 }
