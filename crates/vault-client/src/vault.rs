@@ -466,6 +466,7 @@ async fn create_record(
     let keys = cache.get(password, &kdf).await?;
     let master = MasterKey::generate()?;
     let record = UserRecord {
+        format: wire::STORAGE_FORMAT,
         generation: 1,
         wrapped_key: keys.wrap(&master, user, &kdf)?,
         login_key: upgraded.then(|| keys.login_public_key()),

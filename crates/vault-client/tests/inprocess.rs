@@ -208,6 +208,7 @@ async fn absurd_argon2_costs_in_a_record_are_refused_quickly() {
         // 4 TiB of memory and a million passes, at a high generation.
         let v = c.open("alice", "Crimson33").await.unwrap();
         let hostile = UserRecord {
+            format: wire::STORAGE_FORMAT,
             generation: 99,
             kdf: KdfParams {
                 salt: vec![1; 16],

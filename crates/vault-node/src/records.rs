@@ -16,7 +16,7 @@ use wire::UserRecord;
 use crate::fsutil::write_atomic;
 
 /// Largest record file read back (records are far smaller).
-const MAX_RECORD_FILE: u64 = wire::MAX_HEADER_LEN as u64;
+const MAX_RECORD_FILE: u64 = wire::MAX_FRAME_BODY_LEN as u64;
 
 /// Failures of the record store.
 #[derive(Debug, Error)]
@@ -149,6 +149,7 @@ mod tests {
 
     fn rec(generation: u64, key: bool) -> UserRecord {
         UserRecord {
+            format: wire::STORAGE_FORMAT,
             generation,
             kdf: KdfParams {
                 salt: vec![1; 16],

@@ -182,6 +182,7 @@ impl BlobStore {
                     entries.push(ListEntry {
                         id,
                         len: meta.len(),
+                        modified: unix_secs(&meta),
                     });
                 }
             }
@@ -203,6 +204,14 @@ impl BlobStore {
         })
         .await
     }
+}
+
+/// Modification time in whole seconds since the Unix epoch (0 if unknown).
+fn unix_secs(meta: &std::fs::Metadata) -> u64 {
+    meta.modified()
+        .ok()
+        .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
+        .map_or(0, |d| d.as_secs())
 }
 
 /// Calls `f(id, len)` for each regular file in `dir` named like a blob id.

@@ -10,6 +10,7 @@ use wire::{AuthScheme, ErrorCode, Proof, Request, Response, UserRecord};
 
 fn record(generation: u64, kdf_params: wire::KdfParams, login_key: Option<Vec<u8>>) -> UserRecord {
     UserRecord {
+        format: wire::STORAGE_FORMAT,
         generation,
         kdf: kdf_params,
         login_key,

@@ -9,7 +9,7 @@ pub enum DecodeError {
     /// The frame was written for a protocol version this build does not speak.
     #[error("unsupported protocol version {0}")]
     UnsupportedVersion(u16),
-    /// The frame announced a body larger than [`crate::MAX_HEADER_LEN`].
+    /// The frame announced a body larger than [`crate::MAX_FRAME_BODY_LEN`].
     #[error("frame of {0} bytes exceeds the limit")]
     TooLarge(u64),
     /// The input ended before the frame did.

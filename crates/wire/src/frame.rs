@@ -2,13 +2,13 @@
 //!
 //! A reader first reads [`FRAME_PREFIX_LEN`] bytes and calls
 //! [`decode_frame_header`], which rejects unknown versions and bodies over
-//! [`MAX_HEADER_LEN`] before anything is allocated; then it reads exactly the
+//! [`MAX_FRAME_BODY_LEN`] before anything is allocated; then it reads exactly the
 //! announced number of bytes and calls [`decode_request`] or
 //! [`decode_response`].
 
 use serde::{de::DeserializeOwned, Serialize};
 
-use crate::{DecodeError, Request, Response, MAX_HEADER_LEN, PROTOCOL_VERSION};
+use crate::{DecodeError, Request, Response, MAX_FRAME_BODY_LEN, PROTOCOL_VERSION};
 
 /// Bytes before the CBOR body: version (2) and length (4).
 pub const FRAME_PREFIX_LEN: usize = 6;
@@ -18,8 +18,8 @@ fn encode<T: Serialize>(msg: &T) -> Vec<u8> {
     ciborium::into_writer(msg, &mut out).expect("writing CBOR to a Vec cannot fail");
     let body_len = out.len() - FRAME_PREFIX_LEN;
     assert!(
-        body_len <= MAX_HEADER_LEN,
-        "message of {body_len} bytes exceeds MAX_HEADER_LEN; callers bound their fields"
+        body_len <= MAX_FRAME_BODY_LEN,
+        "message of {body_len} bytes exceeds MAX_FRAME_BODY_LEN; callers bound their fields"
     );
     out[..2].copy_from_slice(&PROTOCOL_VERSION.to_be_bytes());
     out[2..6].copy_from_slice(&(body_len as u32).to_be_bytes());
@@ -43,14 +43,14 @@ pub fn decode_frame_header(prefix: &[u8; FRAME_PREFIX_LEN]) -> Result<usize, Dec
         return Err(DecodeError::UnsupportedVersion(version));
     }
     let len = u32::from_be_bytes([prefix[2], prefix[3], prefix[4], prefix[5]]) as usize;
-    if len > MAX_HEADER_LEN {
+    if len > MAX_FRAME_BODY_LEN {
         return Err(DecodeError::TooLarge(len as u64));
     }
     Ok(len)
 }
 
 fn decode_body<T: DeserializeOwned>(body: &[u8]) -> Result<T, DecodeError> {
-    if body.len() > MAX_HEADER_LEN {
+    if body.len() > MAX_FRAME_BODY_LEN {
         return Err(DecodeError::TooLarge(body.len() as u64));
     }
     let mut reader = body;

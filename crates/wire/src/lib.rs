@@ -23,7 +23,7 @@
 //! ```
 //!
 //! A frame is `version: u16 BE | length: u32 BE | CBOR body`, with the body
-//! at most [`MAX_HEADER_LEN`] bytes. Bulk data (blob contents) is never
+//! at most [`MAX_FRAME_BODY_LEN`] bytes. Bulk data (blob contents) is never
 //! inside a CBOR value: its length is announced in the frame and the raw
 //! bytes follow it on the stream.
 #![forbid(unsafe_code)]
@@ -42,13 +42,19 @@ pub use id::BlobId;
 pub use message::*;
 
 /// ALPN protocol identifier spoken by nodes and clients (TLS 1.3 over QUIC).
-pub const ALPN: &[u8] = b"vault/1";
+/// Version 2 goes with storage format 2; a version-1 peer fails the TLS
+/// handshake instead of misreading anything.
+pub const ALPN: &[u8] = b"vault/2";
 
 /// Version number carried in every frame header.
-pub const PROTOCOL_VERSION: u16 = 1;
+pub const PROTOCOL_VERSION: u16 = 2;
+
+/// Storage format of key records, manifests and parts written by this
+/// release. Format 1 (Vault 0.1) is recognised and refused, never misread.
+pub const STORAGE_FORMAT: u16 = 2;
 
 /// Largest CBOR body a peer accepts in one frame (requests and responses).
-pub const MAX_HEADER_LEN: usize = 64 * 1024;
+pub const MAX_FRAME_BODY_LEN: usize = 64 * 1024;
 
 /// Longest user name accepted anywhere.
 pub const MAX_USER_LEN: usize = 64;

@@ -108,8 +108,16 @@ pub struct KdfParams {
 /// What a node keeps for a user besides blobs: the Argon2id salt and costs,
 /// the vault master key wrapped under the password-derived key, and the
 /// upgraded login verifier. Nodes cannot open the wrapped key.
+///
+/// Every field is authenticated by the wrap (the client binds them all into
+/// its associated data), so a node can read `generation` and `login_key`
+/// but cannot change any of them without the client noticing.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct UserRecord {
+    /// Storage format ([`crate::STORAGE_FORMAT`]); records written before
+    /// the field existed decode as format 1.
+    #[serde(default = "format_one")]
+    pub format: u16,
     /// Increases by one with every change (rotation).
     pub generation: u64,
     /// Argon2id parameters the key-encryption key and login key come from.
@@ -121,6 +129,10 @@ pub struct UserRecord {
     /// The master key sealed with the key-encryption key (nonce || ciphertext).
     #[serde(with = "serde_bytes")]
     pub wrapped_key: Vec<u8>,
+}
+
+fn format_one() -> u16 {
+    1
 }
 
 /// How a user logs in, as a node announces it in [`Response::Challenge`].
@@ -139,6 +151,8 @@ pub struct ListEntry {
     pub id: BlobId,
     /// Stored size in bytes.
     pub len: u64,
+    /// Last modification, seconds since the Unix epoch (0 if unknown).
+    pub modified: u64,
 }
 
 /// A node's description of itself.
@@ -152,6 +166,10 @@ pub struct NodeStatus {
     pub blobs: u64,
     /// Bytes held for the logged-in user (0 before login).
     pub bytes: u64,
+    /// The node's per-user quota in bytes, if it has one.
+    pub quota: Option<u64>,
+    /// Free space on the node's disk in bytes, if known.
+    pub free_bytes: Option<u64>,
 }
 
 /// Machine-readable reason a request failed.
@@ -175,6 +193,10 @@ pub enum ErrorCode {
     Busy,
     /// The node is shutting down.
     ShuttingDown,
+    /// The write would take the user over the node's quota.
+    QuotaExceeded,
+    /// The node's disk is full.
+    NoSpace,
     /// The node failed (disk full, I/O error).
     Internal,
 }
@@ -275,7 +297,13 @@ impl Request {
             Request::List { limit, .. } if *limit == 0 || *limit > MAX_LIST_PAGE => {
                 Err(DecodeError::Invalid("list limit"))
             }
-            Request::PutRecord { record, .. } => record.validate(),
+            Request::PutRecord { record, .. } => {
+                // Nodes store only current-format records.
+                if record.format != crate::STORAGE_FORMAT {
+                    return Err(DecodeError::Invalid("record format"));
+                }
+                record.validate()
+            }
             _ => Ok(()),
         }
     }

@@ -21,6 +21,7 @@ fn id(s: &str) -> BlobId {
 
 fn record() -> UserRecord {
     UserRecord {
+        format: STORAGE_FORMAT,
         generation: 3,
         kdf: KdfParams {
             salt: vec![7; 16],
@@ -86,10 +87,12 @@ fn responses_round_trip() {
             ListEntry {
                 id: id("a"),
                 len: 1,
+                modified: 1_700_000_000,
             },
             ListEntry {
                 id: id("b"),
                 len: 0,
+                modified: 0,
             },
         ],
         more: true,
@@ -100,6 +103,8 @@ fn responses_round_trip() {
         version: "0.1.0".into(),
         blobs: 1,
         bytes: 2,
+        quota: Some(1 << 30),
+        free_bytes: None,
     }));
     roundtrip_resp(Response::Record(None));
     roundtrip_resp(Response::Record(Some(record())));
@@ -146,19 +151,20 @@ fn oversized_length_is_refused_before_reading() {
         decode_frame_header(&prefix),
         Err(DecodeError::TooLarge(u32::MAX as u64))
     );
-    prefix[2..].copy_from_slice(&((MAX_HEADER_LEN as u32) + 1).to_be_bytes());
+    prefix[2..].copy_from_slice(&((MAX_FRAME_BODY_LEN as u32) + 1).to_be_bytes());
     assert!(matches!(
         decode_frame_header(&prefix),
         Err(DecodeError::TooLarge(_))
     ));
-    assert!(decode_request(&vec![0u8; MAX_HEADER_LEN + 1]).is_err());
+    assert!(decode_request(&vec![0u8; MAX_FRAME_BODY_LEN + 1]).is_err());
 }
 
 #[test]
 fn unknown_version_is_refused() {
     let mut frame = encode_request(&Request::Status);
-    frame[..2].copy_from_slice(&2u16.to_be_bytes());
-    assert_eq!(split_frame(&frame), Err(DecodeError::UnsupportedVersion(2)));
+    // Version 1 (Vault 0.1) is not spoken any more.
+    frame[..2].copy_from_slice(&1u16.to_be_bytes());
+    assert_eq!(split_frame(&frame), Err(DecodeError::UnsupportedVersion(1)));
     frame[..2].copy_from_slice(&0u16.to_be_bytes());
     assert_eq!(split_frame(&frame), Err(DecodeError::UnsupportedVersion(0)));
 }
@@ -254,4 +260,48 @@ fn hostile_fields_are_refused() {
         record: r,
     });
     assert!(decode_request(&body).is_err());
+}
+
+#[test]
+fn format_one_records_are_recognised_and_never_stored() {
+    // A record written by Vault 0.1 has no `format` field: it decodes as
+    // format 1 so a client can say what it is.
+    #[derive(serde::Serialize)]
+    struct V1Record {
+        generation: u64,
+        kdf: KdfParams,
+        #[serde(with = "serde_bytes")]
+        login_key: Option<Vec<u8>>,
+        #[serde(with = "serde_bytes")]
+        wrapped_key: Vec<u8>,
+    }
+    let r = record();
+    let v1 = V1Record {
+        generation: r.generation,
+        kdf: r.kdf.clone(),
+        login_key: r.login_key.clone(),
+        wrapped_key: r.wrapped_key.clone(),
+    };
+    let body = raw_body(&Response::Record(None));
+    assert_eq!(decode_response(&body).unwrap(), Response::Record(None));
+    #[derive(serde::Serialize)]
+    enum RawResponse {
+        Record(Option<V1Record>),
+    }
+    let body = raw_body(&RawResponse::Record(Some(v1)));
+    match decode_response(&body).unwrap() {
+        Response::Record(Some(got)) => assert_eq!(got.format, 1),
+        other => panic!("{other:?}"),
+    }
+    // Nodes accept only current-format records.
+    let mut old = record();
+    old.format = 1;
+    let body = raw_body(&Request::PutRecord {
+        expect_generation: 0,
+        record: old,
+    });
+    assert_eq!(
+        decode_request(&body),
+        Err(DecodeError::Invalid("record format"))
+    );
 }

@@ -132,6 +132,7 @@ pub async fn rotate(
         .await
         .map_err(|e| OpError::Unavailable(format!("key derivation failed: {e}")))??;
     let record = UserRecord {
+        format: wire::STORAGE_FORMAT,
         generation: generations
             .iter()
             .copied()

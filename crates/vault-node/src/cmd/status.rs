@@ -18,5 +18,7 @@ pub(crate) async fn run(ctx: &Ctx<'_>) -> Response {
         version: crate::VERSION.to_string(),
         blobs,
         bytes,
+        quota: None,
+        free_bytes: None,
     })
 }
