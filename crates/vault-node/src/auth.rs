@@ -15,6 +15,12 @@
 //! or the MD5 digest compared in constant time. Once a record has a login
 //! key, the MD5 proof is refused for that user. Every failure is the same
 //! `AuthFailed`.
+//!
+//! A proof made with the user's *previous* credential (the login key a
+//! rotation replaced, or the legacy `dfs.conf` entry of an upgraded
+//! account) fails like any other, but [`verify`] reports it as
+//! [`Verdict::Stale`] so the throttle does not count a client that has not
+//! caught up with a rotation as a password guesser.
 
 use std::net::SocketAddr;
 
@@ -71,6 +77,27 @@ pub fn decoy_params(node_secret: &[u8; 32], user: &str) -> KdfParams {
     }
 }
 
+/// What a user's proof is checked against: the current credential, and
+/// the previous ones a client that missed a rotation may still use.
+#[derive(Debug, Clone)]
+pub struct Credentials {
+    /// The credential that logs in.
+    pub current: Verifier,
+    /// Credentials that once logged in and no longer do.
+    pub previous: Vec<Verifier>,
+}
+
+/// The outcome of checking a login proof.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Verdict {
+    /// The proof is right: log in with this method.
+    Valid(LoginMethod),
+    /// The proof matches a previous credential only: refused, not a guess.
+    Stale,
+    /// The proof is wrong.
+    Invalid,
+}
+
 /// The scheme announced for `user` (lower case) and what its proof is
 /// checked against.
 pub async fn resolve(
@@ -78,19 +105,18 @@ pub async fn resolve(
     records: &RecordStore,
     node_secret: &[u8; 32],
     user: &str,
-) -> Result<(AuthScheme, Verifier), RecordError> {
+) -> Result<(AuthScheme, Credentials), RecordError> {
     let Some(entry) = users.get(user) else {
         return Ok((
             AuthScheme::Upgraded(decoy_params(node_secret, user)),
-            Verifier::Unknown,
+            Credentials {
+                current: Verifier::Unknown,
+                previous: Vec::new(),
+            },
         ));
     };
-    if let Some(record) = records.get(user).await? {
-        if let Some(key) = record.login_key.as_deref().and_then(|k| k.try_into().ok()) {
-            return Ok((AuthScheme::Upgraded(record.kdf), Verifier::Ed25519(key)));
-        }
-    }
-    Ok(match &entry.credential {
+    // The users-file entry: current until a record takes over.
+    let (file_scheme, file_verifier) = match &entry.credential {
         Credential::Argon2id { kdf, login_key } => (
             AuthScheme::Upgraded(kdf.clone()),
             Verifier::Ed25519(*login_key),
@@ -99,7 +125,32 @@ pub async fn resolve(
             Some(d) => (AuthScheme::Legacy, Verifier::Md5(d)),
             None => (AuthScheme::Legacy, Verifier::Unknown),
         },
-    })
+    };
+    if let Some(stored) = records.get_stored(user).await? {
+        if let Some(key) = stored
+            .record
+            .login_key
+            .as_deref()
+            .and_then(|k| k.try_into().ok())
+        {
+            let mut previous = vec![file_verifier];
+            previous.extend(stored.previous_login_key.map(Verifier::Ed25519));
+            return Ok((
+                AuthScheme::Upgraded(stored.record.kdf),
+                Credentials {
+                    current: Verifier::Ed25519(key),
+                    previous,
+                },
+            ));
+        }
+    }
+    Ok((
+        file_scheme,
+        Credentials {
+            current: file_verifier,
+            previous: Vec::new(),
+        },
+    ))
 }
 
 /// A fresh login challenge.
@@ -109,8 +160,30 @@ pub fn new_challenge() -> std::io::Result<[u8; CHALLENGE_LEN]> {
     Ok(c)
 }
 
-/// Checks `proof`; `Some(method)` if it is right.
+/// Checks `proof` against the current credential, then the previous ones.
 pub fn verify(
+    creds: &Credentials,
+    proof: &Proof,
+    node: &str,
+    user: &str,
+    challenge: &[u8],
+) -> Verdict {
+    if let Some(method) = check(&creds.current, proof, node, user, challenge) {
+        return Verdict::Valid(method);
+    }
+    let stale = creds
+        .previous
+        .iter()
+        .any(|v| check(v, proof, node, user, challenge).is_some());
+    if stale {
+        Verdict::Stale
+    } else {
+        Verdict::Invalid
+    }
+}
+
+/// Checks `proof` against one verifier; `Some(method)` if it is right.
+fn check(
     verifier: &Verifier,
     proof: &Proof,
     node: &str,
@@ -148,8 +221,13 @@ enum Phase {
         user: String,
         challenge: [u8; CHALLENGE_LEN],
     },
-    /// Logged in: every request acts as `user`.
-    LoggedIn { user: String, method: LoginMethod },
+    /// Logged in: every request acts as `user`, while the user's
+    /// credential epoch is still `epoch`.
+    LoggedIn {
+        user: String,
+        method: LoginMethod,
+        epoch: u64,
+    },
 }
 
 /// Login state of one connection.
@@ -176,9 +254,30 @@ impl Session {
     /// The logged-in user (lower case) and how they proved it.
     pub fn user(&self) -> Option<(&str, LoginMethod)> {
         match &self.phase {
-            Phase::LoggedIn { user, method } => Some((user, *method)),
+            Phase::LoggedIn { user, method, .. } => Some((user, *method)),
             _ => None,
         }
+    }
+
+    /// The credential epoch the connection logged in under.
+    pub fn epoch(&self) -> Option<u64> {
+        match &self.phase {
+            Phase::LoggedIn { epoch, .. } => Some(*epoch),
+            _ => None,
+        }
+    }
+
+    /// The connection changed the credential itself: it stays logged in
+    /// under the new epoch.
+    pub fn set_epoch(&mut self, new: u64) {
+        if let Phase::LoggedIn { epoch, .. } = &mut self.phase {
+            *epoch = new;
+        }
+    }
+
+    /// Ends the login (the user's credential changed elsewhere).
+    pub fn log_out(&mut self) {
+        self.phase = Phase::Fresh;
     }
 
     /// Records a `Hello`: the challenge the next `Login` must answer.
@@ -198,9 +297,13 @@ impl Session {
         }
     }
 
-    /// Marks the connection logged in.
-    pub fn logged_in(&mut self, user: String, method: LoginMethod) {
-        self.phase = Phase::LoggedIn { user, method };
+    /// Marks the connection logged in under credential epoch `epoch`.
+    pub fn logged_in(&mut self, user: String, method: LoginMethod, epoch: u64) {
+        self.phase = Phase::LoggedIn {
+            user,
+            method,
+            epoch,
+        };
     }
 }
 
@@ -217,47 +320,86 @@ mod tests {
         assert_eq!(decoy_params(&s, "x").salt.len(), 16);
     }
 
+    fn only(v: Verifier) -> Credentials {
+        Credentials {
+            current: v,
+            previous: Vec::new(),
+        }
+    }
+
     #[test]
     fn md5_and_mismatched_proofs() {
-        let v = Verifier::Md5([1; 16]);
+        let v = only(Verifier::Md5([1; 16]));
         assert_eq!(
             verify(&v, &Proof::LegacyMd5(vec![1; 16]), "n", "u", &[0; 32]),
-            Some(LoginMethod::Legacy)
+            Verdict::Valid(LoginMethod::Legacy)
         );
         assert_eq!(
             verify(&v, &Proof::LegacyMd5(vec![2; 16]), "n", "u", &[0; 32]),
-            None
+            Verdict::Invalid
         );
         assert_eq!(
             verify(&v, &Proof::Signature(vec![0; 64]), "n", "u", &[0; 32]),
-            None
+            Verdict::Invalid
         );
         assert_eq!(
             verify(
-                &Verifier::Unknown,
+                &only(Verifier::Unknown),
                 &Proof::LegacyMd5(vec![1; 16]),
                 "n",
                 "u",
                 &[0; 32]
             ),
-            None
+            Verdict::Invalid
         );
+    }
+
+    #[test]
+    fn previous_credentials_are_stale_not_valid() {
+        let seed = [9u8; 32];
+        let old = [5u8; 32];
+        let creds = Credentials {
+            current: Verifier::Ed25519(crate::kdf::login_public_key(&seed)),
+            previous: vec![
+                Verifier::Md5([1; 16]),
+                Verifier::Ed25519(crate::kdf::login_public_key(&old)),
+            ],
+        };
+        let sign = |s: &[u8; 32]| {
+            let sig = crate::kdf::login_key_pair(s).sign(&wire::login_message("N", "u", &[7; 32]));
+            Proof::Signature(sig.as_ref().to_vec())
+        };
+        let check = |p: &Proof| verify(&creds, p, "N", "u", &[7; 32]);
+        assert_eq!(check(&sign(&seed)), Verdict::Valid(LoginMethod::Signature));
+        assert_eq!(check(&sign(&old)), Verdict::Stale);
+        assert_eq!(check(&Proof::LegacyMd5(vec![1; 16])), Verdict::Stale);
+        assert_eq!(check(&Proof::LegacyMd5(vec![2; 16])), Verdict::Invalid);
+        assert_eq!(check(&sign(&[6; 32])), Verdict::Invalid);
     }
 
     #[test]
     fn signature_binds_node_user_and_challenge() {
         let seed = [9u8; 32];
         let pair = crate::kdf::login_key_pair(&seed);
-        let v = Verifier::Ed25519(crate::kdf::login_public_key(&seed));
+        let v = only(Verifier::Ed25519(crate::kdf::login_public_key(&seed)));
         let sig = pair.sign(&wire::login_message("DFS1", "alice", &[7; 32]));
         let proof = Proof::Signature(sig.as_ref().to_vec());
         assert_eq!(
             verify(&v, &proof, "DFS1", "alice", &[7; 32]),
-            Some(LoginMethod::Signature)
+            Verdict::Valid(LoginMethod::Signature)
         );
-        assert_eq!(verify(&v, &proof, "DFS2", "alice", &[7; 32]), None);
-        assert_eq!(verify(&v, &proof, "DFS1", "bob", &[7; 32]), None);
-        assert_eq!(verify(&v, &proof, "DFS1", "alice", &[8; 32]), None);
+        assert_eq!(
+            verify(&v, &proof, "DFS2", "alice", &[7; 32]),
+            Verdict::Invalid
+        );
+        assert_eq!(
+            verify(&v, &proof, "DFS1", "bob", &[7; 32]),
+            Verdict::Invalid
+        );
+        assert_eq!(
+            verify(&v, &proof, "DFS1", "alice", &[8; 32]),
+            Verdict::Invalid
+        );
     }
 
     #[test]

@@ -4,12 +4,19 @@
 //! (once the account is upgraded) the Ed25519 login key. Writes are
 //! compare-and-swap on the generation, serialised per user, and atomic
 //! (temp file, `sync_all`, rename, fsync the folder).
+//!
+//! Beside the record the file keeps the login key it replaced, so a client
+//! that has not caught up with a rotation is recognised and not counted as
+//! a password guesser. Every change of a user's login key moves the user's
+//! credential *epoch* on: connections logged in under an older epoch must
+//! log in again.
 
 use std::collections::HashMap;
 use std::io;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 
+use serde::{Deserialize, Serialize};
 use thiserror::Error;
 use wire::UserRecord;
 
@@ -17,6 +24,23 @@ use crate::fsutil::write_atomic;
 
 /// Largest record file read back (records are far smaller).
 const MAX_RECORD_FILE: u64 = wire::MAX_FRAME_BODY_LEN as u64;
+
+/// The record file: the client's record plus what only the node uses.
+#[derive(Serialize, Deserialize)]
+struct RecordFile {
+    record: UserRecord,
+    #[serde(with = "serde_bytes")]
+    previous_login_key: Option<Vec<u8>>,
+}
+
+/// A stored record and the login key it replaced, if any.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Stored {
+    /// The record as the client wrote it.
+    pub record: UserRecord,
+    /// The login key the current one replaced (a stale client's key).
+    pub previous_login_key: Option<[u8; wire::LOGIN_KEY_LEN]>,
+}
 
 /// Failures of the record store.
 #[derive(Debug, Error)]
@@ -41,6 +65,10 @@ pub enum RecordError {
     /// A legacy (MD5) login may not replace a record that has a login key.
     #[error("the account is upgraded: log in with the signature to change its record")]
     Upgraded,
+    /// A record without a login key may not replace one that has one: an
+    /// upgraded account never goes back to the legacy login.
+    #[error("an upgraded account cannot go back to the legacy login")]
+    Downgrade,
 }
 
 /// The records folder of a node.
@@ -48,6 +76,8 @@ pub enum RecordError {
 pub struct RecordStore {
     dir: PathBuf,
     locks: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
+    /// Credential epoch per user (0 until the login key changes).
+    epochs: Mutex<HashMap<String, u64>>,
 }
 
 fn bad_user() -> RecordError {
@@ -63,6 +93,7 @@ impl RecordStore {
         RecordStore {
             dir: dir.into(),
             locks: Mutex::new(HashMap::new()),
+            epochs: Mutex::new(HashMap::new()),
         }
     }
 
@@ -78,8 +109,19 @@ impl RecordStore {
         locks.entry(user.to_string()).or_default().clone()
     }
 
+    /// The user's credential epoch: changes whenever the login key does.
+    pub fn epoch(&self, user: &str) -> u64 {
+        let epochs = self.epochs.lock().unwrap_or_else(|p| p.into_inner());
+        epochs.get(user).copied().unwrap_or(0)
+    }
+
     /// The user's record, `None` if there is none yet.
     pub async fn get(&self, user: &str) -> Result<Option<UserRecord>, RecordError> {
+        Ok(self.get_stored(user).await?.map(|s| s.record))
+    }
+
+    /// The user's record and the login key it replaced.
+    pub async fn get_stored(&self, user: &str) -> Result<Option<Stored>, RecordError> {
         let path = self.path(user)?;
         tokio::task::spawn_blocking(move || read_record(&path))
             .await
@@ -89,22 +131,27 @@ impl RecordStore {
     /// Compare-and-swap: stores `record` if the stored generation (0 when
     /// there is none) equals `expect_generation` and `record.generation` is
     /// larger. With `legacy_login`, refuses to replace a record that has a
-    /// login key (the MD5 proof ended with the upgrade).
+    /// login key (the MD5 proof ended with the upgrade); nobody may remove
+    /// a login key. Returns the user's credential epoch after the write.
     pub async fn put(
         &self,
         user: &str,
         expect_generation: u64,
         record: &UserRecord,
         legacy_login: bool,
-    ) -> Result<(), RecordError> {
+    ) -> Result<u64, RecordError> {
         let path = self.path(user)?;
         let lock = self.lock_for(user);
         let _held = lock.lock().await;
-        let current = self.get(user).await?;
-        if legacy_login && current.as_ref().is_some_and(|r| r.login_key.is_some()) {
+        let current = self.get_stored(user).await?;
+        let current_key = current.as_ref().and_then(|c| c.record.login_key.clone());
+        if legacy_login && current_key.is_some() {
             return Err(RecordError::Upgraded);
         }
-        let stored = current.map_or(0, |r| r.generation);
+        if current_key.is_some() && record.login_key.is_none() {
+            return Err(RecordError::Downgrade);
+        }
+        let stored = current.as_ref().map_or(0, |c| c.record.generation);
         if stored != expect_generation || record.generation <= expect_generation {
             return Err(RecordError::Conflict {
                 stored,
@@ -112,17 +159,34 @@ impl RecordStore {
                 new: record.generation,
             });
         }
+        let key_changed = current_key != record.login_key;
+        let previous_login_key = if key_changed {
+            current_key
+        } else {
+            current
+                .and_then(|c| c.previous_login_key)
+                .map(|k| k.to_vec())
+        };
+        let file = RecordFile {
+            record: record.clone(),
+            previous_login_key,
+        };
         let mut bytes = Vec::new();
-        ciborium::into_writer(record, &mut bytes)
+        ciborium::into_writer(&file, &mut bytes)
             .map_err(|e| RecordError::Io(io::Error::other(e.to_string())))?;
         tokio::task::spawn_blocking(move || write_atomic(&path, &bytes, true))
             .await
             .map_err(|e| RecordError::Io(io::Error::other(e.to_string())))??;
-        Ok(())
+        let mut epochs = self.epochs.lock().unwrap_or_else(|p| p.into_inner());
+        let epoch = epochs.entry(user.to_string()).or_insert(0);
+        if key_changed {
+            *epoch += 1;
+        }
+        Ok(*epoch)
     }
 }
 
-fn read_record(path: &std::path::Path) -> Result<Option<UserRecord>, RecordError> {
+fn read_record(path: &std::path::Path) -> Result<Option<Stored>, RecordError> {
     use std::io::Read;
     let file = match std::fs::File::open(path) {
         Ok(f) => f,
@@ -134,12 +198,28 @@ fn read_record(path: &std::path::Path) -> Result<Option<UserRecord>, RecordError
     if bytes.len() as u64 > MAX_RECORD_FILE {
         return Err(RecordError::Corrupt("file too large".into()));
     }
-    let record: UserRecord =
-        ciborium::from_reader(bytes.as_slice()).map_err(|e| RecordError::Corrupt(e.to_string()))?;
-    record
-        .validate()
-        .map_err(|e| RecordError::Corrupt(e.to_string()))?;
-    Ok(Some(record))
+    let corrupt = |e: &dyn std::fmt::Display| RecordError::Corrupt(e.to_string());
+    // Vault 0.1 wrote the bare record; it is still read (as format 1, which
+    // clients refuse) so an upgraded account keeps its login key.
+    let (record, previous) = match ciborium::from_reader::<RecordFile, _>(bytes.as_slice()) {
+        Ok(f) => (f.record, f.previous_login_key),
+        Err(_) => (
+            ciborium::from_reader::<UserRecord, _>(bytes.as_slice()).map_err(|e| corrupt(&e))?,
+            None,
+        ),
+    };
+    record.validate().map_err(|e| corrupt(&e))?;
+    let previous_login_key = match previous {
+        Some(k) => Some(
+            <[u8; wire::LOGIN_KEY_LEN]>::try_from(k.as_slice())
+                .map_err(|_| corrupt(&"previous login key length"))?,
+        ),
+        None => None,
+    };
+    Ok(Some(Stored {
+        record,
+        previous_login_key,
+    }))
 }
 
 #[cfg(test)]
@@ -175,15 +255,63 @@ mod tests {
             store.put("alice", 0, &rec(0, false), false).await,
             Err(RecordError::Conflict { .. })
         ));
-        store.put("alice", 0, &rec(1, false), true).await.unwrap();
-        store.put("alice", 1, &rec(2, true), true).await.unwrap();
+        assert_eq!(
+            store.put("alice", 0, &rec(1, false), true).await.unwrap(),
+            0
+        );
+        // The login key appears: the epoch moves on.
+        assert_eq!(store.put("alice", 1, &rec(2, true), true).await.unwrap(), 1);
         assert_eq!(store.get("alice").await.unwrap(), Some(rec(2, true)));
+        assert_eq!(store.epoch("alice"), 1);
         assert!(matches!(
             store.put("alice", 2, &rec(3, true), true).await,
             Err(RecordError::Upgraded)
         ));
-        store.put("alice", 2, &rec(3, true), false).await.unwrap();
+        // Same login key: same epoch.
+        assert_eq!(
+            store.put("alice", 2, &rec(3, true), false).await.unwrap(),
+            1
+        );
+        // Nobody takes the login key away.
+        assert!(matches!(
+            store.put("alice", 3, &rec(4, false), false).await,
+            Err(RecordError::Downgrade)
+        ));
         assert!(store.get("Alice").await.is_err());
+        assert_eq!(store.epoch("bob"), 0);
+    }
+
+    #[tokio::test]
+    async fn the_replaced_login_key_is_kept() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = RecordStore::new(dir.path());
+        store.put("carol", 0, &rec(1, true), false).await.unwrap();
+        let mut next = rec(2, true);
+        next.login_key = Some(vec![8; 32]);
+        store.put("carol", 1, &next, false).await.unwrap();
+        let got = store.get_stored("carol").await.unwrap().unwrap();
+        assert_eq!(got.previous_login_key, Some([9; 32]));
+        assert_eq!(store.epoch("carol"), 2);
+        // A later write with the same key keeps the previous one.
+        let mut again = next.clone();
+        again.generation = 3;
+        store.put("carol", 2, &again, false).await.unwrap();
+        let got = store.get_stored("carol").await.unwrap().unwrap();
+        assert_eq!(got.previous_login_key, Some([9; 32]));
+    }
+
+    #[tokio::test]
+    async fn records_written_by_vault_0_1_still_load() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut old = rec(4, true);
+        old.format = 1;
+        let mut bytes = Vec::new();
+        ciborium::into_writer(&old, &mut bytes).unwrap();
+        std::fs::write(dir.path().join("dave.cbor"), bytes).unwrap();
+        let store = RecordStore::new(dir.path());
+        let got = store.get_stored("dave").await.unwrap().unwrap();
+        assert_eq!(got.record, old);
+        assert_eq!(got.previous_login_key, None);
     }
 
     #[tokio::test]

@@ -310,3 +310,208 @@ async fn removal_from_the_users_file_wins_over_a_record() {
     })
     .await
 }
+
+#[tokio::test]
+async fn concurrent_wrong_logins_get_at_most_the_free_allowance_of_answers() {
+    timed(async {
+        // Default throttle: five free failures.
+        let node = TestNode::start().await;
+        let mut tasks = tokio::task::JoinSet::new();
+        for _ in 0..20 {
+            let c = node.client().await;
+            tasks.spawn(async move {
+                // Hello first on every connection, then all logins at once.
+                c.hello("alice").await.unwrap();
+                (c, ())
+            });
+        }
+        let mut clients = Vec::new();
+        while let Some(done) = tasks.join_next().await {
+            clients.push(done.unwrap().0);
+        }
+        let mut logins = tokio::task::JoinSet::new();
+        for c in clients {
+            logins.spawn(async move {
+                c.call(&Request::Login {
+                    user: "alice".into(),
+                    proof: Proof::LegacyMd5(md5("wrong guess")),
+                })
+                .await
+            });
+        }
+        let (mut answered, mut throttled) = (0, 0);
+        while let Some(resp) = logins.join_next().await {
+            match error_code(&resp.unwrap()) {
+                Some(ErrorCode::AuthFailed) => answered += 1,
+                Some(ErrorCode::Throttled(_)) => throttled += 1,
+                other => panic!("unexpected {other:?}"),
+            }
+        }
+        assert!(answered <= 5, "{answered} guesses were checked");
+        assert_eq!(answered + throttled, 20);
+    })
+    .await
+}
+
+#[tokio::test]
+async fn a_rotation_logs_the_users_other_connections_out() {
+    timed(async {
+        let node = TestNode::start().await;
+        let old = node.md5_client("alice", "Crimson33").await;
+        let list = Request::List {
+            after: None,
+            limit: 10,
+        };
+        assert!(matches!(old.call(&list).await, Response::Listing { .. }));
+        // A record without a login key changes nothing for other sessions.
+        let rotating = node.md5_client("alice", "Crimson33").await;
+        let first = record(1, cheap_kdf(1), None);
+        let put = Request::PutRecord {
+            expect_generation: 0,
+            record: first,
+        };
+        assert_eq!(rotating.call(&put).await, Response::RecordStored);
+        assert!(matches!(old.call(&list).await, Response::Listing { .. }));
+        // The rotation: a login key appears.
+        let new_kdf = cheap_kdf(2);
+        let key = kdf::public_key_for_password(b"NewPass99", &new_kdf).unwrap();
+        let put = Request::PutRecord {
+            expect_generation: 1,
+            record: record(2, new_kdf, Some(key.to_vec())),
+        };
+        assert_eq!(rotating.call(&put).await, Response::RecordStored);
+        // The old session is out, for every request; the rotating one stays.
+        let resp = old.call(&list).await;
+        assert_eq!(error_code(&resp), Some(ErrorCode::NotLoggedIn), "{resp:?}");
+        assert_eq!(
+            error_code(&old.call(&Request::GetRecord).await),
+            Some(ErrorCode::NotLoggedIn)
+        );
+        assert!(matches!(
+            rotating.call(&list).await,
+            Response::Listing { .. }
+        ));
+        // A session logged in with the new key survives a rewrite that keeps it.
+        let fresh = node.client().await;
+        assert_eq!(
+            fresh
+                .login_signature("DFS1", "alice", "NewPass99")
+                .await
+                .unwrap(),
+            Response::LoggedIn
+        );
+        let put = Request::PutRecord {
+            expect_generation: 2,
+            record: record(3, cheap_kdf(2), Some(key.to_vec())),
+        };
+        // (The legacy session may no longer change an upgraded record.)
+        assert_eq!(
+            error_code(&rotating.call(&put).await),
+            Some(ErrorCode::AuthFailed)
+        );
+        let other = node.client().await;
+        other
+            .login_signature("DFS1", "alice", "NewPass99")
+            .await
+            .unwrap();
+        assert_eq!(other.call(&put).await, Response::RecordStored);
+        assert!(matches!(fresh.call(&list).await, Response::Listing { .. }));
+        // Nobody can take the login key away again.
+        let put = Request::PutRecord {
+            expect_generation: 3,
+            record: record(4, cheap_kdf(2), None),
+        };
+        assert_eq!(
+            error_code(&fresh.call(&put).await),
+            Some(ErrorCode::AuthFailed)
+        );
+    })
+    .await
+}
+
+#[tokio::test]
+async fn previous_credentials_after_a_rotation_do_not_count_as_guesses() {
+    timed(async {
+        let node = TestNode::start_with(|c| c.throttle = tiny_throttle()).await;
+        let c = node.md5_client("alice", "Crimson33").await;
+        let kdf1 = cheap_kdf(2);
+        let key1 = kdf::public_key_for_password(b"NewPass99", &kdf1).unwrap();
+        let put = Request::PutRecord {
+            expect_generation: 0,
+            record: record(1, kdf1, Some(key1.to_vec())),
+        };
+        assert_eq!(c.call(&put).await, Response::RecordStored);
+        // A stale client keeps trying the old password: refused every time,
+        // never throttled (tiny_throttle allows two free failures).
+        for _ in 0..6 {
+            let resp = node
+                .client()
+                .await
+                .login_md5("alice", "Crimson33")
+                .await
+                .unwrap();
+            assert_eq!(error_code(&resp), Some(ErrorCode::AuthFailed), "{resp:?}");
+        }
+        // A second rotation: the first login key becomes the previous one.
+        let s = node.client().await;
+        assert_eq!(
+            s.login_signature("DFS1", "alice", "NewPass99")
+                .await
+                .unwrap(),
+            Response::LoggedIn
+        );
+        let kdf2 = cheap_kdf(3);
+        let key2 = kdf::public_key_for_password(b"Third-Pass", &kdf2).unwrap();
+        let put = Request::PutRecord {
+            expect_generation: 1,
+            record: record(2, kdf2, Some(key2.to_vec())),
+        };
+        assert_eq!(s.call(&put).await, Response::RecordStored);
+        for _ in 0..4 {
+            // The announced salt is the new one; a stale client derives its
+            // key from its own old salt, as a client that missed the
+            // rotation would.
+            let c = node.client().await;
+            let (challenge, _) = c.hello("alice").await.unwrap();
+            let seed = kdf::login_seed(&kdf::derive_root(b"NewPass99", &cheap_kdf(2)).unwrap());
+            let sig =
+                kdf::login_key_pair(&seed).sign(&wire::login_message("DFS1", "alice", &challenge));
+            let resp = c
+                .call(&Request::Login {
+                    user: "alice".into(),
+                    proof: Proof::Signature(sig.as_ref().to_vec()),
+                })
+                .await;
+            assert_eq!(error_code(&resp), Some(ErrorCode::AuthFailed), "{resp:?}");
+        }
+        // The current password still gets straight in.
+        let c = node.client().await;
+        assert_eq!(
+            c.login_signature("DFS1", "alice", "Third-Pass")
+                .await
+                .unwrap(),
+            Response::LoggedIn
+        );
+        // Real guesses are still throttled.
+        for _ in 0..2 {
+            let resp = node
+                .client()
+                .await
+                .login_md5("alice", "guess")
+                .await
+                .unwrap();
+            assert_eq!(error_code(&resp), Some(ErrorCode::AuthFailed));
+        }
+        let resp = node
+            .client()
+            .await
+            .login_md5("alice", "guess")
+            .await
+            .unwrap();
+        assert!(
+            matches!(error_code(&resp), Some(ErrorCode::Throttled(_))),
+            "{resp:?}"
+        );
+    })
+    .await
+}

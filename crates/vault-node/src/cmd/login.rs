@@ -3,14 +3,15 @@
 //!
 //! The login must follow a `Hello` for the same user on this connection;
 //! each `Hello` allows one attempt. Throttled attempts are refused before
-//! the proof is looked at.
+//! the proof is looked at; every other attempt is counted first and
+//! forgiven on success (or when it used the user's previous credential).
 
 use std::time::Instant;
 
 use wire::{ErrorCode, Proof, Response};
 
 use super::{either, internal, Ctx};
-use crate::auth;
+use crate::auth::{self, Verdict};
 
 /// The one message for every failed login.
 pub(crate) const AUTH_FAILED: &str = "invalid username or password";
@@ -37,26 +38,43 @@ async fn login(ctx: &Ctx<'_>, user: &str, proof: &Proof) -> Result<Response, Res
         (session.peer(), challenge)
     };
     let ip = peer.ip();
-    if let Err(wait) = node.throttle.check(ip, &user, Instant::now()) {
-        let ms = u64::try_from(wait.as_millis()).unwrap_or(u64::MAX).max(1);
-        tracing::info!(%user, %peer, retry_after_ms = ms, "login throttled");
-        return Err(Response::error(
-            ErrorCode::Throttled(ms),
-            format!("too many failed logins; retry in {} s", ms.div_ceil(1000)),
-        ));
-    }
-    let (_, verifier) = auth::resolve(&node.users, &node.records, &node.secret, &user)
-        .await
-        .map_err(|e| internal("reading the key record", &e))?;
-    match auth::verify(&verifier, proof, &node.name, &user, &challenge) {
-        Some(method) => {
-            node.throttle.success(ip, &user);
+    // The attempt is counted before the proof is looked at, atomically, so
+    // parallel guesses cannot all slip through.
+    let attempt = node
+        .throttle
+        .begin(ip, &user, Instant::now())
+        .map_err(|wait| {
+            let ms = u64::try_from(wait.as_millis()).unwrap_or(u64::MAX).max(1);
+            tracing::info!(%user, %peer, retry_after_ms = ms, "login throttled");
+            Response::error(
+                ErrorCode::Throttled(ms),
+                format!("too many failed logins; retry in {} s", ms.div_ceil(1000)),
+            )
+        })?;
+    // Read before the credentials: a rotation racing this login leaves the
+    // session on the old epoch, and so logged out at its first request.
+    let epoch = node.records.epoch(&user);
+    let creds = match auth::resolve(&node.users, &node.records, &node.secret, &user).await {
+        Ok((_, creds)) => creds,
+        Err(e) => {
+            attempt.stale();
+            return Err(internal("reading the key record", &e));
+        }
+    };
+    match auth::verify(&creds, proof, &node.name, &user, &challenge) {
+        Verdict::Valid(method) => {
+            attempt.succeeded();
             tracing::info!(%user, %peer, ?method, "logged in");
-            ctx.session().logged_in(user, method);
+            ctx.session().logged_in(user, method, epoch);
             Ok(Response::LoggedIn)
         }
-        None => {
-            node.throttle.failure(ip, &user, Instant::now());
+        Verdict::Stale => {
+            attempt.stale();
+            tracing::info!(%user, %peer, "login with a previous credential");
+            Err(Response::error(ErrorCode::AuthFailed, AUTH_FAILED))
+        }
+        Verdict::Invalid => {
+            attempt.failed();
             tracing::info!(%user, %peer, "failed login");
             Err(Response::error(ErrorCode::AuthFailed, AUTH_FAILED))
         }

@@ -32,12 +32,22 @@ impl Ctx<'_> {
         self.session.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// The logged-in user, or the `NotLoggedIn` error to answer.
+    /// The logged-in user, or the `NotLoggedIn` error to answer. A
+    /// connection whose user's login key changed since it logged in (a
+    /// rotation on another connection) is logged out here.
     pub fn user(&self) -> Result<(String, LoginMethod), Response> {
-        self.session()
-            .user()
-            .map(|(u, m)| (u.to_string(), m))
-            .ok_or_else(|| Response::error(ErrorCode::NotLoggedIn, "log in first"))
+        let mut session = self.session();
+        let Some((user, method)) = session.user().map(|(u, m)| (u.to_string(), m)) else {
+            return Err(Response::error(ErrorCode::NotLoggedIn, "log in first"));
+        };
+        if session.epoch() != Some(self.node.records.epoch(&user)) {
+            session.log_out();
+            return Err(Response::error(
+                ErrorCode::NotLoggedIn,
+                "the account's credentials changed; log in again",
+            ));
+        }
+        Ok((user, method))
     }
 }
 

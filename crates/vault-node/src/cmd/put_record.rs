@@ -6,7 +6,9 @@
 //! the stored record has no login key (a legacy client's first record, and
 //! the rotation that upgrades it); once the record has a login key, only a
 //! signature login may change it. A record with `login_key` upgrades the
-//! account: from then on the MD5 proof is refused.
+//! account: from then on the MD5 proof is refused, and no record without a
+//! login key is accepted. When the login key changes, the user's other
+//! connections must log in again.
 
 use wire::{ErrorCode, Response, UserRecord};
 
@@ -22,7 +24,10 @@ async fn put(ctx: &Ctx<'_>, expect: u64, record: &UserRecord) -> Result<Response
     let (user, method) = ctx.user()?;
     let legacy = method == LoginMethod::Legacy;
     match ctx.node.records.put(&user, expect, record, legacy).await {
-        Ok(()) => {
+        Ok(epoch) => {
+            // This connection made the change: it stays logged in; others
+            // of the user log in again if the login key changed.
+            ctx.session().set_epoch(epoch);
             tracing::info!(
                 %user,
                 generation = record.generation,
@@ -34,7 +39,7 @@ async fn put(ctx: &Ctx<'_>, expect: u64, record: &UserRecord) -> Result<Response
         Err(e @ RecordError::Conflict { .. }) => {
             Err(Response::error(ErrorCode::Conflict, e.to_string()))
         }
-        Err(e @ RecordError::Upgraded) => {
+        Err(e @ (RecordError::Upgraded | RecordError::Downgrade)) => {
             Err(Response::error(ErrorCode::AuthFailed, e.to_string()))
         }
         Err(e) => Err(internal("storing the key record", &e)),
