@@ -14,7 +14,7 @@ use zeroize::Zeroizing;
 use crate::config::{ClientConfig, PasswordSetting};
 use crate::net::client_endpoint;
 use crate::ops::{self, OpError};
-use crate::vault::{OpenError, Vault, AUTH_FAILED_MESSAGE};
+use crate::vault::{OpenError, OpenOptions, Vault, AUTH_FAILED_MESSAGE};
 
 /// Encrypted files spread over four untrusted storage nodes.
 ///
@@ -116,10 +116,23 @@ pub async fn run(cli: Cli) -> Result<i32> {
         Some(p) => p,
         None => password_from_env_or_config(&cfg, "VAULT_PASSWORD", "Password")?,
     };
+    let options = OpenOptions::default();
+    let store = options.state_store(&cfg);
+    let pending = store
+        .load(&cfg.username.to_ascii_lowercase())?
+        .pending_rotation;
     // The legacy MD5 credential check: a digest in dfc.conf must match
     // before anything is sent (plain-text lines are left to the nodes).
+    // While a rotation is pending, the new password's digest matches too,
+    // and `rotate` itself is left to the nodes: a half-finished rotation
+    // must never be locked out by the local check.
     if let Some(digest @ PasswordSetting::Md5(_)) = &cfg.password {
-        if !digest.matches(&password) {
+        let pending_new = pending
+            .as_ref()
+            .and_then(|p| p.new_md5.as_deref())
+            .is_some_and(|d| crate::config::md5_hex(password.as_bytes()) == d);
+        let rotating = pending.is_some() && matches!(cli.command, Some(Command::Rotate));
+        if !digest.matches(&password) && !pending_new && !rotating {
             eprintln!("{AUTH_FAILED_MESSAGE}");
             return Ok(1);
         }
@@ -130,15 +143,18 @@ pub async fn run(cli: Cli) -> Result<i32> {
                 Some(p) => p,
                 None => new_password()?,
             };
-            let report = ops::rotate::rotate(&endpoint, &cfg, &password, &new).await;
+            let report = ops::rotate::rotate(&endpoint, &cfg, &password, &new, &options).await;
             match report {
                 Ok(r) => {
                     if cli.json {
                         println!(
                             "{}",
-                            serde_json::json!({"rotated": r.nodes, "config_updated": r.config_updated})
+                            serde_json::json!({"rotated": r.nodes, "config_updated": r.config_updated, "resumed": r.resumed})
                         );
                     } else {
+                        if r.resumed {
+                            println!("finished the interrupted password change");
+                        }
                         println!("password changed on {}", r.nodes.join(", "));
                         if r.config_updated {
                             println!("updated {}", cfg.path.display());
@@ -160,7 +176,7 @@ pub async fn run(cli: Cli) -> Result<i32> {
                 }
                 _ => None,
             };
-            let vault = match Vault::open(&endpoint, &cfg, &password).await {
+            let vault = match Vault::open_with(&endpoint, &cfg, &password, &options).await {
                 Ok(v) => Arc::new(v),
                 Err(OpenError::AuthFailed) => {
                     eprintln!("{AUTH_FAILED_MESSAGE}");
@@ -345,7 +361,17 @@ pub async fn run_command(
             }
         }
         Command::List => match ops::list::list(vault).await {
-            Ok(files) => {
+            Ok(listing) => {
+                for p in &listing.problems {
+                    eprintln!("warning: {p}");
+                }
+                if listing.format1_objects > 0 {
+                    eprintln!(
+                        "warning: {} objects stored by Vault 0.1 (storage format 1) are not shown; see \"Upgrading from Vault 0.1\" in the README",
+                        listing.format1_objects
+                    );
+                }
+                let files = listing.files;
                 if json {
                     let unavailable: Vec<_> = vault
                         .unavailable()
@@ -354,7 +380,7 @@ pub async fn run_command(
                         .collect();
                     println!(
                         "{}",
-                        serde_json::json!({"files": files, "unavailable": unavailable})
+                        serde_json::json!({"files": files, "unavailable": unavailable, "problems": listing.problems, "format1_objects": listing.format1_objects})
                     );
                 } else {
                     for f in files {

@@ -9,7 +9,13 @@
 //! - [`crypto`]: the STREAM AEAD for parts ([`crypto::stream`]) and the key
 //!   hierarchy ([`crypto::keys`]).
 //! - [`manifest`]: the sealed per-file manifest nodes store under an opaque id.
-//! - [`net`]: QUIC sessions to the four nodes (parallel dial, login, requests).
+//! - [`net`]: QUIC sessions to the four nodes (dial, bounded requests,
+//!   node text sanitised before it can reach a terminal).
+//! - [`state`]: what this client learned about an account (`dfc.conf.state`),
+//!   so no node can make it go backwards.
+//! - [`login`]: the one guarded way in: hello, then a signature or (only
+//!   when safe) an MD5 proof per node.
+//! - [`records`]: key records: which to trust, the first one, catching up.
 //! - [`vault`]: an opened vault: sessions plus the unwrapped master key.
 //! - [`ops`]: PUT, GET, LIST, DELETE and ROTATE.
 //! - [`cli`]: the command line and the classic interactive prompt.
@@ -18,8 +24,12 @@
 pub mod cli;
 pub mod config;
 pub mod crypto;
+mod fsutil;
+pub mod login;
 pub mod manifest;
 pub mod net;
 pub mod ops;
 pub mod placement;
+pub mod records;
+pub mod state;
 pub mod vault;

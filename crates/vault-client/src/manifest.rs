@@ -2,15 +2,17 @@
 //! plaintext size, the content hash, the placement), sealed under the
 //! master key and stored under an id derived from the name.
 //!
-//! A sealed manifest is `nonce (24) || XChaCha20-Poly1305 ciphertext`, with
-//! associated data binding the user and the manifest id, so a node cannot
-//! move a manifest to another name or another user.
+//! A sealed manifest is `"VLTm" 0x02 | nonce (24) | XChaCha20-Poly1305
+//! ciphertext`, with associated data binding the header, the user and the
+//! manifest id, so a node can neither move a manifest to another name or
+//! user nor pass off another format as this one.
 
 use serde::{Deserialize, Serialize};
+use thiserror::Error;
 use wire::BlobId;
 
+use crate::crypto::format::{check_header, HeaderCheck, HEADER_LEN, MANIFEST_HEADER};
 use crate::crypto::keys::{self, random_bytes, KeyError, MasterKey, FILE_ID_LEN};
-use crate::crypto::CryptoError;
 use crate::placement::{part_ranges, placement_x, PARTS};
 
 /// Longest file name a manifest holds, in bytes.
@@ -18,6 +20,18 @@ pub const MAX_NAME_LEN: usize = 4096;
 /// Largest sealed manifest a client reads from a node.
 pub const MAX_SEALED_LEN: usize = 16 * 1024;
 const NONCE_LEN: usize = 24;
+const TAG_LEN: usize = 16;
+
+/// Why a stored manifest was not accepted.
+#[derive(Debug, Error, Clone, Copy, PartialEq, Eq)]
+pub enum ManifestError {
+    /// Not a format-2 manifest: written by Vault 0.1 (format 1), or damaged.
+    #[error("not a storage format 2 manifest (Vault 0.1 wrote format 1)")]
+    OtherFormat,
+    /// Tampered with, moved, or not a manifest at all.
+    #[error("decryption failed")]
+    Decryption,
+}
 
 /// What the client knows about one version of a file.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -42,7 +56,7 @@ pub struct Manifest {
 
 impl Manifest {
     /// The placement value `x` (MD5 mod 4).
-    pub fn x(&self) -> usize {
+    pub fn placement(&self) -> usize {
         let mut d = [0u8; 16];
         d.copy_from_slice(&self.md5);
         placement_x(&d)
@@ -58,7 +72,7 @@ impl Manifest {
         Ok(Manifest {
             name: self.name.clone(),
             size: 0,
-            md5: crate::crypto::keys::md5_of(b"").to_vec(),
+            md5: keys::md5_of(b"").to_vec(),
             file_id: random_bytes::<FILE_ID_LEN>()?.to_vec(),
             version: self.version + 1,
             deleted: true,
@@ -76,34 +90,57 @@ impl Manifest {
 
     /// Seals the manifest for `user` under id `id`.
     pub fn seal(&self, master: &MasterKey, user: &str, id: &BlobId) -> Result<Vec<u8>, KeyError> {
-        let mut plain = Vec::new();
-        ciborium::into_writer(self, &mut plain).expect("writing CBOR to a Vec cannot fail");
-        keys::seal(&master.manifest_key(), &ad(user, id), &plain)
+        self.seal_with_nonce(master, user, id, random_bytes()?)
     }
 
-    /// Opens a sealed manifest read from a node. Fails (opaquely) on any
-    /// tampering, on a manifest stored under another id, and on contents
-    /// that are not a well-formed manifest.
+    /// [`Self::seal`] with a given nonce: for known-answer vectors only.
+    #[doc(hidden)]
+    pub fn seal_with_nonce(
+        &self,
+        master: &MasterKey,
+        user: &str,
+        id: &BlobId,
+        nonce: [u8; NONCE_LEN],
+    ) -> Result<Vec<u8>, KeyError> {
+        let mut plain = Vec::new();
+        ciborium::into_writer(self, &mut plain).expect("writing CBOR to a Vec cannot fail");
+        let sealed = keys::seal_with_nonce(&master.manifest_key(), &ad(user, id), &plain, nonce)?;
+        let mut out = MANIFEST_HEADER.to_vec();
+        out.extend_from_slice(&sealed);
+        Ok(out)
+    }
+
+    /// Opens a sealed manifest read from a node. Fails on any tampering,
+    /// on a manifest stored under another id or user, and on contents that
+    /// are not a well-formed manifest, all as the one opaque
+    /// [`ManifestError::Decryption`]; an object without the format-2 header
+    /// is [`ManifestError::OtherFormat`].
     pub fn open(
         sealed: &[u8],
         master: &MasterKey,
         user: &str,
         id: &BlobId,
-    ) -> Result<Manifest, CryptoError> {
-        if sealed.len() < NONCE_LEN + 16 || sealed.len() > MAX_SEALED_LEN {
-            return Err(CryptoError);
+    ) -> Result<Manifest, ManifestError> {
+        if check_header(sealed, &MANIFEST_HEADER) == HeaderCheck::Other {
+            return Err(ManifestError::OtherFormat);
         }
-        let plain = keys::open(&master.manifest_key(), &ad(user, id), sealed)?;
-        let m: Manifest = ciborium::from_reader(plain.as_slice()).map_err(|_| CryptoError)?;
+        if sealed.len() < HEADER_LEN + NONCE_LEN + TAG_LEN || sealed.len() > MAX_SEALED_LEN {
+            return Err(ManifestError::Decryption);
+        }
+        let plain = keys::open(&master.manifest_key(), &ad(user, id), &sealed[HEADER_LEN..])
+            .map_err(|_| ManifestError::Decryption)?;
+        let m: Manifest =
+            ciborium::from_reader(plain.as_slice()).map_err(|_| ManifestError::Decryption)?;
         if !m.well_formed() || master.manifest_id(&m.name) != *id {
-            return Err(CryptoError);
+            return Err(ManifestError::Decryption);
         }
         Ok(m)
     }
 }
 
 fn ad(user: &str, id: &BlobId) -> Vec<u8> {
-    let mut ad = b"vault manifest v1".to_vec();
+    let mut ad = b"vault manifest v2".to_vec();
+    ad.extend_from_slice(&MANIFEST_HEADER);
     let user = user.to_ascii_lowercase();
     ad.extend_from_slice(&(user.len() as u64).to_be_bytes());
     ad.extend_from_slice(user.as_bytes());
@@ -134,6 +171,7 @@ mod tests {
         let master = MasterKey::generate().unwrap();
         let (m, id) = sample(&master);
         let sealed = m.seal(&master, "alice", &id).unwrap();
+        assert!(sealed.starts_with(b"VLTm\x02"));
         assert!(!sealed.windows(10).any(|w| w == b"report.pdf"));
         assert_eq!(Manifest::open(&sealed, &master, "Alice", &id).unwrap(), m);
     }
@@ -144,17 +182,38 @@ mod tests {
         let (m, id) = sample(&master);
         let sealed = m.seal(&master, "alice", &id).unwrap();
         let other_id = master.manifest_id("other.txt");
-        assert!(Manifest::open(&sealed, &master, "alice", &other_id).is_err());
-        assert!(Manifest::open(&sealed, &master, "bob", &id).is_err());
+        let fails = |bytes: &[u8], user: &str, id: &BlobId| {
+            Manifest::open(bytes, &master, user, id).is_err()
+        };
+        assert!(fails(&sealed, "alice", &other_id));
+        assert!(fails(&sealed, "bob", &id));
         let other_master = MasterKey::generate().unwrap();
         assert!(Manifest::open(&sealed, &other_master, "alice", &id).is_err());
         for i in 0..sealed.len() {
             let mut bad = sealed.clone();
             bad[i] ^= 0x40;
-            assert!(Manifest::open(&bad, &master, "alice", &id).is_err());
+            let err = Manifest::open(&bad, &master, "alice", &id).unwrap_err();
+            // Header bytes say "another format"; every other byte is opaque.
+            if i < HEADER_LEN {
+                assert_eq!(err, ManifestError::OtherFormat);
+            } else {
+                assert_eq!(err, ManifestError::Decryption);
+            }
         }
-        assert!(Manifest::open(&sealed[..sealed.len() - 1], &master, "alice", &id).is_err());
-        assert!(Manifest::open(&[], &master, "alice", &id).is_err());
-        assert!(Manifest::open(&vec![0; MAX_SEALED_LEN + 1], &master, "alice", &id).is_err());
+        assert!(fails(&sealed[..sealed.len() - 1], "alice", &id));
+        assert!(fails(&[], "alice", &id));
+        assert!(fails(&vec![0; MAX_SEALED_LEN + 1], "alice", &id));
+    }
+
+    #[test]
+    fn format_one_manifests_are_recognised() {
+        // Vault 0.1 stored `nonce || ciphertext` with no header.
+        let master = MasterKey::generate().unwrap();
+        let (_, id) = sample(&master);
+        let v1 = [0x5au8; 24 + 60];
+        assert_eq!(
+            Manifest::open(&v1, &master, "alice", &id),
+            Err(ManifestError::OtherFormat)
+        );
     }
 }

@@ -4,6 +4,10 @@
 //! with its name from `dfc.conf` as the TLS server name, so a node presenting
 //! another node's certificate is refused. Every request opens its own
 //! bidirectional stream on the node's single connection.
+//!
+//! Everything a node says is bounded (frame sizes, listing length and
+//! duration, stalls) and every string it sends is passed through
+//! [`sanitize`] before it can reach a terminal.
 
 use std::net::{Ipv6Addr, SocketAddr, UdpSocket};
 use std::sync::Arc;
@@ -27,8 +31,53 @@ pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(15);
 pub const STALL_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Most blobs a client accepts in one node's listing (a hostile node must
-/// not make LIST grow without bound).
-pub const MAX_LISTING: usize = 4_000_000;
+/// not make LIST grow without bound): about 330,000 files' worth.
+pub const MAX_LISTING: usize = 1_000_000;
+/// Longest a whole listing of one node may take.
+pub const LISTING_DEADLINE: Duration = Duration::from_secs(300);
+/// Longest node-supplied text kept for messages.
+const MAX_NODE_TEXT: usize = 300;
+
+/// Time limits for talking to nodes. The defaults suit real use; tests
+/// shorten them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Timeouts {
+    /// Dial and TLS handshake.
+    pub connect: Duration,
+    /// A small request, start to end.
+    pub request: Duration,
+    /// A bulk transfer without progress.
+    pub stall: Duration,
+    /// A whole listing of one node.
+    pub listing: Duration,
+}
+
+impl Default for Timeouts {
+    fn default() -> Self {
+        Timeouts {
+            connect: CONNECT_TIMEOUT,
+            request: REQUEST_TIMEOUT,
+            stall: STALL_TIMEOUT,
+            listing: LISTING_DEADLINE,
+        }
+    }
+}
+
+/// Makes node-supplied text safe to print: control characters (escape
+/// sequences, carriage returns, bells, C1 controls) and bidirectional
+/// overrides become `?`, and the text is cut to a bounded length.
+pub fn sanitize(text: &str) -> String {
+    let mut out = String::new();
+    for (i, c) in text.chars().enumerate() {
+        if i == MAX_NODE_TEXT {
+            out.push_str("...");
+            break;
+        }
+        let bidi = matches!(c, '\u{202a}'..='\u{202e}' | '\u{2066}'..='\u{2069}' | '\u{200e}' | '\u{200f}' | '\u{061c}');
+        out.push(if c.is_control() || bidi { '?' } else { c });
+    }
+    out
+}
 
 /// Network and protocol failures talking to one node.
 #[derive(Debug, Error)]
@@ -63,7 +112,15 @@ impl NetError {
 }
 
 fn conn_err(e: impl std::fmt::Display) -> NetError {
-    NetError::Connection(e.to_string())
+    let text = e.to_string();
+    // TLS alert 120: no application protocol in common, i.e. a node of
+    // another protocol version (Vault 0.1 spoke `vault/1`).
+    if text.contains("error 120") || text.contains("no_application_protocol") {
+        return NetError::Connection(
+            "the node speaks another protocol version (vault/1 is Vault 0.1); upgrade nodes and clients together".into(),
+        );
+    }
+    NetError::Connection(sanitize(&text))
 }
 
 /// Builds the client endpoint, trusting only the CA certificates in `ca_pem`.
@@ -143,13 +200,16 @@ pub struct Session {
     /// The node's name (`DFS1`...).
     pub name: String,
     conn: Connection,
+    timeouts: Timeouts,
 }
 
-/// Dials `server` and completes the TLS handshake within [`CONNECT_TIMEOUT`].
+/// Dials `server` and completes the TLS handshake within the connect
+/// timeout.
 pub async fn dial(
     endpoint: &Endpoint,
     node: usize,
     server: &ServerEntry,
+    timeouts: Timeouts,
 ) -> Result<Session, NetError> {
     let target = format!("{}:{}", server.host, server.port);
     let attempt = async {
@@ -163,13 +223,14 @@ pub async fn dial(
         let connecting = endpoint.connect(addr, &server.name).map_err(conn_err)?;
         connecting.await.map_err(conn_err)
     };
-    let conn = tokio::time::timeout(CONNECT_TIMEOUT, attempt)
+    let conn = tokio::time::timeout(timeouts.connect, attempt)
         .await
         .map_err(|_| NetError::Timeout)??;
     Ok(Session {
         node,
         name: server.name.clone(),
         conn,
+        timeouts,
     })
 }
 
@@ -179,15 +240,35 @@ async fn read_frame(recv: &mut RecvStream) -> Result<Response, NetError> {
     let len = decode_frame_header(&prefix).map_err(|e| NetError::Protocol(e.to_string()))?;
     let mut body = vec![0u8; len];
     recv.read_exact(&mut body).await.map_err(conn_err)?;
-    let resp = decode_response(&body).map_err(|e| NetError::Protocol(e.to_string()))?;
+    let resp = decode_response(&body).map_err(|e| NetError::Protocol(sanitize(&e.to_string())))?;
     match resp {
-        Response::Error { code, message } => Err(NetError::Node { code, message }),
+        Response::Error { code, message } => Err(NetError::Node {
+            code,
+            message: sanitize(&message),
+        }),
         other => Ok(other),
     }
 }
 
-fn unexpected(what: &str, got: &Response) -> NetError {
-    NetError::Protocol(format!("expected {what}, got {got:?}"))
+/// A response's kind, for messages (never its node-supplied fields).
+fn kind(r: &Response) -> &'static str {
+    match r {
+        Response::Challenge { .. } => "Challenge",
+        Response::LoggedIn => "LoggedIn",
+        Response::Stored => "Stored",
+        Response::Blob { .. } => "Blob",
+        Response::Listing { .. } => "Listing",
+        Response::Deleted => "Deleted",
+        Response::Status(_) => "Status",
+        Response::Record(_) => "Record",
+        Response::RecordStored => "RecordStored",
+        Response::Error { .. } => "Error",
+    }
+}
+
+/// The error for a response of the wrong kind.
+pub fn unexpected(what: &str, got: &Response) -> NetError {
+    NetError::Protocol(format!("expected {what}, got {}", kind(got)))
 }
 
 impl Session {
@@ -213,9 +294,14 @@ impl Session {
             let _ = recv.read_to_end(0).await;
             Ok(resp)
         };
-        tokio::time::timeout(REQUEST_TIMEOUT, exchange)
+        tokio::time::timeout(self.timeouts.request, exchange)
             .await
             .map_err(|_| NetError::Timeout)?
+    }
+
+    /// The time limits this session applies.
+    pub fn timeouts(&self) -> Timeouts {
+        self.timeouts
     }
 
     /// Starts an upload of exactly `len` bytes to blob `id`.
@@ -224,13 +310,14 @@ impl Session {
             id: id.clone(),
             len,
         };
-        let (send, recv) = tokio::time::timeout(REQUEST_TIMEOUT, self.open(&req))
+        let (send, recv) = tokio::time::timeout(self.timeouts.request, self.open(&req))
             .await
             .map_err(|_| NetError::Timeout)??;
         Ok(Upload {
             send,
             recv,
             remaining: len,
+            timeouts: self.timeouts,
         })
     }
 
@@ -252,19 +339,20 @@ impl Session {
                     recv,
                     remaining: len,
                     len,
+                    stall: self.timeouts.stall,
                 })),
                 Ok(other) => Err(unexpected("Blob", &other)),
                 Err(e) if e.is_code(ErrorCode::NotFound) => Ok(None),
                 Err(e) => Err(e),
             }
         };
-        tokio::time::timeout(REQUEST_TIMEOUT, opened)
+        tokio::time::timeout(self.timeouts.request, opened)
             .await
             .map_err(|_| NetError::Timeout)?
     }
 
     /// Reads a whole small blob, refusing blobs over `max` bytes.
-    /// The whole read must finish within [`REQUEST_TIMEOUT`], so a node
+    /// The whole read must finish within the request timeout, so a node
     /// trickling bytes cannot hold a command up.
     pub async fn get_bytes(&self, id: &BlobId, max: usize) -> Result<Option<Vec<u8>>, NetError> {
         let read = async {
@@ -284,13 +372,27 @@ impl Session {
             }
             Ok(Some(out))
         };
-        tokio::time::timeout(REQUEST_TIMEOUT, read)
+        tokio::time::timeout(self.timeouts.request, read)
             .await
             .map_err(|_| NetError::Timeout)?
     }
 
-    /// Lists every blob the user has on this node.
+    /// Lists every blob the user has on this node: at most [`MAX_LISTING`]
+    /// entries, within the listing deadline. A node that sends more, or
+    /// takes longer, is reported instead of exhausting memory or time.
     pub async fn list_all(&self) -> Result<Vec<ListEntry>, NetError> {
+        let deadline = self.timeouts.listing;
+        tokio::time::timeout(deadline, self.list_pages())
+            .await
+            .map_err(|_| {
+                NetError::Protocol(format!(
+                    "listing took longer than {} s; ignoring this node's listing",
+                    deadline.as_secs()
+                ))
+            })?
+    }
+
+    async fn list_pages(&self) -> Result<Vec<ListEntry>, NetError> {
         let mut out = Vec::new();
         let mut after = None;
         loop {
@@ -310,12 +412,12 @@ impl Session {
                     return Err(NetError::Protocol("listing did not advance".into()));
                 }
             }
-            out.extend(entries);
-            if out.len() > MAX_LISTING {
+            if out.len() + entries.len() > MAX_LISTING {
                 return Err(NetError::Protocol(format!(
-                    "listing exceeds {MAX_LISTING} entries"
+                    "listing exceeds {MAX_LISTING} entries; ignoring this node's listing"
                 )));
             }
+            out.extend(entries);
             match (more, last) {
                 (true, Some(last)) => after = Some(last),
                 _ => return Ok(out),
@@ -340,6 +442,7 @@ pub struct Upload {
     send: SendStream,
     recv: RecvStream,
     remaining: u64,
+    timeouts: Timeouts,
 }
 
 impl Upload {
@@ -348,7 +451,7 @@ impl Upload {
         if bytes.len() as u64 > self.remaining {
             return Err(NetError::Protocol("upload longer than announced".into()));
         }
-        tokio::time::timeout(STALL_TIMEOUT, self.send.write_all(bytes))
+        tokio::time::timeout(self.timeouts.stall, self.send.write_all(bytes))
             .await
             .map_err(|_| NetError::Timeout)?
             .map_err(conn_err)?;
@@ -362,7 +465,7 @@ impl Upload {
             return Err(NetError::Protocol("upload shorter than announced".into()));
         }
         self.send.finish().map_err(conn_err)?;
-        let resp = tokio::time::timeout(REQUEST_TIMEOUT, read_frame(&mut self.recv))
+        let resp = tokio::time::timeout(self.timeouts.request, read_frame(&mut self.recv))
             .await
             .map_err(|_| NetError::Timeout)??;
         match resp {
@@ -383,6 +486,7 @@ pub struct Download {
     remaining: u64,
     /// Total length the node announced.
     pub len: u64,
+    stall: Duration,
 }
 
 impl Download {
@@ -391,7 +495,7 @@ impl Download {
     pub async fn next_chunk(&mut self, max: usize) -> Result<Option<bytes::Bytes>, NetError> {
         if self.remaining == 0 {
             // Expect the end of the stream: nothing may follow.
-            let tail = tokio::time::timeout(STALL_TIMEOUT, self.recv.read_chunk(1, true))
+            let tail = tokio::time::timeout(self.stall, self.recv.read_chunk(1, true))
                 .await
                 .map_err(|_| NetError::Timeout)?
                 .map_err(conn_err)?;
@@ -401,7 +505,7 @@ impl Download {
             };
         }
         let want = (max as u64).min(self.remaining) as usize;
-        let chunk = tokio::time::timeout(STALL_TIMEOUT, self.recv.read_chunk(want, true))
+        let chunk = tokio::time::timeout(self.stall, self.recv.read_chunk(want, true))
             .await
             .map_err(|_| NetError::Timeout)?
             .map_err(conn_err)?;
@@ -417,5 +521,22 @@ impl Download {
     /// Stops the download early.
     pub fn cancel(mut self) {
         let _ = self.recv.stop(0u32.into());
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn node_text_loses_escape_sequences_and_is_bounded() {
+        let hostile = "no blob \x1b]0;pwned\x07\x1b[2J\r\u{9b}31m \u{202e}txt.exe";
+        let clean = sanitize(hostile);
+        assert!(!clean.chars().any(|c| c.is_control()), "{clean:?}");
+        assert!(!clean.contains('\u{202e}'));
+        assert!(clean.starts_with("no blob ?]0;pwned?"));
+        let long = "x".repeat(10_000);
+        assert!(sanitize(&long).len() <= MAX_NODE_TEXT + 3);
+        assert_eq!(sanitize("plain text, ünïcode"), "plain text, ünïcode");
     }
 }

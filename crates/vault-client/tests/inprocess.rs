@@ -143,8 +143,8 @@ async fn parts_swapped_between_files_are_detected() {
         let mb = ops::get::find(&v, "b.bin").await.unwrap();
         // Replace every copy of a.bin's part 2 with b.bin's part 2.
         let (pa, pb) = (
-            v.master.part_id(&ma.file_id, 1),
-            v.master.part_id(&mb.file_id, 1),
+            v.master().part_id(&ma.file_id, 1),
+            v.master().part_id(&mb.file_id, 1),
         );
         let mut swapped = 0;
         for n in 0..4 {
@@ -179,7 +179,7 @@ async fn a_replayed_old_manifest_loses_to_the_newest() {
         ops::put::put_file(&v, &path, progress(), None)
             .await
             .unwrap();
-        let m_id = v.master.manifest_id("doc.txt");
+        let m_id = v.master().manifest_id("doc.txt");
         let old_manifest = std::fs::read(c.user_dir(0, "alice").join(m_id.as_str())).unwrap();
         std::fs::write(&path, b"version two!").unwrap();
         ops::put::put_file(&v, &path, progress(), None)
@@ -221,7 +221,7 @@ async fn absurd_argon2_costs_in_a_record_are_refused_quickly() {
         };
         let s = v.session(0).unwrap();
         s.call(&Request::PutRecord {
-            expect_generation: v.record.generation,
+            expect_generation: v.record().generation,
             record: hostile,
         })
         .await
@@ -233,7 +233,7 @@ async fn absurd_argon2_costs_in_a_record_are_refused_quickly() {
         let again = c.open("alice", "Crimson33").await.unwrap();
         assert!(start.elapsed() < Duration::from_secs(10));
         assert_eq!(
-            again.record.kdf.m_kib,
+            again.record().kdf.m_kib,
             vault_client::crypto::keys::DEFAULT_M_KIB
         );
     })
@@ -251,8 +251,8 @@ async fn accounts_made_by_user_add_log_in_with_the_client() {
         let c = Cluster::start(&format!("{line}\n")).await;
         let v = c.open("Carol", "Lapis-4").await.unwrap();
         assert!(v.unavailable().is_empty());
-        assert_eq!(v.record.kdf, kdf, "the record reuses the account's salt");
-        assert_eq!(v.record.login_key.as_deref(), Some(&key[..]));
+        assert_eq!(v.record().kdf, kdf, "the record reuses the account's salt");
+        assert_eq!(v.record().login_key.as_deref(), Some(&key[..]));
         let p = c.write("n.txt", b"hello");
         ops::put::put_file(&v, &p, progress(), None).await.unwrap();
         v.close();
@@ -261,7 +261,7 @@ async fn accounts_made_by_user_add_log_in_with_the_client() {
             Err(OpenError::AuthFailed)
         ));
         let v = c.open("carol", "Lapis-4").await.unwrap();
-        let listed = ops::list::list(&v).await.unwrap();
+        let listed = ops::list::list(&v).await.unwrap().files;
         assert_eq!(listed.len(), 1);
         assert_eq!(listed[0].name, "n.txt");
     })
@@ -306,6 +306,63 @@ async fn a_node_claiming_legacy_login_for_an_upgraded_account_gets_no_md5() {
         assert_eq!(down[0].0, "DFS2");
         assert!(down[0].1.contains("legacy"), "{}", down[0].1);
         assert!(v.session(1).is_none(), "no session with the lying node");
+    })
+    .await;
+}
+
+/// Whether `a` and `b` agree on 16 consecutive bytes at the same offset:
+/// never for independent keystreams (probability 2^-128 per offset), always
+/// when one keystream encrypted the same plaintext twice.
+fn share_a_window(a: &[u8], b: &[u8]) -> bool {
+    let n = a.len().min(b.len());
+    (0..n.saturating_sub(16)).any(|i| a[i..i + 16] == b[i..i + 16])
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn no_keystream_is_shared_between_parts_or_versions() {
+    within(async {
+        let c = Cluster::start("Alice Crimson33\n").await;
+        let v = c.open("alice", "Crimson33").await.unwrap();
+        // Four parts of three full chunks of zeros each.
+        let zeros = vec![0u8; 4 * 3 * 65536];
+        let path = c.write("zeros.bin", &zeros);
+        let read_parts = |m: &vault_client::manifest::Manifest| -> Vec<Vec<u8>> {
+            (0..4)
+                .map(|k| {
+                    let id = v.master().part_id(&m.file_id, k);
+                    let copies: Vec<Vec<u8>> = (0..4)
+                        .filter_map(|n| {
+                            std::fs::read(c.user_dir(n, "alice").join(id.as_str())).ok()
+                        })
+                        .collect();
+                    assert_eq!(copies.len(), 2, "part {k} has two copies");
+                    assert_eq!(copies[0], copies[1], "the copies are the same bytes");
+                    copies[0].clone()
+                })
+                .collect()
+        };
+        ops::put::put_file(&v, &path, progress(), None)
+            .await
+            .unwrap();
+        let first = ops::get::find(&v, "zeros.bin").await.unwrap();
+        let v1 = read_parts(&first);
+        ops::put::put_file(&v, &path, progress(), None)
+            .await
+            .unwrap();
+        let second = ops::get::find(&v, "zeros.bin").await.unwrap();
+        assert_ne!(first.file_id, second.file_id);
+        let v2 = read_parts(&second);
+        let all: Vec<&Vec<u8>> = v1.iter().chain(&v2).collect();
+        for i in 0..all.len() {
+            for j in i + 1..all.len() {
+                assert!(
+                    !share_a_window(all[i], all[j]),
+                    "parts {i} and {j} share keystream"
+                );
+            }
+        }
+        // Every part starts with the format-2 header.
+        assert!(all.iter().all(|p| p.starts_with(b"VLTp\x02")));
     })
     .await;
 }

@@ -1,15 +1,27 @@
 //! The key hierarchy (see `docs/architecture.md`, "Key hierarchy").
 //!
 //! ```text
-//! password --Argon2id--> root --kdf("vault kek v1")---> KEK (wraps the master key)
-//!                             \-kdf("vault login v1")-> Ed25519 login seed
-//! master key --kdf("vault file v1", file_id)--> per-file key
-//!            --kdf("vault manifest v1")-------> manifest key
-//!            --kdf("vault name v1", name)-----> manifest id
-//!            --kdf("vault part v1", file_id, k)-> part id
+//! password --Argon2id(salt, m, t, p)--> root
+//! root --kdf("vault kek v2")----------------------> KEK (wraps the master key)
+//! root --BLAKE2b-MAC("vault login v1")-------------> Ed25519 login seed
+//! master --kdf("vault manifest key v2")------------> manifest key
+//! master --kdf("vault manifest id v2", name)-------> manifest id  "m2-<hex>"
+//! master --kdf("vault part id v2", file_id, k)-----> part id      "p2-<hex>"
+//! master --kdf("vault part key v2", file_id, k)----> part key (one per file version and part)
 //! ```
+//!
 //! `kdf(label, ...)` is keyed BLAKE2b-256 over the label and the
-//! length-prefixed inputs. Every secret lives in a zeroising buffer.
+//! length-prefixed inputs. Every part of every file version has its own key,
+//! and `file_id` is 16 random bytes drawn for each PUT, so no (key, nonce)
+//! pair of the STREAM construction ever encrypts two different chunks: not
+//! across parts, versions, files or users. (The two copies of a part are the
+//! same ciphertext bytes stored twice, not two encryptions.)
+//!
+//! The key record binds every field it carries into the wrap's associated
+//! data, and [`PasswordKeys::open_record`] also checks that the record's
+//! login key is the one the password derives: a node can neither edit a
+//! record nor pass off a record with its own login key. Every secret lives
+//! in a zeroising buffer.
 
 use argon2::{Algorithm, Argon2, Params, Version};
 use blake2::digest::{consts::U32, Mac};
@@ -19,9 +31,10 @@ use chacha20poly1305::{XChaCha20Poly1305, XNonce};
 use md5::{Digest, Md5};
 use ring::signature::{Ed25519KeyPair, KeyPair};
 use thiserror::Error;
-use wire::{BlobId, KdfParams};
+use wire::{BlobId, KdfParams, UserRecord, STORAGE_FORMAT};
 use zeroize::Zeroizing;
 
+use super::format::{HEADER_LEN, MANIFEST_ID_PREFIX, PART_HEADER, PART_ID_PREFIX};
 use super::stream::StreamKey;
 use super::CryptoError;
 
@@ -67,6 +80,9 @@ pub enum KeyError {
         /// Lanes.
         p: u32,
     },
+    /// The record is in another storage format (1: Vault 0.1).
+    #[error("key record in storage format {0}, which this version does not read")]
+    OldFormat(u16),
     /// Wrong password, or a record that was tampered with.
     #[error("decryption failed")]
     Decryption,
@@ -134,9 +150,10 @@ pub fn md5_of(password: &[u8]) -> [u8; 16] {
     Md5::digest(password).into()
 }
 
-/// Keys derived from the password: the key-encryption key and the login
-/// key. Both come from one Argon2id run.
+/// Keys derived from the password under one set of Argon2id parameters:
+/// the key-encryption key and the login key, from one Argon2id run.
 pub struct PasswordKeys {
+    kdf: KdfParams,
     kek: Zeroizing<[u8; KEY_LEN]>,
     login: Ed25519KeyPair,
 }
@@ -165,11 +182,20 @@ impl PasswordKeys {
         argon
             .hash_password_into(password, &params.salt, root.as_mut())
             .map_err(cost)?;
-        let kek = kdf(&root, b"vault kek v1", &[]);
+        let kek = kdf(&root, b"vault kek v2", &[]);
         let seed = login_seed(&root);
         let login =
             Ed25519KeyPair::from_seed_unchecked(seed.as_ref()).map_err(|_| KeyError::Decryption)?;
-        Ok(PasswordKeys { kek, login })
+        Ok(PasswordKeys {
+            kdf: params.clone(),
+            kek,
+            login,
+        })
+    }
+
+    /// The Argon2id parameters these keys were derived under.
+    pub fn kdf(&self) -> &KdfParams {
+        &self.kdf
     }
 
     /// The Ed25519 public key nodes check upgraded logins against.
@@ -183,27 +209,63 @@ impl PasswordKeys {
         self.login.sign(&msg).as_ref().to_vec()
     }
 
-    /// Seals the master key under the key-encryption key.
-    pub fn wrap(
+    /// A key record holding `master`, wrapped under these keys. With
+    /// `upgraded`, the record carries the login key (nodes then accept only
+    /// signature logins for the user).
+    pub fn seal_record(
         &self,
         master: &MasterKey,
         user: &str,
-        params: &KdfParams,
-    ) -> Result<Vec<u8>, KeyError> {
-        seal(&self.kek, &record_ad(user, params), master.0.as_ref())
+        generation: u64,
+        upgraded: bool,
+    ) -> Result<UserRecord, KeyError> {
+        self.seal_record_with_nonce(master, user, generation, upgraded, random_bytes()?)
     }
 
-    /// Opens a wrapped master key; any mismatch is "decryption failed".
-    pub fn unwrap(
+    /// [`Self::seal_record`] with a given nonce: for known-answer vectors
+    /// only. Never reuse a nonce.
+    #[doc(hidden)]
+    pub fn seal_record_with_nonce(
         &self,
-        wrapped: &[u8],
+        master: &MasterKey,
         user: &str,
-        params: &KdfParams,
-    ) -> Result<MasterKey, KeyError> {
-        if wrapped.len() != WRAPPED_LEN {
+        generation: u64,
+        upgraded: bool,
+        nonce: [u8; XNONCE_LEN],
+    ) -> Result<UserRecord, KeyError> {
+        let mut record = UserRecord {
+            format: STORAGE_FORMAT,
+            generation,
+            kdf: self.kdf.clone(),
+            login_key: upgraded.then(|| self.login_public_key()),
+            wrapped_key: Vec::new(),
+        };
+        record.wrapped_key = seal_with_nonce(
+            &self.kek,
+            &record_ad(user, &record),
+            master.0.as_ref(),
+            nonce,
+        )?;
+        Ok(record)
+    }
+
+    /// Opens a key record made for `user`: checks its format, unwraps the
+    /// master key (which authenticates every field), and checks that its
+    /// login key, if any, is the one this password derives. These keys must
+    /// have been derived under the record's own parameters.
+    pub fn open_record(&self, record: &UserRecord, user: &str) -> Result<MasterKey, KeyError> {
+        if record.format != STORAGE_FORMAT {
+            return Err(KeyError::OldFormat(record.format));
+        }
+        if record.kdf != self.kdf || record.wrapped_key.len() != WRAPPED_LEN {
             return Err(KeyError::Decryption);
         }
-        let plain = open(&self.kek, &record_ad(user, params), wrapped)?;
+        let plain = open(&self.kek, &record_ad(user, record), &record.wrapped_key)?;
+        if let Some(key) = &record.login_key {
+            if *key != self.login_public_key() {
+                return Err(KeyError::Decryption);
+            }
+        }
         let mut key = Zeroizing::new([0u8; KEY_LEN]);
         key.copy_from_slice(&plain);
         Ok(MasterKey(key))
@@ -213,7 +275,16 @@ impl PasswordKeys {
 /// XChaCha20-Poly1305 with a random nonce: `nonce (24) || ciphertext`.
 /// Used for the small sealed objects (key records, manifests).
 pub fn seal(key: &[u8; KEY_LEN], aad: &[u8], msg: &[u8]) -> Result<Vec<u8>, KeyError> {
-    let nonce = random_bytes::<XNONCE_LEN>()?;
+    seal_with_nonce(key, aad, msg, random_bytes()?)
+}
+
+/// [`seal`] with a given nonce (known-answer vectors only).
+pub(crate) fn seal_with_nonce(
+    key: &[u8; KEY_LEN],
+    aad: &[u8],
+    msg: &[u8],
+    nonce: [u8; XNONCE_LEN],
+) -> Result<Vec<u8>, KeyError> {
     let ct = XChaCha20Poly1305::new(key.into())
         .encrypt(XNonce::from_slice(&nonce), Payload { msg, aad })
         .map_err(|_| KeyError::Decryption)?;
@@ -238,28 +309,33 @@ pub fn open(
         .map_err(|_| CryptoError)
 }
 
-/// The login seed: keyed BLAKE2b-256 of the label under the Argon2 output
-/// (the node's `vault-node user add` computes the same).
+/// The login seed: keyed BLAKE2b-256 of the label under the Argon2 output,
+/// with no length prefix (the node's `vault-node user add` computes the
+/// same, so the label stays at v1).
 fn login_seed(root: &[u8; KEY_LEN]) -> Zeroizing<[u8; KEY_LEN]> {
-    kdf_plain(root, b"vault login v1")
-}
-
-/// `BLAKE2b-MAC(key, label)`, with no length prefixes: the form shared with
-/// the node for the login seed.
-fn kdf_plain(key: &[u8; KEY_LEN], label: &[u8]) -> Zeroizing<[u8; KEY_LEN]> {
-    let mut mac = <Blake2bMac<U32> as Mac>::new_from_slice(key).expect("32-byte key is valid");
-    mac.update(label);
+    let mut mac = <Blake2bMac<U32> as Mac>::new_from_slice(root).expect("32-byte key is valid");
+    mac.update(b"vault login v1");
     let mut out = Zeroizing::new([0u8; KEY_LEN]);
     out.copy_from_slice(&mac.finalize().into_bytes());
     out
 }
 
-fn record_ad(user: &str, p: &KdfParams) -> Vec<u8> {
-    let mut ad = b"vault keyrecord v1".to_vec();
+/// Associated data of a record's wrap: every field of the record.
+fn record_ad(user: &str, r: &UserRecord) -> Vec<u8> {
+    let mut ad = b"vault keyrecord v2".to_vec();
     push_lp(&mut ad, user.to_ascii_lowercase().as_bytes());
-    push_lp(&mut ad, &p.salt);
-    for v in [p.m_kib, p.t, p.p] {
+    ad.extend_from_slice(&r.format.to_be_bytes());
+    ad.extend_from_slice(&r.generation.to_be_bytes());
+    push_lp(&mut ad, &r.kdf.salt);
+    for v in [r.kdf.m_kib, r.kdf.t, r.kdf.p] {
         ad.extend_from_slice(&v.to_be_bytes());
+    }
+    match &r.login_key {
+        Some(k) => {
+            ad.push(1);
+            push_lp(&mut ad, k);
+        }
+        None => ad.push(0),
     }
     ad
 }
@@ -278,39 +354,64 @@ impl std::fmt::Debug for MasterKey {
     }
 }
 
+/// What sealing or opening one part of one file version needs.
+pub struct PartKeys {
+    /// The part's blob id.
+    pub id: BlobId,
+    /// The part's own stream key.
+    pub key: StreamKey,
+    /// Associated data of every chunk: binds header, user, file version,
+    /// version number and part index.
+    pub ad: Vec<u8>,
+}
+
 impl MasterKey {
     /// A new random master key.
     pub fn generate() -> Result<Self, KeyError> {
         Ok(MasterKey(Zeroizing::new(random_bytes::<KEY_LEN>()?)))
     }
 
+    /// A master key from its bytes: for known-answer vectors only.
+    #[doc(hidden)]
+    pub fn from_bytes(bytes: [u8; KEY_LEN]) -> Self {
+        MasterKey(Zeroizing::new(bytes))
+    }
+
     /// The opaque id of the manifest for file `name`.
     pub fn manifest_id(&self, name: &str) -> BlobId {
-        let h = kdf(&self.0, b"vault name v1", &[name.as_bytes()]);
-        BlobId::new(format!("m-{}", hex::encode(h.as_ref()))).expect("hex id is valid")
+        let h = kdf(&self.0, b"vault manifest id v2", &[name.as_bytes()]);
+        BlobId::new(format!("{MANIFEST_ID_PREFIX}{}", hex::encode(h.as_ref())))
+            .expect("hex id is valid")
     }
 
     /// The opaque id of part `k` (0-based) of the file version `file_id`.
     pub fn part_id(&self, file_id: &[u8], k: usize) -> BlobId {
-        let h = kdf(&self.0, b"vault part v1", &[file_id, &[k as u8]]);
-        BlobId::new(format!("p-{}", hex::encode(h.as_ref()))).expect("hex id is valid")
+        let h = kdf(&self.0, b"vault part id v2", &[file_id, &[k as u8]]);
+        BlobId::new(format!("{PART_ID_PREFIX}{}", hex::encode(h.as_ref())))
+            .expect("hex id is valid")
     }
 
-    /// The key every part of file version `file_id` is encrypted with.
-    pub fn file_key(&self, file_id: &[u8]) -> StreamKey {
-        StreamKey::new(*kdf(&self.0, b"vault file v1", &[file_id]))
+    /// Id, key and associated data of part `k` of version `version`
+    /// (file id `file_id`) of one of `user`'s files.
+    pub fn part(&self, user: &str, file_id: &[u8], version: u64, k: usize) -> PartKeys {
+        PartKeys {
+            id: self.part_id(file_id, k),
+            key: StreamKey::new(*kdf(&self.0, b"vault part key v2", &[file_id, &[k as u8]])),
+            ad: part_ad(user, file_id, version, k),
+        }
     }
 
     /// The key manifests are sealed with.
     pub fn manifest_key(&self) -> Zeroizing<[u8; KEY_LEN]> {
-        kdf(&self.0, b"vault manifest v1", &[])
+        kdf(&self.0, b"vault manifest key v2", &[])
     }
 }
 
-/// Associated data of part `k` of a file version: binds the user, the file
-/// version's id, the version number and the slot.
-pub fn part_ad(user: &str, file_id: &[u8], version: u64, k: usize) -> Vec<u8> {
-    let mut ad = b"vault part v1".to_vec();
+/// Associated data of part `k` of a file version.
+fn part_ad(user: &str, file_id: &[u8], version: u64, k: usize) -> Vec<u8> {
+    let mut ad = b"vault part v2".to_vec();
+    debug_assert_eq!(PART_HEADER.len(), HEADER_LEN);
+    ad.extend_from_slice(&PART_HEADER);
     push_lp(&mut ad, user.to_ascii_lowercase().as_bytes());
     push_lp(&mut ad, file_id);
     ad.extend_from_slice(&version.to_be_bytes());
@@ -332,26 +433,67 @@ mod tests {
     }
 
     #[test]
-    fn wrap_unwrap_round_trip_and_wrong_password() {
+    fn records_round_trip_and_bind_every_field() {
         let p = fast_params();
         let keys = PasswordKeys::derive(b"Crimson33", &p).unwrap();
         let master = MasterKey::generate().unwrap();
-        let wrapped = keys.wrap(&master, "alice", &p).unwrap();
-        assert_eq!(wrapped.len(), WRAPPED_LEN);
-        let back = keys.unwrap(&wrapped, "Alice", &p).unwrap();
-        assert_eq!(back.0.as_ref(), master.0.as_ref());
-
+        for upgraded in [false, true] {
+            let r = keys.seal_record(&master, "alice", 4, upgraded).unwrap();
+            assert_eq!(r.wrapped_key.len(), WRAPPED_LEN);
+            let back = keys.open_record(&r, "Alice").unwrap();
+            assert_eq!(back.0.as_ref(), master.0.as_ref());
+            // Any field changed: refused.
+            let mut bad = Vec::new();
+            let mut g = r.clone();
+            g.generation = u64::MAX;
+            bad.push(g);
+            let mut k = r.clone();
+            k.login_key = if upgraded { None } else { Some(vec![7; 32]) };
+            bad.push(k);
+            let mut w = r.clone();
+            w.wrapped_key[30] ^= 1;
+            bad.push(w);
+            for b in bad {
+                assert!(matches!(
+                    keys.open_record(&b, "alice"),
+                    Err(KeyError::Decryption)
+                ));
+            }
+            assert!(keys.open_record(&r, "bob").is_err());
+            let mut f = r.clone();
+            f.format = 1;
+            assert!(matches!(
+                keys.open_record(&f, "alice"),
+                Err(KeyError::OldFormat(1))
+            ));
+        }
         let wrong = PasswordKeys::derive(b"crimson33", &p).unwrap();
-        let err = wrong.unwrap(&wrapped, "alice", &p).unwrap_err();
+        let r = keys.seal_record(&master, "alice", 1, false).unwrap();
+        let err = wrong.open_record(&r, "alice").unwrap_err();
         assert_eq!(err.to_string(), "decryption failed");
-        // Bound to the user and to the parameters.
-        assert!(keys.unwrap(&wrapped, "bob", &p).is_err());
-        let mut p2 = p.clone();
-        p2.t = 2;
-        assert!(keys.unwrap(&wrapped, "alice", &p2).is_err());
-        let mut flipped = wrapped.clone();
-        flipped[30] ^= 1;
-        assert!(keys.unwrap(&flipped, "alice", &p).is_err());
+    }
+
+    #[test]
+    fn a_record_with_a_foreign_login_key_is_refused() {
+        // Even wrapped correctly (by someone who knows the password, e.g. a
+        // node that cracked a legacy MD5), a record whose login key is not
+        // the password's is not the user's record.
+        let p = fast_params();
+        let keys = PasswordKeys::derive(b"pw", &p).unwrap();
+        let master = MasterKey::generate().unwrap();
+        let mut forged = UserRecord {
+            format: STORAGE_FORMAT,
+            generation: 9,
+            kdf: p.clone(),
+            login_key: Some(vec![0x66; 32]),
+            wrapped_key: Vec::new(),
+        };
+        forged.wrapped_key =
+            seal(&keys.kek, &record_ad("alice", &forged), master.0.as_ref()).unwrap();
+        assert!(matches!(
+            keys.open_record(&forged, "alice"),
+            Err(KeyError::Decryption)
+        ));
     }
 
     #[test]
@@ -403,16 +545,34 @@ mod tests {
     }
 
     #[test]
-    fn derived_ids_are_valid_and_distinct() {
+    fn every_part_has_its_own_key_and_id() {
         let m = MasterKey::generate().unwrap();
         let a = m.manifest_id("a.txt");
         assert_ne!(a, m.manifest_id("b.txt"));
         assert_eq!(a, m.manifest_id("a.txt"));
-        assert_ne!(m.part_id(&[1; 16], 0), m.part_id(&[1; 16], 1));
-        assert_ne!(m.part_id(&[1; 16], 0), m.part_id(&[2; 16], 0));
+        assert!(a.as_str().starts_with("m2-"));
+        let mut keys = Vec::new();
+        for file in [[1u8; 16], [2; 16]] {
+            for k in 0..4 {
+                let p = m.part("alice", &file, 1, k);
+                assert!(p.id.as_str().starts_with("p2-"));
+                keys.push((p.id, p.key.fingerprint()));
+            }
+        }
+        for i in 0..keys.len() {
+            for j in i + 1..keys.len() {
+                assert_ne!(keys[i].0, keys[j].0);
+                assert_ne!(keys[i].1, keys[j].1, "parts {i} and {j} share a key");
+            }
+        }
         let other = MasterKey::generate().unwrap();
         assert_ne!(a, other.manifest_id("a.txt"));
         assert!(a.as_str().len() <= wire::id::MAX_BLOB_ID_LEN);
+        // The associated data binds user, version and slot.
+        let base = m.part("alice", &[1; 16], 1, 0).ad;
+        assert_ne!(base, m.part("bob", &[1; 16], 1, 0).ad);
+        assert_ne!(base, m.part("alice", &[1; 16], 2, 0).ad);
+        assert_ne!(base, m.part("alice", &[1; 16], 1, 1).ad);
     }
 
     #[test]

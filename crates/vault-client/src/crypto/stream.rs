@@ -62,6 +62,12 @@ impl StreamKey {
     fn cipher(&self) -> ChaCha20Poly1305 {
         ChaCha20Poly1305::new(Key::from_slice(&self.0[..]))
     }
+
+    /// The key bytes, for tests comparing keys.
+    #[cfg(test)]
+    pub(crate) fn fingerprint(&self) -> [u8; 32] {
+        *self.0
+    }
 }
 
 impl std::fmt::Debug for StreamKey {

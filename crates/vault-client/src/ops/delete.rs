@@ -20,12 +20,14 @@ pub struct DeleteReport {
 
 /// Deletes `name`.
 pub async fn delete_file(vault: &Vault, name: &str) -> Result<DeleteReport, OpError> {
-    let id = vault.master.manifest_id(name);
+    let id = vault.master().manifest_id(name);
     let versions = fetch_versions(vault, &id, None).await;
     let Some(newest) = versions.live().cloned() else {
         return Err(OpError::NotFound(name.to_string()));
     };
-    let tombstone = newest.tombstone()?.seal(&vault.master, &vault.user, &id)?;
+    let tombstone = newest
+        .tombstone()?
+        .seal(vault.master(), vault.user(), &id)?;
     let Broadcast {
         written, failed, ..
     } = put_everywhere(vault, &id, &tombstone).await;

@@ -17,8 +17,9 @@ use std::time::Duration;
 use tokio::task::JoinSet;
 
 use super::{fetch_versions, io_err, OpError};
-use crate::crypto::keys::{part_ad, random_bytes};
-use crate::crypto::stream::{ciphertext_len, Decryptor, StreamKey, CT_CHUNK_LEN};
+use crate::crypto::format::{part_blob_len, HEADER_LEN, PART_HEADER};
+use crate::crypto::keys::{random_bytes, PartKeys};
+use crate::crypto::stream::{Decryptor, CT_CHUNK_LEN};
 use crate::manifest::Manifest;
 use crate::net::Session;
 use crate::placement::nodes_for_part;
@@ -55,7 +56,7 @@ impl Drop for TempGuard {
 
 /// Looks up the newest live version of `name`.
 pub async fn find(vault: &Vault, name: &str) -> Result<Manifest, OpError> {
-    let id = vault.master.manifest_id(name);
+    let id = vault.master().manifest_id(name);
     let versions = fetch_versions(vault, &id, None).await;
     versions
         .live()
@@ -113,7 +114,7 @@ pub async fn get_version(
 
     let mut set = JoinSet::new();
     for (k, (offset, len)) in m.parts().into_iter().enumerate() {
-        let candidates: Vec<Session> = nodes_for_part(m.x(), k)
+        let candidates: Vec<Session> = nodes_for_part(m.placement(), k)
             .iter()
             .filter_map(|&i| vault.session(i).cloned())
             .collect();
@@ -121,15 +122,13 @@ pub async fn get_version(
             k,
             offset,
             len,
-            key: vault.master.file_key(&m.file_id),
-            ad: part_ad(&vault.user, &m.file_id, m.version, k),
-            id: vault.master.part_id(&m.file_id, k),
+            keys: vault.master().part(vault.user(), &m.file_id, m.version, k),
             file: file.clone(),
             progress: progress.clone(),
         };
-        let holders: Vec<String> = nodes_for_part(m.x(), k)
+        let holders: Vec<String> = nodes_for_part(m.placement(), k)
             .iter()
-            .map(|&i| vault.names[i].clone())
+            .map(|&i| vault.node_name(i).to_string())
             .collect();
         set.spawn(async move { job.run(candidates, holders).await });
     }
@@ -189,9 +188,7 @@ struct PartFetch {
     k: usize,
     offset: u64,
     len: u64,
-    key: StreamKey,
-    ad: Vec<u8>,
-    id: wire::BlobId,
+    keys: PartKeys,
     file: Arc<File>,
     progress: Arc<AtomicU64>,
 }
@@ -233,9 +230,9 @@ impl PartFetch {
     }
 
     async fn fetch_from(&self, s: &Session) -> Result<(), String> {
-        let expected = ciphertext_len(self.len);
+        let expected = part_blob_len(self.len);
         let mut dl = s
-            .get(&self.id)
+            .get(&self.keys.id)
             .await
             .map_err(|e| e.to_string())?
             .ok_or_else(|| "part missing".to_string())?;
@@ -243,9 +240,24 @@ impl PartFetch {
             dl.cancel();
             return Err("part has the wrong size".into());
         }
-        let mut dec = Decryptor::new(&self.key, &self.ad);
+        // The header first: a part in another format is refused before any
+        // decryption (it is also bound into every chunk's associated data).
+        let mut header: Vec<u8> = Vec::with_capacity(HEADER_LEN);
+        while header.len() < HEADER_LEN {
+            let piece = dl
+                .next_chunk(HEADER_LEN - header.len())
+                .await
+                .map_err(|e| e.to_string())?
+                .ok_or_else(|| "part ended early".to_string())?;
+            header.extend_from_slice(&piece);
+        }
+        if header != PART_HEADER {
+            dl.cancel();
+            return Err("part is not in storage format 2".into());
+        }
+        let mut dec = Decryptor::new(&self.keys.key, &self.keys.ad);
         let mut buf: Vec<u8> = Vec::with_capacity(CT_CHUNK_LEN);
-        let mut received = 0u64;
+        let mut received = HEADER_LEN as u64;
         let mut written = 0u64;
         loop {
             let Some(piece) = dl

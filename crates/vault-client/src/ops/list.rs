@@ -10,17 +10,22 @@ use tokio::task::JoinSet;
 use wire::BlobId;
 
 use super::{fetch_versions, OpError};
-use crate::crypto::stream::ciphertext_len;
+use crate::crypto::format::{is_format1_id, is_manifest_id, part_blob_len};
 use crate::vault::Vault;
 
 /// Manifests fetched at once.
 const FETCH_CONCURRENCY: usize = 16;
 
-/// Manifest ids are `m-` and 64 lower-case hex digits; anything else a node
-/// lists is not worth a fetch.
-fn is_manifest_id(id: &str) -> bool {
-    id.strip_prefix("m-")
-        .is_some_and(|h| h.len() == 64 && h.bytes().all(|b| b.is_ascii_hexdigit()))
+/// The vault's files, and what LIST noticed on the way.
+#[derive(Debug, Clone, Default)]
+pub struct Listing {
+    /// One entry per file, by name.
+    pub files: Vec<Listed>,
+    /// Objects stored by Vault 0.1 (storage format 1), which this version
+    /// does not read, counted on the node holding the most.
+    pub format1_objects: usize,
+    /// `node: problem` for each node whose listing could not be used.
+    pub problems: Vec<String>,
 }
 
 /// One file in the listing.
@@ -36,22 +41,31 @@ pub struct Listed {
     pub complete: bool,
 }
 
-/// Lists the vault. Nodes that could not be listed are left out (the
-/// caller reports [`Vault::unavailable`]).
-pub async fn list(vault: &Arc<Vault>) -> Result<Vec<Listed>, OpError> {
+/// Lists the vault. Nodes that could not be listed are left out and named
+/// in [`Listing::problems`] (the caller also reports
+/// [`Vault::unavailable`]).
+pub async fn list(vault: &Arc<Vault>) -> Result<Listing, OpError> {
     let mut set = JoinSet::new();
     for s in vault.ready() {
         let s = s.clone();
         set.spawn(async move { (s.node, s.list_all().await) });
     }
     let mut held: HashMap<usize, HashMap<BlobId, u64>> = HashMap::new();
+    let mut listing = Listing::default();
     while let Some(joined) = set.join_next().await {
         let Ok((node, result)) = joined else { continue };
         match result {
             Ok(entries) => {
+                let old = entries
+                    .iter()
+                    .filter(|e| is_format1_id(e.id.as_str()))
+                    .count();
+                listing.format1_objects = listing.format1_objects.max(old);
                 held.insert(node, entries.into_iter().map(|e| (e.id, e.len)).collect());
             }
-            Err(e) => tracing::warn!(node = %vault.names[node], "listing failed: {e}"),
+            Err(e) => listing
+                .problems
+                .push(format!("{}: {e}", vault.node_name(node))),
         }
     }
     let manifests: BTreeSet<BlobId> = held
@@ -76,8 +90,8 @@ pub async fn list(vault: &Arc<Vault>) -> Result<Vec<Listed>, OpError> {
             let versions = fetch_versions(&vault, &id, Some(&nodes)).await;
             let m = versions.live()?.clone();
             let complete = m.parts().iter().enumerate().all(|(k, (_, len))| {
-                let part = vault.master.part_id(&m.file_id, k);
-                let want = ciphertext_len(*len);
+                let part = vault.master().part_id(&m.file_id, k);
+                let want = part_blob_len(*len);
                 held.values().any(|ids| ids.get(&part) == Some(&want))
             });
             Some(Listed {
@@ -88,12 +102,12 @@ pub async fn list(vault: &Arc<Vault>) -> Result<Vec<Listed>, OpError> {
             })
         });
     }
-    let mut out = Vec::new();
     while let Some(joined) = set.join_next().await {
         if let Ok(Some(l)) = joined {
-            out.push(l);
+            listing.files.push(l);
         }
     }
-    out.sort_by(|a, b| a.name.cmp(&b.name));
-    Ok(out)
+    listing.files.sort_by(|a, b| a.name.cmp(&b.name));
+    listing.problems.sort();
+    Ok(listing)
 }

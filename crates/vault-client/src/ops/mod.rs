@@ -19,7 +19,7 @@ use tokio::task::JoinSet;
 use wire::BlobId;
 
 use crate::crypto::keys::KeyError;
-use crate::manifest::{Manifest, MAX_SEALED_LEN};
+use crate::manifest::{Manifest, ManifestError, MAX_SEALED_LEN};
 use crate::net::NetError;
 use crate::vault::{OpenError, Vault};
 
@@ -127,14 +127,17 @@ pub async fn fetch_versions(vault: &Vault, id: &BlobId, nodes: Option<&[usize]>)
     while let Some(joined) = set.join_next().await {
         let Ok((node, result)) = joined else { continue };
         match result {
-            Ok(Some(sealed)) => match Manifest::open(&sealed, &vault.master, &vault.user, id) {
+            Ok(Some(sealed)) => match Manifest::open(&sealed, vault.master(), vault.user(), id) {
                 Ok(m) => found.push((node, m)),
-                Err(_) => {
-                    tracing::warn!(node = %vault.names[node], "ignoring a manifest that fails authentication")
+                Err(ManifestError::OtherFormat) => {
+                    tracing::warn!(node = %vault.node_name(node), "ignoring a manifest that is not in storage format 2")
+                }
+                Err(ManifestError::Decryption) => {
+                    tracing::warn!(node = %vault.node_name(node), "ignoring a manifest that fails authentication")
                 }
             },
             Ok(None) => {}
-            Err(e) => tracing::warn!(node = %vault.names[node], "manifest read failed: {e}"),
+            Err(e) => tracing::warn!(node = %vault.node_name(node), "manifest read failed: {e}"),
         }
     }
     Versions { found }
@@ -183,7 +186,7 @@ pub async fn remove_parts(vault: &Vault, m: &Manifest) {
     for s in vault.ready() {
         for k in 0..crate::placement::PARTS {
             let s = s.clone();
-            let id = vault.master.part_id(&m.file_id, k);
+            let id = vault.master().part_id(&m.file_id, k);
             set.spawn(async move {
                 if let Err(e) = s.delete(&id).await {
                     tracing::warn!(node = %s.name, "could not remove old part: {e}");

@@ -19,8 +19,9 @@ use tokio::task::JoinSet;
 use super::{
     fetch_versions, io_err, put_everywhere, remove_parts, require_all, Broadcast, OpError,
 };
-use crate::crypto::keys::{part_ad, random_bytes, FILE_ID_LEN};
-use crate::crypto::stream::{ciphertext_len, Encryptor, StreamKey, CHUNK_LEN};
+use crate::crypto::format::{part_blob_len, PART_HEADER};
+use crate::crypto::keys::{random_bytes, PartKeys, FILE_ID_LEN};
+use crate::crypto::stream::{Encryptor, CHUNK_LEN};
 use crate::manifest::{Manifest, MAX_NAME_LEN};
 use crate::net::{NetError, Session};
 use crate::placement::nodes_for_part;
@@ -142,7 +143,7 @@ pub async fn put_file(
     };
     let (size, md5) = hashed.map_err(io_err(path))?;
 
-    let manifest_id = vault.master.manifest_id(&name);
+    let manifest_id = vault.master().manifest_id(&name);
     let previous = fetch_versions(vault, &manifest_id, None).await;
     let manifest = Manifest {
         name: name.clone(),
@@ -169,7 +170,7 @@ pub async fn put_file(
     }
 
     // Commit: the manifest goes to every node.
-    let sealed = manifest.seal(&vault.master, &vault.user, &manifest_id)?;
+    let sealed = manifest.seal(vault.master(), vault.user(), &manifest_id)?;
     let Broadcast {
         written: committed,
         refused,
@@ -217,7 +218,7 @@ async fn upload_parts(
     m: &Manifest,
     progress: Arc<AtomicU64>,
 ) -> Result<(), OpError> {
-    let x = m.x();
+    let x = m.placement();
     let mut set = JoinSet::new();
     for (k, (offset, len)) in m.parts().into_iter().enumerate() {
         let nodes = nodes_for_part(x, k);
@@ -229,9 +230,7 @@ async fn upload_parts(
             path: path.to_path_buf(),
             offset,
             len,
-            key: vault.master.file_key(&m.file_id),
-            ad: part_ad(&vault.user, &m.file_id, m.version, k),
-            id: vault.master.part_id(&m.file_id, k),
+            keys: vault.master().part(vault.user(), &m.file_id, m.version, k),
         };
         let progress = progress.clone();
         set.spawn(async move { job.run(targets, progress).await });
@@ -255,20 +254,24 @@ struct PartJob {
     path: std::path::PathBuf,
     offset: u64,
     len: u64,
-    key: StreamKey,
-    ad: Vec<u8>,
-    id: wire::BlobId,
+    keys: PartKeys,
 }
 
 impl PartJob {
     /// Reads and encrypts the part on a blocking thread and streams each
     /// sealed chunk to both target nodes.
     async fn run(self, targets: Vec<Session>, progress: Arc<AtomicU64>) -> Result<(), OpError> {
-        let ct_len = ciphertext_len(self.len);
+        let blob_len = part_blob_len(self.len);
         let mut uploads = Vec::new();
         for s in &targets {
-            let up = s
-                .put(&self.id, ct_len)
+            let mut up = s
+                .put(&self.keys.id, blob_len)
+                .await
+                .map_err(|source| OpError::Node {
+                    node: s.name.clone(),
+                    source,
+                })?;
+            up.write(&PART_HEADER)
                 .await
                 .map_err(|source| OpError::Node {
                     node: s.name.clone(),
@@ -282,9 +285,7 @@ impl PartJob {
             path,
             offset,
             len,
-            key,
-            ad,
-            ..
+            keys,
         } = self;
         let reader = tokio::task::spawn_blocking(move || {
             let send = |r| tx.blocking_send(r).is_ok();
@@ -295,7 +296,7 @@ impl PartJob {
                     return;
                 }
             };
-            let mut enc = Encryptor::new(&key, &ad);
+            let mut enc = Encryptor::new(&keys.key, &keys.ad);
             let mut done = 0u64;
             loop {
                 let n = ((len - done) as usize).min(CHUNK_LEN);

@@ -1,24 +1,33 @@
 //! ROTATE: change the password. The master key is re-wrapped under the new
 //! password; no file is re-encrypted or re-uploaded.
 //!
-//! Rotation refuses to start unless all four nodes are reachable, so no node
-//! is left accepting the old password. Each node switches atomically (one
-//! record write holds the new login key and the re-wrapped master key).
-//! If the run is interrupted, some nodes accept the old password and some
-//! the new one; running `rotate` again with the same two passwords logs in
-//! to each node with whichever it accepts and finishes the job. `dfc.conf`
-//! is rewritten last.
+//! The rotation logs in through the same guarded path as every command
+//! ([`crate::login`]) and needs all four nodes. Before any node changes,
+//! the new key record is written to the state file as a *pending rotation*
+//! (with the nodes that still hold the legacy credential), so that:
+//!
+//! - each node switches atomically (one compare-and-swap of its record,
+//!   holding the new login key and the re-wrapped master key);
+//! - running `rotate` again with the same two passwords finishes an
+//!   interrupted rotation at once: switched nodes take the new password's
+//!   signature, the others the old credential, so no attempt fails and no
+//!   throttle is touched; the new password's MD5 is never sent anywhere;
+//! - until it is finished, the local MD5 check of dfc.conf accepts the new
+//!   password too, and every other command says a rotation is pending;
+//! - dfc.conf is rewritten last, then the pending rotation is cleared.
 
 use quinn::Endpoint;
 use tokio::task::JoinSet;
-use wire::{ErrorCode, Request, UserRecord};
+use wire::{AuthScheme, ErrorCode, Request, UserRecord};
 use zeroize::Zeroizing;
 
 use super::OpError;
 use crate::config::{self, ClientConfig, PasswordSetting};
-use crate::crypto::keys::{self, MasterKey, PasswordKeys};
-use crate::net::{dial, Session};
-use crate::vault::{dial_all, login, read_records, unlock, KeyCache, OpenError};
+use crate::crypto::keys::{self, MasterKey};
+use crate::login::{self, KeyRing, LoginReport, Method, NodeLogin, RingError, RotationInfo, Which};
+use crate::records::{self, Found};
+use crate::state::PendingRotation;
+use crate::vault::{no_session_error, OpenError, OpenOptions};
 
 /// What ROTATE did.
 #[derive(Debug, Clone)]
@@ -27,6 +36,14 @@ pub struct RotateReport {
     pub nodes: Vec<String>,
     /// Whether dfc.conf's `Password:` line was rewritten.
     pub config_updated: bool,
+    /// Whether this run finished a rotation an earlier run started.
+    pub resumed: bool,
+}
+
+fn unix_now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
 }
 
 /// Changes the password of `cfg`'s user from `old` to `new` on all nodes.
@@ -35,6 +52,7 @@ pub async fn rotate(
     cfg: &ClientConfig,
     old: &Zeroizing<String>,
     new: &Zeroizing<String>,
+    options: &OpenOptions,
 ) -> Result<RotateReport, OpError> {
     let user = cfg.username.to_ascii_lowercase();
     if let Some(PasswordSetting::Plain(_)) = cfg.password {
@@ -45,150 +63,217 @@ pub async fn rotate(
             )));
         }
     }
-    let mut down = Vec::new();
-    let mut dialled = Vec::new();
-    for (i, d) in dial_all(endpoint, cfg).await.into_iter().enumerate() {
-        match d {
-            Ok(s) => dialled.push(s),
-            Err(e) => down.push(format!("{} unreachable ({e})", cfg.servers[i].name)),
+    let store = options.state_store(cfg);
+    let state = store.load(&user).map_err(OpenError::from)?;
+    let mut ring = KeyRing::new(old, Some(new));
+
+    // A pending rotation is finished only with the new password it began.
+    let mut pending = match &state.pending_rotation {
+        Some(p) => {
+            let record = p.record().ok_or_else(|| {
+                OpError::Refused(format!(
+                    "the pending rotation in {} is damaged; remove that file to start over",
+                    store.path().display()
+                ))
+            })?;
+            let matches = match ring.get(Which::New, &record.kdf).await {
+                Ok(k) => record.login_key.as_deref() == Some(&k.login_public_key()[..]),
+                Err(RingError::Key(e)) => return Err(OpError::Key(e)),
+                Err(_) => false,
+            };
+            Some((p.clone(), record, matches))
         }
+        None => None,
+    };
+    let info = match &pending {
+        Some((p, record, true)) => RotationInfo {
+            pending: Some(record.clone()),
+            legacy_nodes: p.legacy_nodes.clone(),
+        },
+        _ => RotationInfo::default(),
+    };
+    let attempt = login::Attempt {
+        endpoint,
+        cfg,
+        user: &user,
+        timeouts: options.timeouts,
+        state: &state,
+        state_path: store.path(),
+        rotation: Some(&info),
+    };
+    let report = login::log_in(&attempt, &mut ring).await;
+    let result = finish(cfg, &user, &store, &mut ring, &state, &mut pending, &report).await;
+    report.close();
+    result
+}
+
+async fn finish(
+    cfg: &ClientConfig,
+    user: &str,
+    store: &crate::state::StateStore,
+    ring: &mut KeyRing,
+    state: &crate::state::AccountState,
+    pending: &mut Option<(PendingRotation, UserRecord, bool)>,
+    report: &LoginReport,
+) -> Result<RotateReport, OpError> {
+    // A pending rotation to another new password may be dropped only if no
+    // node has taken it yet.
+    if let Some((_, record, false)) = pending {
+        let switched: Vec<&str> = report
+            .schemes
+            .iter()
+            .zip(&report.names)
+            .filter(|(s, _)| matches!(s, Some(AuthScheme::Upgraded(k)) if *k == record.kdf))
+            .map(|(_, n)| n.as_str())
+            .collect();
+        if !switched.is_empty() {
+            return Err(OpError::Refused(format!(
+                "a password change to another new password is half done ({} switched); run rotate again with the new password you gave then",
+                switched.join(", ")
+            )));
+        }
+        *pending = None;
     }
-    if !down.is_empty() {
+    let resumed = pending.is_some();
+    let keep = if resumed {
+        "the rotation stays pending; run rotate again to finish it"
+    } else {
+        "nothing was changed"
+    };
+    if report.ready().next().is_none() && !resumed {
+        return Err(OpError::Open(no_session_error(report)));
+    }
+    let missing: Vec<String> = report
+        .outcomes
+        .iter()
+        .zip(&report.names)
+        .filter_map(|(o, n)| o.reason().map(|why| format!("{n} {why}")))
+        .collect();
+    if !missing.is_empty() {
+        if report.outcomes.iter().all(|o| *o == NodeLogin::Refused) {
+            return Err(OpError::Open(OpenError::AuthFailed));
+        }
         return Err(OpError::Unavailable(format!(
-            "rotate needs all four nodes: {}; nothing was changed",
-            down.join("; ")
+            "rotate needs all four nodes: {}; {keep}",
+            missing.join("; ")
+        )));
+    }
+    let unreadable = records::unreadable(report);
+    if !unreadable.is_empty() {
+        let why: Vec<String> = unreadable
+            .iter()
+            .map(|(n, e)| format!("{n}: {e}"))
+            .collect();
+        return Err(OpError::Unavailable(format!(
+            "cannot read the key records ({}); {keep}",
+            why.join("; ")
         )));
     }
 
-    // Log in to each node with the old password, or (after an interrupted
-    // rotation) the new one.
-    let mut old_cache = KeyCache::default();
-    let mut new_cache = KeyCache::default();
-    let mut sessions: Vec<Option<Session>> = Vec::new();
-    for s in dialled {
-        let node = s.name.clone();
-        let fail = |e: crate::net::NetError| {
-            if e.is_code(ErrorCode::AuthFailed) {
-                OpError::Open(OpenError::AuthFailed)
-            } else {
-                OpError::Node {
-                    node: node.clone(),
-                    source: e,
-                }
-            }
-        };
-        match login(&s, &user, old, &mut old_cache).await {
-            Ok(_) => sessions.push(Some(s)),
-            Err(e) if e.is_code(ErrorCode::AuthFailed) => {
-                s.close();
-                let again = dial(endpoint, s.node, &cfg.servers[s.node])
-                    .await
-                    .map_err(&fail)?;
-                login(&again, &user, new, &mut new_cache)
-                    .await
-                    .map_err(&fail)?;
-                sessions.push(Some(again));
-            }
-            Err(e) => return Err(fail(e)),
+    // The new record: the pending one, or a new one wrapping the master key
+    // the newest trusted record holds.
+    let target = match pending {
+        Some((_, record, _)) => record.clone(),
+        None => {
+            let (master, generation) =
+                match records::newest(report, ring, user, state, store.path()).await? {
+                    Found::Trusted(t) => (t.master, t.record.generation),
+                    // No node has any record: the vault was never used.
+                    Found::Nothing => (MasterKey::generate()?, 0),
+                };
+            let kdf = keys::new_kdf_params()?;
+            let keys = ring.get(Which::New, &kdf).await.map_err(|e| match e {
+                RingError::Key(e) => OpError::Key(e),
+                _ => OpError::Refused("cannot derive the new password's keys".into()),
+            })?;
+            let generation = generation
+                .checked_add(1)
+                .ok_or_else(|| OpError::Refused("key record generation exhausted".into()))?;
+            let record = keys.seal_record(&master, user, generation, true)?;
+            let legacy_nodes = report
+                .outcomes
+                .iter()
+                .zip(&report.names)
+                .filter(|(o, _)| **o == NodeLogin::Ready(Method::Md5))
+                .map(|(_, n)| n.clone())
+                .collect();
+            let new_md5 = match cfg.password {
+                Some(PasswordSetting::Md5(_)) => ring
+                    .password(Which::New)
+                    .map(|p| hex::encode(keys::md5_of(p.as_bytes()))),
+                _ => None,
+            };
+            let p = PendingRotation {
+                started: unix_now(),
+                record: PendingRotation::encode_record(&record),
+                legacy_nodes,
+                new_md5,
+            };
+            // Written before any node changes: whatever happens next, a
+            // re-run knows how to finish.
+            store
+                .update(user, |s| s.pending_rotation = Some(p))
+                .map_err(OpenError::from)?;
+            record
         }
-    }
-
-    let stored = read_records(&sessions).await;
-    let mut generations = Vec::new();
-    for (s, r) in sessions.iter().flatten().zip(stored.iter().flatten()) {
-        match r {
-            Ok(r) => generations.push(r.as_ref().map_or(0, |r| r.generation)),
-            Err(e) => {
-                return Err(OpError::Unavailable(format!(
-                    "{}: cannot read the key record ({e}); nothing was changed",
-                    s.name
-                )))
-            }
-        }
-    }
-
-    // The master key, from whichever record one of the passwords opens.
-    let master = match unlock(&user, &stored, old, &mut old_cache).await {
-        Ok(Some((m, _))) => m,
-        // No node has any record: the vault was never used, so a new master
-        // key protects nothing yet. If any node reported a record, reading
-        // failed somewhere: never replace a real master key.
-        Ok(None) if generations.iter().all(|g| *g == 0) => MasterKey::generate()?,
-        Ok(None) => {
-            return Err(OpError::Unavailable(
-                "could not read the key records; nothing was changed".into(),
-            ))
-        }
-        Err(_) => match unlock(&user, &stored, new, &mut new_cache).await? {
-            Some((m, _)) => m,
-            None => return Err(OpError::Open(OpenError::AuthFailed)),
-        },
     };
 
-    let kdf = keys::new_kdf_params()?;
-    let pw = new.clone();
-    let k = kdf.clone();
-    let new_keys = tokio::task::spawn_blocking(move || PasswordKeys::derive(pw.as_bytes(), &k))
-        .await
-        .map_err(|e| OpError::Unavailable(format!("key derivation failed: {e}")))??;
-    let record = UserRecord {
-        format: wire::STORAGE_FORMAT,
-        generation: generations
-            .iter()
-            .copied()
-            .max()
-            .unwrap_or(0)
-            .checked_add(1)
-            .ok_or_else(|| OpError::Refused("key record generation exhausted".into()))?,
-        wrapped_key: new_keys.wrap(&master, &user, &kdf)?,
-        login_key: Some(new_keys.login_public_key()),
-        kdf,
-    };
-
+    // Each node switches with one compare-and-swap of its record.
+    let generations = records::generations(report);
     let mut set = JoinSet::new();
-    for (s, gen) in sessions.iter().flatten().zip(generations) {
-        let (s, record) = (s.clone(), record.clone());
-        set.spawn(async move {
-            let r = s
-                .call(&Request::PutRecord {
-                    expect_generation: gen,
-                    record,
-                })
-                .await;
-            (s.name.clone(), r)
-        });
+    for (i, s) in report.sessions.iter().enumerate() {
+        let Some(s) = s else { continue };
+        if matches!(&report.records[i], Some(Ok(Some(r))) if *r == target) {
+            continue;
+        }
+        let put = Request::PutRecord {
+            expect_generation: generations[i].unwrap_or(0),
+            record: target.clone(),
+        };
+        let s = s.clone();
+        set.spawn(async move { (s.name.clone(), s.call(&put).await) });
     }
-    let mut done = Vec::new();
     let mut failed = Vec::new();
     while let Some(joined) = set.join_next().await {
         match joined {
-            Ok((node, Ok(_))) => done.push(node),
+            Ok((_, Ok(_))) => {}
+            Ok((node, Err(e))) if e.is_code(ErrorCode::Conflict) => failed.push(format!(
+                "{node}: its key record changed during the rotation (another client?)"
+            )),
             Ok((node, Err(e))) => failed.push(format!("{node}: {e}")),
             Err(e) => failed.push(e.to_string()),
         }
     }
-    for s in sessions.iter().flatten() {
-        s.close();
-    }
     if !failed.is_empty() {
         return Err(OpError::Unavailable(format!(
-            "rotation interrupted ({}); run rotate again with the same passwords to finish",
+            "rotation interrupted ({}); run rotate again with the same passwords to finish it",
             failed.join("; ")
         )));
     }
-    done.sort();
 
     let config_updated = cfg.password.is_some();
     if config_updated {
+        let new = ring
+            .password(Which::New)
+            .expect("rotation ring has the new password");
         config::rewrite_password(&cfg.path, new).map_err(|e| {
             OpError::Unavailable(format!(
-                "password changed on every node, but {} could not be updated: {e}",
+                "password changed on every node, but {} could not be updated ({e}); run rotate again to finish",
                 cfg.path.display()
             ))
         })?;
     }
+    store
+        .update(user, |s| {
+            s.learn(&target);
+            s.pending_rotation = None;
+        })
+        .map_err(OpenError::from)?;
+    let mut nodes = report.names.clone();
+    nodes.sort();
     Ok(RotateReport {
-        nodes: done,
+        nodes,
         config_updated,
+        resumed,
     })
 }

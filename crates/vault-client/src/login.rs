@@ -1,0 +1,465 @@
+//! Logging in to the nodes: the one guarded way in, used by opening a vault
+//! and by `rotate` alike.
+//!
+//! 1. Every node is dialled and asked `Hello` at once; each announces a
+//!    scheme: `Legacy` (MD5 proof) or `Upgraded(Argon2id parameters)`.
+//! 2. Nodes announcing `Upgraded` get an Ed25519 signature of their own
+//!    challenge, made with the key the password derives under the announced
+//!    parameters. A signature is bound to that node and that challenge and
+//!    reveals nothing a node could replay or use to open the vault.
+//! 3. Their key records are read and verified with the password
+//!    ([`crate::records`]); a verified record with a login key is proof
+//!    that the account is upgraded.
+//! 4. Nodes announcing `Legacy` get an MD5 of the password, which is
+//!    password-equivalent, only when nothing says the account is upgraded:
+//!    not when this client's state file says so, not when a verified record
+//!    from this run says so, and only when at least two nodes and a
+//!    majority of those that answered announce `Legacy`. So one lying node
+//!    can neither phish the MD5 of an upgraded account nor, by claiming
+//!    `Upgraded`, lock a legacy account out of its honest nodes.
+//!
+//! During a password change the old password's MD5 also goes to the nodes
+//! the rotation recorded as still holding the legacy credential (they hold
+//! that MD5 in `dfs.conf` already); the new password's MD5 is never sent.
+
+use std::sync::Arc;
+
+use quinn::Endpoint;
+use tokio::task::JoinSet;
+use wire::{AuthScheme, ErrorCode, KdfParams, Proof, Request, Response, UserRecord};
+use zeroize::Zeroizing;
+
+use crate::config::ClientConfig;
+use crate::crypto::keys::{self, KeyError, MasterKey, PasswordKeys};
+use crate::net::{self, unexpected, NetError, Session, Timeouts};
+use crate::state::AccountState;
+
+/// Most distinct Argon2id parameter sets derived per password in one run:
+/// a hostile node must not make the client run Argon2 without end. Two
+/// honest ones (before and after a rotation) are all a login needs.
+const MAX_KDF_SETS: usize = 3;
+
+/// Which of the user's passwords.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Which {
+    /// The password given (the old one during a rotation).
+    Current,
+    /// The new password of a rotation.
+    New,
+}
+
+/// Why keys could not be had for a parameter set.
+#[derive(Debug)]
+pub enum RingError {
+    /// Costs outside the accepted window, or another key failure.
+    Key(KeyError),
+    /// Too many distinct parameter sets asked for already.
+    TooMany,
+    /// No such password in this ring.
+    NoPassword,
+}
+
+/// Keys derived from the user's password(s), each Argon2id parameter set
+/// once (a run costs 64 MiB and a fraction of a second).
+pub struct KeyRing {
+    current: Zeroizing<String>,
+    new: Option<Zeroizing<String>>,
+    derived: Vec<(Which, KdfParams, Arc<PasswordKeys>)>,
+}
+
+impl KeyRing {
+    /// A ring for `current` and, during a rotation, `new`.
+    pub fn new(current: &Zeroizing<String>, new: Option<&Zeroizing<String>>) -> Self {
+        KeyRing {
+            current: current.clone(),
+            new: new.cloned(),
+            derived: Vec::new(),
+        }
+    }
+
+    /// The password `which`.
+    pub fn password(&self, which: Which) -> Option<&Zeroizing<String>> {
+        match which {
+            Which::Current => Some(&self.current),
+            Which::New => self.new.as_ref(),
+        }
+    }
+
+    /// The keys of password `which` under `kdf`, derived once.
+    pub async fn get(
+        &mut self,
+        which: Which,
+        kdf: &KdfParams,
+    ) -> Result<Arc<PasswordKeys>, RingError> {
+        if let Some((_, _, k)) = self
+            .derived
+            .iter()
+            .find(|(w, p, _)| *w == which && p == kdf)
+        {
+            return Ok(k.clone());
+        }
+        if self.derived.iter().filter(|(w, _, _)| *w == which).count() >= MAX_KDF_SETS {
+            return Err(RingError::TooMany);
+        }
+        keys::check_cost(kdf).map_err(RingError::Key)?;
+        let password = self.password(which).ok_or(RingError::NoPassword)?.clone();
+        let params = kdf.clone();
+        let derived =
+            tokio::task::spawn_blocking(move || PasswordKeys::derive(password.as_bytes(), &params))
+                .await
+                .map_err(|_| RingError::Key(KeyError::Decryption))?
+                .map_err(RingError::Key)?;
+        let derived = Arc::new(derived);
+        self.derived.push((which, kdf.clone(), derived.clone()));
+        Ok(derived)
+    }
+
+    /// Opens `record` with whichever password does: the master key and
+    /// which password opened it. Format-1 records give `OldFormat`.
+    pub async fn open_record(
+        &mut self,
+        record: &UserRecord,
+        user: &str,
+    ) -> Result<(MasterKey, Which), KeyError> {
+        if record.format != wire::STORAGE_FORMAT {
+            return Err(KeyError::OldFormat(record.format));
+        }
+        let mut last = KeyError::Decryption;
+        for which in [Which::Current, Which::New] {
+            if self.password(which).is_none() {
+                continue;
+            }
+            match self.get(which, &record.kdf).await {
+                Ok(k) => match k.open_record(record, user) {
+                    Ok(master) => return Ok((master, which)),
+                    Err(e) => last = e,
+                },
+                Err(RingError::Key(e)) => last = e,
+                Err(_) => {}
+            }
+        }
+        Err(last)
+    }
+}
+
+/// How a node was logged in to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Method {
+    /// MD5 of the (current) password.
+    Md5,
+    /// Signature with the key of this password.
+    Signature(Which),
+}
+
+/// What happened when logging in to one node.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum NodeLogin {
+    /// Logged in.
+    Ready(Method),
+    /// Could not be reached, or broke the protocol.
+    Down(String),
+    /// Refused the password.
+    Refused,
+    /// Refusing logins for now (seconds to wait).
+    Throttled(u64),
+    /// The client chose not to send this node a proof (the reason says why).
+    Withheld(String),
+}
+
+impl NodeLogin {
+    /// Why the node is not usable, for messages; `None` when it is.
+    pub fn reason(&self) -> Option<String> {
+        match self {
+            NodeLogin::Ready(_) => None,
+            NodeLogin::Down(e) => Some(format!("unreachable ({e})")),
+            NodeLogin::Refused => Some("refused the password".into()),
+            NodeLogin::Throttled(s) => Some(format!("throttling logins (retry in {s} s)")),
+            NodeLogin::Withheld(why) => Some(why.clone()),
+        }
+    }
+}
+
+/// A rotation in progress, as the login needs to know it.
+#[derive(Debug, Clone, Default)]
+pub struct RotationInfo {
+    /// The new key record of a pending rotation: nodes announcing its
+    /// parameters have switched and take the new password's signature.
+    pub pending: Option<UserRecord>,
+    /// Nodes that held the legacy credential when the rotation began.
+    pub legacy_nodes: Vec<String>,
+}
+
+/// Everything the login learned, node by node (dfc.conf order).
+pub struct LoginReport {
+    /// Node names.
+    pub names: Vec<String>,
+    /// Sessions of the nodes logged in to.
+    pub sessions: Vec<Option<Session>>,
+    /// What happened with each node.
+    pub outcomes: Vec<NodeLogin>,
+    /// The scheme each node announced.
+    pub schemes: Vec<Option<AuthScheme>>,
+    /// The key record each logged-in node holds (`Some(Ok(None))`: none).
+    pub records: Vec<Option<Result<Option<UserRecord>, NetError>>>,
+}
+
+impl LoginReport {
+    /// Sessions of the nodes logged in to.
+    pub fn ready(&self) -> impl Iterator<Item = &Session> {
+        self.sessions.iter().flatten()
+    }
+
+    /// Closes every session.
+    pub fn close(&self) {
+        for s in self.ready() {
+            s.close();
+        }
+    }
+}
+
+/// A node between `Hello` and `Login`.
+struct Pending {
+    session: Session,
+    challenge: Vec<u8>,
+}
+
+/// What a login needs to know.
+pub struct Attempt<'a> {
+    /// The client endpoint (trusting the cluster CA).
+    pub endpoint: &'a Endpoint,
+    /// The nodes.
+    pub cfg: &'a ClientConfig,
+    /// The lower-case user name.
+    pub user: &'a str,
+    /// Time limits.
+    pub timeouts: Timeouts,
+    /// What this client learned before.
+    pub state: &'a AccountState,
+    /// Where that is kept (for messages).
+    pub state_path: &'a std::path::Path,
+    /// Set by `rotate` only.
+    pub rotation: Option<&'a RotationInfo>,
+}
+
+/// Logs in to every node as the attempt's user under the downgrade guard,
+/// and reads each logged-in node's key record.
+pub async fn log_in(attempt: &Attempt<'_>, ring: &mut KeyRing) -> LoginReport {
+    let Attempt {
+        endpoint,
+        cfg,
+        user,
+        timeouts,
+        state,
+        state_path,
+        rotation,
+    } = *attempt;
+    let n = cfg.servers.len();
+    let mut report = LoginReport {
+        names: cfg.servers.iter().map(|s| s.name.clone()).collect(),
+        sessions: (0..n).map(|_| None).collect(),
+        outcomes: vec![NodeLogin::Down("not tried".into()); n],
+        schemes: vec![None; n],
+        records: (0..n).map(|_| None).collect(),
+    };
+    let mut pending: Vec<Option<Pending>> = (0..n).map(|_| None).collect();
+
+    // 1. Dial and hello, every node at once.
+    let mut set = JoinSet::new();
+    for (i, server) in cfg.servers.iter().enumerate() {
+        let (endpoint, server, user) = (endpoint.clone(), server.clone(), user.to_string());
+        set.spawn(async move {
+            let attempt = async {
+                let session = net::dial(&endpoint, i, &server, timeouts).await?;
+                match hello(&session, &user).await {
+                    Ok((challenge, scheme)) => Ok((session, challenge, scheme)),
+                    Err(e) => {
+                        session.close();
+                        Err(e)
+                    }
+                }
+            };
+            attempt.await.map(|x| (i, x)).map_err(|e| (i, e))
+        });
+    }
+    while let Some(joined) = set.join_next().await {
+        match joined {
+            Ok(Ok((i, (session, challenge, scheme)))) => {
+                report.schemes[i] = Some(scheme);
+                pending[i] = Some(Pending { session, challenge });
+            }
+            Ok(Err((i, e))) => report.outcomes[i] = NodeLogin::Down(e.to_string()),
+            Err(e) => tracing::warn!("dial task failed: {e}"),
+        }
+    }
+
+    // 2. Signatures for the nodes announcing the upgraded login.
+    let mut proofs: Vec<(usize, Pending, Proof, Method)> = Vec::new();
+    for (i, slot) in pending.iter_mut().enumerate() {
+        let Some(AuthScheme::Upgraded(kdf)) = report.schemes[i].clone() else {
+            continue;
+        };
+        let Some(p) = slot.take() else { continue };
+        let which = match rotation.and_then(|r| r.pending.as_ref()) {
+            Some(new) if new.kdf == kdf => Which::New,
+            _ => Which::Current,
+        };
+        match ring.get(which, &kdf).await {
+            Ok(keys) => {
+                let sig = keys.sign_login(&p.session.name, user, &p.challenge);
+                proofs.push((i, p, Proof::Signature(sig), Method::Signature(which)));
+            }
+            Err(e) => {
+                p.session.close();
+                report.outcomes[i] = NodeLogin::Withheld(match e {
+                    RingError::Key(e) => {
+                        format!("announces unusable key-derivation parameters ({e})")
+                    }
+                    _ => {
+                        "announces more sets of key-derivation parameters than a login needs".into()
+                    }
+                });
+            }
+        }
+    }
+    prove_all(&mut report, proofs, user).await;
+    fetch_records(&mut report, |m| matches!(m, Method::Signature(_))).await;
+
+    // 3. Evidence that the account is upgraded, from records that open.
+    let mut evidence = false;
+    for i in 0..n {
+        if let Some(Ok(Some(record))) = &report.records[i] {
+            if record.login_key.is_some() && ring.open_record(record, user).await.is_ok() {
+                evidence = true;
+            }
+        }
+    }
+
+    // 4. MD5 for the nodes announcing the legacy login, when it is safe.
+    let legacy = report
+        .schemes
+        .iter()
+        .flatten()
+        .filter(|s| **s == AuthScheme::Legacy)
+        .count();
+    let answered = report.schemes.iter().flatten().count();
+    let upgraded = answered - legacy;
+    let mut proofs = Vec::new();
+    for (i, slot) in pending.iter_mut().enumerate() {
+        if report.schemes[i] != Some(AuthScheme::Legacy) {
+            continue;
+        }
+        let Some(p) = slot.take() else { continue };
+        let exempt = rotation
+            .is_some_and(|r| r.pending.is_some() && r.legacy_nodes.contains(&report.names[i]));
+        let refusal = if exempt {
+            None
+        } else if state.upgraded {
+            Some(format!(
+                "announces the legacy login for an account this client knows is upgraded; not sending it an MD5 of the password (if the account really went back to the legacy login, remove {})",
+                state_path.display()
+            ))
+        } else if evidence {
+            Some("announces the legacy login while other nodes hold an upgraded key record; not sending it an MD5 of the password".into())
+        } else if legacy < 2 || legacy <= upgraded {
+            Some(format!(
+                "announces the legacy login, but only {legacy} of the {answered} nodes that answered agree; an MD5 of the password goes only where at least two nodes and a majority announce it"
+            ))
+        } else {
+            None
+        };
+        match refusal {
+            Some(why) => {
+                p.session.close();
+                report.outcomes[i] = NodeLogin::Withheld(why);
+            }
+            None => {
+                let md5 = keys::md5_of(ring.current.as_bytes()).to_vec();
+                proofs.push((i, p, Proof::LegacyMd5(md5), Method::Md5));
+            }
+        }
+    }
+    prove_all(&mut report, proofs, user).await;
+    fetch_records(&mut report, |m| m == Method::Md5).await;
+    report
+}
+
+/// Starts a login: the node's challenge and the scheme it announces.
+async fn hello(session: &Session, user: &str) -> Result<(Vec<u8>, AuthScheme), NetError> {
+    let resp = session
+        .call(&Request::Hello {
+            user: user.to_string(),
+        })
+        .await?;
+    match resp {
+        Response::Challenge { challenge, scheme } => Ok((challenge, scheme)),
+        other => Err(unexpected("Challenge", &other)),
+    }
+}
+
+/// Sends the proofs, all at once, and records the outcomes.
+async fn prove_all(
+    report: &mut LoginReport,
+    proofs: Vec<(usize, Pending, Proof, Method)>,
+    user: &str,
+) {
+    let mut set = JoinSet::new();
+    for (i, p, proof, method) in proofs {
+        let user = user.to_string();
+        set.spawn(async move {
+            let r = p.session.call(&Request::Login { user, proof }).await;
+            (i, p.session, method, r)
+        });
+    }
+    while let Some(joined) = set.join_next().await {
+        let Ok((i, session, method, result)) = joined else {
+            continue;
+        };
+        report.outcomes[i] = match result {
+            Ok(Response::LoggedIn) => {
+                report.sessions[i] = Some(session);
+                NodeLogin::Ready(method)
+            }
+            other => {
+                session.close();
+                match other {
+                    Ok(resp) => NodeLogin::Down(unexpected("LoggedIn", &resp).to_string()),
+                    Err(NetError::Node {
+                        code: ErrorCode::AuthFailed,
+                        ..
+                    }) => NodeLogin::Refused,
+                    Err(NetError::Node {
+                        code: ErrorCode::Throttled(ms),
+                        ..
+                    }) => NodeLogin::Throttled(ms.div_ceil(1000)),
+                    Err(e) => NodeLogin::Down(e.to_string()),
+                }
+            }
+        };
+    }
+}
+
+/// Reads the key record of every node logged in with a method `which`
+/// accepts, all at once.
+async fn fetch_records(report: &mut LoginReport, which: impl Fn(Method) -> bool) {
+    let mut set = JoinSet::new();
+    for (i, s) in report.sessions.iter().enumerate() {
+        let Some(s) = s else { continue };
+        if !matches!(report.outcomes[i], NodeLogin::Ready(m) if which(m)) {
+            continue;
+        }
+        let s = s.clone();
+        set.spawn(async move {
+            let r = match s.call(&Request::GetRecord).await {
+                Ok(Response::Record(r)) => Ok(r),
+                Ok(other) => Err(unexpected("Record", &other)),
+                Err(e) => Err(e),
+            };
+            (i, r)
+        });
+    }
+    while let Some(joined) = set.join_next().await {
+        if let Ok((i, r)) = joined {
+            report.records[i] = Some(r);
+        }
+    }
+}
