@@ -386,7 +386,7 @@ pub async fn log_in(attempt: &Attempt<'_>, ring: &mut KeyRing) -> LoginReport {
 /// Starts a login: the node's challenge and the scheme it announces.
 async fn hello(session: &Session, user: &str) -> Result<(Vec<u8>, AuthScheme), NetError> {
     let resp = session
-        .call(&Request::Hello {
+        .call_login(&Request::Hello {
             user: user.to_string(),
         })
         .await?;
@@ -406,7 +406,7 @@ async fn prove_all(
     for (i, p, proof, method) in proofs {
         let user = user.to_string();
         set.spawn(async move {
-            let r = p.session.call(&Request::Login { user, proof }).await;
+            let r = p.session.call_login(&Request::Login { user, proof }).await;
             (i, p.session, method, r)
         });
     }
@@ -449,7 +449,7 @@ async fn fetch_records(report: &mut LoginReport, which: impl Fn(Method) -> bool)
         }
         let s = s.clone();
         set.spawn(async move {
-            let r = match s.call(&Request::GetRecord).await {
+            let r = match s.call_login(&Request::GetRecord).await {
                 Ok(Response::Record(r)) => Ok(r),
                 Ok(other) => Err(unexpected("Record", &other)),
                 Err(e) => Err(e),

@@ -26,6 +26,10 @@ use crate::config::ServerEntry;
 pub const CONNECT_TIMEOUT: Duration = Duration::from_millis(1000);
 /// How long a small request may take.
 pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(15);
+/// How long one step of the login exchange may take (hello, proof, key
+/// record): tiny requests, so a node that accepts the connection and then
+/// says nothing holds a command up for seconds, not for the request timeout.
+pub const LOGIN_TIMEOUT: Duration = Duration::from_secs(5);
 /// How long a bulk transfer may go without progress before the node counts
 /// as stalled.
 pub const STALL_TIMEOUT: Duration = Duration::from_secs(10);
@@ -46,6 +50,8 @@ pub struct Timeouts {
     pub connect: Duration,
     /// A small request, start to end.
     pub request: Duration,
+    /// One step of the login exchange.
+    pub login: Duration,
     /// A bulk transfer without progress.
     pub stall: Duration,
     /// A whole listing of one node.
@@ -57,6 +63,7 @@ impl Default for Timeouts {
         Timeouts {
             connect: CONNECT_TIMEOUT,
             request: REQUEST_TIMEOUT,
+            login: LOGIN_TIMEOUT,
             stall: STALL_TIMEOUT,
             listing: LISTING_DEADLINE,
         }
@@ -283,6 +290,13 @@ impl Session {
             .await
             .map_err(conn_err)?;
         Ok((send, recv))
+    }
+
+    /// [`Session::call`] under the login timeout.
+    pub async fn call_login(&self, req: &Request) -> Result<Response, NetError> {
+        tokio::time::timeout(self.timeouts.login, self.call(req))
+            .await
+            .map_err(|_| NetError::Timeout)?
     }
 
     /// Sends a request without bulk data and returns the (non-error) answer.
