@@ -352,32 +352,30 @@ async fn forward(
 }
 
 async fn write_reply(mut send: SendStream, reply: Reply) {
-    let (bytes, finish) = match reply {
+    let (head, bulk, finish) = match reply {
         Reply::Send(resp, bulk) => match frame_of(&resp) {
-            Ok(mut bytes) => {
-                bytes.extend_from_slice(&bulk);
-                (bytes, true)
-            }
+            Ok(frame) => (frame, bulk, true),
             Err(e) => {
                 tracing::error!(error = %e, "proxy: cannot encode the lie's response; resetting");
                 let _ = send.reset(RESET);
                 return;
             }
         },
-        Reply::Raw(bytes) => (bytes, true),
-        Reply::StallAfter(bytes) => (bytes, false),
-        Reply::Stall => (Vec::new(), false),
+        Reply::Raw(bytes) => (bytes, Vec::new(), true),
+        Reply::StallAfter(bytes) => (bytes, Vec::new(), false),
+        Reply::Stall => (Vec::new(), Vec::new(), false),
         Reply::Reset => {
             let _ = send.reset(RESET);
             return;
         }
     };
-    match tokio::time::timeout(WRITE_TIMEOUT, send.write_all(&bytes)).await {
-        Ok(Ok(())) => {}
-        _ => {
-            let _ = send.reset(RESET);
-            return;
-        }
+    let write = async {
+        send.write_all(&head).await?;
+        send.write_all(&bulk).await
+    };
+    if !matches!(tokio::time::timeout(WRITE_TIMEOUT, write).await, Ok(Ok(()))) {
+        let _ = send.reset(RESET);
+        return;
     }
     if finish {
         let _ = send.finish();
