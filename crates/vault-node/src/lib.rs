@@ -23,6 +23,8 @@
 //!   with the client).
 //! - [`certs`]: rcgen cluster CA and node certificates.
 //! - [`dev_cluster`]: four in-process nodes with demo users for trying Vault.
+//! - `testing` (feature `testing`): the test kit: in-process clusters, a
+//!   raw client and hostile proxies.
 //!
 //! # On-disk layout
 //!
@@ -47,6 +49,9 @@ mod state;
 pub mod store;
 pub mod throttle;
 pub mod users;
+
+#[cfg(feature = "testing")]
+pub mod testing;
 
 pub use server::{NodeConfig, Server};
 pub use throttle::ThrottleConfig;

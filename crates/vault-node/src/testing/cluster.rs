@@ -1,0 +1,354 @@
+//! [`TestCluster`]: four real nodes in this process.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context};
+use tokio::sync::oneshot;
+use tokio::task::JoinHandle;
+
+use super::lie::Lie;
+use super::observed::Observed;
+use super::proxy::{Proxy, Target};
+use super::raw::RawClient;
+use crate::server::{NodeConfig, Server};
+use crate::users::UserDb;
+
+/// The nodes' names, in `dfc.conf` order (node `i` is `NODE_NAMES[i]`).
+pub const NODE_NAMES: [&str; 4] = ["DFS1", "DFS2", "DFS3", "DFS4"];
+
+/// How long [`TestCluster::restart`] keeps trying to re-bind the node's
+/// port while the stopped endpoint lets go of it.
+const REBIND_TIMEOUT: Duration = Duration::from_secs(5);
+
+struct Running {
+    stop: oneshot::Sender<()>,
+    task: JoinHandle<anyhow::Result<()>>,
+}
+
+struct Slot {
+    /// The node's configuration; `listen` is the address it was bound to.
+    config: NodeConfig,
+    running: Option<Running>,
+    proxy: Option<Proxy>,
+}
+
+/// Four nodes `DFS1`..`DFS4` on 127.0.0.1 (port 0), their roots
+/// `<dir>/DFS1`..`<dir>/DFS4` in one temp dir, certificates from a fresh
+/// cluster CA made at start ([`crate::certs::generate`]; nothing written to
+/// disk but `ca.pem` by [`TestCluster::write_dfc`]).
+///
+/// Node numbers `i` are 0-based (node 0 is `DFS1`). Dropping the cluster
+/// signals every node and proxy to stop and removes the temp dir; use
+/// [`TestCluster::stop`] to wait for a node's shutdown.
+///
+/// Needs a tokio runtime (the nodes and proxies run as tasks on it).
+pub struct TestCluster {
+    ca_pem: String,
+    nodes: Vec<Slot>,
+    // Last, so nodes are signalled before their roots go away.
+    dir: tempfile::TempDir,
+}
+
+impl std::fmt::Debug for TestCluster {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let addrs: Vec<SocketAddr> = (0..4).map(|i| self.addr(i)).collect();
+        f.debug_struct("TestCluster")
+            .field("dir", &self.dir.path())
+            .field("addrs", &addrs)
+            .finish_non_exhaustive()
+    }
+}
+
+impl TestCluster {
+    /// Starts four nodes sharing one users-file text.
+    pub async fn start(users: &str) -> anyhow::Result<TestCluster> {
+        Self::start_each([users; 4]).await
+    }
+
+    /// Starts four nodes, node `i` with users-file text `users[i]`.
+    pub async fn start_each(users: [&str; 4]) -> anyhow::Result<TestCluster> {
+        Self::start_with(users, |_, _| {}).await
+    }
+
+    /// [`TestCluster::start_each`], with `tweak(i, config)` adjusting each
+    /// node's configuration (limits, throttling, grace...) before it binds.
+    pub async fn start_with(
+        users: [&str; 4],
+        mut tweak: impl FnMut(usize, &mut NodeConfig),
+    ) -> anyhow::Result<TestCluster> {
+        let dir = tempfile::Builder::new()
+            .prefix("vault-cluster-")
+            .tempdir()
+            .context("failed to create the cluster's temp dir")?;
+        let certs = crate::certs::generate(&NODE_NAMES, &crate::certs::default_sans())?;
+        let mut nodes = Vec::with_capacity(4);
+        for (i, (cert, users)) in certs.nodes.into_iter().zip(users).enumerate() {
+            let source = format!("{} users", cert.name);
+            let users = UserDb::parse(users, &source)?;
+            let mut config = NodeConfig::new(
+                cert.name.clone(),
+                dir.path().join(&cert.name),
+                SocketAddr::from(([127, 0, 0, 1], 0)),
+                users,
+                cert.cert_pem,
+                cert.key_pem,
+            );
+            tweak(i, &mut config);
+            let server = Server::bind(config.clone())
+                .with_context(|| format!("failed to start {}", cert.name))?;
+            config.listen = server.local_addr();
+            nodes.push(Slot {
+                config,
+                running: Some(spawn(server)),
+                proxy: None,
+            });
+        }
+        Ok(TestCluster {
+            ca_pem: certs.ca_cert_pem,
+            nodes,
+            dir,
+        })
+    }
+
+    fn slot(&self, i: usize) -> &Slot {
+        assert!(
+            i < 4,
+            "node index {i} out of range: nodes are 0 (DFS1) to 3 (DFS4)"
+        );
+        &self.nodes[i]
+    }
+
+    fn slot_mut(&mut self, i: usize) -> &mut Slot {
+        assert!(
+            i < 4,
+            "node index {i} out of range: nodes are 0 (DFS1) to 3 (DFS4)"
+        );
+        &mut self.nodes[i]
+    }
+
+    /// The temp dir holding the node roots (and what `write_dfc` writes).
+    pub fn dir(&self) -> &Path {
+        self.dir.path()
+    }
+
+    /// The cluster CA certificate, PEM.
+    pub fn ca_pem(&self) -> &str {
+        &self.ca_pem
+    }
+
+    /// Node `i`'s name (`DFS1`...), what a client puts in the TLS server name.
+    pub fn name(&self, i: usize) -> &str {
+        &self.slot(i).config.name
+    }
+
+    /// Where a client must dial node `i`: the hostile proxy's address once
+    /// [`TestCluster::make_hostile`] put one in front of it, else the node's.
+    pub fn addr(&self, i: usize) -> SocketAddr {
+        let slot = self.slot(i);
+        match &slot.proxy {
+            Some(p) => p.addr(),
+            None => slot.config.listen,
+        }
+    }
+
+    /// The real node's own address, proxy or not.
+    pub fn node_addr(&self, i: usize) -> SocketAddr {
+        self.slot(i).config.listen
+    }
+
+    /// Node `i`'s configuration as it was last started.
+    pub fn config(&self, i: usize) -> &NodeConfig {
+        &self.slot(i).config
+    }
+
+    /// Node `i`'s root folder.
+    pub fn root(&self, i: usize) -> &Path {
+        &self.slot(i).config.root
+    }
+
+    /// Node `i`'s folder for `user` (the lower-case name), where its blobs
+    /// are files named by id. It exists once the user stored something.
+    pub fn user_dir(&self, i: usize, user: &str) -> PathBuf {
+        self.root(i).join(user.to_ascii_lowercase())
+    }
+
+    /// Whether node `i` is running (not stopped).
+    pub fn is_running(&self, i: usize) -> bool {
+        self.slot(i).running.is_some()
+    }
+
+    /// What the hostile proxy in front of node `i` received, if there is one.
+    pub fn observed(&self, i: usize) -> Option<Arc<Observed>> {
+        self.slot(i).proxy.as_ref().map(Proxy::observed)
+    }
+
+    /// A [`RawClient`] connected to [`TestCluster::addr`]`(i)`, expecting
+    /// node `i`'s certificate.
+    pub async fn raw_client(&self, i: usize) -> anyhow::Result<RawClient> {
+        RawClient::connect(self.addr(i), &self.ca_pem, self.name(i)).await
+    }
+
+    /// Stops node `i` and waits until it has shut down (in-flight requests
+    /// get the node's shutdown grace). Its proxy, if any, keeps running and
+    /// refuses connections while the node is down. A stopped node stays
+    /// stopped.
+    pub async fn stop(&mut self, i: usize) -> anyhow::Result<()> {
+        let Some(running) = self.slot_mut(i).running.take() else {
+            return Ok(());
+        };
+        let _ = running.stop.send(());
+        running
+            .task
+            .await
+            .with_context(|| format!("node {} panicked", self.name(i)))?
+    }
+
+    /// Stops node `i` if it runs, then starts it again on the same address
+    /// and root, with the same configuration. Its proxy, if any, keeps its
+    /// address and forwards new connections to the restarted node.
+    pub async fn restart(&mut self, i: usize) -> anyhow::Result<()> {
+        self.restart_with(i, |_| {}).await
+    }
+
+    /// [`TestCluster::restart`] after `tweak` changed the stored
+    /// configuration (another users file, say). If `tweak` changes
+    /// `listen`, the node moves there (and its proxy follows).
+    pub async fn restart_with(
+        &mut self,
+        i: usize,
+        tweak: impl FnOnce(&mut NodeConfig),
+    ) -> anyhow::Result<()> {
+        self.stop(i).await?;
+        let slot = self.slot_mut(i);
+        tweak(&mut slot.config);
+        let server = bind_again(&slot.config).await?;
+        slot.config.listen = server.local_addr();
+        slot.running = Some(spawn(server));
+        if let Some(proxy) = &slot.proxy {
+            proxy.set_upstream(slot.config.listen);
+        }
+        Ok(())
+    }
+
+    /// Puts a hostile proxy in front of node `i`: a QUIC server on
+    /// 127.0.0.1:0 presenting node `i`'s own certificate and key, asking
+    /// `lie` about every request (see [`crate::testing::proxy`]). From now
+    /// on [`TestCluster::addr`]`(i)`, [`TestCluster::dfc_text`] and
+    /// [`TestCluster::raw_client`] point at the proxy; the node itself
+    /// keeps running at [`TestCluster::node_addr`]`(i)`.
+    ///
+    /// On a node that already has a proxy, replaces the lie (for streams
+    /// opened from then on) and returns the same [`Observed`].
+    pub async fn make_hostile(
+        &mut self,
+        i: usize,
+        lie: Arc<dyn Lie>,
+    ) -> anyhow::Result<Arc<Observed>> {
+        let ca_pem = self.ca_pem.clone();
+        let slot = self.slot_mut(i);
+        if let Some(proxy) = &slot.proxy {
+            proxy.set_lie(lie);
+            return Ok(proxy.observed());
+        }
+        let target = Target {
+            name: &slot.config.name,
+            cert_pem: &slot.config.cert_pem,
+            key_pem: &slot.config.key_pem,
+            ca_pem: &ca_pem,
+            addr: slot.config.listen,
+        };
+        let proxy = Proxy::start(target, lie)?;
+        let observed = proxy.observed();
+        slot.proxy = Some(proxy);
+        Ok(observed)
+    }
+
+    /// A classic `dfc.conf`: `Server DFSi 127.0.0.1:PORT` for the four
+    /// nodes in order (at [`TestCluster::addr`], so proxies included),
+    /// `Username: USER`, then `password_line` verbatim if given (e.g.
+    /// `Some("Password: Crimson33")`). Lines end in `\n`.
+    pub fn dfc_text(&self, user: &str, password_line: Option<&str>) -> String {
+        let mut text = String::new();
+        for i in 0..4 {
+            text.push_str(&format!("Server {} {}\n", self.name(i), self.addr(i)));
+        }
+        text.push_str(&format!("Username: {user}\n"));
+        if let Some(line) = password_line {
+            text.push_str(line);
+            text.push('\n');
+        }
+        text
+    }
+
+    /// Writes [`TestCluster::dfc_text`] to `<dir>/dfc.conf` and the CA to
+    /// `<dir>/certs/ca.pem` (where the client looks for it by default), and
+    /// returns the `dfc.conf` path, for `vault-client -c <path>`. Call it
+    /// after any `make_hostile`: the file holds the addresses of the moment.
+    pub fn write_dfc(&self, user: &str, password_line: Option<&str>) -> anyhow::Result<PathBuf> {
+        let certs = self.dir().join("certs");
+        std::fs::create_dir_all(&certs)
+            .with_context(|| format!("failed to create {}", certs.display()))?;
+        let ca = certs.join("ca.pem");
+        std::fs::write(&ca, &self.ca_pem)
+            .with_context(|| format!("failed to write {}", ca.display()))?;
+        let conf = self.dir().join("dfc.conf");
+        std::fs::write(&conf, self.dfc_text(user, password_line))
+            .with_context(|| format!("failed to write {}", conf.display()))?;
+        Ok(conf)
+    }
+}
+
+impl Drop for TestCluster {
+    fn drop(&mut self) {
+        for slot in &mut self.nodes {
+            // Dropping the proxy stops it.
+            slot.proxy = None;
+            if let Some(running) = slot.running.take() {
+                let _ = running.stop.send(());
+            }
+        }
+    }
+}
+
+fn spawn(server: Server) -> Running {
+    let (stop, stopped) = oneshot::channel::<()>();
+    let task = tokio::spawn(server.run(async {
+        let _ = stopped.await;
+    }));
+    Running { stop, task }
+}
+
+/// Binds `config` again. A node that just stopped may hold its UDP port a
+/// moment longer (its endpoint's driver task closes the socket after
+/// `run` returns), so "address in use" is retried until
+/// [`REBIND_TIMEOUT`]; any other error is returned at once.
+async fn bind_again(config: &NodeConfig) -> anyhow::Result<Server> {
+    let deadline = Instant::now() + REBIND_TIMEOUT;
+    loop {
+        match Server::bind(config.clone()) {
+            Ok(server) => return Ok(server),
+            Err(e) if addr_in_use(&e) && Instant::now() < deadline => {
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+            Err(e) => {
+                if addr_in_use(&e) {
+                    bail!(
+                        "{} still in use after {REBIND_TIMEOUT:?}: {e:#}",
+                        config.listen
+                    );
+                }
+                return Err(e.context(format!("failed to restart {}", config.name)));
+            }
+        }
+    }
+}
+
+fn addr_in_use(e: &anyhow::Error) -> bool {
+    e.chain().any(|c| {
+        c.downcast_ref::<std::io::Error>()
+            .is_some_and(|io| io.kind() == std::io::ErrorKind::AddrInUse)
+    })
+}

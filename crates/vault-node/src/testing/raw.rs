@@ -1,0 +1,290 @@
+//! A raw protocol client and helpers for hand-made frames.
+//!
+//! [`RawClient`] speaks the wire protocol with no conveniences beyond
+//! framing: one bidirectional stream per request, the request frame and
+//! its bulk bytes, FIN, then everything the node sends back until its FIN
+//! (at most [`MAX_RESPONSE_LEN`] bytes). It does no retries, no fail-over
+//! and no checks of its own, so a test sees exactly what a node (or a
+//! hostile proxy) answered.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{anyhow, bail, Context};
+use serde::Serialize;
+use wire::{
+    decode_frame_header, decode_response, encode_request, AuthScheme, BlobId, ErrorCode, Proof,
+    Request, Response, FRAME_PREFIX_LEN,
+};
+
+use crate::kdf;
+
+/// Most bytes [`RawClient`] reads from one response stream (frame and bulk).
+pub const MAX_RESPONSE_LEN: usize = 256 << 20;
+
+/// Time [`RawClient::connect`] gives the handshake.
+pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Client TLS for QUIC trusting only the CA in `ca_pem`, TLS 1.3, ALPN
+/// [`wire::ALPN`]: what a Vault client presents to a node.
+pub fn client_tls(ca_pem: &str) -> anyhow::Result<quinn::ClientConfig> {
+    let mut roots = rustls::RootCertStore::empty();
+    for cert in rustls_pemfile::certs(&mut ca_pem.as_bytes()) {
+        roots.add(cert.context("failed to parse the CA PEM")?)?;
+    }
+    if roots.is_empty() {
+        bail!("no certificate in the CA PEM");
+    }
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let mut tls = rustls::ClientConfig::builder_with_provider(provider)
+        .with_protocol_versions(&[&rustls::version::TLS13])?
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    tls.alpn_protocols = vec![wire::ALPN.to_vec()];
+    let crypto = quinn::crypto::rustls::QuicClientConfig::try_from(tls)?;
+    Ok(quinn::ClientConfig::new(Arc::new(crypto)))
+}
+
+/// A raw protocol client: one stream per request, no conveniences beyond
+/// framing.
+pub struct RawClient {
+    /// The client's own endpoint (127.0.0.1, port 0).
+    pub endpoint: quinn::Endpoint,
+    /// The connection to the node (or to the proxy in front of it).
+    pub conn: quinn::Connection,
+}
+
+impl std::fmt::Debug for RawClient {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RawClient")
+            .field("peer", &self.conn.remote_address())
+            .finish_non_exhaustive()
+    }
+}
+
+impl RawClient {
+    /// Connects to `addr`, trusting only `ca_pem` and expecting the
+    /// certificate of `server_name` (`DFS1`...); fails after
+    /// [`CONNECT_TIMEOUT`].
+    pub async fn connect(
+        addr: SocketAddr,
+        ca_pem: &str,
+        server_name: &str,
+    ) -> anyhow::Result<RawClient> {
+        let mut endpoint = quinn::Endpoint::client("127.0.0.1:0".parse()?)?;
+        endpoint.set_default_client_config(client_tls(ca_pem)?);
+        let connecting = endpoint.connect(addr, server_name)?;
+        let conn = match tokio::time::timeout(CONNECT_TIMEOUT, connecting).await {
+            Ok(conn) => {
+                conn.with_context(|| format!("failed to connect to {server_name} at {addr}"))?
+            }
+            Err(_) => bail!("{server_name} at {addr} did not answer within {CONNECT_TIMEOUT:?}"),
+        };
+        Ok(RawClient { endpoint, conn })
+    }
+
+    /// Sends `bytes` as the whole request stream (then FIN) and returns
+    /// every byte the peer sent back before its FIN, undecoded.
+    pub async fn exchange(&self, bytes: &[u8]) -> anyhow::Result<Vec<u8>> {
+        let (mut send, mut recv) = self.conn.open_bi().await?;
+        send.write_all(bytes).await?;
+        send.finish()?;
+        recv.read_to_end(MAX_RESPONSE_LEN)
+            .await
+            .context("reading the response")
+    }
+
+    /// Sends `bytes` as the whole request stream, then decodes the response
+    /// frame; returns it with whatever bulk follows it.
+    pub async fn raw(&self, bytes: &[u8]) -> anyhow::Result<(Response, Vec<u8>)> {
+        split_response(&self.exchange(bytes).await?)
+    }
+
+    /// Sends `req` and `bulk` (the upload bytes of a `PutBlob`).
+    pub async fn request(&self, req: &Request, bulk: &[u8]) -> anyhow::Result<(Response, Vec<u8>)> {
+        let mut bytes = encode_request(req);
+        bytes.extend_from_slice(bulk);
+        self.raw(&bytes).await
+    }
+
+    /// Sends `req` without bulk and returns the response.
+    ///
+    /// # Panics
+    ///
+    /// On a transport error or an undecodable response (see
+    /// [`RawClient::request`] for the fallible form).
+    pub async fn call(&self, req: &Request) -> Response {
+        match self.request(req, &[]).await {
+            Ok((resp, _)) => resp,
+            Err(e) => panic!("request {req:?} failed: {e:#}"),
+        }
+    }
+
+    /// `Hello` for `user`: the challenge and the announced scheme.
+    pub async fn hello(&self, user: &str) -> anyhow::Result<(Vec<u8>, AuthScheme)> {
+        let req = Request::Hello { user: user.into() };
+        match self.request(&req, &[]).await?.0 {
+            Response::Challenge { challenge, scheme } => Ok((challenge, scheme)),
+            other => bail!("unexpected hello answer {other:?}"),
+        }
+    }
+
+    /// `Hello`, then `Login` with the MD5 proof of `password`; returns the
+    /// login answer (`LoggedIn` or an error).
+    pub async fn login_md5(&self, user: &str, password: &str) -> anyhow::Result<Response> {
+        self.hello(user).await?;
+        let proof = Proof::LegacyMd5(super::md5_digest(password).to_vec());
+        let req = Request::Login {
+            user: user.into(),
+            proof,
+        };
+        Ok(self.request(&req, &[]).await?.0)
+    }
+
+    /// `Hello`, derive the login key from the announced salt and costs
+    /// (Argon2id), sign the challenge for node `node`, `Login`.
+    pub async fn login_signature(
+        &self,
+        node: &str,
+        user: &str,
+        password: &str,
+    ) -> anyhow::Result<Response> {
+        let (challenge, scheme) = self.hello(user).await?;
+        let AuthScheme::Upgraded(params) = scheme else {
+            bail!("node announced a legacy scheme");
+        };
+        let root = kdf::derive_root(password.as_bytes(), &params)?;
+        let pair = kdf::login_key_pair(&kdf::login_seed(&root));
+        let lower = user.to_ascii_lowercase();
+        let sig = pair.sign(&wire::login_message(node, &lower, &challenge));
+        let req = Request::Login {
+            user: user.into(),
+            proof: Proof::Signature(sig.as_ref().to_vec()),
+        };
+        Ok(self.request(&req, &[]).await?.0)
+    }
+
+    /// Stores `data` as blob `id`.
+    ///
+    /// # Panics
+    ///
+    /// On an invalid id or a transport error.
+    pub async fn put(&self, id: &str, data: &[u8]) -> Response {
+        let req = Request::PutBlob {
+            id: BlobId::new(id).expect("valid blob id"),
+            len: data.len() as u64,
+        };
+        match self.request(&req, data).await {
+            Ok((resp, _)) => resp,
+            Err(e) => panic!("put {id} failed: {e:#}"),
+        }
+    }
+
+    /// Reads blob `id`: the response and the bytes after it.
+    ///
+    /// # Panics
+    ///
+    /// On an invalid id or a transport error.
+    pub async fn get(&self, id: &str) -> (Response, Vec<u8>) {
+        let req = Request::GetBlob {
+            id: BlobId::new(id).expect("valid blob id"),
+        };
+        match self.request(&req, &[]).await {
+            Ok(answer) => answer,
+            Err(e) => panic!("get {id} failed: {e:#}"),
+        }
+    }
+}
+
+/// Splits a whole response stream into its decoded frame and the bytes
+/// after it.
+pub fn split_response(all: &[u8]) -> anyhow::Result<(Response, Vec<u8>)> {
+    let prefix: &[u8; FRAME_PREFIX_LEN] = all
+        .get(..FRAME_PREFIX_LEN)
+        .and_then(|p| p.try_into().ok())
+        .ok_or_else(|| anyhow!("short response"))?;
+    let len = decode_frame_header(prefix)?;
+    let body = all
+        .get(FRAME_PREFIX_LEN..FRAME_PREFIX_LEN + len)
+        .ok_or_else(|| anyhow!("truncated response"))?;
+    let resp = decode_response(body)?;
+    Ok((resp, all[FRAME_PREFIX_LEN + len..].to_vec()))
+}
+
+/// `version | length | body` around `body`, whatever the three are.
+pub fn frame(version: u16, body: &[u8]) -> Vec<u8> {
+    let mut out = version.to_be_bytes().to_vec();
+    out.extend_from_slice(&(body.len() as u32).to_be_bytes());
+    out.extend_from_slice(body);
+    out
+}
+
+/// A frame of the current protocol version carrying `msg` as CBOR, with no
+/// size check (unlike [`wire::encode_response`], which panics on bodies
+/// over [`wire::MAX_FRAME_BODY_LEN`]): an oversized message gives a frame
+/// whose header announces its true, oversized length.
+pub fn frame_of<T: Serialize>(msg: &T) -> anyhow::Result<Vec<u8>> {
+    let mut body = Vec::new();
+    ciborium::into_writer(msg, &mut body).context("failed to encode CBOR")?;
+    let len = u32::try_from(body.len()).context("body longer than 4 GiB")?;
+    let mut out = wire::PROTOCOL_VERSION.to_be_bytes().to_vec();
+    out.extend_from_slice(&len.to_be_bytes());
+    out.extend_from_slice(&body);
+    Ok(out)
+}
+
+/// A frame prefix of the current version announcing a body one byte over
+/// [`wire::MAX_FRAME_BODY_LEN`], with no body: what a peer must refuse
+/// before allocating anything.
+pub fn oversized_frame_header() -> Vec<u8> {
+    let mut out = wire::PROTOCOL_VERSION.to_be_bytes().to_vec();
+    out.extend_from_slice(&(wire::MAX_FRAME_BODY_LEN as u32 + 1).to_be_bytes());
+    out
+}
+
+/// Requests with unvalidated string ids, serialised exactly like
+/// [`wire::Request`] (serde's externally tagged enums), to get hostile ids
+/// past the encoder's validation. Frame them with [`raw_frame`].
+#[derive(Debug, Clone, Serialize)]
+pub enum RawRequest {
+    /// `PutBlob` with any id.
+    PutBlob {
+        /// Unchecked id.
+        id: String,
+        /// Announced length.
+        len: u64,
+    },
+    /// `GetBlob` with any id.
+    GetBlob {
+        /// Unchecked id.
+        id: String,
+    },
+    /// `List` with any resume point and limit.
+    List {
+        /// Unchecked resume point.
+        after: Option<String>,
+        /// Unchecked page size.
+        limit: u32,
+    },
+    /// `Delete` with any id.
+    Delete {
+        /// Unchecked id.
+        id: String,
+    },
+}
+
+/// A current-version frame around `req`.
+pub fn raw_frame(req: &RawRequest) -> Vec<u8> {
+    let mut body = Vec::new();
+    ciborium::into_writer(req, &mut body).expect("writing CBOR to a Vec cannot fail");
+    frame(wire::PROTOCOL_VERSION, &body)
+}
+
+/// The code of an error response, `None` for any other response.
+pub fn error_code(resp: &Response) -> Option<ErrorCode> {
+    match resp {
+        Response::Error { code, .. } => Some(*code),
+        _ => None,
+    }
+}
