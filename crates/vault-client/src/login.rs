@@ -31,7 +31,7 @@ use zeroize::Zeroizing;
 
 use crate::config::ClientConfig;
 use crate::crypto::keys::{self, KeyError, MasterKey, PasswordKeys};
-use crate::net::{self, unexpected, NetError, Session, Timeouts};
+use crate::net::{self, unexpected, Limits, NetError, Session};
 use crate::state::AccountState;
 
 /// Most distinct Argon2id parameter sets derived per password in one run:
@@ -232,7 +232,7 @@ pub struct Attempt<'a> {
     /// The lower-case user name.
     pub user: &'a str,
     /// Time limits.
-    pub timeouts: Timeouts,
+    pub limits: Limits,
     /// What this client learned before.
     pub state: &'a AccountState,
     /// Where that is kept (for messages).
@@ -248,7 +248,7 @@ pub async fn log_in(attempt: &Attempt<'_>, ring: &mut KeyRing) -> LoginReport {
         endpoint,
         cfg,
         user,
-        timeouts,
+        limits,
         state,
         state_path,
         rotation,
@@ -269,7 +269,7 @@ pub async fn log_in(attempt: &Attempt<'_>, ring: &mut KeyRing) -> LoginReport {
         let (endpoint, server, user) = (endpoint.clone(), server.clone(), user.to_string());
         set.spawn(async move {
             let attempt = async {
-                let session = net::dial(&endpoint, i, &server, timeouts).await?;
+                let session = net::dial(&endpoint, i, &server, limits).await?;
                 match hello(&session, &user).await {
                     Ok((challenge, scheme)) => Ok((session, challenge, scheme)),
                     Err(e) => {

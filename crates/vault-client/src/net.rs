@@ -42,10 +42,10 @@ pub const LISTING_DEADLINE: Duration = Duration::from_secs(300);
 /// Longest node-supplied text kept for messages.
 const MAX_NODE_TEXT: usize = 300;
 
-/// Time limits for talking to nodes. The defaults suit real use; tests
-/// shorten them.
+/// Limits on talking to nodes: time, and how much of a listing is
+/// believed. The defaults suit real use; tests shorten them.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Timeouts {
+pub struct Limits {
     /// Dial and TLS handshake.
     pub connect: Duration,
     /// A small request, start to end.
@@ -56,16 +56,19 @@ pub struct Timeouts {
     pub stall: Duration,
     /// A whole listing of one node.
     pub listing: Duration,
+    /// Most entries accepted in one node's listing.
+    pub listing_entries: usize,
 }
 
-impl Default for Timeouts {
+impl Default for Limits {
     fn default() -> Self {
-        Timeouts {
+        Limits {
             connect: CONNECT_TIMEOUT,
             request: REQUEST_TIMEOUT,
             login: LOGIN_TIMEOUT,
             stall: STALL_TIMEOUT,
             listing: LISTING_DEADLINE,
+            listing_entries: MAX_LISTING,
         }
     }
 }
@@ -207,7 +210,7 @@ pub struct Session {
     /// The node's name (`DFS1`...).
     pub name: String,
     conn: Connection,
-    timeouts: Timeouts,
+    limits: Limits,
 }
 
 /// Dials `server` and completes the TLS handshake within the connect
@@ -216,7 +219,7 @@ pub async fn dial(
     endpoint: &Endpoint,
     node: usize,
     server: &ServerEntry,
-    timeouts: Timeouts,
+    limits: Limits,
 ) -> Result<Session, NetError> {
     let target = format!("{}:{}", server.host, server.port);
     let attempt = async {
@@ -230,14 +233,14 @@ pub async fn dial(
         let connecting = endpoint.connect(addr, &server.name).map_err(conn_err)?;
         connecting.await.map_err(conn_err)
     };
-    let conn = tokio::time::timeout(timeouts.connect, attempt)
+    let conn = tokio::time::timeout(limits.connect, attempt)
         .await
         .map_err(|_| NetError::Timeout)??;
     Ok(Session {
         node,
         name: server.name.clone(),
         conn,
-        timeouts,
+        limits,
     })
 }
 
@@ -294,7 +297,7 @@ impl Session {
 
     /// [`Session::call`] under the login timeout.
     pub async fn call_login(&self, req: &Request) -> Result<Response, NetError> {
-        tokio::time::timeout(self.timeouts.login, self.call(req))
+        tokio::time::timeout(self.limits.login, self.call(req))
             .await
             .map_err(|_| NetError::Timeout)?
     }
@@ -308,14 +311,14 @@ impl Session {
             let _ = recv.read_to_end(0).await;
             Ok(resp)
         };
-        tokio::time::timeout(self.timeouts.request, exchange)
+        tokio::time::timeout(self.limits.request, exchange)
             .await
             .map_err(|_| NetError::Timeout)?
     }
 
     /// The time limits this session applies.
-    pub fn timeouts(&self) -> Timeouts {
-        self.timeouts
+    pub fn limits(&self) -> Limits {
+        self.limits
     }
 
     /// Starts an upload of exactly `len` bytes to blob `id`.
@@ -324,14 +327,14 @@ impl Session {
             id: id.clone(),
             len,
         };
-        let (send, recv) = tokio::time::timeout(self.timeouts.request, self.open(&req))
+        let (send, recv) = tokio::time::timeout(self.limits.request, self.open(&req))
             .await
             .map_err(|_| NetError::Timeout)??;
         Ok(Upload {
             send,
             recv,
             remaining: len,
-            timeouts: self.timeouts,
+            limits: self.limits,
         })
     }
 
@@ -353,14 +356,14 @@ impl Session {
                     recv,
                     remaining: len,
                     len,
-                    stall: self.timeouts.stall,
+                    stall: self.limits.stall,
                 })),
                 Ok(other) => Err(unexpected("Blob", &other)),
                 Err(e) if e.is_code(ErrorCode::NotFound) => Ok(None),
                 Err(e) => Err(e),
             }
         };
-        tokio::time::timeout(self.timeouts.request, opened)
+        tokio::time::timeout(self.limits.request, opened)
             .await
             .map_err(|_| NetError::Timeout)?
     }
@@ -386,16 +389,16 @@ impl Session {
             }
             Ok(Some(out))
         };
-        tokio::time::timeout(self.timeouts.request, read)
+        tokio::time::timeout(self.limits.request, read)
             .await
             .map_err(|_| NetError::Timeout)?
     }
 
-    /// Lists every blob the user has on this node: at most [`MAX_LISTING`]
+    /// Lists every blob the user has on this node: at most the limit's
     /// entries, within the listing deadline. A node that sends more, or
     /// takes longer, is reported instead of exhausting memory or time.
     pub async fn list_all(&self) -> Result<Vec<ListEntry>, NetError> {
-        let deadline = self.timeouts.listing;
+        let deadline = self.limits.listing;
         tokio::time::timeout(deadline, self.list_pages())
             .await
             .map_err(|_| {
@@ -426,9 +429,10 @@ impl Session {
                     return Err(NetError::Protocol("listing did not advance".into()));
                 }
             }
-            if out.len() + entries.len() > MAX_LISTING {
+            let max = self.limits.listing_entries;
+            if out.len() + entries.len() > max {
                 return Err(NetError::Protocol(format!(
-                    "listing exceeds {MAX_LISTING} entries; ignoring this node's listing"
+                    "listing exceeds {max} entries; ignoring this node's listing"
                 )));
             }
             out.extend(entries);
@@ -456,7 +460,7 @@ pub struct Upload {
     send: SendStream,
     recv: RecvStream,
     remaining: u64,
-    timeouts: Timeouts,
+    limits: Limits,
 }
 
 impl Upload {
@@ -465,7 +469,7 @@ impl Upload {
         if bytes.len() as u64 > self.remaining {
             return Err(NetError::Protocol("upload longer than announced".into()));
         }
-        tokio::time::timeout(self.timeouts.stall, self.send.write_all(bytes))
+        tokio::time::timeout(self.limits.stall, self.send.write_all(bytes))
             .await
             .map_err(|_| NetError::Timeout)?
             .map_err(conn_err)?;
@@ -479,7 +483,7 @@ impl Upload {
             return Err(NetError::Protocol("upload shorter than announced".into()));
         }
         self.send.finish().map_err(conn_err)?;
-        let resp = tokio::time::timeout(self.timeouts.request, read_frame(&mut self.recv))
+        let resp = tokio::time::timeout(self.limits.request, read_frame(&mut self.recv))
             .await
             .map_err(|_| NetError::Timeout)??;
         match resp {

@@ -17,7 +17,7 @@ use zeroize::Zeroizing;
 use crate::config::ClientConfig;
 use crate::crypto::keys::{KeyError, MasterKey};
 use crate::login::{self, KeyRing, LoginReport, NodeLogin};
-use crate::net::{Session, Timeouts};
+use crate::net::{Limits, Session};
 use crate::records::{self, Found};
 use crate::state::{StateError, StateStore};
 
@@ -89,7 +89,7 @@ pub struct OpenOptions {
     /// The state file [default: `<dfc.conf>.state`].
     pub state: Option<PathBuf>,
     /// Time limits for talking to nodes.
-    pub timeouts: Timeouts,
+    pub limits: Limits,
 }
 
 impl OpenOptions {
@@ -158,7 +158,7 @@ impl Vault {
             endpoint,
             cfg,
             user: &user,
-            timeouts: options.timeouts,
+            limits: options.limits,
             state: &state,
             state_path: store.path(),
             rotation: None,

@@ -96,7 +96,7 @@ pub async fn rotate(
         endpoint,
         cfg,
         user: &user,
-        timeouts: options.timeouts,
+        limits: options.limits,
         state: &state,
         state_path: store.path(),
         rotation: Some(&info),
