@@ -231,7 +231,7 @@ async fn flood_listing_never_ends() {
             assert!(more);
             assert_eq!(entries.len(), 256);
             for e in &entries {
-                assert!(last.as_ref().map_or(true, |l| *l < e.id));
+                assert!(last.as_ref().is_none_or(|l| *l < e.id));
                 last = Some(e.id.clone());
             }
             after = last.clone();
