@@ -8,6 +8,8 @@
 //!
 //! - [`server`]: [`server::NodeConfig`] and [`server::Server`]: the quinn
 //!   endpoint, connection and stream caps, and the shutdown sequence.
+//! - `admission` (private): connection slots, per-source caps and eviction
+//!   of connections that have not logged in.
 //! - `connection` (private): the only code that reads and writes QUIC
 //!   streams. Frames in, typed requests to the handlers, responses and bulk
 //!   bytes out.
@@ -34,6 +36,7 @@
 //! ```
 #![forbid(unsafe_code)]
 
+mod admission;
 pub mod auth;
 pub mod certs;
 mod cmd;

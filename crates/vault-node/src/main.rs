@@ -6,6 +6,7 @@
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
+use std::time::Duration;
 
 use anyhow::{bail, Context};
 use clap::{Parser, Subcommand};
@@ -61,9 +62,18 @@ enum Command {
         /// Largest blob accepted, in bytes.
         #[arg(long, value_name = "BYTES", default_value_t = wire::DEFAULT_MAX_BLOB_LEN)]
         max_blob: u64,
-        /// Most simultaneous client connections.
+        /// Most simultaneous client connections. When full, a newcomer
+        /// evicts the oldest connection that has not logged in; it is
+        /// refused only if all have logged in.
         #[arg(long, value_name = "N", default_value_t = server::DEFAULT_MAX_CONNECTIONS)]
         max_connections: usize,
+        /// Most simultaneous connections from one IPv4 address or IPv6 /64,
+        /// same eviction rule [default: max(4, max-connections / 4)].
+        #[arg(long, value_name = "N")]
+        max_connections_per_source: Option<usize>,
+        /// Seconds a connection has to log in before it is closed.
+        #[arg(long, value_name = "SECS", default_value = "10", value_parser = parse_secs)]
+        login_timeout: Duration,
     },
     /// Run four local nodes with certificates, demo users and a ready dfc.conf.
     DevCluster {
@@ -162,6 +172,8 @@ fn run(command: Command) -> anyhow::Result<()> {
             listen,
             max_blob,
             max_connections,
+            max_connections_per_source,
+            login_timeout,
         } => {
             let name = match name {
                 Some(n) => n,
@@ -182,6 +194,8 @@ fn run(command: Command) -> anyhow::Result<()> {
             let mut config = NodeConfig::new(&name, root, listen, db, read("pem")?, read("key")?);
             config.max_blob_len = max_blob;
             config.max_connections = max_connections;
+            config.max_connections_per_source = max_connections_per_source;
+            config.login_timeout = login_timeout;
             runtime()?.block_on(async {
                 let signal = server::shutdown_signal();
                 let server = Server::bind(config)?;
@@ -195,6 +209,16 @@ fn run(command: Command) -> anyhow::Result<()> {
             dev_cluster::run(&dir, base_port, signal).await
         }),
         Command::User { command } => user(command),
+    }
+}
+
+/// A positive number of seconds, at most an hour.
+fn parse_secs(s: &str) -> Result<Duration, String> {
+    match s.parse::<f64>() {
+        Ok(secs) if secs > 0.0 && secs <= 3600.0 => Ok(Duration::from_secs_f64(secs)),
+        _ => Err(format!(
+            "{s:?} is not a number of seconds between 0 and 3600"
+        )),
     }
 }
 

@@ -52,6 +52,8 @@ fn help_describes_every_command_and_option() {
                 "--listen",
                 "--max-blob",
                 "--max-connections",
+                "--max-connections-per-source",
+                "--login-timeout",
             ],
         ),
         (&["dev-cluster", "--help"], &["--dir", "--base-port"]),
