@@ -17,7 +17,8 @@
 //! - [`auth`]: login challenges, legacy MD5 and Ed25519 proof checks, and the
 //!   scheme a user logs in with.
 //! - [`throttle`]: in-memory slowing of failed logins per address and user.
-//! - [`store`]: per-user blob folders: atomic writes, streamed reads, listing.
+//! - [`store`]: per-user blob folders: atomic writes, streamed reads, and an
+//!   in-memory index per user for listings, usage and the quota.
 //! - [`records`]: per-user key records with compare-and-swap on generation.
 //! - [`users`]: the `--users` file (`dfs.conf`) in every legacy form plus
 //!   the upgraded `argon2id` form, and the `vault-node user` edits.

@@ -74,6 +74,10 @@ enum Command {
         /// Seconds a connection has to log in before it is closed.
         #[arg(long, value_name = "SECS", default_value = "10", value_parser = parse_secs)]
         login_timeout: Duration,
+        /// Most bytes one user may keep on this node, uploads in progress
+        /// included [default: no limit].
+        #[arg(long, value_name = "BYTES")]
+        quota: Option<u64>,
     },
     /// Run four local nodes with certificates, demo users and a ready dfc.conf.
     DevCluster {
@@ -174,6 +178,7 @@ fn run(command: Command) -> anyhow::Result<()> {
             max_connections,
             max_connections_per_source,
             login_timeout,
+            quota,
         } => {
             let name = match name {
                 Some(n) => n,
@@ -196,6 +201,7 @@ fn run(command: Command) -> anyhow::Result<()> {
             config.max_connections = max_connections;
             config.max_connections_per_source = max_connections_per_source;
             config.login_timeout = login_timeout;
+            config.quota = quota;
             runtime()?.block_on(async {
                 let signal = server::shutdown_signal();
                 let server = Server::bind(config)?;

@@ -86,6 +86,9 @@ pub struct NodeConfig {
     pub key_pem: String,
     /// Largest blob accepted, in bytes.
     pub max_blob_len: u64,
+    /// Most bytes one user may keep on this node, uploads in progress
+    /// included (`None`: no limit).
+    pub quota: Option<u64>,
     /// Most simultaneous connections. A new one over the cap evicts the
     /// oldest connection that has not logged in; it is refused (closed
     /// with `node busy`) only if every connection has logged in.
@@ -113,6 +116,7 @@ impl std::fmt::Debug for NodeConfig {
             .field("root", &self.root)
             .field("listen", &self.listen)
             .field("max_blob_len", &self.max_blob_len)
+            .field("quota", &self.quota)
             .field("max_connections", &self.max_connections)
             .field(
                 "max_connections_per_source",
@@ -146,6 +150,7 @@ impl NodeConfig {
             cert_pem: cert_pem.into(),
             key_pem: key_pem.into(),
             max_blob_len: wire::DEFAULT_MAX_BLOB_LEN,
+            quota: None,
             max_connections: DEFAULT_MAX_CONNECTIONS,
             max_connections_per_source: None,
             login_timeout: DEFAULT_LOGIN_TIMEOUT,
@@ -212,6 +217,7 @@ impl Server {
             throttle: Throttle::new(config.throttle),
             secret,
             max_blob_len: config.max_blob_len,
+            quota: config.quota,
         };
         Ok(Server {
             node: Arc::new(node),

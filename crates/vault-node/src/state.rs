@@ -28,6 +28,8 @@ pub(crate) struct NodeState {
     /// Key for decoy salts of unknown users.
     pub secret: Zeroizing<[u8; 32]>,
     pub max_blob_len: u64,
+    /// Most bytes a user may keep on this node (`None`: no limit).
+    pub quota: Option<u64>,
 }
 
 /// Creates the root's folders, removes leftover uploads and loads (or

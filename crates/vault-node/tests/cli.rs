@@ -54,6 +54,7 @@ fn help_describes_every_command_and_option() {
                 "--max-connections",
                 "--max-connections-per-source",
                 "--login-timeout",
+                "--quota",
             ],
         ),
         (&["dev-cluster", "--help"], &["--dir", "--base-port"]),
