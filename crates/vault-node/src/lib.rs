@@ -24,7 +24,9 @@
 //!   the upgraded `argon2id` form, and the `vault-node user` edits.
 //! - [`kdf`]: Argon2id root key and login key derivation (shared formulas
 //!   with the client).
-//! - [`certs`]: rcgen cluster CA and node certificates.
+//! - [`certs`]: rcgen cluster CA and node certificates (finite validity,
+//!   the CA key kept out of the certificates folder).
+//! - [`secret`]: the node and cluster secrets (decoy salts).
 //! - [`dev_cluster`]: four in-process nodes with demo users for trying Vault.
 //!
 //! # On-disk layout
@@ -33,8 +35,13 @@
 //! <root>/<user>/<blob-id>            ciphertext blobs (user = lower-case name)
 //! <root>/<user>/.tmp/<random>.tmp    uploads in progress; removed on failure and at start
 //! <root>/.vault/records/<user>.cbor  the user's key record
-//! <root>/.vault/node.secret          32 random bytes (0600): decoy salts for unknown users
+//! <root>/.vault/node.secret          32 random bytes (0600): decoy salts for unknown
+//!                                    users when the node has no cluster secret
 //! ```
+//!
+//! Certificates (see [`certs`]): `<certs>/ca.pem`, `<certs>/<NAME>.pem`,
+//! `<certs>/<NAME>.key`, `<certs>/cluster.secret`; the CA key lives
+//! outside, in `ca-private/ca.key` next to the certificates folder.
 #![forbid(unsafe_code)]
 
 mod admission;
@@ -46,6 +53,7 @@ pub mod dev_cluster;
 mod fsutil;
 pub mod kdf;
 pub mod records;
+pub mod secret;
 pub mod server;
 mod state;
 pub mod store;

@@ -38,6 +38,7 @@ use tokio::task::JoinSet;
 use crate::admission::{Admission, Limits, Refusal, Slot, Source};
 use crate::auth::Session;
 use crate::records::RecordStore;
+use crate::secret::ClusterSecret;
 use crate::state::{prepare_root, NodeState, META_DIR};
 use crate::store::BlobStore;
 use crate::throttle::{Throttle, ThrottleConfig};
@@ -106,6 +107,11 @@ pub struct NodeConfig {
     pub throttle: ThrottleConfig,
     /// Time in-flight requests get to finish at shutdown.
     pub shutdown_grace: Duration,
+    /// The cluster's shared secret (`<certs>/cluster.secret`): keys the
+    /// decoy salts of unknown user names, so every node of the cluster
+    /// announces the same one. `None`: the node's own secret, which makes
+    /// unknown names recognisable by comparing nodes.
+    pub cluster_secret: Option<ClusterSecret>,
 }
 
 impl std::fmt::Debug for NodeConfig {
@@ -128,6 +134,7 @@ impl std::fmt::Debug for NodeConfig {
                 &self.max_streams_per_connection,
             )
             .field("shutdown_grace", &self.shutdown_grace)
+            .field("cluster_secret", &self.cluster_secret.is_some())
             .finish_non_exhaustive()
     }
 }
@@ -157,6 +164,7 @@ impl NodeConfig {
             max_streams_per_connection: DEFAULT_MAX_STREAMS,
             throttle: ThrottleConfig::default(),
             shutdown_grace: DEFAULT_SHUTDOWN_GRACE,
+            cluster_secret: None,
         }
     }
 }
@@ -204,7 +212,11 @@ impl Server {
                 .unwrap_or_else(|| default_max_connections_per_source(config.max_connections)),
         };
         let quic = quic_config(&config)?;
-        let secret = prepare_root(&config.root)?;
+        let node_secret = prepare_root(&config.root)?;
+        let secret = match config.cluster_secret {
+            Some(cluster) => cluster.into_inner(),
+            None => node_secret,
+        };
         let socket = bind_socket(config.listen)?;
         let local_addr = socket
             .local_addr()
