@@ -63,9 +63,11 @@ impl std::fmt::Debug for Verifier {
     }
 }
 
-/// The decoy Argon2id parameters announced for an unknown user.
-pub fn decoy_params(node_secret: &[u8; 32], user: &str) -> KdfParams {
-    let mut mac = <Blake2bMac<U16> as Mac>::new_from_slice(node_secret)
+/// The decoy Argon2id parameters announced for an unknown user; `key` is
+/// the cluster secret (the node secret on a node without one), so every
+/// node of a cluster announces the same salt for a name.
+pub fn decoy_params(key: &[u8; 32], user: &str) -> KdfParams {
+    let mut mac = <Blake2bMac<U16> as Mac>::new_from_slice(key)
         .unwrap_or_else(|_| unreachable!("32-byte blake2b key"));
     mac.update(b"decoy");
     mac.update(user.as_bytes());

@@ -38,14 +38,15 @@ const FILE_BUF: usize = 128 * 1024;
 /// Stream error code for a response abandoned half-way.
 const ABORTED: VarInt = VarInt::from_u32(1);
 
-/// Serves one client connection until it closes or the node shuts down.
+/// Serves one client connection, whose login state is `session`, until it
+/// closes or the node shuts down.
 pub(crate) async fn serve(
     node: Arc<NodeState>,
     conn: Connection,
+    session: Arc<Mutex<Session>>,
     mut shutdown: watch::Receiver<bool>,
 ) {
     let peer = conn.remote_address();
-    let session = Arc::new(Mutex::new(Session::new(peer)));
     let mut tasks = JoinSet::new();
     let mut shutting = *shutdown.borrow();
     tracing::debug!(%peer, "connection open");

@@ -1,7 +1,8 @@
 //! `vault-node dev-cluster`: four nodes in one process, for trying Vault.
 //!
-//! In `DIR` (default `vault-dev`): `certs/` (an existing CA is re-used),
-//! `dfs.conf` with the demo users in the classic MD5 form, `dfc.conf` for
+//! In `DIR` (default `vault-dev`): `certs/` (an existing CA is re-used;
+//! its key in `ca-private/ca.key`, outside `certs/`; `certs/cluster.secret`
+//! shared by the four nodes), `dfs.conf` with the demo users in the classic MD5 form, `dfc.conf` for
 //! the client (the client finds `certs/ca.pem` next to it), and the node
 //! roots `DFS1`..`DFS4`. Existing `dfs.conf`/`dfc.conf` are kept.
 
@@ -89,7 +90,14 @@ fn prepare_with(
     std::fs::create_dir_all(dir).with_context(|| format!("failed to create {}", dir.display()))?;
     let certs = dir.join("certs");
     let names: Vec<String> = NODES.iter().map(|s| s.to_string()).collect();
-    crate::certs::write_dir(&certs, &names, &crate::certs::default_sans(), false)?;
+    let options = crate::certs::CertOptions::default();
+    let written = crate::certs::write_dir(&certs, &names, &crate::certs::default_sans(), &options)?;
+    if let Some(old) = written.moved_ca_key_from {
+        tracing::warn!(from = %old.display(), to = %written.ca_key.display(), "moved the CA key out of the certificates folder");
+    }
+    let secret_path = certs.join(crate::secret::CLUSTER_SECRET_FILE);
+    let cluster_secret = crate::secret::ClusterSecret::read(&secret_path)
+        .with_context(|| format!("failed to read {}", secret_path.display()))?;
     let users_path = dir.join("dfs.conf");
     write_if_missing(&users_path, &dfs_conf())?;
     write_if_missing(&dir.join("dfc.conf"), &dfc_conf(base_port))?;
@@ -102,7 +110,7 @@ fn prepare_with(
             std::fs::read_to_string(&p).with_context(|| format!("failed to read {}", p.display()))
         };
         let listen = SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), port(i as u16));
-        let config = NodeConfig::new(
+        let mut config = NodeConfig::new(
             *name,
             dir.join(name),
             listen,
@@ -110,6 +118,7 @@ fn prepare_with(
             read("pem")?,
             read("key")?,
         );
+        config.cluster_secret = cluster_secret.clone();
         servers.push(Server::bind(config).with_context(|| format!("failed to start {name}"))?);
     }
     Ok(servers)
@@ -190,6 +199,9 @@ mod tests {
         let servers = prepare_with(dir.path(), 10001, |_| 0).unwrap();
         assert_eq!(servers.len(), 4);
         assert!(dir.path().join("certs/DFS4.key").exists());
+        assert!(dir.path().join("certs/cluster.secret").exists());
+        assert!(dir.path().join("ca-private/ca.key").exists());
+        assert!(!dir.path().join("certs/ca.key").exists());
         assert!(dir.path().join("DFS1/.vault/node.secret").exists());
         let kept = "# mine\n";
         std::fs::write(dir.path().join("dfc.conf"), kept).unwrap();

@@ -8,6 +8,8 @@
 //!
 //! - [`server`]: [`server::NodeConfig`] and [`server::Server`]: the quinn
 //!   endpoint, connection and stream caps, and the shutdown sequence.
+//! - `admission` (private): connection slots, per-source caps and eviction
+//!   of connections that have not logged in.
 //! - `connection` (private): the only code that reads and writes QUIC
 //!   streams. Frames in, typed requests to the handlers, responses and bulk
 //!   bytes out.
@@ -15,13 +17,16 @@
 //! - [`auth`]: login challenges, legacy MD5 and Ed25519 proof checks, and the
 //!   scheme a user logs in with.
 //! - [`throttle`]: in-memory slowing of failed logins per address and user.
-//! - [`store`]: per-user blob folders: atomic writes, streamed reads, listing.
+//! - [`store`]: per-user blob folders: atomic writes, streamed reads, and an
+//!   in-memory index per user for listings, usage and the quota.
 //! - [`records`]: per-user key records with compare-and-swap on generation.
 //! - [`users`]: the `--users` file (`dfs.conf`) in every legacy form plus
 //!   the upgraded `argon2id` form, and the `vault-node user` edits.
 //! - [`kdf`]: Argon2id root key and login key derivation (shared formulas
 //!   with the client).
-//! - [`certs`]: rcgen cluster CA and node certificates.
+//! - [`certs`]: rcgen cluster CA and node certificates (finite validity,
+//!   the CA key kept out of the certificates folder).
+//! - [`secret`]: the node and cluster secrets (decoy salts).
 //! - [`dev_cluster`]: four in-process nodes with demo users for trying Vault.
 //! - `testing` (feature `testing`): the test kit: in-process clusters, a
 //!   raw client and hostile proxies.
@@ -32,10 +37,16 @@
 //! <root>/<user>/<blob-id>            ciphertext blobs (user = lower-case name)
 //! <root>/<user>/.tmp/<random>.tmp    uploads in progress; removed on failure and at start
 //! <root>/.vault/records/<user>.cbor  the user's key record
-//! <root>/.vault/node.secret          32 random bytes (0600): decoy salts for unknown users
+//! <root>/.vault/node.secret          32 random bytes (0600): decoy salts for unknown
+//!                                    users when the node has no cluster secret
 //! ```
+//!
+//! Certificates (see [`certs`]): `<certs>/ca.pem`, `<certs>/<NAME>.pem`,
+//! `<certs>/<NAME>.key`, `<certs>/cluster.secret`; the CA key lives
+//! outside, in `ca-private/ca.key` next to the certificates folder.
 #![forbid(unsafe_code)]
 
+mod admission;
 pub mod auth;
 pub mod certs;
 mod cmd;
@@ -44,6 +55,7 @@ pub mod dev_cluster;
 mod fsutil;
 pub mod kdf;
 pub mod records;
+pub mod secret;
 pub mod server;
 mod state;
 pub mod store;

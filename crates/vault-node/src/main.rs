@@ -6,9 +6,11 @@
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
+use std::time::Duration;
 
 use anyhow::{bail, Context};
 use clap::{Parser, Subcommand};
+use vault_node::secret::{self, ClusterSecret};
 use vault_node::{certs, dev_cluster, kdf, server, users, NodeConfig, Server, UserDb};
 use zeroize::Zeroizing;
 
@@ -22,11 +24,30 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
-    /// Create the cluster CA and one TLS certificate per node.
+    /// Create the cluster CA, one TLS certificate per node and the cluster secret.
+    ///
+    /// Writes ca.pem, NAME.pem, NAME.key and cluster.secret into --dir (the
+    /// folder every node reads with `serve --certs`), and the CA private key
+    /// to --ca-key, outside that folder. A ca.key found in --dir (earlier
+    /// versions put it there) is moved to --ca-key.
+    ///
+    /// Renewal: node certificates are valid for --days (default 730), the
+    /// CA for 10 years. To renew, run the same command again: the existing
+    /// CA and its key are re-used, every --node gets a fresh certificate
+    /// that clients already trust, and cluster.secret is kept. Copy the new
+    /// NAME.pem and NAME.key to each node and restart it.
+    #[command(verbatim_doc_comment)]
     Certs {
-        /// Folder for ca.pem, ca.key, NAME.pem and NAME.key.
+        /// Folder for ca.pem, NAME.pem, NAME.key and cluster.secret (never the CA key).
         #[arg(long, default_value = "certs")]
         dir: PathBuf,
+        /// The CA private key (mode 0600, its folder 0700 when created)
+        /// [default: ca-private/ca.key next to --dir].
+        #[arg(long, value_name = "PATH")]
+        ca_key: Option<PathBuf>,
+        /// Days the node certificates stay valid.
+        #[arg(long, value_name = "N", default_value_t = certs::DEFAULT_NODE_DAYS)]
+        days: u32,
         /// Node name to issue a certificate for (repeat: --node DFS1 --node DFS2 ...).
         #[arg(long = "node", value_name = "NAME", required = true)]
         nodes: Vec<String>,
@@ -49,7 +70,7 @@ enum Command {
         /// Users file (dfs.conf): who may log in.
         #[arg(long)]
         users: PathBuf,
-        /// Folder holding NAME.pem and NAME.key.
+        /// Folder holding NAME.pem, NAME.key and cluster.secret.
         #[arg(long, default_value = "certs")]
         certs: PathBuf,
         /// Node name, as in the certificate and dfc.conf [default: the root folder's name].
@@ -61,9 +82,22 @@ enum Command {
         /// Largest blob accepted, in bytes.
         #[arg(long, value_name = "BYTES", default_value_t = wire::DEFAULT_MAX_BLOB_LEN)]
         max_blob: u64,
-        /// Most simultaneous client connections.
+        /// Most simultaneous client connections. When full, a newcomer
+        /// evicts the oldest connection that has not logged in; it is
+        /// refused only if all have logged in.
         #[arg(long, value_name = "N", default_value_t = server::DEFAULT_MAX_CONNECTIONS)]
         max_connections: usize,
+        /// Most simultaneous connections from one IPv4 address or IPv6 /64,
+        /// same eviction rule [default: max(4, max-connections / 4)].
+        #[arg(long, value_name = "N")]
+        max_connections_per_source: Option<usize>,
+        /// Seconds a connection has to log in before it is closed.
+        #[arg(long, value_name = "SECS", default_value = "10", value_parser = parse_secs)]
+        login_timeout: Duration,
+        /// Most bytes one user may keep on this node, uploads in progress
+        /// included [default: no limit].
+        #[arg(long, value_name = "BYTES")]
+        quota: Option<u64>,
     },
     /// Run four local nodes with certificates, demo users and a ready dfc.conf.
     DevCluster {
@@ -141,16 +175,45 @@ fn run(command: Command) -> anyhow::Result<()> {
     match command {
         Command::Certs {
             dir,
+            ca_key,
+            days,
             nodes,
             sans,
             force,
         } => {
-            certs::write_dir(&dir, &nodes, &sans, force)?;
+            let options = certs::CertOptions {
+                days,
+                ca_key,
+                force,
+            };
+            let written = certs::write_dir(&dir, &nodes, &sans, &options)?;
+            if let Some(old) = &written.moved_ca_key_from {
+                println!(
+                    "notice: moved the CA private key {} to {} (keep it off the nodes)",
+                    old.display(),
+                    written.ca_key.display()
+                );
+            }
             println!(
-                "certificates for {} written to {}",
+                "certificates for {} (valid {days} days) written to {}",
                 nodes.join(", "),
                 dir.display()
             );
+            println!(
+                "CA private key: {} ({}); keep it off the nodes",
+                written.ca_key.display(),
+                if written.new_ca {
+                    "new CA"
+                } else {
+                    "existing CA re-used"
+                }
+            );
+            if written.new_cluster_secret {
+                println!(
+                    "cluster secret: {} (copy it to every node with the certificates)",
+                    dir.join(secret::CLUSTER_SECRET_FILE).display()
+                );
+            }
             Ok(())
         }
         Command::Serve {
@@ -162,6 +225,9 @@ fn run(command: Command) -> anyhow::Result<()> {
             listen,
             max_blob,
             max_connections,
+            max_connections_per_source,
+            login_timeout,
+            quota,
         } => {
             let name = match name {
                 Some(n) => n,
@@ -179,9 +245,14 @@ fn run(command: Command) -> anyhow::Result<()> {
                 std::fs::read_to_string(&p)
                     .with_context(|| format!("failed to read {}", p.display()))
             };
+            let cluster_secret = load_cluster_secret(&certs)?;
             let mut config = NodeConfig::new(&name, root, listen, db, read("pem")?, read("key")?);
+            config.cluster_secret = cluster_secret;
             config.max_blob_len = max_blob;
             config.max_connections = max_connections;
+            config.max_connections_per_source = max_connections_per_source;
+            config.login_timeout = login_timeout;
+            config.quota = quota;
             runtime()?.block_on(async {
                 let signal = server::shutdown_signal();
                 let server = Server::bind(config)?;
@@ -195,6 +266,40 @@ fn run(command: Command) -> anyhow::Result<()> {
             dev_cluster::run(&dir, base_port, signal).await
         }),
         Command::User { command } => user(command),
+    }
+}
+
+/// Reads `<certs>/cluster.secret` (warning when it is missing) and warns
+/// when the CA key sits in the certificates folder.
+fn load_cluster_secret(certs: &Path) -> anyhow::Result<Option<ClusterSecret>> {
+    let ca_key = certs.join(certs::CA_KEY_FILE);
+    if ca_key.exists() {
+        tracing::warn!(
+            path = %ca_key.display(),
+            "the CA private key is in the certificates folder: whoever reads this node's files \
+             can issue certificates for every node; run `vault-node certs` again to move it out"
+        );
+    }
+    let path = certs.join(secret::CLUSTER_SECRET_FILE);
+    let secret =
+        ClusterSecret::read(&path).with_context(|| format!("failed to read {}", path.display()))?;
+    if secret.is_none() {
+        tracing::warn!(
+            path = %path.display(),
+            "no cluster secret: decoy salts for unknown user names come from this node's own \
+             secret, so comparing nodes tells unknown names apart; run `vault-node certs` to create it"
+        );
+    }
+    Ok(secret)
+}
+
+/// A positive number of seconds, at most an hour.
+fn parse_secs(s: &str) -> Result<Duration, String> {
+    match s.parse::<f64>() {
+        Ok(secs) if secs > 0.0 && secs <= 3600.0 => Ok(Duration::from_secs_f64(secs)),
+        _ => Err(format!(
+            "{s:?} is not a number of seconds between 0 and 3600"
+        )),
     }
 }
 

@@ -9,6 +9,12 @@
 //! # }
 //! ```
 //!
+//! Admission: a connection attempt from an address that has not proved it
+//! can receive packets is answered with a QUIC Retry; only validated
+//! attempts take one of the [`NodeConfig::max_connections`] slots (see
+//! `admission` for the per-source cap and eviction). A connection that has
+//! not logged in within [`NodeConfig::login_timeout`] is closed.
+//!
 //! Shutdown: when the future given to [`Server::run`] completes, the accept
 //! loop stops, connections stop taking new requests (answering
 //! `ShuttingDown`), in-flight requests get [`NodeConfig::shutdown_grace`]
@@ -18,7 +24,7 @@
 use std::future::Future;
 use std::net::{SocketAddr, UdpSocket};
 use std::path::PathBuf;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use anyhow::{anyhow, bail, Context};
@@ -29,7 +35,10 @@ use socket2::{Domain, Protocol, Socket, Type};
 use tokio::sync::{watch, Semaphore};
 use tokio::task::JoinSet;
 
+use crate::admission::{Admission, Limits, Refusal, Slot, Source};
+use crate::auth::Session;
 use crate::records::RecordStore;
+use crate::secret::ClusterSecret;
 use crate::state::{prepare_root, NodeState, META_DIR};
 use crate::store::BlobStore;
 use crate::throttle::{Throttle, ThrottleConfig};
@@ -41,6 +50,13 @@ pub const DEFAULT_MAX_CONNECTIONS: usize = 256;
 pub const DEFAULT_MAX_STREAMS: u32 = 64;
 /// Default time in-flight requests get to finish at shutdown.
 pub const DEFAULT_SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
+/// Default time a connection has to log in.
+pub const DEFAULT_LOGIN_TIMEOUT: Duration = Duration::from_secs(10);
+/// The per-source cap when none is configured: a quarter of the node's
+/// cap, at least 4.
+pub fn default_max_connections_per_source(max_connections: usize) -> usize {
+    (max_connections / 4).max(4)
+}
 /// UDP socket buffer size asked of the kernel (both directions).
 const SOCKET_BUFFER: usize = 4 << 20;
 /// Connections idle this long are dropped.
@@ -49,9 +65,13 @@ const IDLE_TIMEOUT: Duration = Duration::from_secs(30);
 const MAX_REFUSING: usize = 16;
 /// QUIC application close code for a node at its connection cap.
 const BUSY: VarInt = VarInt::from_u32(2);
+/// QUIC application close code for a connection evicted to make room.
+const EVICTED: VarInt = VarInt::from_u32(3);
+/// QUIC application close code for a connection that did not log in in time.
+const LOGIN_TIMEOUT: VarInt = VarInt::from_u32(4);
 
 /// Everything a node needs to run.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct NodeConfig {
     /// Node name (`DFS1`): the certificate's name, bound into login signatures.
     pub name: String,
@@ -67,14 +87,56 @@ pub struct NodeConfig {
     pub key_pem: String,
     /// Largest blob accepted, in bytes.
     pub max_blob_len: u64,
-    /// Most simultaneous connections; more are refused with a close reason.
+    /// Most bytes one user may keep on this node, uploads in progress
+    /// included (`None`: no limit).
+    pub quota: Option<u64>,
+    /// Most simultaneous connections. A new one over the cap evicts the
+    /// oldest connection that has not logged in; it is refused (closed
+    /// with `node busy`) only if every connection has logged in.
     pub max_connections: usize,
+    /// Most simultaneous connections from one source (an IPv4 address or
+    /// an IPv6 /64), with the same eviction rule; `None`:
+    /// [`default_max_connections_per_source`].
+    pub max_connections_per_source: Option<usize>,
+    /// Time a connection has to log in (counted from its first packet)
+    /// before it is closed.
+    pub login_timeout: Duration,
     /// Most simultaneous requests (QUIC streams) per connection.
     pub max_streams_per_connection: u32,
     /// Failed-login throttling thresholds.
     pub throttle: ThrottleConfig,
     /// Time in-flight requests get to finish at shutdown.
     pub shutdown_grace: Duration,
+    /// The cluster's shared secret (`<certs>/cluster.secret`): keys the
+    /// decoy salts of unknown user names, so every node of the cluster
+    /// announces the same one. `None`: the node's own secret, which makes
+    /// unknown names recognisable by comparing nodes.
+    pub cluster_secret: Option<ClusterSecret>,
+}
+
+impl std::fmt::Debug for NodeConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // Never the private key.
+        f.debug_struct("NodeConfig")
+            .field("name", &self.name)
+            .field("root", &self.root)
+            .field("listen", &self.listen)
+            .field("max_blob_len", &self.max_blob_len)
+            .field("quota", &self.quota)
+            .field("max_connections", &self.max_connections)
+            .field(
+                "max_connections_per_source",
+                &self.max_connections_per_source,
+            )
+            .field("login_timeout", &self.login_timeout)
+            .field(
+                "max_streams_per_connection",
+                &self.max_streams_per_connection,
+            )
+            .field("shutdown_grace", &self.shutdown_grace)
+            .field("cluster_secret", &self.cluster_secret.is_some())
+            .finish_non_exhaustive()
+    }
 }
 
 impl NodeConfig {
@@ -95,10 +157,14 @@ impl NodeConfig {
             cert_pem: cert_pem.into(),
             key_pem: key_pem.into(),
             max_blob_len: wire::DEFAULT_MAX_BLOB_LEN,
+            quota: None,
             max_connections: DEFAULT_MAX_CONNECTIONS,
+            max_connections_per_source: None,
+            login_timeout: DEFAULT_LOGIN_TIMEOUT,
             max_streams_per_connection: DEFAULT_MAX_STREAMS,
             throttle: ThrottleConfig::default(),
             shutdown_grace: DEFAULT_SHUTDOWN_GRACE,
+            cluster_secret: None,
         }
     }
 }
@@ -109,7 +175,8 @@ pub struct Server {
     socket: UdpSocket,
     local_addr: SocketAddr,
     quic: quinn::ServerConfig,
-    max_connections: usize,
+    limits: Limits,
+    login_timeout: Duration,
     grace: Duration,
 }
 
@@ -132,8 +199,24 @@ impl Server {
         if config.max_connections == 0 {
             bail!("max connections must be at least 1");
         }
+        if config.max_connections_per_source == Some(0) {
+            bail!("max connections per source must be at least 1");
+        }
+        if config.login_timeout.is_zero() {
+            bail!("login timeout must be longer than zero");
+        }
+        let limits = Limits {
+            total: config.max_connections,
+            per_source: config
+                .max_connections_per_source
+                .unwrap_or_else(|| default_max_connections_per_source(config.max_connections)),
+        };
         let quic = quic_config(&config)?;
-        let secret = prepare_root(&config.root)?;
+        let node_secret = prepare_root(&config.root)?;
+        let secret = match config.cluster_secret {
+            Some(cluster) => cluster.into_inner(),
+            None => node_secret,
+        };
         let socket = bind_socket(config.listen)?;
         let local_addr = socket
             .local_addr()
@@ -146,13 +229,15 @@ impl Server {
             throttle: Throttle::new(config.throttle),
             secret,
             max_blob_len: config.max_blob_len,
+            quota: config.quota,
         };
         Ok(Server {
             node: Arc::new(node),
             socket,
             local_addr,
             quic,
-            max_connections: config.max_connections,
+            limits,
+            login_timeout: config.login_timeout,
             grace: config.shutdown_grace,
         })
     }
@@ -174,7 +259,7 @@ impl Server {
         let node = self.node;
         tracing::info!(name = %node.name, addr = %self.local_addr, "node listening");
         let (stop_tx, stop_rx) = watch::channel(false);
-        let permits = Arc::new(Semaphore::new(self.max_connections));
+        let admission = Admission::new(self.limits);
         let refusing = Arc::new(Semaphore::new(MAX_REFUSING));
         let mut conns = JoinSet::new();
         tokio::pin!(shutdown);
@@ -190,19 +275,28 @@ impl Server {
                 }
                 incoming = endpoint.accept() => {
                     let Some(incoming) = incoming else { break };
-                    match permits.clone().try_acquire_owned() {
-                        Ok(permit) => {
-                            let (node, stop_rx) = (node.clone(), stop_rx.clone());
-                            conns.spawn(async move {
-                                let _permit = permit;
-                                let peer = incoming.remote_address();
-                                match incoming.await {
-                                    Ok(conn) => crate::connection::serve(node, conn, stop_rx).await,
-                                    Err(e) => tracing::debug!(%peer, error = %e, "handshake failed"),
-                                }
-                            });
+                    if !incoming.remote_address_validated() && incoming.may_retry() {
+                        // Stateless: costs the node one packet, and a
+                        // spoofed source never gets past it.
+                        if let Err(e) = incoming.retry() {
+                            e.into_incoming().ignore();
                         }
-                        Err(_) => refuse(incoming, &refusing),
+                        continue;
+                    }
+                    let peer = incoming.remote_address();
+                    let session = Arc::new(Mutex::new(Session::new(peer)));
+                    match admission.admit(Source::of(peer.ip()), session.clone()) {
+                        Ok(slot) => {
+                            let task = ConnTask {
+                                node: node.clone(),
+                                session,
+                                slot,
+                                login_timeout: self.login_timeout,
+                                shutdown: stop_rx.clone(),
+                            };
+                            conns.spawn(task.run(incoming));
+                        }
+                        Err(why) => refuse(incoming, why, &refusing),
                     }
                 }
             }
@@ -228,12 +322,81 @@ impl Server {
     }
 }
 
-/// Turns a connection away at the cap: completes the handshake so the
-/// client sees why, then closes with a reason. Beyond a few at once, the
-/// attempt is refused outright.
-fn refuse(incoming: quinn::Incoming, refusing: &Arc<Semaphore>) {
+/// One admitted connection: handshake, then requests until it closes,
+/// is evicted, misses its login deadline or the node shuts down.
+struct ConnTask {
+    node: Arc<NodeState>,
+    session: Arc<Mutex<Session>>,
+    /// Held until the task ends: the connection's place in the caps.
+    slot: Slot,
+    login_timeout: Duration,
+    shutdown: watch::Receiver<bool>,
+}
+
+impl ConnTask {
+    async fn run(self, incoming: quinn::Incoming) {
+        let peer = incoming.remote_address();
+        let deadline = tokio::time::Instant::now() + self.login_timeout;
+        // Dropping an unfinished handshake abandons it.
+        let conn = tokio::select! {
+            done = incoming => match done {
+                Ok(conn) => conn,
+                Err(e) => return tracing::debug!(%peer, error = %e, "handshake failed"),
+            },
+            () = self.slot.evicted() => return tracing::debug!(%peer, "evicted during the handshake"),
+            () = tokio::time::sleep_until(deadline) => {
+                return tracing::debug!(%peer, "handshake outlasted the login timeout");
+            }
+        };
+        let serve =
+            crate::connection::serve(self.node, conn.clone(), self.session.clone(), self.shutdown);
+        tokio::pin!(serve);
+        let login_timer = tokio::time::sleep_until(deadline);
+        tokio::pin!(login_timer);
+        let (mut watching_login, mut closed) = (true, false);
+        loop {
+            tokio::select! {
+                () = &mut serve => break,
+                () = self.slot.evicted(), if !closed => {
+                    closed = true;
+                    conn.close(
+                        EVICTED,
+                        b"evicted: the node needed room for another connection; log in right after connecting",
+                    );
+                }
+                () = &mut login_timer, if watching_login => {
+                    watching_login = false;
+                    let logged_in = self.session.lock().unwrap_or_else(|p| p.into_inner()).user().is_some();
+                    if !logged_in && !closed {
+                        closed = true;
+                        tracing::info!(%peer, "closing a connection that did not log in in time");
+                        let reason = format!(
+                            "login timeout: no login within {:.1} s of connecting",
+                            self.login_timeout.as_secs_f64()
+                        );
+                        conn.close(LOGIN_TIMEOUT, reason.as_bytes());
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// Turns a connection away when nothing can be evicted: completes the
+/// handshake so the client sees why, then closes with a reason. Beyond a
+/// few at once, the attempt is refused outright.
+fn refuse(incoming: quinn::Incoming, why: Refusal, refusing: &Arc<Semaphore>) {
     let peer = incoming.remote_address();
-    tracing::warn!(%peer, "connection cap reached; refusing a connection");
+    let reason: &'static [u8] = match why {
+        Refusal::NodeFull => {
+            tracing::warn!(%peer, "connection cap reached with every connection logged in; refusing a connection");
+            b"node busy: too many connections"
+        }
+        Refusal::SourceFull => {
+            tracing::warn!(%peer, "per-source cap reached with every connection logged in; refusing a connection");
+            b"node busy: too many connections from your address"
+        }
+    };
     let Ok(permit) = refusing.clone().try_acquire_owned() else {
         incoming.refuse();
         return;
@@ -241,7 +404,7 @@ fn refuse(incoming: quinn::Incoming, refusing: &Arc<Semaphore>) {
     tokio::spawn(async move {
         let _permit = permit;
         if let Ok(Ok(conn)) = tokio::time::timeout(Duration::from_secs(5), incoming).await {
-            conn.close(BUSY, b"node busy: too many connections");
+            conn.close(BUSY, reason);
         }
     });
 }

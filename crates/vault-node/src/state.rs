@@ -1,12 +1,10 @@
 //! What every handler of a running node shares, and preparing its root.
 
-use std::io::{Read, Write};
 use std::path::Path;
 
 use anyhow::Context;
 use zeroize::Zeroizing;
 
-use crate::fsutil::{create_new_private, sync_dir};
 use crate::records::RecordStore;
 use crate::store::BlobStore;
 use crate::throttle::Throttle;
@@ -25,9 +23,12 @@ pub(crate) struct NodeState {
     pub blobs: BlobStore,
     pub records: RecordStore,
     pub throttle: Throttle,
-    /// Key for decoy salts of unknown users.
+    /// Key for decoy salts of unknown users: the cluster secret, or the
+    /// node secret when the node has none.
     pub secret: Zeroizing<[u8; 32]>,
     pub max_blob_len: u64,
+    /// Most bytes a user may keep on this node (`None`: no limit).
+    pub quota: Option<u64>,
 }
 
 /// Creates the root's folders, removes leftover uploads and loads (or
@@ -43,37 +44,9 @@ pub(crate) fn prepare_root(root: &Path) -> anyhow::Result<Zeroizing<[u8; 32]>> {
         tracing::info!(removed, "removed interrupted uploads");
     }
     let path = root.join(META_DIR).join("node.secret");
-    load_or_create_secret(&path).with_context(|| format!("failed to load {}", path.display()))
-}
-
-fn load_or_create_secret(path: &Path) -> std::io::Result<Zeroizing<[u8; 32]>> {
-    let mut secret = Zeroizing::new([0u8; 32]);
-    match std::fs::File::open(path) {
-        Ok(mut f) => {
-            let mut buf = Zeroizing::new(Vec::new());
-            Read::by_ref(&mut f).take(33).read_to_end(&mut buf)?;
-            if buf.len() != 32 {
-                return Err(std::io::Error::new(
-                    std::io::ErrorKind::InvalidData,
-                    "node secret must be exactly 32 bytes",
-                ));
-            }
-            secret.copy_from_slice(&buf);
-            Ok(secret)
-        }
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-            getrandom::fill(secret.as_mut())
-                .map_err(|e| std::io::Error::other(format!("random generator: {e}")))?;
-            let mut f = create_new_private(path)?;
-            f.write_all(secret.as_ref())?;
-            f.sync_all()?;
-            if let Some(dir) = path.parent() {
-                sync_dir(dir)?;
-            }
-            Ok(secret)
-        }
-        Err(e) => Err(e),
-    }
+    let (secret, _) = crate::secret::load_or_create(&path)
+        .with_context(|| format!("failed to load {}", path.display()))?;
+    Ok(secret)
 }
 
 #[cfg(test)]

@@ -5,14 +5,31 @@
 //! bytes are durable, so readers and listings never see a partial blob.
 //! Paths are built only from a lower-case user name that passed
 //! [`wire::normalize_user`] and a [`BlobId`] (one plain component each).
+//!
+//! Each user's folder is read once, the first time the user is touched;
+//! from then on an in-memory [`index`] answers listings and usage, and
+//! every rename into the folder and every removal from it updates the index
+//! under its lock. The node must be the folder's only writer: files put
+//! there by hand show up after a restart.
+//!
+//! Uploads reserve their announced length against the node's per-user
+//! quota before any byte is read; the reservation is settled when the blob
+//! is committed and given back when the upload ends otherwise.
 
-use std::collections::BTreeSet;
+mod index;
+
+use std::collections::HashMap;
 use std::io;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
 
+use thiserror::Error;
+use tokio::sync::OnceCell;
 use wire::{BlobId, ListEntry};
 
 use crate::fsutil::{random_hex, sync_dir, TempGuard};
+use index::{BlobMeta, OverQuota, UserIndex};
 
 /// Name of the per-user folder of uploads in progress.
 pub const TMP_DIR: &str = ".tmp";
@@ -24,6 +41,99 @@ const WRITE_BUF: usize = 512 * 1024;
 #[derive(Debug, Clone)]
 pub struct BlobStore {
     root: PathBuf,
+    shared: Arc<Shared>,
+}
+
+/// One user's index once its folder was scanned.
+type IndexCell = Arc<OnceCell<Arc<Mutex<UserIndex>>>>;
+
+#[derive(Debug, Default)]
+struct Shared {
+    /// Each user's index, built on first use.
+    users: Mutex<HashMap<String, IndexCell>>,
+    /// Folder scans made to build indexes (instrumentation).
+    scans: AtomicU64,
+}
+
+/// Why an upload could not be stored.
+#[derive(Debug, Error)]
+pub enum PutError {
+    /// The upload would take the user over the node's quota.
+    #[error(
+        "quota exceeded: this node keeps at most {quota} bytes per user; you use {used} bytes \
+         (uploads in progress included) and this blob needs {requested} bytes{}",
+        replacing(*.replaced)
+    )]
+    Quota {
+        /// The node's per-user quota in bytes.
+        quota: u64,
+        /// Bytes stored plus bytes reserved by uploads in progress.
+        used: u64,
+        /// The upload's announced length.
+        requested: u64,
+        /// Size of the blob it would replace (0 if none).
+        replaced: u64,
+    },
+    /// The node's disk is full.
+    #[error("the node's disk is full")]
+    NoSpace(#[source] io::Error),
+    /// Any other storage failure.
+    #[error(transparent)]
+    Io(io::Error),
+}
+
+fn replacing(replaced: u64) -> String {
+    if replaced == 0 {
+        String::new()
+    } else {
+        format!(" (replacing one of {replaced} bytes)")
+    }
+}
+
+impl From<io::Error> for PutError {
+    fn from(e: io::Error) -> Self {
+        if is_no_space(&e) {
+            PutError::NoSpace(e)
+        } else {
+            PutError::Io(e)
+        }
+    }
+}
+
+impl From<OverQuota> for PutError {
+    fn from(q: OverQuota) -> Self {
+        PutError::Quota {
+            quota: q.quota,
+            used: q.used,
+            requested: q.requested,
+            replaced: q.replaced,
+        }
+    }
+}
+
+/// Whether `e` says the file system is full (`ENOSPC`, or a file-system
+/// quota: `EDQUOT`).
+pub fn is_no_space(e: &io::Error) -> bool {
+    // By error number: `ErrorKind::StorageFull` needs a newer Rust than the
+    // workspace's minimum.
+    let Some(code) = e.raw_os_error() else {
+        return false;
+    };
+    #[cfg(unix)]
+    {
+        use rustix::io::Errno;
+        code == Errno::NOSPC.raw_os_error() || code == Errno::DQUOT.raw_os_error()
+    }
+    #[cfg(windows)]
+    {
+        // ERROR_HANDLE_DISK_FULL, ERROR_DISK_FULL
+        code == 39 || code == 112
+    }
+    #[cfg(not(any(unix, windows)))]
+    {
+        let _ = code;
+        false
+    }
 }
 
 /// An upload in progress: bytes go to a temp file that is removed unless
@@ -39,6 +149,37 @@ pub struct PendingBlob {
     dir: PathBuf,
     target: PathBuf,
     written: u64,
+    reservation: Reservation,
+}
+
+/// Bytes of quota held by an upload; given back on drop unless settled.
+#[derive(Debug)]
+struct Reservation {
+    index: Arc<Mutex<UserIndex>>,
+    id: BlobId,
+    len: u64,
+    settled: bool,
+}
+
+impl Reservation {
+    /// The upload became `meta` in `ix`, the (locked) index this
+    /// reservation was taken from.
+    fn settle(mut self, ix: &mut UserIndex, meta: BlobMeta) {
+        ix.committed(self.id.clone(), meta, self.len);
+        self.settled = true;
+    }
+}
+
+impl Drop for Reservation {
+    fn drop(&mut self) {
+        if !self.settled {
+            lock(&self.index).release(self.len);
+        }
+    }
+}
+
+fn lock(index: &Mutex<UserIndex>) -> MutexGuard<'_, UserIndex> {
+    index.lock().unwrap_or_else(|p| p.into_inner())
 }
 
 fn bad_user() -> io::Error {
@@ -56,7 +197,10 @@ async fn blocking<T: Send + 'static>(
 impl BlobStore {
     /// Blob folders under `root`.
     pub fn new(root: impl Into<PathBuf>) -> Self {
-        BlobStore { root: root.into() }
+        BlobStore {
+            root: root.into(),
+            shared: Arc::default(),
+        }
     }
 
     /// `<root>/<user>`; `user` must already be normalised (lower case).
@@ -65,6 +209,30 @@ impl BlobStore {
             return Err(bad_user());
         }
         Ok(self.root.join(user))
+    }
+
+    /// Number of folder scans made so far to build user indexes: one per
+    /// user touched since start (for tests and diagnostics).
+    pub fn directory_scans(&self) -> u64 {
+        self.shared.scans.load(Ordering::Relaxed)
+    }
+
+    /// `user`'s index, built by one scan of the folder on first use (a
+    /// second caller waits for the first one's scan).
+    async fn index(&self, user: &str) -> io::Result<Arc<Mutex<UserIndex>>> {
+        let dir = self.user_dir(user)?;
+        let cell = {
+            let mut users = self.shared.users.lock().unwrap_or_else(|p| p.into_inner());
+            users.entry(user.to_string()).or_default().clone()
+        };
+        let index = cell
+            .get_or_try_init(|| async {
+                self.shared.scans.fetch_add(1, Ordering::Relaxed);
+                let index = blocking(move || UserIndex::scan(&dir)).await?;
+                Ok::<_, io::Error>(Arc::new(Mutex::new(index)))
+            })
+            .await?;
+        Ok(index.clone())
     }
 
     /// Removes every leftover upload (`<root>/*/.tmp/*`). Run at start.
@@ -96,9 +264,25 @@ impl BlobStore {
         Ok(removed)
     }
 
-    /// Starts an upload of blob `id` for `user`.
-    pub async fn begin_put(&self, user: &str, id: &BlobId) -> io::Result<PendingBlob> {
+    /// Starts an upload of `len` bytes as blob `id` for `user`, first
+    /// reserving `len` bytes against `quota` (refused with
+    /// [`PutError::Quota`] before anything is written).
+    pub async fn begin_put(
+        &self,
+        user: &str,
+        id: &BlobId,
+        len: u64,
+        quota: Option<u64>,
+    ) -> Result<PendingBlob, PutError> {
         let dir = self.user_dir(user)?;
+        let index = self.index(user).await?;
+        lock(&index).reserve(id, len, quota)?;
+        let reservation = Reservation {
+            index,
+            id: id.clone(),
+            len,
+            settled: false,
+        };
         let tmp_dir = dir.join(TMP_DIR);
         tokio::fs::create_dir_all(&tmp_dir).await?;
         let guard = TempGuard::new(tmp_dir.join(format!("{}.tmp", random_hex(16)?)));
@@ -117,6 +301,7 @@ impl BlobStore {
             target: dir.join(id.as_str()),
             dir,
             written: 0,
+            reservation,
         })
     }
 
@@ -144,104 +329,78 @@ impl BlobStore {
     /// Deletes blob `id`; `false` if there was none.
     pub async fn delete(&self, user: &str, id: &BlobId) -> io::Result<bool> {
         let dir = self.user_dir(user)?;
+        let index = self.index(user).await?;
         let path = dir.join(id.as_str());
-        blocking(move || match std::fs::remove_file(&path) {
-            Ok(()) => sync_dir(&dir).map(|()| true),
-            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(false),
-            Err(e) => Err(e),
+        let id = id.clone();
+        blocking(move || {
+            let removed = {
+                let mut ix = lock(&index);
+                let removed = match std::fs::remove_file(&path) {
+                    Ok(()) => true,
+                    Err(e) if e.kind() == io::ErrorKind::NotFound => false,
+                    Err(e) => return Err(e),
+                };
+                ix.removed(&id);
+                removed
+            };
+            if removed {
+                sync_dir(&dir)?;
+            }
+            Ok(removed)
         })
         .await
     }
 
     /// One page of `user`'s blobs in id order after `after`, at most `limit`
-    /// entries, and whether more follow. Memory stays bounded by `limit`
-    /// whatever the folder holds; names that are not blob ids are skipped.
+    /// entries, and whether more follow. Served from the index: the folder
+    /// is not read again.
     pub async fn list(
         &self,
         user: &str,
         after: Option<BlobId>,
         limit: usize,
     ) -> io::Result<(Vec<ListEntry>, bool)> {
-        let dir = self.user_dir(user)?;
-        blocking(move || {
-            let mut page: BTreeSet<BlobId> = BTreeSet::new();
-            for_each_blob(&dir, |id, _| {
-                if after.as_ref().is_some_and(|a| &id <= a) {
-                    return;
-                }
-                page.insert(id);
-                if page.len() > limit + 1 {
-                    page.pop_last();
-                }
-            })?;
-            let more = page.len() > limit;
-            let mut entries = Vec::with_capacity(limit.min(page.len()));
-            for id in page.into_iter().take(limit) {
-                // A blob deleted since the scan is simply left out.
-                if let Ok(meta) = std::fs::metadata(dir.join(id.as_str())) {
-                    entries.push(ListEntry {
-                        id,
-                        len: meta.len(),
-                        modified: unix_secs(&meta),
-                    });
-                }
-            }
-            Ok((entries, more))
-        })
-        .await
+        let index = self.index(user).await?;
+        let page = lock(&index).page(after.as_ref(), limit);
+        Ok(page)
     }
 
     /// Number of blobs and bytes held for `user`.
     pub async fn usage(&self, user: &str) -> io::Result<(u64, u64)> {
-        let dir = self.user_dir(user)?;
-        blocking(move || {
-            let (mut blobs, mut bytes) = (0u64, 0u64);
-            for_each_blob(&dir, |_, len| {
-                blobs += 1;
-                bytes += len;
-            })?;
-            Ok((blobs, bytes))
-        })
-        .await
+        let index = self.index(user).await?;
+        let usage = lock(&index).usage();
+        Ok(usage)
     }
-}
 
-/// Modification time in whole seconds since the Unix epoch (0 if unknown).
-fn unix_secs(meta: &std::fs::Metadata) -> u64 {
-    meta.modified()
-        .ok()
-        .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
-        .map_or(0, |d| d.as_secs())
-}
+    /// Bytes reserved by `user`'s uploads in progress.
+    #[cfg(test)]
+    async fn reserved(&self, user: &str) -> u64 {
+        let index = self.index(user).await.unwrap();
+        let reserved = lock(&index).reserved();
+        reserved
+    }
 
-/// Calls `f(id, len)` for each regular file in `dir` named like a blob id.
-fn for_each_blob(dir: &Path, mut f: impl FnMut(BlobId, u64)) -> io::Result<()> {
-    let entries = match std::fs::read_dir(dir) {
-        Ok(e) => e,
-        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(()),
-        Err(e) => return Err(e),
-    };
-    for entry in entries {
-        let entry = entry?;
-        let Some(name) = entry.file_name().to_str().map(str::to_owned) else {
-            continue;
-        };
-        let Ok(id) = BlobId::new(name) else {
-            continue;
-        };
-        let Ok(meta) = entry.metadata() else {
-            continue;
-        };
-        if meta.is_file() {
-            f(id, meta.len());
+    /// Bytes available to the node on the file system of its root, if the
+    /// platform tells.
+    pub async fn free_bytes(&self) -> Option<u64> {
+        #[cfg(unix)]
+        {
+            let root = self.root.clone();
+            let stat = blocking(move || rustix::fs::statvfs(&root).map_err(io::Error::from))
+                .await
+                .ok()?;
+            Some(stat.f_bavail.saturating_mul(stat.f_frsize))
+        }
+        #[cfg(not(unix))]
+        {
+            None
         }
     }
-    Ok(())
 }
 
 impl PendingBlob {
     /// Appends bytes to the upload.
-    pub async fn write(&mut self, bytes: &[u8]) -> io::Result<()> {
+    pub async fn write(&mut self, bytes: &[u8]) -> Result<(), PutError> {
         self.buf.extend_from_slice(bytes);
         self.written += bytes.len() as u64;
         if self.buf.len() >= WRITE_BUF {
@@ -277,93 +436,38 @@ impl PendingBlob {
     }
 
     /// Makes the upload durable and visible: `sync_all`, rename over the
-    /// blob's name, fsync the folder.
-    pub async fn commit(mut self) -> io::Result<()> {
+    /// blob's name (recorded in the index under its lock, so concurrent
+    /// uploads of one id leave the index agreeing with the folder), fsync
+    /// the folder.
+    pub async fn commit(mut self) -> Result<(), PutError> {
         self.flush_buf().await?;
         let file = self
             .file
             .take()
             .ok_or_else(|| io::Error::other("an earlier write failed"))?;
-        let (guard, target, dir) = (self.guard, self.target, self.dir);
+        let (guard, target, dir, written) = (self.guard, self.target, self.dir, self.written);
+        let reservation = self.reservation;
         blocking(move || {
             file.sync_all()?;
+            let modified = index::unix_secs(&file.metadata()?);
             drop(file);
-            std::fs::rename(guard.path(), &target)?;
+            {
+                let index = reservation.index.clone();
+                let mut ix = lock(&index);
+                std::fs::rename(guard.path(), &target)?;
+                let meta = BlobMeta {
+                    len: written,
+                    modified,
+                };
+                reservation.settle(&mut ix, meta);
+            }
             guard.commit();
             sync_dir(&dir)
         })
         .await
+        .map_err(PutError::from)
     }
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn id(s: &str) -> BlobId {
-        BlobId::new(s).unwrap()
-    }
-
-    #[tokio::test]
-    async fn put_list_delete() {
-        let root = tempfile::tempdir().unwrap();
-        let store = BlobStore::new(root.path());
-        for name in ["c", "a", "b", "d"] {
-            let mut p = store.begin_put("alice", &id(name)).await.unwrap();
-            p.write(name.as_bytes()).await.unwrap();
-            p.commit().await.unwrap();
-        }
-        std::fs::write(root.path().join("alice/NOT-AN-ID.txt"), b"x").unwrap();
-        let (page, more) = store.list("alice", None, 2).await.unwrap();
-        assert_eq!(
-            page.iter().map(|e| e.id.as_str()).collect::<Vec<_>>(),
-            ["a", "b"]
-        );
-        assert!(more);
-        let (page, more) = store.list("alice", Some(id("b")), 2).await.unwrap();
-        assert_eq!(
-            page.iter().map(|e| e.id.as_str()).collect::<Vec<_>>(),
-            ["c", "d"]
-        );
-        assert!(!more);
-        assert_eq!(store.usage("alice").await.unwrap(), (4, 4));
-        assert!(store.delete("alice", &id("a")).await.unwrap());
-        assert!(!store.delete("alice", &id("a")).await.unwrap());
-        assert!(store.open("alice", &id("a")).await.unwrap().is_none());
-        assert_eq!(store.list("bob", None, 10).await.unwrap(), (vec![], false));
-    }
-
-    #[tokio::test]
-    async fn dropped_upload_leaves_nothing() {
-        let root = tempfile::tempdir().unwrap();
-        let store = BlobStore::new(root.path());
-        let mut p = store.begin_put("alice", &id("x")).await.unwrap();
-        p.write(b"partial").await.unwrap();
-        drop(p);
-        assert_eq!(
-            std::fs::read_dir(root.path().join("alice/.tmp"))
-                .unwrap()
-                .count(),
-            0
-        );
-        assert!(!root.path().join("alice/x").exists());
-    }
-
-    #[test]
-    fn clean_temp_removes_leftovers() {
-        let root = tempfile::tempdir().unwrap();
-        std::fs::create_dir_all(root.path().join("bob/.tmp")).unwrap();
-        std::fs::write(root.path().join("bob/.tmp/1.tmp"), b"x").unwrap();
-        std::fs::write(root.path().join("bob/keep"), b"x").unwrap();
-        assert_eq!(BlobStore::new(root.path()).clean_temp().unwrap(), 1);
-        assert!(root.path().join("bob/keep").exists());
-    }
-
-    #[test]
-    fn refuses_unnormalised_users() {
-        let store = BlobStore::new("/r");
-        for bad in ["Alice", "..", "a/b", ".vault", ""] {
-            assert!(store.user_dir(bad).is_err(), "{bad}");
-        }
-    }
-}
+mod tests;

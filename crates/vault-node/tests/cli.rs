@@ -39,7 +39,9 @@ fn help_describes_every_command_and_option() {
     let cases: &[(&[&str], &[&str])] = &[
         (
             &["certs", "--help"],
-            &["--dir", "--node", "--san", "--force"],
+            &[
+                "--dir", "--node", "--san", "--force", "--days", "--ca-key", "Renewal",
+            ],
         ),
         (
             &["serve", "--help"],
@@ -52,6 +54,9 @@ fn help_describes_every_command_and_option() {
                 "--listen",
                 "--max-blob",
                 "--max-connections",
+                "--max-connections-per-source",
+                "--login-timeout",
+                "--quota",
             ],
         ),
         (&["dev-cluster", "--help"], &["--dir", "--base-port"]),
@@ -211,6 +216,58 @@ fn serve_starts_and_stops_cleanly_on_sigterm() {
         assert!(Instant::now() < deadline, "node did not stop");
         std::thread::sleep(Duration::from_millis(20));
     }
+}
+
+#[cfg(unix)]
+#[test]
+fn certs_keeps_the_ca_key_out_and_serve_warns_about_the_old_layout() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let certs = d.join("certs");
+    let certs_arg = certs.to_str().unwrap();
+    let out = run(&["certs", "--dir", certs_arg, "--node", "DFS1"], &[]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let text = stdout(&out);
+    assert!(text.contains("ca-private"), "{text}");
+    assert!(text.contains("cluster.secret"), "{text}");
+    let key = d.join("ca-private/ca.key");
+    assert!(key.is_file() && !certs.join("ca.key").exists());
+    // The old layout: the CA key in the certs folder, no cluster secret.
+    std::fs::rename(&key, certs.join("ca.key")).unwrap();
+    std::fs::remove_file(certs.join("cluster.secret")).unwrap();
+    let users = d.join("dfs.conf");
+    std::fs::write(&users, "alice Crimson33\n").unwrap();
+    let mut child = vault_node()
+        .args(["serve", "--root", d.join("DFS1").to_str().unwrap()])
+        .args([
+            "--listen",
+            "127.0.0.1:0",
+            "--users",
+            users.to_str().unwrap(),
+        ])
+        .args(["--certs", certs_arg])
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let log = wait_for_line(&mut child, "node listening");
+    child.kill().unwrap();
+    child.wait().unwrap();
+    assert!(
+        log.contains("CA private key is in the certificates folder"),
+        "{log}"
+    );
+    assert!(log.contains("no cluster secret"), "{log}");
+    // Renewal moves the key out and makes the secret.
+    let out = run(&["certs", "--dir", certs_arg, "--node", "DFS1"], &[]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(
+        stdout(&out).contains("moved the CA private key"),
+        "{}",
+        stdout(&out)
+    );
+    assert!(key.is_file() && !certs.join("ca.key").exists());
+    assert!(certs.join("cluster.secret").is_file());
 }
 
 fn peak_rss_kib(pid: u32) -> u64 {

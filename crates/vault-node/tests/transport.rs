@@ -98,7 +98,8 @@ async fn malformed_frames_get_errors_and_the_node_keeps_serving() {
 async fn connections_over_the_cap_are_refused_with_a_reason() {
     timed(async {
         let node = TestNode::start_with(|c| c.max_connections = 1).await;
-        let first = node.client().await;
+        // Logged in, so it cannot be evicted to make room.
+        let first = node.md5_client("alice", "Crimson33").await;
         assert!(matches!(
             first.call(&Request::Status).await,
             Response::Status(_)

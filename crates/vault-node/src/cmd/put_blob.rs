@@ -4,11 +4,16 @@
 //! arrived, were synced and the stream ended; any other outcome (short,
 //! long, reset, lost connection, node shutdown) leaves the old blob, if
 //! any, untouched and no temp file behind.
+//!
+//! The announced length is reserved against the node's per-user quota
+//! before any byte is read; an upload over the quota is refused with
+//! `QuotaExceeded`, and one that fills the disk ends with `NoSpace`.
 
 use wire::{BlobId, ErrorCode, Response};
 
 use super::{either, internal, Ctx};
 use crate::connection::BulkIn;
+use crate::store::PutError;
 
 pub(crate) async fn run(ctx: &Ctx<'_>, id: &BlobId, len: u64, mut bulk: BulkIn<'_>) -> Response {
     let result = put(ctx, id, len, &mut bulk).await;
@@ -34,15 +39,15 @@ async fn put(
     }
     let blobs = &ctx.node.blobs;
     let mut pending = blobs
-        .begin_put(&user, id)
+        .begin_put(&user, id, len, ctx.node.quota)
         .await
-        .map_err(|e| internal("creating the upload", &e))?;
+        .map_err(|e| refused("creating the upload", &user, e))?;
     loop {
         match bulk.next().await {
             Ok(Some(chunk)) => pending
                 .write(&chunk)
                 .await
-                .map_err(|e| internal("writing the upload", &e))?,
+                .map_err(|e| refused("writing the upload", &user, e))?,
             Ok(None) => break,
             Err(e) => {
                 tracing::info!(%user, error = %e, received = pending.written(), "upload abandoned");
@@ -53,6 +58,24 @@ async fn put(
     pending
         .commit()
         .await
-        .map_err(|e| internal("storing the upload", &e))?;
+        .map_err(|e| refused("storing the upload", &user, e))?;
     Ok(Response::Stored)
+}
+
+/// The answer to a failed upload.
+fn refused(what: &str, user: &str, e: PutError) -> Response {
+    match e {
+        PutError::Quota { .. } => {
+            tracing::info!(%user, error = %e, "upload refused");
+            Response::error(ErrorCode::QuotaExceeded, e.to_string())
+        }
+        PutError::NoSpace(ref io) => {
+            tracing::error!(%user, error = %io, "{what} failed: disk full");
+            Response::error(
+                ErrorCode::NoSpace,
+                "the node's disk is full; the blob was not stored",
+            )
+        }
+        PutError::Io(io) => internal(what, &io),
+    }
 }

@@ -1,5 +1,5 @@
-//! `Status` -> the node's name and version, and the logged-in user's usage
-//! (zero before login).
+//! `Status` -> the node's name and version, its per-user quota and free
+//! disk space, and the logged-in user's usage (zero before login).
 
 use wire::{NodeStatus, Response};
 
@@ -18,7 +18,7 @@ pub(crate) async fn run(ctx: &Ctx<'_>) -> Response {
         version: crate::VERSION.to_string(),
         blobs,
         bytes,
-        quota: None,
-        free_bytes: None,
+        quota: ctx.node.quota,
+        free_bytes: ctx.node.blobs.free_bytes().await,
     })
 }

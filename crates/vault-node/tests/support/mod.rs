@@ -227,8 +227,25 @@ impl Client {
         ca_pem: &str,
         server_name: &str,
     ) -> anyhow::Result<Client> {
+        Self::connect_with(addr, ca_pem, server_name, None).await
+    }
+
+    /// [`Client::connect`] with QUIC keep-alives every `keep_alive`, so the
+    /// connection never goes idle.
+    pub async fn connect_with(
+        addr: SocketAddr,
+        ca_pem: &str,
+        server_name: &str,
+        keep_alive: Option<Duration>,
+    ) -> anyhow::Result<Client> {
         let mut endpoint = quinn::Endpoint::client("127.0.0.1:0".parse()?)?;
-        endpoint.set_default_client_config(client_tls(ca_pem)?);
+        let mut config = client_tls(ca_pem)?;
+        if let Some(every) = keep_alive {
+            let mut transport = quinn::TransportConfig::default();
+            transport.keep_alive_interval(Some(every));
+            config.transport_config(Arc::new(transport));
+        }
+        endpoint.set_default_client_config(config);
         let conn = endpoint.connect(addr, server_name)?.await?;
         Ok(Client { endpoint, conn })
     }
@@ -358,6 +375,21 @@ pub fn raw_frame(req: &RawRequest) -> Vec<u8> {
 pub fn error_code(resp: &Response) -> Option<wire::ErrorCode> {
     match resp {
         Response::Error { code, .. } => Some(*code),
+        _ => None,
+    }
+}
+
+/// The application close code and reason the node closed `conn` with,
+/// waiting for the close up to 5 s.
+pub async fn closed_by_node(conn: &quinn::Connection) -> Option<(u64, String)> {
+    let err = tokio::time::timeout(Duration::from_secs(5), conn.closed())
+        .await
+        .ok()?;
+    match err {
+        quinn::ConnectionError::ApplicationClosed(close) => Some((
+            close.error_code.into_inner(),
+            String::from_utf8_lossy(&close.reason).into_owned(),
+        )),
         _ => None,
     }
 }
