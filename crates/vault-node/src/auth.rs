@@ -3,7 +3,8 @@
 //! `Hello{user}` answers a fresh 32-byte challenge and the user's scheme:
 //!
 //! 1. the user is not in the users file: a decoy `Upgraded` scheme whose
-//!    salt is a keyed hash of the name under the node secret, so unknown
+//!    salt is a keyed hash of the name under the cluster secret (every node
+//!    of the cluster announces the same one, as for a real account), so unknown
 //!    names look like real upgraded accounts and stay stable across calls;
 //! 2. the user's key record has a login key: `Upgraded(record.kdf)`;
 //! 3. the users-file entry is `argon2id`: `Upgraded(entry kdf)`;
@@ -105,12 +106,12 @@ pub enum Verdict {
 pub async fn resolve(
     users: &UserDb,
     records: &RecordStore,
-    node_secret: &[u8; 32],
+    decoy_key: &[u8; 32],
     user: &str,
 ) -> Result<(AuthScheme, Credentials), RecordError> {
     let Some(entry) = users.get(user) else {
         return Ok((
-            AuthScheme::Upgraded(decoy_params(node_secret, user)),
+            AuthScheme::Upgraded(decoy_params(decoy_key, user)),
             Credentials {
                 current: Verifier::Unknown,
                 previous: Vec::new(),

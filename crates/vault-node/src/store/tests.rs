@@ -286,7 +286,7 @@ async fn pages_stay_consistent_while_blobs_come_and_go() {
             while !*stop_rx.borrow() {
                 let name = format!("k{:03}", (rounds % 120) * 2 + 1);
                 put(&store, &name, b"c", None).await.unwrap();
-                if rounds % 3 != 0 {
+                if !rounds.is_multiple_of(3) {
                     store.delete("alice", &id(&name)).await.unwrap();
                 }
                 rounds += 1;
