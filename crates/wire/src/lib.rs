@@ -12,6 +12,8 @@
 //! - [`id`]: [`BlobId`], the only name a node ever sees for stored data.
 //! - [`error`]: [`DecodeError`], everything that can be wrong with bytes
 //!   received from a peer.
+//! - [`kdf`]: the password-to-login-key formula (Argon2id, BLAKE2b,
+//!   Ed25519) nodes and clients share, and its default costs.
 //!
 //! # The exchange
 //!
@@ -31,6 +33,7 @@
 pub mod error;
 pub mod frame;
 pub mod id;
+pub mod kdf;
 pub mod message;
 
 pub use error::DecodeError;

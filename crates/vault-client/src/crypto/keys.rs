@@ -3,7 +3,7 @@
 //! ```text
 //! password --Argon2id(salt, m, t, p)--> root
 //! root --kdf("vault kek v2")----------------------> KEK (wraps the master key)
-//! root --BLAKE2b-MAC("vault login v1")-------------> Ed25519 login seed
+//! root --BLAKE2b-MAC("vault login v1")-------------> Ed25519 login seed (wire::kdf, shared with nodes)
 //! master --kdf("vault manifest key v2")------------> manifest key
 //! master --kdf("vault manifest id v2", name)-------> manifest id  "m2-<hex>"
 //! master --kdf("vault part id v2", file_id, k)-----> part id      "p2-<hex>"
@@ -23,7 +23,6 @@
 //! record nor pass off a record with its own login key. Every secret lives
 //! in a zeroising buffer.
 
-use argon2::{Algorithm, Argon2, Params, Version};
 use blake2::digest::{consts::U32, Mac};
 use blake2::Blake2bMac;
 use chacha20poly1305::aead::{Aead, KeyInit, Payload};
@@ -38,14 +37,8 @@ use super::format::{HEADER_LEN, MANIFEST_ID_PREFIX, PART_HEADER, PART_ID_PREFIX}
 use super::stream::StreamKey;
 use super::CryptoError;
 
-/// Argon2id memory cost for new records: 64 MiB.
-pub const DEFAULT_M_KIB: u32 = 64 * 1024;
-/// Argon2id passes for new records.
-pub const DEFAULT_T: u32 = 3;
-/// Argon2id lanes for new records.
-pub const DEFAULT_P: u32 = 1;
-/// Salt length for new records.
-pub const SALT_LEN: usize = 16;
+/// Costs and salt length of new records: the shared defaults.
+pub use wire::kdf::{DEFAULT_M_KIB, DEFAULT_P, DEFAULT_T, SALT_LEN};
 
 /// Smallest memory cost a client accepts from a node (64 MiB). A hostile
 /// node must not be able to downgrade the KDF: the login signature it
@@ -165,27 +158,18 @@ impl std::fmt::Debug for PasswordKeys {
 }
 
 impl PasswordKeys {
-    /// Runs Argon2id on the password, after checking the costs.
+    /// Runs Argon2id on the password ([`wire::kdf`], the formula nodes
+    /// share), after checking the costs.
     pub fn derive(password: &[u8], params: &KdfParams) -> Result<Self, KeyError> {
         check_cost(params)?;
-        let cost = |_| KeyError::UnacceptableCost {
-            m_kib: params.m_kib,
-            t: params.t,
-            p: params.p,
-        };
-        let argon = Argon2::new(
-            Algorithm::Argon2id,
-            Version::V0x13,
-            Params::new(params.m_kib, params.t, params.p, Some(KEY_LEN)).map_err(cost)?,
-        );
-        let mut root = Zeroizing::new([0u8; KEY_LEN]);
-        argon
-            .hash_password_into(password, &params.salt, root.as_mut())
-            .map_err(cost)?;
+        let root =
+            wire::kdf::derive_root(password, params).map_err(|_| KeyError::UnacceptableCost {
+                m_kib: params.m_kib,
+                t: params.t,
+                p: params.p,
+            })?;
         let kek = kdf(&root, b"vault kek v2", &[]);
-        let seed = login_seed(&root);
-        let login =
-            Ed25519KeyPair::from_seed_unchecked(seed.as_ref()).map_err(|_| KeyError::Decryption)?;
+        let login = wire::kdf::login_key_pair(&wire::kdf::login_seed(&root));
         Ok(PasswordKeys {
             kdf: params.clone(),
             kek,
@@ -307,17 +291,6 @@ pub fn open(
         .decrypt(XNonce::from_slice(nonce), Payload { msg: ct, aad })
         .map(Zeroizing::new)
         .map_err(|_| CryptoError)
-}
-
-/// The login seed: keyed BLAKE2b-256 of the label under the Argon2 output,
-/// with no length prefix (the node's `vault-node user add` computes the
-/// same, so the label stays at v1).
-fn login_seed(root: &[u8; KEY_LEN]) -> Zeroizing<[u8; KEY_LEN]> {
-    let mut mac = <Blake2bMac<U32> as Mac>::new_from_slice(root).expect("32-byte key is valid");
-    mac.update(b"vault login v1");
-    let mut out = Zeroizing::new([0u8; KEY_LEN]);
-    out.copy_from_slice(&mac.finalize().into_bytes());
-    out
 }
 
 /// Associated data of a record's wrap: every field of the record.
@@ -573,6 +546,23 @@ mod tests {
         assert_ne!(base, m.part("bob", &[1; 16], 1, 0).ad);
         assert_ne!(base, m.part("alice", &[1; 16], 2, 0).ad);
         assert_ne!(base, m.part("alice", &[1; 16], 1, 1).ad);
+    }
+
+    #[test]
+    fn the_login_key_is_the_shared_formulas() {
+        // The stored known answer of wire/tests/kdf.rs: the client's keys
+        // and the nodes' `user add` lines agree by construction and by value.
+        let p = KdfParams {
+            salt: vec![7; 16],
+            m_kib: DEFAULT_M_KIB,
+            t: DEFAULT_T,
+            p: DEFAULT_P,
+        };
+        let keys = PasswordKeys::derive(b"Crimson33", &p).unwrap();
+        assert_eq!(
+            hex::encode(keys.login_public_key()),
+            "b14e888f03aa4abe37a50815c9822de2bfcc37da923facb3981fa6ea09bb79af"
+        );
     }
 
     #[test]
