@@ -17,11 +17,16 @@
 //!   when safe) an MD5 proof per node.
 //! - [`records`]: key records: which to trust, the first one, catching up.
 //! - [`vault`]: an opened vault: sessions plus the unwrapped master key.
-//! - [`ops`]: PUT, GET, LIST, DELETE and ROTATE.
-//! - [`cli`]: the command line and the classic interactive prompt.
+//! - [`ops`]: PUT, GET, LIST, DELETE and ROTATE; every operation takes a
+//!   `&Vault`, reports progress through [`ops::Progress`] and returns partial
+//!   successes as `Ok` with warnings.
+//! - `fsutil` (private): the crate's one atomic file replacement.
+//!
+//! The command line (`src/bin/vault-client/`, feature `cli`, on by default)
+//! is a user of this library like any other; `examples/store_file.rs` shows
+//! the few lines an embedder needs.
 #![forbid(unsafe_code)]
 
-pub mod cli;
 pub mod config;
 pub mod crypto;
 mod fsutil;

@@ -133,23 +133,41 @@ fn conn_err(e: impl std::fmt::Display) -> NetError {
     NetError::Connection(sanitize(&text))
 }
 
+/// Why the client endpoint could not be set up.
+#[derive(Debug, Error)]
+pub enum EndpointError {
+    /// The CA file is not usable PEM or holds no certificate.
+    #[error("the cluster CA file is unusable: {0}")]
+    Ca(String),
+    /// TLS could not be configured.
+    #[error("TLS setup failed: {0}")]
+    Tls(String),
+    /// The UDP socket could not be opened.
+    #[error("cannot open a UDP socket: {0}")]
+    Socket(#[from] std::io::Error),
+}
+
 /// Builds the client endpoint, trusting only the CA certificates in `ca_pem`.
-pub fn client_endpoint(ca_pem: &[u8]) -> anyhow::Result<Endpoint> {
-    use anyhow::Context;
+pub fn client_endpoint(ca_pem: &[u8]) -> Result<Endpoint, EndpointError> {
     let mut roots = rustls::RootCertStore::empty();
     for cert in rustls_pemfile::certs(&mut &ca_pem[..]) {
+        let cert = cert.map_err(|e| EndpointError::Ca(format!("malformed certificate: {e}")))?;
         roots
-            .add(cert.context("malformed certificate in CA file")?)
-            .context("unusable CA certificate")?;
+            .add(cert)
+            .map_err(|e| EndpointError::Ca(format!("unusable certificate: {e}")))?;
     }
-    anyhow::ensure!(!roots.is_empty(), "the CA file holds no certificate");
+    if roots.is_empty() {
+        return Err(EndpointError::Ca("it holds no certificate".into()));
+    }
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let mut tls = rustls::ClientConfig::builder_with_provider(provider)
-        .with_protocol_versions(&[&rustls::version::TLS13])?
+        .with_protocol_versions(&[&rustls::version::TLS13])
+        .map_err(|e| EndpointError::Tls(e.to_string()))?
         .with_root_certificates(roots)
         .with_no_client_auth();
     tls.alpn_protocols = vec![wire::ALPN.to_vec()];
-    let quic = quinn::crypto::rustls::QuicClientConfig::try_from(tls)?;
+    let quic = quinn::crypto::rustls::QuicClientConfig::try_from(tls)
+        .map_err(|e| EndpointError::Tls(e.to_string()))?;
     let mut config = quinn::ClientConfig::new(Arc::new(quic));
     config.transport_config(Arc::new(transport()));
 

@@ -8,6 +8,7 @@
 //! can later make this client go backwards.
 
 use std::path::PathBuf;
+use std::sync::Arc;
 
 use quinn::Endpoint;
 use thiserror::Error;
@@ -109,8 +110,14 @@ struct NodeSlot {
     login: NodeLogin,
 }
 
-/// An open vault.
+/// An open vault. A cheap handle: clones share the sessions and keys, so
+/// operations can run concurrently on one vault.
+#[derive(Clone)]
 pub struct Vault {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
     user: String,
     nodes: Vec<NodeSlot>,
     master: MasterKey,
@@ -120,8 +127,8 @@ pub struct Vault {
 impl std::fmt::Debug for Vault {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Vault")
-            .field("user", &self.user)
-            .field("generation", &self.record.generation)
+            .field("user", &self.inner.user)
+            .field("generation", &self.inner.record.generation)
             .finish_non_exhaustive()
     }
 }
@@ -213,51 +220,54 @@ impl Vault {
             })
             .collect();
         Vault {
-            user,
-            nodes,
-            master,
-            record,
+            inner: Arc::new(Inner {
+                user,
+                nodes,
+                master,
+                record,
+            }),
         }
     }
 
     /// The lower-case user name.
     pub fn user(&self) -> &str {
-        &self.user
+        &self.inner.user
     }
 
     /// The master key (derives ids and keys; never leaves the client).
     pub fn master(&self) -> &MasterKey {
-        &self.master
+        &self.inner.master
     }
 
     /// The newest key record.
     pub fn record(&self) -> &UserRecord {
-        &self.record
+        &self.inner.record
     }
 
     /// Node names, in dfc.conf order.
     pub fn node_names(&self) -> impl Iterator<Item = &str> {
-        self.nodes.iter().map(|n| n.name.as_str())
+        self.inner.nodes.iter().map(|n| n.name.as_str())
     }
 
     /// Name of node `i` (0-based).
     pub fn node_name(&self, i: usize) -> &str {
-        &self.nodes[i].name
+        &self.inner.nodes[i].name
     }
 
     /// Number of nodes.
     pub fn node_count(&self) -> usize {
-        self.nodes.len()
+        self.inner.nodes.len()
     }
 
     /// How the login went with node `i`.
     pub fn node_login(&self, i: usize) -> &NodeLogin {
-        &self.nodes[i].login
+        &self.inner.nodes[i].login
     }
 
     /// Names of the nodes that are not usable, with the reason.
     pub fn unavailable(&self) -> Vec<(String, String)> {
-        self.nodes
+        self.inner
+            .nodes
             .iter()
             .filter_map(|n| n.login.reason().map(|why| (n.name.clone(), why)))
             .collect()
@@ -265,12 +275,12 @@ impl Vault {
 
     /// The session of node `i`, if usable.
     pub fn session(&self, i: usize) -> Option<&Session> {
-        self.nodes.get(i).and_then(|n| n.session.as_ref())
+        self.inner.nodes.get(i).and_then(|n| n.session.as_ref())
     }
 
     /// All usable sessions.
     pub fn ready(&self) -> impl Iterator<Item = &Session> {
-        self.nodes.iter().filter_map(|n| n.session.as_ref())
+        self.inner.nodes.iter().filter_map(|n| n.session.as_ref())
     }
 
     /// Closes every session.

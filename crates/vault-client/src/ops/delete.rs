@@ -16,6 +16,8 @@ pub struct DeleteReport {
     /// Nodes that could not be reached (they still hold the old copy, which
     /// the tombstone overrides).
     pub unreachable: Vec<String>,
+    /// What did not go as it should, though the file is deleted.
+    pub warnings: Vec<String>,
 }
 
 /// Deletes `name`.
@@ -43,12 +45,16 @@ pub async fn delete_file(vault: &Vault, name: &str) -> Result<DeleteReport, OpEr
             remove_parts(vault, m).await;
         }
     }
+    let mut warnings = Vec::new();
     if !failed.is_empty() {
-        return Err(OpError::Unavailable(format!(
-            "{name}: deleted, but {} kept the old manifest (the tombstone elsewhere overrides it)",
+        warnings.push(format!(
+            "{name}: {} kept the old manifest (the tombstone elsewhere overrides it)",
             failed.join("; ")
-        )));
+        ));
     }
     let unreachable = vault.unavailable().into_iter().map(|(n, _)| n).collect();
-    Ok(DeleteReport { unreachable })
+    Ok(DeleteReport {
+        unreachable,
+        warnings,
+    })
 }

@@ -9,14 +9,13 @@
 use std::fs::{File, OpenOptions};
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
 use std::time::Duration;
 
 use tokio::task::JoinSet;
 
-use super::{fetch_versions, io_err, OpError};
+use super::{fetch_versions, io_err, OpError, ProgressRef};
 use crate::crypto::format::{part_blob_len, HEADER_LEN, PART_HEADER};
 use crate::crypto::keys::{random_bytes, PartKeys};
 use crate::crypto::stream::{Decryptor, CT_CHUNK_LEN};
@@ -65,16 +64,16 @@ pub async fn find(vault: &Vault, name: &str) -> Result<Manifest, OpError> {
 }
 
 /// Fetches `name` into `out`. Refuses to replace an existing file unless
-/// `force`.
+/// `replace`. `progress` advances by the file's size.
 pub async fn get_file(
     vault: &Vault,
     name: &str,
     out: &Path,
-    force: bool,
-    progress: Arc<AtomicU64>,
+    replace: bool,
+    progress: ProgressRef,
 ) -> Result<GetReport, OpError> {
     let m = find(vault, name).await?;
-    get_version(vault, &m, out, force, progress).await
+    get_version(vault, &m, out, replace, progress).await
 }
 
 /// Fetches the file version `m` (from [`find`]) into `out`.
@@ -82,10 +81,10 @@ pub async fn get_version(
     vault: &Vault,
     m: &Manifest,
     out: &Path,
-    force: bool,
-    progress: Arc<AtomicU64>,
+    replace: bool,
+    progress: ProgressRef,
 ) -> Result<GetReport, OpError> {
-    if out.exists() && !force {
+    if out.exists() && !replace {
         return Err(OpError::Exists(out.to_path_buf()));
     }
     let dir = match out.parent() {
@@ -154,7 +153,7 @@ pub async fn get_version(
     }
     file.sync_all().map_err(io_err(&tmp_path))?;
     drop(file);
-    if force {
+    if replace {
         std::fs::rename(&tmp_path, out).map_err(io_err(out))?;
     } else {
         // Never replace a file that appeared meanwhile: link fails if the
@@ -171,7 +170,7 @@ pub async fn get_version(
         })?;
     }
     guard.armed = false;
-    if !force {
+    if !replace {
         let _ = std::fs::remove_file(&tmp_path);
     }
     if let Ok(d) = File::open(&dir) {
@@ -190,7 +189,7 @@ struct PartFetch {
     len: u64,
     keys: PartKeys,
     file: Arc<File>,
-    progress: Arc<AtomicU64>,
+    progress: ProgressRef,
 }
 
 impl PartFetch {
@@ -276,7 +275,7 @@ impl PartFetch {
                     .write_all_at(&buf, self.offset + written)
                     .map_err(|e| format!("writing the output: {e}"))?;
                 written += buf.len() as u64;
-                self.progress.fetch_add(buf.len() as u64, Ordering::Relaxed);
+                self.progress.advance(buf.len() as u64);
                 buf.clear();
             }
         }

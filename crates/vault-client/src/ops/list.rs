@@ -44,7 +44,7 @@ pub struct Listed {
 /// Lists the vault. Nodes that could not be listed are left out and named
 /// in [`Listing::problems`] (the caller also reports
 /// [`Vault::unavailable`]).
-pub async fn list(vault: &Arc<Vault>) -> Result<Listing, OpError> {
+pub async fn list(vault: &Vault) -> Result<Listing, OpError> {
     let mut set = JoinSet::new();
     for s in vault.ready() {
         let s = s.clone();

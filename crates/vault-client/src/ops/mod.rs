@@ -1,4 +1,6 @@
-//! The commands: one file each.
+//! The operations: one file each. Every operation takes `&Vault`, reports
+//! progress through [`Progress`], and returns a partial success as `Ok`
+//! with warnings.
 //!
 //! - [`put`]: encrypt, split and place files; commit with the manifest.
 //! - [`get`]: fetch one copy of each part, fail over, verify, rename.
@@ -13,6 +15,7 @@ pub mod put;
 pub mod rotate;
 
 use std::path::PathBuf;
+use std::sync::Arc;
 
 use thiserror::Error;
 use tokio::task::JoinSet;
@@ -29,8 +32,8 @@ pub enum OpError {
     /// The vault has no file of that name.
     #[error("no such file in the vault: {0}")]
     NotFound(String),
-    /// The output file exists and `--force` was not given.
-    #[error("{} already exists (use --force to overwrite)", .0.display())]
+    /// The output file exists and replacing it was not asked for.
+    #[error("{} already exists", .0.display())]
     Exists(PathBuf),
     /// A local file could not be read or written.
     #[error("{}: {source}", path.display())]
@@ -63,6 +66,34 @@ pub enum OpError {
     /// Key material failed.
     #[error(transparent)]
     Key(#[from] KeyError),
+}
+
+/// Where a transfer has got to: told how many more bytes were processed.
+pub trait Progress: Send + Sync {
+    /// `bytes` more bytes were processed.
+    fn advance(&self, bytes: u64);
+}
+
+/// Progress nobody watches.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct NoProgress;
+
+impl Progress for NoProgress {
+    fn advance(&self, _bytes: u64) {}
+}
+
+impl Progress for std::sync::atomic::AtomicU64 {
+    fn advance(&self, bytes: u64) {
+        self.fetch_add(bytes, std::sync::atomic::Ordering::Relaxed);
+    }
+}
+
+/// A shareable progress sink.
+pub type ProgressRef = Arc<dyn Progress>;
+
+/// Progress nobody watches, shareable.
+pub fn no_progress() -> ProgressRef {
+    Arc::new(NoProgress)
 }
 
 pub(crate) fn io_err(path: &std::path::Path) -> impl FnOnce(std::io::Error) -> OpError + '_ {

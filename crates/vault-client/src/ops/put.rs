@@ -5,12 +5,16 @@
 //! references; (2) the sealed manifest replaces the old one on each node
 //! (the commit); (3) the old version's parts are removed. A failure before
 //! (2) removes the new parts and leaves the old version in place.
+//!
+//! The placement needs each file's MD5 before any part is sent, so a PUT
+//! reads a file twice. [`PutBatch::start`] begins the MD5 pass of every file
+//! at once, on one thread, so it can overlap with opening the vault (dialling
+//! and Argon2id); [`put_file`] is the one-file shorthand.
 
+use std::collections::VecDeque;
 use std::fs::File;
 use std::os::unix::fs::FileExt;
-use std::path::Path;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
+use std::path::{Path, PathBuf};
 
 use md5::{Digest, Md5};
 use tokio::sync::mpsc;
@@ -18,6 +22,7 @@ use tokio::task::JoinSet;
 
 use super::{
     fetch_versions, io_err, put_everywhere, remove_parts, require_all, Broadcast, OpError,
+    ProgressRef,
 };
 use crate::crypto::format::{part_blob_len, PART_HEADER};
 use crate::crypto::keys::{random_bytes, PartKeys, FILE_ID_LEN};
@@ -36,6 +41,8 @@ pub struct PutReport {
     pub size: u64,
     /// Version number written.
     pub version: u64,
+    /// What did not go as it should, though the file is stored.
+    pub warnings: Vec<String>,
 }
 
 /// Size and modification time: enough to notice a file rewritten while
@@ -60,7 +67,7 @@ pub fn name_for(path: &Path) -> Result<String, OpError> {
     Ok(name.to_string())
 }
 
-fn md5_file(path: &Path, progress: &AtomicU64) -> Result<(u64, [u8; 16]), std::io::Error> {
+fn md5_file(path: &Path, progress: &ProgressRef) -> Result<(u64, [u8; 16]), std::io::Error> {
     let mut file = File::open(path)?;
     let mut hasher = Md5::new();
     let mut buf = vec![0u8; 1 << 20];
@@ -72,43 +79,81 @@ fn md5_file(path: &Path, progress: &AtomicU64) -> Result<(u64, [u8; 16]), std::i
         }
         hasher.update(&buf[..n]);
         total += n as u64;
-        progress.fetch_add(n as u64, Ordering::Relaxed);
+        progress.advance(n as u64);
     }
     Ok((total, hasher.finalize().into()))
 }
 
 /// A file's size and MD5, being computed ahead of time.
-pub type Hashing = tokio::sync::oneshot::Receiver<std::io::Result<(u64, [u8; 16])>>;
+type Hashing = tokio::sync::oneshot::Receiver<std::io::Result<(u64, [u8; 16])>>;
 
-/// Starts hashing `paths`, in order, on one blocking thread, so the MD5 pass
-/// overlaps with dialling the nodes and running Argon2id.
-pub fn hash_ahead(paths: &[std::path::PathBuf], progress: &[Arc<AtomicU64>]) -> Vec<Hashing> {
-    let mut jobs = Vec::new();
-    let mut receivers = Vec::new();
-    for (p, prog) in paths.iter().zip(progress) {
-        let (tx, rx) = tokio::sync::oneshot::channel();
-        jobs.push((p.clone(), prog.clone(), tx));
-        receivers.push(rx);
-    }
-    tokio::task::spawn_blocking(move || {
-        for (path, prog, tx) in jobs {
-            if tx.is_closed() {
-                continue;
-            }
-            let _ = tx.send(md5_file(&path, &prog));
-        }
-    });
-    receivers
+/// A file waiting in a [`PutBatch`].
+struct Queued {
+    path: PathBuf,
+    progress: ProgressRef,
+    hashing: Hashing,
 }
 
-/// Stores `path` in the vault. `progress` counts bytes processed (the MD5
-/// pass and the upload pass each count the file once). `hashing` is the
-/// file's MD5 pass if [`hash_ahead`] started it.
+/// Files to store, whose MD5 pass has started.
+pub struct PutBatch {
+    queue: VecDeque<Queued>,
+}
+
+impl PutBatch {
+    /// Starts the MD5 pass of `files`, in order, on one blocking thread.
+    /// Each file's progress advances by its size in this pass, and again
+    /// by its size while it is encrypted and sent. Needs a tokio runtime.
+    pub fn start(files: Vec<(PathBuf, ProgressRef)>) -> PutBatch {
+        let mut jobs = Vec::new();
+        let mut queue = VecDeque::new();
+        for (path, progress) in files {
+            let (tx, rx) = tokio::sync::oneshot::channel();
+            jobs.push((path.clone(), progress.clone(), tx));
+            queue.push_back(Queued {
+                path,
+                progress,
+                hashing: rx,
+            });
+        }
+        tokio::task::spawn_blocking(move || {
+            for (path, progress, tx) in jobs {
+                if tx.is_closed() {
+                    continue;
+                }
+                let _ = tx.send(md5_file(&path, &progress));
+            }
+        });
+        PutBatch { queue }
+    }
+
+    /// Stores the next file: its local path and the outcome; `None` when
+    /// every file was done.
+    pub async fn next(&mut self, vault: &Vault) -> Option<(PathBuf, Result<PutReport, OpError>)> {
+        let q = self.queue.pop_front()?;
+        let result = store(vault, &q.path, q.progress, q.hashing).await;
+        Some((q.path, result))
+    }
+}
+
+/// Stores `path` in the vault under its file name. `progress` advances by
+/// twice the file's size (the MD5 pass, then the upload).
 pub async fn put_file(
     vault: &Vault,
     path: &Path,
-    progress: Arc<AtomicU64>,
-    hashing: Option<Hashing>,
+    progress: ProgressRef,
+) -> Result<PutReport, OpError> {
+    let mut batch = PutBatch::start(vec![(path.to_path_buf(), progress)]);
+    match batch.next(vault).await {
+        Some((_, result)) => result,
+        None => unreachable!("a batch of one file yields one result"),
+    }
+}
+
+async fn store(
+    vault: &Vault,
+    path: &Path,
+    progress: ProgressRef,
+    hashing: Hashing,
 ) -> Result<PutReport, OpError> {
     require_all(vault, "PUT")?;
     let name = name_for(path)?;
@@ -129,18 +174,9 @@ pub async fn put_file(
         .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
         .map(|d| d.as_secs());
 
-    let hashed = match hashing {
-        Some(rx) => rx
-            .await
-            .map_err(|_| OpError::Unavailable("hashing task failed".into()))?,
-        None => {
-            let p = path.to_path_buf();
-            let prog = progress.clone();
-            tokio::task::spawn_blocking(move || md5_file(&p, &prog))
-                .await
-                .map_err(|e| OpError::Unavailable(format!("hashing task failed: {e}")))?
-        }
-    };
+    let hashed = hashing
+        .await
+        .map_err(|_| OpError::Unavailable("hashing task failed".into()))?;
     let (size, md5) = hashed.map_err(io_err(path))?;
 
     let manifest_id = vault.master().manifest_id(&name);
@@ -198,16 +234,18 @@ pub async fn put_file(
             remove_parts(vault, old).await;
         }
     }
+    let mut warnings = Vec::new();
     if !failed.is_empty() {
-        return Err(OpError::Unavailable(format!(
-            "{name}: stored, but the manifest could not be written to {}; readers may see the old version there until the next PUT",
+        warnings.push(format!(
+            "{name}: the manifest could not be written to {}; readers may see the old version there until the next PUT",
             failed.join("; ")
-        )));
+        ));
     }
     Ok(PutReport {
         name,
         size,
         version: manifest.version,
+        warnings,
     })
 }
 
@@ -216,7 +254,7 @@ async fn upload_parts(
     vault: &Vault,
     path: &Path,
     m: &Manifest,
-    progress: Arc<AtomicU64>,
+    progress: ProgressRef,
 ) -> Result<(), OpError> {
     let x = m.placement();
     let mut set = JoinSet::new();
@@ -260,7 +298,7 @@ struct PartJob {
 impl PartJob {
     /// Reads and encrypts the part on a blocking thread and streams each
     /// sealed chunk to both target nodes.
-    async fn run(self, targets: Vec<Session>, progress: Arc<AtomicU64>) -> Result<(), OpError> {
+    async fn run(self, targets: Vec<Session>, progress: ProgressRef) -> Result<(), OpError> {
         let blob_len = part_blob_len(self.len);
         let mut uploads = Vec::new();
         for s in &targets {
@@ -311,7 +349,7 @@ impl PartJob {
                     return;
                 }
                 done += n as u64;
-                progress.fetch_add(n as u64, Ordering::Relaxed);
+                progress.advance(n as u64);
                 if !send(Ok(buf)) || last {
                     return;
                 }

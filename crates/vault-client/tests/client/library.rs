@@ -1,144 +1,30 @@
-//! Client library against four in-process nodes on port 0, certificates
-//! made with rcgen at test time. Covers what needs a hand on the nodes'
-//! disks or a hostile node: swapped parts, absurd key-record costs, and
-//! accounts made by `vault-node user add`.
+//! The client library against four in-process nodes (`vault_node::testing`),
+//! with a hand on the nodes' disks: swapped parts, replayed manifests,
+//! absurd key-record costs, accounts made by `vault-node user add`, dead
+//! nodes, and no keystream shared between parts.
 
-use std::path::PathBuf;
-use std::sync::atomic::AtomicU64;
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use tokio::sync::oneshot;
-use vault_client::config::ClientConfig;
-use vault_client::net::client_endpoint;
+use vault_client::net::Limits;
 use vault_client::ops;
-use vault_client::vault::{OpenError, Vault};
-use vault_node::{certs, NodeConfig, Server, UserDb};
+use vault_client::vault::OpenError;
+use vault_node::testing::{timed, TestCluster};
 use wire::{KdfParams, Request, UserRecord};
-use zeroize::Zeroizing;
 
-const LIMIT: Duration = Duration::from_secs(120);
-
-/// A node's stop signal and its task.
-type RunningNode = (
-    oneshot::Sender<()>,
-    tokio::task::JoinHandle<anyhow::Result<()>>,
-);
-
-struct Cluster {
-    dir: tempfile::TempDir,
-    ca_pem: String,
-    addrs: Vec<String>,
-    stops: Vec<Option<RunningNode>>,
-}
-
-impl Cluster {
-    async fn start(users: &str) -> Cluster {
-        Self::start_each([users; 4]).await
-    }
-
-    /// Starts four nodes, each with its own users file.
-    async fn start_each(users: [&str; 4]) -> Cluster {
-        let dir = tempfile::tempdir().unwrap();
-        let names = ["DFS1", "DFS2", "DFS3", "DFS4"];
-        let certs = certs::generate(&names, &["127.0.0.1".to_string()]).unwrap();
-        let mut addrs = Vec::new();
-        let mut stops = Vec::new();
-        for (node, users) in certs.nodes.iter().zip(users) {
-            let cfg = NodeConfig::new(
-                node.name.clone(),
-                dir.path().join(&node.name),
-                "127.0.0.1:0".parse().unwrap(),
-                UserDb::parse(users, "dfs.conf").unwrap(),
-                node.cert_pem.clone(),
-                node.key_pem.clone(),
-            );
-            let server = Server::bind(cfg).unwrap();
-            addrs.push(server.local_addr().to_string());
-            let (tx, rx) = oneshot::channel::<()>();
-            let handle = tokio::spawn(server.run(async {
-                let _ = rx.await;
-            }));
-            stops.push(Some((tx, handle)));
-        }
-        Cluster {
-            dir,
-            ca_pem: certs.ca_cert_pem,
-            addrs,
-            stops,
-        }
-    }
-
-    fn config(&self, user: &str) -> ClientConfig {
-        let mut text = String::new();
-        for (i, a) in self.addrs.iter().enumerate() {
-            text.push_str(&format!("Server DFS{} {a}\n", i + 1));
-        }
-        text.push_str(&format!("Username: {user}\n"));
-        ClientConfig::parse(&text, &self.dir.path().join("dfc.conf")).unwrap()
-    }
-
-    async fn open(&self, user: &str, password: &str) -> Result<Arc<Vault>, OpenError> {
-        let endpoint = client_endpoint(self.ca_pem.as_bytes()).unwrap();
-        let pw = Zeroizing::new(password.to_string());
-        Vault::open(&endpoint, &self.config(user), &pw)
-            .await
-            .map(Arc::new)
-    }
-
-    fn user_dir(&self, node: usize, user: &str) -> PathBuf {
-        self.dir.path().join(format!("DFS{}", node + 1)).join(user)
-    }
-
-    fn write(&self, name: &str, data: &[u8]) -> PathBuf {
-        let p = self.dir.path().join(name);
-        std::fs::write(&p, data).unwrap();
-        p
-    }
-}
-
-impl Cluster {
-    /// Stops node `i` and waits until it has shut down.
-    async fn stop(&mut self, i: usize) {
-        if let Some((tx, handle)) = self.stops[i].take() {
-            let _ = tx.send(());
-            handle.await.unwrap().unwrap();
-        }
-    }
-}
-
-impl Drop for Cluster {
-    fn drop(&mut self) {
-        for (tx, _) in self.stops.drain(..).flatten() {
-            let _ = tx.send(());
-        }
-    }
-}
-
-fn progress() -> Arc<AtomicU64> {
-    Arc::new(AtomicU64::new(0))
-}
-
-fn md5_hex(s: &str) -> String {
-    vault_client::config::md5_hex(s.as_bytes())
-}
-
-async fn within<F: std::future::Future<Output = ()>>(f: F) {
-    tokio::time::timeout(LIMIT, f)
-        .await
-        .expect("test timed out");
-}
+use super::common::*;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn parts_swapped_between_files_are_detected() {
-    within(async {
-        let c = Cluster::start(&format!("Alice {}\n", "Crimson33")).await;
-        let v = c.open("alice", "Crimson33").await.unwrap();
+    timed(async {
+        let c = TestCluster::start(&format!("Alice {}\n", "Crimson33"))
+            .await
+            .unwrap();
+        let v = open(&c, "alice", "Crimson33").await.unwrap();
         // Same size, so a swap cannot be caught by length alone.
-        let a = c.write("a.bin", &vec![b'a'; 200_000]);
-        let b = c.write("b.bin", &vec![b'b'; 200_000]);
-        ops::put::put_file(&v, &a, progress(), None).await.unwrap();
-        ops::put::put_file(&v, &b, progress(), None).await.unwrap();
+        let a = write(&c, "a.bin", &vec![b'a'; 200_000]);
+        let b = write(&c, "b.bin", &vec![b'b'; 200_000]);
+        ops::put::put_file(&v, &a, progress()).await.unwrap();
+        ops::put::put_file(&v, &b, progress()).await.unwrap();
         let ma = ops::get::find(&v, "a.bin").await.unwrap();
         let mb = ops::get::find(&v, "b.bin").await.unwrap();
         // Replace every copy of a.bin's part 2 with b.bin's part 2.
@@ -155,7 +41,7 @@ async fn parts_swapped_between_files_are_detected() {
             }
         }
         assert_eq!(swapped, 2);
-        let out = c.dir.path().join("a.out");
+        let out = c.dir().join("a.out");
         let err = ops::get::get_file(&v, "a.bin", &out, false, progress())
             .await
             .unwrap_err();
@@ -172,22 +58,18 @@ async fn parts_swapped_between_files_are_detected() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_replayed_old_manifest_loses_to_the_newest() {
-    within(async {
-        let c = Cluster::start("Alice Crimson33\n").await;
-        let v = c.open("alice", "Crimson33").await.unwrap();
-        let path = c.write("doc.txt", b"version one");
-        ops::put::put_file(&v, &path, progress(), None)
-            .await
-            .unwrap();
+    timed(async {
+        let c = TestCluster::start("Alice Crimson33\n").await.unwrap();
+        let v = open(&c, "alice", "Crimson33").await.unwrap();
+        let path = write(&c, "doc.txt", b"version one");
+        ops::put::put_file(&v, &path, progress()).await.unwrap();
         let m_id = v.master().manifest_id("doc.txt");
         let old_manifest = std::fs::read(c.user_dir(0, "alice").join(m_id.as_str())).unwrap();
         std::fs::write(&path, b"version two!").unwrap();
-        ops::put::put_file(&v, &path, progress(), None)
-            .await
-            .unwrap();
+        ops::put::put_file(&v, &path, progress()).await.unwrap();
         // DFS1 replays the old manifest.
         std::fs::write(c.user_dir(0, "alice").join(m_id.as_str()), old_manifest).unwrap();
-        let out = c.dir.path().join("doc.out");
+        let out = c.dir().join("doc.out");
         ops::get::get_file(&v, "doc.txt", &out, false, progress())
             .await
             .unwrap();
@@ -198,15 +80,16 @@ async fn a_replayed_old_manifest_loses_to_the_newest() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn absurd_argon2_costs_in_a_record_are_refused_quickly() {
-    within(async {
-        let c = Cluster::start(&format!(
+    timed(async {
+        let c = TestCluster::start(&format!(
             "Username: Alice\nPassword: {}\n",
             md5_hex("Crimson33")
         ))
-        .await;
+        .await
+        .unwrap();
         // A hostile node (or anyone with its disk) plants a record asking for
         // 4 TiB of memory and a million passes, at a high generation.
-        let v = c.open("alice", "Crimson33").await.unwrap();
+        let v = open(&c, "alice", "Crimson33").await.unwrap();
         let hostile = UserRecord {
             format: wire::STORAGE_FORMAT,
             generation: 99,
@@ -230,7 +113,7 @@ async fn absurd_argon2_costs_in_a_record_are_refused_quickly() {
         let start = Instant::now();
         // The honest records on DFS2-4 still open the vault; the hostile one
         // is skipped without running Argon2 on it.
-        let again = c.open("alice", "Crimson33").await.unwrap();
+        let again = open(&c, "alice", "Crimson33").await.unwrap();
         assert!(start.elapsed() < Duration::from_secs(10));
         assert_eq!(
             again.record().kdf.m_kib,
@@ -242,25 +125,25 @@ async fn absurd_argon2_costs_in_a_record_are_refused_quickly() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn accounts_made_by_user_add_log_in_with_the_client() {
-    within(async {
+    timed(async {
         // What `vault-node user add` writes: Argon2id salt and costs plus the
         // Ed25519 login key derived with the node's own code.
         let kdf = vault_node::kdf::new_params().unwrap();
         let key = vault_node::kdf::public_key_for_password(b"Lapis-4", &kdf).unwrap();
         let line = vault_node::users::upgraded_line("carol", &kdf, &key);
-        let c = Cluster::start(&format!("{line}\n")).await;
-        let v = c.open("Carol", "Lapis-4").await.unwrap();
+        let c = TestCluster::start(&format!("{line}\n")).await.unwrap();
+        let v = open(&c, "Carol", "Lapis-4").await.unwrap();
         assert!(v.unavailable().is_empty());
         assert_eq!(v.record().kdf, kdf, "the record reuses the account's salt");
         assert_eq!(v.record().login_key.as_deref(), Some(&key[..]));
-        let p = c.write("n.txt", b"hello");
-        ops::put::put_file(&v, &p, progress(), None).await.unwrap();
+        let p = write(&c, "n.txt", b"hello");
+        ops::put::put_file(&v, &p, progress()).await.unwrap();
         v.close();
         assert!(matches!(
-            c.open("carol", "lapis-4").await,
+            open(&c, "carol", "lapis-4").await,
             Err(OpenError::AuthFailed)
         ));
-        let v = c.open("carol", "Lapis-4").await.unwrap();
+        let v = open(&c, "carol", "Lapis-4").await.unwrap();
         let listed = ops::list::list(&v).await.unwrap().files;
         assert_eq!(listed.len(), 1);
         assert_eq!(listed[0].name, "n.txt");
@@ -270,11 +153,14 @@ async fn accounts_made_by_user_add_log_in_with_the_client() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_dead_node_is_given_up_on_within_about_a_second() {
-    within(async {
-        let mut c = Cluster::start("Alice Crimson33\n").await;
-        c.stop(2).await;
+    timed(async {
+        let mut c = TestCluster::start("Alice Crimson33\n").await.unwrap();
+        c.stop(2).await.unwrap();
         let start = Instant::now();
-        let v = c.open("alice", "Crimson33").await.unwrap();
+        // The real limits: a dead node costs its one-second dial, no more.
+        let v = open_with_limits(&c, "alice", "Crimson33", Limits::default())
+            .await
+            .unwrap();
         assert!(
             start.elapsed() < Duration::from_secs(4),
             "{:?}",
@@ -289,7 +175,7 @@ async fn a_dead_node_is_given_up_on_within_about_a_second() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_node_claiming_legacy_login_for_an_upgraded_account_gets_no_md5() {
-    within(async {
+    timed(async {
         let kdf = vault_node::kdf::new_params().unwrap();
         let key = vault_node::kdf::public_key_for_password(b"Lapis-4", &kdf).unwrap();
         let upgraded = format!(
@@ -299,8 +185,10 @@ async fn a_node_claiming_legacy_login_for_an_upgraded_account_gets_no_md5() {
         // DFS2 pretends Carol is a legacy account (as a hostile node would,
         // to get an MD5 of her password it could crack offline).
         let legacy = format!("Username: carol\nPassword: {}\n", md5_hex("Lapis-4"));
-        let c = Cluster::start_each([&upgraded, &legacy, &upgraded, &upgraded]).await;
-        let v = c.open("carol", "Lapis-4").await.unwrap();
+        let c = TestCluster::start_each([&upgraded, &legacy, &upgraded, &upgraded])
+            .await
+            .unwrap();
+        let v = open(&c, "carol", "Lapis-4").await.unwrap();
         let down = v.unavailable();
         assert_eq!(down.len(), 1, "{down:?}");
         assert_eq!(down[0].0, "DFS2");
@@ -320,12 +208,12 @@ fn share_a_window(a: &[u8], b: &[u8]) -> bool {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn no_keystream_is_shared_between_parts_or_versions() {
-    within(async {
-        let c = Cluster::start("Alice Crimson33\n").await;
-        let v = c.open("alice", "Crimson33").await.unwrap();
+    timed(async {
+        let c = TestCluster::start("Alice Crimson33\n").await.unwrap();
+        let v = open(&c, "alice", "Crimson33").await.unwrap();
         // Four parts of three full chunks of zeros each.
         let zeros = vec![0u8; 4 * 3 * 65536];
-        let path = c.write("zeros.bin", &zeros);
+        let path = write(&c, "zeros.bin", &zeros);
         let read_parts = |m: &vault_client::manifest::Manifest| -> Vec<Vec<u8>> {
             (0..4)
                 .map(|k| {
@@ -341,14 +229,10 @@ async fn no_keystream_is_shared_between_parts_or_versions() {
                 })
                 .collect()
         };
-        ops::put::put_file(&v, &path, progress(), None)
-            .await
-            .unwrap();
+        ops::put::put_file(&v, &path, progress()).await.unwrap();
         let first = ops::get::find(&v, "zeros.bin").await.unwrap();
         let v1 = read_parts(&first);
-        ops::put::put_file(&v, &path, progress(), None)
-            .await
-            .unwrap();
+        ops::put::put_file(&v, &path, progress()).await.unwrap();
         let second = ops::get::find(&v, "zeros.bin").await.unwrap();
         assert_ne!(first.file_id, second.file_id);
         let v2 = read_parts(&second);

@@ -5,140 +5,20 @@
 //! copy where one exists, and gives the liar nothing it must not have (no
 //! MD5 of a password, no record of its own on the other nodes).
 
-use std::path::{Path, PathBuf};
-use std::sync::atomic::AtomicU64;
+use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use vault_client::config::ClientConfig;
-use vault_client::net::{client_endpoint, Limits};
 use vault_client::ops;
-use vault_client::vault::{OpenError, OpenOptions, Vault};
+use vault_client::vault::{OpenError, Vault};
 use vault_node::testing::lie::{
     when, ClaimScheme, FlipBlob, FloodListing, ForgeRecord, RawAnswer, ReplayBlob, ServeInstead,
     StallOn, TruncateBlob,
 };
-use vault_node::testing::{self, timed, Observed, TestCluster};
-use wire::{AuthScheme, KdfParams, Proof, UserRecord};
-use zeroize::Zeroizing;
+use vault_node::testing::{self, timed, TestCluster};
+use wire::{AuthScheme, KdfParams, UserRecord};
 
-const ALICE: &str = "Crimson33";
-
-/// Short limits: a lying node costs seconds, not the defaults' minutes.
-fn limits() -> Limits {
-    Limits {
-        connect: Duration::from_secs(2),
-        request: Duration::from_secs(5),
-        login: Duration::from_secs(3),
-        stall: Duration::from_millis(1500),
-        listing: Duration::from_secs(10),
-        listing_entries: 5_000,
-    }
-}
-
-fn progress() -> Arc<AtomicU64> {
-    Arc::new(AtomicU64::new(0))
-}
-
-fn config(c: &TestCluster, user: &str) -> ClientConfig {
-    ClientConfig::parse(&c.dfc_text(user, None), &c.dir().join("dfc.conf")).unwrap()
-}
-
-async fn open_at(
-    c: &TestCluster,
-    user: &str,
-    password: &str,
-    state: Option<PathBuf>,
-) -> Result<Arc<Vault>, OpenError> {
-    let endpoint = client_endpoint(c.ca_pem().as_bytes()).unwrap();
-    let options = OpenOptions {
-        state,
-        limits: limits(),
-    };
-    let pw = Zeroizing::new(password.to_string());
-    Vault::open_with(&endpoint, &config(c, user), &pw, &options)
-        .await
-        .map(Arc::new)
-}
-
-async fn open(c: &TestCluster, user: &str, password: &str) -> Result<Arc<Vault>, OpenError> {
-    open_at(c, user, password, None).await
-}
-
-async fn rotate(
-    c: &TestCluster,
-    user: &str,
-    old: &str,
-    new: &str,
-) -> Result<ops::rotate::RotateReport, ops::OpError> {
-    let endpoint = client_endpoint(c.ca_pem().as_bytes()).unwrap();
-    let options = OpenOptions {
-        state: None,
-        limits: limits(),
-    };
-    let (old, new) = (Zeroizing::new(old.into()), Zeroizing::new(new.into()));
-    ops::rotate::rotate(&endpoint, &config(c, user), &old, &new, &options).await
-}
-
-fn write(c: &TestCluster, name: &str, data: &[u8]) -> PathBuf {
-    let p = c.dir().join(name);
-    std::fs::write(&p, data).unwrap();
-    p
-}
-
-/// Deterministic, non-repeating bytes.
-fn data(len: usize, seed: u64) -> Vec<u8> {
-    let mut s = seed | 1;
-    (0..len)
-        .map(|_| {
-            s ^= s << 13;
-            s ^= s >> 7;
-            s ^= s << 17;
-            s as u8
-        })
-        .collect()
-}
-
-async fn put(v: &Vault, c: &TestCluster, name: &str, bytes: &[u8]) {
-    let p = write(c, name, bytes);
-    ops::put::put_file(v, &p, progress(), None).await.unwrap();
-}
-
-/// GETs `name` and checks the bytes; returns the nodes failed over from.
-async fn get_ok(v: &Vault, c: &TestCluster, name: &str, want: &[u8]) -> Vec<String> {
-    let out = c.dir().join(format!("out-{name}"));
-    let _ = std::fs::remove_file(&out);
-    let report = ops::get::get_file(v, name, &out, false, progress())
-        .await
-        .unwrap();
-    assert!(std::fs::read(&out).unwrap() == want, "{name}: wrong bytes");
-    report.failovers
-}
-
-fn no_md5_reached(seen: &Observed) {
-    for (user, proof) in seen.logins() {
-        assert!(
-            !matches!(proof, Proof::LegacyMd5(_)),
-            "an MD5 proof for {user} reached the hostile node"
-        );
-    }
-}
-
-fn record_file(c: &TestCluster, node: usize, user: &str) -> PathBuf {
-    c.root(node)
-        .join(".vault/records")
-        .join(format!("{user}.cbor"))
-}
-
-/// A rotated (upgraded) account: Alice, legacy at first, rotated to `pw`.
-async fn upgraded_alice(pw: &str) -> TestCluster {
-    let c = TestCluster::start(&testing::md5_user("Alice", ALICE))
-        .await
-        .unwrap();
-    open(&c, "alice", ALICE).await.unwrap().close();
-    rotate(&c, "alice", ALICE, pw).await.unwrap();
-    c
-}
+use super::common::*;
 
 // --- Data: flip, truncate, swap, replay, stall ------------------------------
 
@@ -648,10 +528,6 @@ async fn format_1_data_is_recognised_and_refused_with_a_way_forward() {
         );
     })
     .await
-}
-
-fn md5_hex(s: &str) -> String {
-    vault_client::config::md5_hex(s.as_bytes())
 }
 
 // --- Through the real binary ------------------------------------------------

@@ -1,0 +1,10 @@
+//! The client's integration tests, one binary: four real nodes in-process
+//! (`vault_node::testing`), hostile proxies in front of them, the library
+//! and the real `vault-client` binary against them, and the format's
+//! known-answer vectors.
+
+mod common;
+mod example;
+mod hostile;
+mod library;
+mod vectors;
