@@ -38,9 +38,14 @@ pub(crate) fn parent_dir(path: &Path) -> PathBuf {
     }
 }
 
-/// Creates a new file next to `target` named `.<target name>.<random>.<ext>`,
-/// readable by its owner only.
-pub(crate) fn create_temp_beside(target: &Path, ext: &str) -> io::Result<(PathBuf, File)> {
+/// Creates a new file next to `target` named `.<target name>.<random>.<ext>`:
+/// readable by its owner only if `private`, else with the usual mode (the
+/// umask decides).
+pub(crate) fn create_temp_beside(
+    target: &Path,
+    ext: &str,
+    private: bool,
+) -> io::Result<(PathBuf, File)> {
     let dir = parent_dir(target);
     let base = target
         .file_name()
@@ -54,10 +59,12 @@ pub(crate) fn create_temp_beside(target: &Path, ext: &str) -> io::Result<(PathBu
         let mut opts = OpenOptions::new();
         opts.write(true).create_new(true);
         #[cfg(unix)]
-        {
+        if private {
             use std::os::unix::fs::OpenOptionsExt;
             opts.mode(0o600);
         }
+        #[cfg(not(unix))]
+        let _ = private;
         match opts.open(&tmp) {
             Ok(f) => return Ok((tmp, f)),
             Err(e) if e.kind() == io::ErrorKind::AlreadyExists => last_err = Some(e),
@@ -80,7 +87,7 @@ pub(crate) fn sync_dir(dir: &Path) -> io::Result<()> {
 /// its permissions; a new one is created readable by its owner only.
 pub(crate) fn write_atomic(target: &Path, contents: &[u8]) -> io::Result<()> {
     let permissions = fs::metadata(target).ok().map(|m| m.permissions());
-    let (tmp, mut file) = create_temp_beside(target, "tmp")?;
+    let (tmp, mut file) = create_temp_beside(target, "tmp", true)?;
     let guard = TempGuard::new(tmp.clone());
     if let Some(p) = permissions {
         file.set_permissions(p)?;

@@ -6,7 +6,7 @@
 //! plaintext is ever written; the temporary file becomes the target only
 //! when all four parts decrypted completely, and is removed otherwise.
 
-use std::fs::{File, OpenOptions};
+use std::fs::File;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -17,7 +17,8 @@ use tokio::task::JoinSet;
 
 use super::{fetch_versions, io_err, OpError, ProgressRef};
 use crate::crypto::format::{part_blob_len, HEADER_LEN, PART_HEADER};
-use crate::crypto::keys::{random_bytes, PartKeys};
+use crate::crypto::keys::PartKeys;
+use crate::fsutil::{create_temp_beside, parent_dir, sync_dir, TempGuard};
 use crate::crypto::stream::{Decryptor, CT_CHUNK_LEN};
 use crate::manifest::Manifest;
 use crate::net::Session;
@@ -37,20 +38,6 @@ pub struct GetReport {
     pub size: u64,
     /// Nodes that failed along the way and were replaced by the other copy.
     pub failovers: Vec<String>,
-}
-
-/// Deletes the temporary file unless the download completed.
-struct TempGuard {
-    path: PathBuf,
-    armed: bool,
-}
-
-impl Drop for TempGuard {
-    fn drop(&mut self) {
-        if self.armed {
-            let _ = std::fs::remove_file(&self.path);
-        }
-    }
 }
 
 /// Looks up the newest live version of `name`.
@@ -87,27 +74,9 @@ pub async fn get_version(
     if out.exists() && !replace {
         return Err(OpError::Exists(out.to_path_buf()));
     }
-    let dir = match out.parent() {
-        Some(d) if !d.as_os_str().is_empty() => d.to_path_buf(),
-        _ => PathBuf::from("."),
-    };
-    let leaf = out
-        .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_else(|| "download".into());
-    let tmp_path = dir.join(format!(
-        ".{leaf}.{}.vault-partial",
-        hex::encode(random_bytes::<6>()?)
-    ));
-    let file = OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .open(&tmp_path)
-        .map_err(io_err(&tmp_path))?;
-    let mut guard = TempGuard {
-        path: tmp_path.clone(),
-        armed: true,
-    };
+    let dir = parent_dir(out);
+    let (tmp_path, file) = create_temp_beside(out, "vault-partial", false).map_err(io_err(&dir))?;
+    let guard = TempGuard::new(tmp_path.clone());
     file.set_len(m.size).map_err(io_err(&tmp_path))?;
     let file = Arc::new(file);
 
@@ -169,13 +138,13 @@ pub async fn get_version(
             }
         })?;
     }
-    guard.armed = false;
-    if !replace {
-        let _ = std::fs::remove_file(&tmp_path);
+    if replace {
+        guard.disarm();
+    } else {
+        // The link is in place; the temporary name goes with the guard.
+        drop(guard);
     }
-    if let Ok(d) = File::open(&dir) {
-        let _ = d.sync_all();
-    }
+    let _ = sync_dir(&dir);
     Ok(GetReport {
         path: out.to_path_buf(),
         size: m.size,
