@@ -469,3 +469,37 @@ fn cli_errors_are_clear() {
         assert!(stderr(&out).contains("--force"));
     });
 }
+
+#[test]
+fn the_prompt_takes_the_classic_forms_with_credentials() {
+    with_timeout(LIMIT, || {
+        let c = Cluster::start();
+        let files = make_files(c.dir.path(), &[4321]);
+        let (name, data) = (&files[0].0, &files[0].1);
+        std::fs::write(c.dir.path().join("copy.bin"), b"old contents").unwrap();
+        let script = format!(
+            "-put {name} Alice Crimson33\n\
+             -list alice Crimson33\n\
+             -get {name} ALICE wrong-password\n\
+             -list Bob Velvet77\n\
+             get {name} copy.bin\n\
+             GET {name} copy.bin -f\n\
+             -get {name} alice Crimson33\n\
+             exit\n"
+        );
+        let out = c.client_env(&[("VAULT_PASSWORD", "Crimson33")], &[], Some(&script));
+        let (text, err) = (stdout(&out), stderr(&out));
+        assert!(text.contains(&format!("stored {name}")), "{text}");
+        assert!(
+            text.lines().any(|l| l == name),
+            "LIST printed the file: {text}"
+        );
+        // Two wrong pairs: the classic message each time, and the prompt goes on.
+        assert_eq!(err.matches(AUTH_FAILED).count(), 2, "{err}");
+        // GET refuses to replace copy.bin, then -f replaces it.
+        assert!(err.contains("already exists"), "{err}");
+        assert_eq!(&std::fs::read(c.dir.path().join("copy.bin")).unwrap(), data);
+        // The classic -get wrote the file under its name (it existed: refused).
+        assert!(text.contains("wrote copy.bin"), "{text}");
+    });
+}

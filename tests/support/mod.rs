@@ -14,25 +14,25 @@ pub const COMMAND_TIMEOUT: Duration = Duration::from_secs(120);
 /// How long a node may take to start listening.
 pub const START_TIMEOUT: Duration = Duration::from_secs(30);
 
-/// Path of a workspace binary, building it if the test runner did not.
+/// Path of a workspace binary, built (once per test process, a no-op when
+/// it is fresh) so a test never runs a stale binary.
 pub fn bin(name: &str) -> PathBuf {
     let exe = std::env::current_exe().expect("test executable path");
     // target/<profile>/deps/e2e-xxxx -> target/<profile>/<name>
     let dir = exe.parent().and_then(Path::parent).expect("target dir");
-    let path = dir.join(name);
-    static BUILD: Mutex<()> = Mutex::new(());
-    let _g = BUILD.lock().unwrap_or_else(|e| e.into_inner());
-    if !path.exists() {
+    static BUILT: std::sync::Once = std::sync::Once::new();
+    BUILT.call_once(|| {
         let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
         let mut cmd = Command::new(cargo);
-        cmd.args(["build", "--bins", "-p", "vault-node", "-p", "vault-client"]);
+        // The same build `cargo test --workspace` makes: a no-op after it.
+        cmd.args(["build", "--workspace", "--tests"]);
         if dir.file_name().is_some_and(|n| n == "release") {
             cmd.arg("--release");
         }
         let status = cmd.status().expect("run cargo build");
         assert!(status.success(), "cargo build of the binaries failed");
-    }
-    path
+    });
+    dir.join(name)
 }
 
 /// Random bytes from the OS.

@@ -47,7 +47,7 @@ A bad username or password prints `Invalid Username/Password. Please try again.`
 and exits with status 1.";
 
 /// Subcommands.
-#[derive(Debug, Subcommand)]
+#[derive(Debug, PartialEq, Eq, Subcommand)]
 pub enum Command {
     /// Store files (an existing name is replaced by the new version).
     Put {

@@ -76,7 +76,13 @@ pub async fn run(cli: Cli) -> Result<i32> {
             }
             let status = match command {
                 Some(c) => run_command(&vault, c, cli.json, batch).await,
-                None => crate::prompt::interactive(&vault).await,
+                None => {
+                    let me = crate::prompt::Identity {
+                        user: cfg.username.clone(),
+                        password: password.clone(),
+                    };
+                    crate::prompt::interactive(&vault, &me).await
+                }
             };
             vault.close();
             status

@@ -1,19 +1,141 @@
-//! The classic interactive prompt: PUT, GET, LIST, DELETE and EXIT in any
-//! case, one command per line.
+//! The classic interactive prompt, one command per line, keywords in any
+//! case, with or without a leading dash:
+//!
+//! ```text
+//! PUT FILE...                  store files
+//! GET NAME [PATH] [-f]         fetch a file (-f / --force replaces PATH)
+//! LIST                         list the files
+//! DELETE NAME                  delete a file
+//! EXIT                         leave (also QUIT, or the end of input)
+//! ```
+//!
+//! The forms of the classic Python client, which repeated the credentials
+//! on every command, work too: `-put FILE USER PASS`, `-get FILE USER PASS`,
+//! `-list USER PASS`, `-delete FILE USER PASS`. The credentials must be the
+//! ones this session logged in with (the user name in any case); a wrong
+//! pair prints the classic `Invalid Username/Password. Please try again.`
+//! and the prompt goes on. Without the dash, `PUT A B C` is read as the
+//! credentials form only when `B` is the session's user name or neither `B`
+//! nor `C` is a file here; otherwise it stores three files.
 
 use std::io::{BufRead, IsTerminal, Write};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
-use vault_client::vault::Vault;
+use subtle::ConstantTimeEq;
+use vault_client::vault::{Vault, AUTH_FAILED_MESSAGE};
+use zeroize::Zeroizing;
 
 use crate::args::Command;
 use crate::commands::run_command;
 
-const PROMPT_HELP: &str = "commands: PUT FILE..., GET NAME [PATH], LIST, DELETE NAME, EXIT";
+const PROMPT_HELP: &str = "commands: PUT FILE..., GET NAME [PATH] [-f], LIST, DELETE NAME, EXIT \
+(classic forms: -put FILE USER PASS, -get FILE USER PASS, -list USER PASS)";
+
+/// Who the session is: what the classic forms' credentials are checked
+/// against.
+pub struct Identity {
+    /// The user name from dfc.conf.
+    pub user: String,
+    /// The password the vault was opened with.
+    pub password: Zeroizing<String>,
+}
+
+impl Identity {
+    fn matches(&self, user: &str, password: &str) -> bool {
+        // Both checks always run; the password in constant time.
+        let pw_ok: bool = self.password.as_bytes().ct_eq(password.as_bytes()).into();
+        self.user.eq_ignore_ascii_case(user) & pw_ok
+    }
+}
+
+/// What one prompt line asks for.
+#[derive(Debug, PartialEq, Eq)]
+enum Line {
+    Run(Command),
+    /// A classic form with credentials: run the command if they match.
+    WithCredentials {
+        command: Command,
+        user: String,
+        password: String,
+    },
+    Help,
+    Exit,
+    Empty,
+    Unknown,
+}
+
+/// Parses one line; `exists` tells whether a local file exists (to read a
+/// dash-less `PUT A B C`).
+fn parse(line: &str, session_user: &str, exists: impl Fn(&str) -> bool) -> Line {
+    let words: Vec<&str> = line.split_whitespace().collect();
+    let Some((first, args)) = words.split_first() else {
+        return Line::Empty;
+    };
+    let dashed = first.starts_with('-');
+    let keyword = first.trim_start_matches('-').to_ascii_uppercase();
+    let creds = |command: Command, user: &str, password: &str| Line::WithCredentials {
+        command,
+        user: user.to_string(),
+        password: password.to_string(),
+    };
+    let get = |name: &str, output: Option<&str>, force: bool| Command::Get {
+        name: name.to_string(),
+        output: output.map(PathBuf::from),
+        force,
+    };
+    match (keyword.as_str(), args) {
+        ("EXIT" | "QUIT", _) => Line::Exit,
+        ("HELP" | "?", _) => Line::Help,
+        ("PUT", [file, user, password])
+            if dashed
+                || user.eq_ignore_ascii_case(session_user)
+                || (!exists(user) && !exists(password)) =>
+        {
+            creds(
+                Command::Put {
+                    files: vec![PathBuf::from(file)],
+                },
+                user,
+                password,
+            )
+        }
+        ("PUT", files) if !files.is_empty() && !dashed => Line::Run(Command::Put {
+            files: files.iter().map(PathBuf::from).collect(),
+        }),
+        ("GET", [name, user, password]) if dashed => creds(get(name, None, false), user, password),
+        ("GET", rest) if !dashed || rest.len() != 3 => {
+            let force = rest.iter().any(|w| *w == "-f" || *w == "--force");
+            let plain: Vec<&str> = rest
+                .iter()
+                .copied()
+                .filter(|w| *w != "-f" && *w != "--force")
+                .collect();
+            match plain[..] {
+                [name] => Line::Run(get(name, None, force)),
+                [name, path] => Line::Run(get(name, Some(path), force)),
+                [name, user, password] if !force => creds(get(name, None, false), user, password),
+                _ => Line::Unknown,
+            }
+        }
+        ("LIST" | "LS", []) => Line::Run(Command::List),
+        ("LIST" | "LS", [user, password]) => creds(Command::List, user, password),
+        ("DELETE" | "DEL" | "RM", [name]) => Line::Run(Command::Delete {
+            name: name.to_string(),
+        }),
+        ("DELETE" | "DEL" | "RM", [name, user, password]) => creds(
+            Command::Delete {
+                name: name.to_string(),
+            },
+            user,
+            password,
+        ),
+        _ => Line::Unknown,
+    }
+}
 
 /// Reads commands until EXIT or the end of input; returns the status of
 /// the last command.
-pub async fn interactive(vault: &Vault) -> i32 {
+pub async fn interactive(vault: &Vault, me: &Identity) -> i32 {
     let tty = std::io::stdin().is_terminal();
     if tty {
         println!("{PROMPT_HELP}");
@@ -35,40 +157,139 @@ pub async fn interactive(vault: &Vault) -> i32 {
             let _ = std::io::stdout().flush();
         }
         let Some(line) = rx.recv().await else { break };
-        let words: Vec<&str> = line.split_whitespace().collect();
-        let Some((cmd, args)) = words.split_first() else {
-            continue;
-        };
-        let command = match (cmd.to_ascii_uppercase().as_str(), args) {
-            ("EXIT" | "QUIT", _) => break,
-            ("HELP" | "?", _) => {
+        let command = match parse(&line, &me.user, |w| Path::new(w).exists()) {
+            Line::Exit => break,
+            Line::Empty => continue,
+            Line::Help => {
                 println!("{PROMPT_HELP}");
                 continue;
             }
-            ("PUT", files) if !files.is_empty() => Command::Put {
-                files: files.iter().map(PathBuf::from).collect(),
-            },
-            ("GET", [name]) => Command::Get {
-                name: name.to_string(),
-                output: None,
-                force: false,
-            },
-            ("GET", [name, path]) => Command::Get {
-                name: name.to_string(),
-                output: Some(PathBuf::from(path)),
-                force: false,
-            },
-            ("LIST" | "LS", []) => Command::List,
-            ("DELETE" | "DEL" | "RM", [name]) => Command::Delete {
-                name: name.to_string(),
-            },
-            _ => {
+            Line::Unknown => {
                 eprintln!("unknown command: {line}\n{PROMPT_HELP}");
                 status = 1;
                 continue;
+            }
+            Line::Run(c) => c,
+            Line::WithCredentials {
+                command,
+                user,
+                password,
+            } => {
+                let password = Zeroizing::new(password);
+                if !me.matches(&user, &password) {
+                    eprintln!("{AUTH_FAILED_MESSAGE}");
+                    status = 1;
+                    continue;
+                }
+                command
             }
         };
         status = run_command(vault, command, false, None).await;
     }
     status
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn p(line: &str) -> Line {
+        parse(line, "Alice", |w| w.starts_with("exists"))
+    }
+
+    fn creds(command: Command, user: &str, password: &str) -> Line {
+        Line::WithCredentials {
+            command,
+            user: user.into(),
+            password: password.into(),
+        }
+    }
+
+    fn put(files: &[&str]) -> Command {
+        Command::Put {
+            files: files.iter().map(PathBuf::from).collect(),
+        }
+    }
+
+    fn get(name: &str, output: Option<&str>, force: bool) -> Command {
+        Command::Get {
+            name: name.into(),
+            output: output.map(PathBuf::from),
+            force,
+        }
+    }
+
+    #[test]
+    fn classic_forms_with_credentials() {
+        assert_eq!(
+            p("-put a.txt Alice pw"),
+            creds(put(&["a.txt"]), "Alice", "pw")
+        );
+        assert_eq!(p("-PUT a.txt bob pw"), creds(put(&["a.txt"]), "bob", "pw"));
+        assert_eq!(
+            p("Put a.txt ALICE pw"),
+            creds(put(&["a.txt"]), "ALICE", "pw")
+        );
+        // Without the dash and a wrong user: still credentials unless the
+        // words are files here.
+        assert_eq!(p("put a.txt bob pw"), creds(put(&["a.txt"]), "bob", "pw"));
+        assert_eq!(
+            p("put a.txt exists1 exists2"),
+            Line::Run(put(&["a.txt", "exists1", "exists2"]))
+        );
+        assert_eq!(
+            p("-get a.txt alice pw"),
+            creds(get("a.txt", None, false), "alice", "pw")
+        );
+        assert_eq!(
+            p("get a.txt alice pw"),
+            creds(get("a.txt", None, false), "alice", "pw")
+        );
+        assert_eq!(p("-list alice pw"), creds(Command::List, "alice", "pw"));
+        assert_eq!(p("LIST alice pw"), creds(Command::List, "alice", "pw"));
+        assert_eq!(
+            p("-delete a.txt alice pw"),
+            creds(
+                Command::Delete {
+                    name: "a.txt".into()
+                },
+                "alice",
+                "pw"
+            )
+        );
+    }
+
+    #[test]
+    fn plain_forms() {
+        assert_eq!(p("PUT a b"), Line::Run(put(&["a", "b"])));
+        assert_eq!(p("get a.txt"), Line::Run(get("a.txt", None, false)));
+        assert_eq!(
+            p("GET a.txt out.txt"),
+            Line::Run(get("a.txt", Some("out.txt"), false))
+        );
+        assert_eq!(
+            p("GET a.txt out.txt -f"),
+            Line::Run(get("a.txt", Some("out.txt"), true))
+        );
+        assert_eq!(p("get --force a.txt"), Line::Run(get("a.txt", None, true)));
+        assert_eq!(p("list"), Line::Run(Command::List));
+        assert_eq!(p("  "), Line::Empty);
+        assert_eq!(p("exit"), Line::Exit);
+        assert_eq!(p("-quit"), Line::Exit);
+        assert_eq!(p("bogus"), Line::Unknown);
+        assert_eq!(p("-put a b"), Line::Unknown);
+        assert_eq!(p("get"), Line::Unknown);
+    }
+
+    #[test]
+    fn credentials_are_the_sessions() {
+        let me = Identity {
+            user: "Alice".into(),
+            password: Zeroizing::new("Crimson33".into()),
+        };
+        assert!(me.matches("alice", "Crimson33"));
+        assert!(me.matches("ALICE", "Crimson33"));
+        assert!(!me.matches("alice", "crimson33"));
+        assert!(!me.matches("bob", "Crimson33"));
+    }
 }
