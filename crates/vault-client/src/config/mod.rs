@@ -20,7 +20,8 @@
 //! [`rewrite_password`] updates the `Password:` line in the form it was found,
 //! byte for byte otherwise, with an atomic replace.
 //!
-//! The parser is in `parse`, the rewrite in `rewrite`.
+//! The parser is in `parse` (one function per keyword), the rewrite in
+//! `rewrite`.
 
 use std::fs;
 use std::io;
