@@ -1,15 +1,15 @@
 //! Rewriting the `Password:` line for `rotate`: the new password in the form
-//! the old one was written, every other byte kept, the file replaced
-//! atomically.
+//! the old one was written, every other byte kept, the file replaced with
+//! the crate's one atomic write.
 
 use std::fs;
-use std::io::{self, Write};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use zeroize::Zeroizing;
 
 use super::parse::{parse_md5, scan, Form};
 use super::{md5_hex, read_text, ConfigError};
+use crate::fsutil;
 
 /// Why `password` cannot be written as a plain-text `Password:` value (it
 /// would read back differently), or `None` if it can.
@@ -70,83 +70,8 @@ pub fn rewrite_password(path: &Path, new_password: &str) -> Result<(), ConfigErr
     out.push_str(&text[..span.start]);
     out.push_str(&replacement);
     out.push_str(&text[span.end..]);
-    replace_atomically(&real, out.as_bytes()).map_err(|source| ConfigError::Write {
+    fsutil::write_atomic(&real, out.as_bytes()).map_err(|source| ConfigError::Write {
         path: path.to_owned(),
         source,
     })
-}
-
-/// Replaces `target` with `contents`: a temporary file in the same folder,
-/// written, synced, given `target`'s permissions, renamed over `target`, and
-/// the folder synced. The temporary file is removed on any failure.
-fn replace_atomically(target: &Path, contents: &[u8]) -> io::Result<()> {
-    let dir = match target.parent() {
-        Some(d) if !d.as_os_str().is_empty() => d,
-        _ => Path::new("."),
-    };
-    let permissions = fs::metadata(target)?.permissions();
-    let file_name = target
-        .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_default();
-
-    let (tmp_path, mut file) = create_temp(dir, &file_name)?;
-    let guard = TempGuard(Some(tmp_path.clone()));
-    file.set_permissions(permissions)?;
-    file.write_all(contents)?;
-    file.sync_all()?;
-    drop(file);
-    fs::rename(&tmp_path, target)?;
-    guard.disarm();
-    sync_dir(dir)
-}
-
-/// Creates a new, private temporary file in `dir`.
-fn create_temp(dir: &Path, base: &str) -> io::Result<(PathBuf, fs::File)> {
-    let mut last_err = None;
-    for _ in 0..8 {
-        let mut rnd = [0u8; 8];
-        getrandom::fill(&mut rnd).map_err(|e| io::Error::other(e.to_string()))?;
-        let tmp = dir.join(format!(".{base}.{}.tmp", hex::encode(rnd)));
-        let mut opts = fs::OpenOptions::new();
-        opts.write(true).create_new(true);
-        #[cfg(unix)]
-        {
-            use std::os::unix::fs::OpenOptionsExt;
-            opts.mode(0o600);
-        }
-        match opts.open(&tmp) {
-            Ok(f) => return Ok((tmp, f)),
-            Err(e) if e.kind() == io::ErrorKind::AlreadyExists => last_err = Some(e),
-            Err(e) => return Err(e),
-        }
-    }
-    Err(last_err.unwrap_or_else(|| io::Error::other("could not create a temporary file")))
-}
-
-#[cfg(unix)]
-fn sync_dir(dir: &Path) -> io::Result<()> {
-    fs::File::open(dir)?.sync_all()
-}
-
-#[cfg(not(unix))]
-fn sync_dir(_dir: &Path) -> io::Result<()> {
-    Ok(())
-}
-
-/// Removes the temporary file on drop unless disarmed.
-struct TempGuard(Option<PathBuf>);
-
-impl TempGuard {
-    fn disarm(mut self) {
-        self.0 = None;
-    }
-}
-
-impl Drop for TempGuard {
-    fn drop(&mut self) {
-        if let Some(path) = self.0.take() {
-            let _ = fs::remove_file(path);
-        }
-    }
 }
