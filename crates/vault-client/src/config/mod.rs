@@ -1,21 +1,29 @@
 //! `dfc.conf`: the client configuration, in every legacy form real files use.
 //!
 //! ```text
-//! # four servers; file order is the node number (DFS1 = node 0)
+//! # Four servers; file order is the node number (DFS1 = node 0).
 //! Server DFS1 127.0.0.1:10001
-//! Server DFS2 127.0.0.1 10002       # host and port may be separate
-//! server dfs3 [::1]:10003           # keywords in any case, IPv6 in brackets
-//! Server DFS4 ::1 10004             # ... or bare IPv6 with a separate port
-//! Username: Alice                   # also `Username:Alice`, `username:alice`
-//! Password: Crimson33               # plain text, or 32 hex digits = MD5 digest
-//! CA certs/ca.pem                   # optional; relative to this file's folder
+//! # Host and port may be separate.
+//! Server DFS2 127.0.0.1 10002
+//! # Keywords in any case; IPv6 in brackets...
+//! server dfs3 [::1]:10003
+//! # ...or bare, with a separate port.
+//! Server DFS4 ::1 10004
+//! # Also `Username:Alice`, `username:alice`.
+//! Username: Alice
+//! # Plain text, or 32 hex digits: the MD5 digest of the password.
+//! Password: Crimson33
+//! # Optional; relative to this file's folder.
+//! CA certs/ca.pem
 //! ```
 //!
 //! Blank lines, whole-line `#` comments, tabs, CRLF line endings and a UTF-8
 //! byte-order mark are accepted. Keywords may be followed by a colon. A
-//! `Server` line may end in a ` # comment`; a `Password:` value is the rest of
-//! the line (it may contain spaces, colons and `#`), surrounding whitespace
-//! trimmed. Every error names the file, the line and the problem.
+//! `Server` or `Username:` line may end in a ` # comment`, but a `Password:`
+//! or `CA` value is the rest of the line (it may contain spaces, colons and
+//! `#`), surrounding whitespace trimmed: a comment written after it becomes
+//! part of the password or path, so comments go on lines of their own. Every
+//! error names the file, the line and the problem.
 //!
 //! [`rewrite_password`] updates the `Password:` line in the form it was found,
 //! byte for byte otherwise, with an atomic replace.

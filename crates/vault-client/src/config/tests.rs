@@ -1,4 +1,6 @@
-//! The parser tests. The rewrite's tests are in `tests/rewrite.rs`.
+//! The parser tests, and the `dfc.conf` samples of README.md and of this
+//! module's documentation parsed as written. The rewrite's tests are in
+//! `tests/rewrite.rs`.
 
 use super::*;
 
@@ -396,5 +398,99 @@ fn load_reads_files_and_reports_io_errors() {
     assert_eq!(
         e.to_string(),
         format!("{}:7: the line is not valid utf-8", path.display())
+    );
+}
+
+// ----- the samples in the docs, parsed exactly as written -----
+
+/// The sentence in README.md that introduces the `dfc.conf` sample.
+const README_INTRO: &str = "`dfc.conf` in any form the classic exercise produced:";
+
+/// The contents of the fenced code block `lines` starts with (blank lines
+/// before it skipped), each line ending in `\n`.
+fn fenced_block<'a>(mut lines: impl Iterator<Item = &'a str>) -> String {
+    let open = lines
+        .by_ref()
+        .find(|l| !l.trim().is_empty())
+        .expect("a fenced block");
+    assert!(open.starts_with("```"), "expected a fenced block: {open:?}");
+    let mut block = String::new();
+    for line in lines {
+        if line.starts_with("```") {
+            return block;
+        }
+        block.push_str(line);
+        block.push('\n');
+    }
+    panic!("unclosed fenced block");
+}
+
+/// Name, host and port of each server.
+fn addresses(cfg: &ClientConfig) -> Vec<(&str, &str, u16)> {
+    cfg.servers
+        .iter()
+        .map(|s| (s.name.as_str(), s.host.as_str(), s.port))
+        .collect()
+}
+
+fn plain_password(cfg: &ClientConfig) -> &str {
+    match &cfg.password {
+        Some(PasswordSetting::Plain(p)) => p.as_str(),
+        other => panic!("{other:?}"),
+    }
+}
+
+/// A comment written after a `Password:` or `CA` value is part of the
+/// value, so a sample that annotates those lines in place teaches a trap.
+#[test]
+fn readme_sample_parses_to_what_it_shows() {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../README.md");
+    let readme = fs::read_to_string(&path).unwrap();
+    let (_, after) = readme
+        .split_once(README_INTRO)
+        .unwrap_or_else(|| panic!("README.md no longer says {README_INTRO:?}"));
+    let sample = fenced_block(after.lines());
+    let cfg = parse(&sample).unwrap_or_else(|e| panic!("{e}\n{sample}"));
+    assert_eq!(
+        addresses(&cfg),
+        vec![
+            ("DFS1", "127.0.0.1", 10001),
+            ("DFS2", "127.0.0.1", 10002),
+            ("dfs3", "localhost", 10003),
+            ("DFS4", "::1", 10004),
+        ]
+    );
+    assert_eq!(cfg.username, "Alice");
+    assert_eq!(plain_password(&cfg), "SimplePassword");
+    assert_eq!(
+        cfg.ca.as_deref(),
+        Some(Path::new("/home/alice/.vault/certs/ca.pem"))
+    );
+}
+
+/// The same for the sample at the top of this module's documentation.
+#[test]
+fn module_doc_sample_parses_to_what_it_shows() {
+    let doc = include_str!("mod.rs")
+        .lines()
+        .map_while(|l| l.strip_prefix("//!"))
+        .map(|l| l.strip_prefix(' ').unwrap_or(l))
+        .skip_while(|l| !l.starts_with("```"));
+    let sample = fenced_block(doc);
+    let cfg = parse(&sample).unwrap_or_else(|e| panic!("{e}\n{sample}"));
+    assert_eq!(
+        addresses(&cfg),
+        vec![
+            ("DFS1", "127.0.0.1", 10001),
+            ("DFS2", "127.0.0.1", 10002),
+            ("dfs3", "::1", 10003),
+            ("DFS4", "::1", 10004),
+        ]
+    );
+    assert_eq!(cfg.username, "Alice");
+    assert_eq!(plain_password(&cfg), "Crimson33");
+    assert_eq!(
+        cfg.ca.as_deref(),
+        Some(Path::new("/home/alice/.vault/certs/ca.pem"))
     );
 }
