@@ -1,0 +1,230 @@
+//! `dfc.conf`: the client configuration, in every legacy form real files use.
+//!
+//! ```text
+//! # Four servers; file order is the node number (DFS1 = node 0).
+//! Server DFS1 127.0.0.1:10001
+//! # Host and port may be separate.
+//! Server DFS2 127.0.0.1 10002
+//! # Keywords in any case; IPv6 in brackets...
+//! server dfs3 [::1]:10003
+//! # ...or bare, with a separate port.
+//! Server DFS4 ::1 10004
+//! # Also `Username:Alice`, `username:alice`.
+//! Username: Alice
+//! # Plain text, or 32 hex digits: the MD5 digest of the password.
+//! Password: Crimson33
+//! # Optional; relative to this file's folder.
+//! CA certs/ca.pem
+//! ```
+//!
+//! Blank lines, whole-line `#` comments, tabs, CRLF line endings and a UTF-8
+//! byte-order mark are accepted. Keywords may be followed by a colon. A
+//! `Server` or `Username:` line may end in a ` # comment`, but a `Password:`
+//! or `CA` value is the rest of the line (it may contain spaces, colons and
+//! `#`), surrounding whitespace trimmed: a comment written after it becomes
+//! part of the password or path, so comments go on lines of their own. Every
+//! error names the file, the line and the problem.
+//!
+//! [`rewrite_password`] updates the `Password:` line in the form it was found,
+//! byte for byte otherwise, with an atomic replace.
+//!
+//! The parser is in `parse` (one function per keyword), the rewrite in
+//! `rewrite`.
+
+use std::fs;
+use std::io;
+use std::path::{Path, PathBuf};
+
+use md5::{Digest, Md5};
+use subtle::ConstantTimeEq;
+use zeroize::Zeroizing;
+
+mod parse;
+mod rewrite;
+#[cfg(test)]
+mod tests;
+
+pub use rewrite::{plain_password_problem, rewrite_password};
+
+/// One `Server` line.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ServerEntry {
+    /// The node's name as written (`DFS1`); also its TLS server name.
+    pub name: String,
+    /// Host name or IP address, IPv6 without brackets (`::1`).
+    pub host: String,
+    /// UDP port, never 0.
+    pub port: u16,
+    /// 1-based line number in the file, for messages.
+    pub line: usize,
+}
+
+/// The `Password:` line's value.
+#[derive(Clone)]
+pub enum PasswordSetting {
+    /// A plain-text password.
+    Plain(Zeroizing<String>),
+    /// The MD5 digest of the password (the value was 32 hex digits); the
+    /// password itself must be asked for and checked against it.
+    Md5([u8; 16]),
+}
+
+impl PasswordSetting {
+    /// Whether `password` is this password (plain text compared as is, or
+    /// its MD5 digest compared with the stored digest), in constant time
+    /// for equal lengths.
+    pub fn matches(&self, password: &str) -> bool {
+        match self {
+            PasswordSetting::Plain(plain) => plain.as_bytes().ct_eq(password.as_bytes()).into(),
+            PasswordSetting::Md5(digest) => {
+                let got: [u8; 16] = Md5::digest(password.as_bytes()).into();
+                got.ct_eq(digest).into()
+            }
+        }
+    }
+}
+
+impl std::fmt::Debug for PasswordSetting {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            PasswordSetting::Plain(_) => f.write_str("Plain([redacted])"),
+            PasswordSetting::Md5(_) => f.write_str("Md5([redacted])"),
+        }
+    }
+}
+
+/// A parsed `dfc.conf`.
+#[derive(Debug, Clone)]
+pub struct ClientConfig {
+    /// The file it was read from (as given).
+    pub path: PathBuf,
+    /// Exactly four servers; file order is the node number (index 0 = DFS1).
+    pub servers: Vec<ServerEntry>,
+    /// The user name as written. Usernames are case-insensitive: compare and
+    /// derive folder names from a lower-cased copy.
+    pub username: String,
+    /// The `Password:` line, if any.
+    pub password: Option<PasswordSetting>,
+    /// The cluster CA from a `CA <path>` line, resolved relative to the
+    /// configuration file's folder.
+    pub ca: Option<PathBuf>,
+}
+
+/// Why `dfc.conf` could not be read, parsed or rewritten.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The file could not be read.
+    #[error("failed to read {}: {source}", .path.display())]
+    Io {
+        /// The file.
+        path: PathBuf,
+        /// The I/O error.
+        source: io::Error,
+    },
+    /// The file (or its replacement) could not be written.
+    #[error("failed to write {}: {source}", .path.display())]
+    Write {
+        /// The file being written.
+        path: PathBuf,
+        /// The I/O error.
+        source: io::Error,
+    },
+    /// A line is malformed.
+    #[error("{}:{line}: {problem}", .path.display())]
+    Syntax {
+        /// The file.
+        path: PathBuf,
+        /// 1-based line number.
+        line: usize,
+        /// What is wrong, in lower case.
+        problem: String,
+    },
+    /// The file does not have exactly four `Server` lines. `line` is the
+    /// fifth `Server` line when there are too many, else the last line of
+    /// the file (0 for an empty file).
+    #[error(
+        "{}:{line}: expected exactly 4 `Server` lines (DFS1 to DFS4), found {count}",
+        .path.display()
+    )]
+    ServerCount {
+        /// The file.
+        path: PathBuf,
+        /// Where the problem shows.
+        line: usize,
+        /// How many `Server` lines there are.
+        count: usize,
+    },
+    /// A required line is absent.
+    #[error("{}: missing {what}", .path.display())]
+    Missing {
+        /// The file.
+        path: PathBuf,
+        /// What is missing, e.g. "`Username:` line".
+        what: &'static str,
+    },
+    /// [`rewrite_password`] was asked to store, as plain text, a password
+    /// that would not read back as the same plain-text password.
+    #[error("{}: the new password cannot be stored as plain text: {reason}", .path.display())]
+    UnstorablePassword {
+        /// The file.
+        path: PathBuf,
+        /// Why (see [`plain_password_problem`]).
+        reason: &'static str,
+    },
+}
+
+impl ClientConfig {
+    /// Reads and parses `path`.
+    pub fn load(path: &Path) -> Result<Self, ConfigError> {
+        let text = read_text(path)?;
+        Self::parse(&text, path)
+    }
+
+    /// Parses the text of a configuration file; `path` is used in error
+    /// messages and to resolve a relative `CA` path.
+    pub fn parse(text: &str, path: &Path) -> Result<Self, ConfigError> {
+        parse::scan(text, path).map(|scanned| scanned.config)
+    }
+
+    /// The cluster CA certificate: the `CA` line's path, or `certs/ca.pem`
+    /// in the configuration file's folder.
+    pub fn default_ca_path(&self) -> PathBuf {
+        match &self.ca {
+            Some(ca) => ca.clone(),
+            None => config_dir(&self.path).join("certs").join("ca.pem"),
+        }
+    }
+}
+
+/// Lower-case hex MD5 digest of `password`: the legacy stored form.
+pub fn md5_hex(password: &[u8]) -> String {
+    hex::encode(Md5::digest(password))
+}
+
+/// Reads a whole file as UTF-8 into a buffer that is zeroed on drop.
+fn read_text(path: &Path) -> Result<Zeroizing<String>, ConfigError> {
+    let bytes = Zeroizing::new(fs::read(path).map_err(|source| ConfigError::Io {
+        path: path.to_owned(),
+        source,
+    })?);
+    match std::str::from_utf8(&bytes) {
+        Ok(text) => Ok(Zeroizing::new(text.to_owned())),
+        Err(e) => {
+            let line = 1 + bytes[..e.valid_up_to()]
+                .iter()
+                .filter(|&&b| b == b'\n')
+                .count();
+            Err(ConfigError::Syntax {
+                path: path.to_owned(),
+                line,
+                problem: "the line is not valid utf-8".to_owned(),
+            })
+        }
+    }
+}
+
+/// The folder holding the configuration file (`.`-relative paths stay
+/// relative).
+fn config_dir(path: &Path) -> &Path {
+    path.parent().unwrap_or(Path::new(""))
+}
