@@ -87,7 +87,7 @@ pub enum OpenError {
 /// Options for [`Vault::open_with`].
 #[derive(Debug, Clone, Default)]
 pub struct OpenOptions {
-    /// The state file [default: `<dfc.conf>.state`].
+    /// The state file (default: `<dfc.conf>.state`).
     pub state: Option<PathBuf>,
     /// Time limits for talking to nodes.
     pub limits: Limits,

@@ -7,7 +7,7 @@
 //! [`wire::normalize_user`] and a [`BlobId`] (one plain component each).
 //!
 //! Each user's folder is read once, the first time the user is touched;
-//! from then on an in-memory [`index`] answers listings and usage, and
+//! from then on an in-memory `index` answers listings and usage, and
 //! every rename into the folder and every removal from it updates the index
 //! under its lock. The node must be the folder's only writer: files put
 //! there by hand show up after a restart.

@@ -2,7 +2,7 @@
 //! unencrypted.
 //!
 //! - [`stream`]: ChaCha20-Poly1305 in the STREAM construction, for parts.
-//! - [`format`]: the headers and lengths of stored objects (format 2).
+//! - [`format`](mod@format): the headers and lengths of stored objects (format 2).
 //! - [`keys`]: Argon2id, the key-encryption key, the master key and every key
 //!   and id derived from it.
 
