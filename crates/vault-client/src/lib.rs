@@ -6,6 +6,8 @@
 //! - [`config`]: `dfc.conf` in all its legacy forms, and the `Password:`
 //!   rewrite used by `rotate`.
 //! - [`placement`]: part ranges and the MD5 placement table of the brief.
+//! - [`path`]: vault names as relative paths, prefixes, and walking a local
+//!   tree without following links.
 //! - [`crypto`]: the STREAM AEAD for parts ([`crypto::stream`]) and the key
 //!   hierarchy ([`crypto::keys`]).
 //! - [`manifest`]: the sealed per-file manifest nodes store under an opaque id.
@@ -34,6 +36,7 @@ pub mod login;
 pub mod manifest;
 pub mod net;
 pub mod ops;
+pub mod path;
 pub mod placement;
 pub mod records;
 pub mod state;
