@@ -4,6 +4,7 @@
 
 use super::*;
 
+mod ini;
 mod rewrite;
 
 const P: &str = "/home/alice/.vault/dfc.conf";
@@ -91,6 +92,14 @@ fn every_legacy_form_with_crlf_bom_comments_and_tabs() {
         Some(Path::new("/home/alice/.vault/../shared certs/ca.pem"))
     );
     assert_eq!(cfg.default_ca_path(), cfg.ca.clone().unwrap());
+}
+
+#[test]
+fn semicolon_comments_in_the_classic_form() {
+    let text = format!("; written by hand\n  ; indented\n{CLASSIC};end\n");
+    let cfg = parse(&text).unwrap();
+    assert_eq!(cfg.servers[0].line, 3);
+    assert!(cfg.password.unwrap().matches("SimplePassword"));
 }
 
 #[test]
