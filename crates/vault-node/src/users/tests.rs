@@ -1,5 +1,7 @@
 use super::*;
 
+mod ini;
+
 fn md5_of(s: &str) -> [u8; 16] {
     Md5::digest(s.as_bytes()).into()
 }
