@@ -17,19 +17,70 @@
 //! CA certs/ca.pem
 //! ```
 //!
-//! Blank lines, whole-line `#` comments, tabs, CRLF line endings and a UTF-8
-//! byte-order mark are accepted. Keywords may be followed by a colon. A
-//! `Server` or `Username:` line may end in a ` # comment`, but a `Password:`
-//! or `CA` value is the rest of the line (it may contain spaces, colons and
-//! `#`), surrounding whitespace trimmed: a comment written after it becomes
-//! part of the password or path, so comments go on lines of their own. Every
-//! error names the file, the line and the problem.
+//! Blank lines, whole-line `#` or `;` comments, tabs, CRLF line endings and
+//! a UTF-8 byte-order mark are accepted. Keywords may be followed by a colon.
+//! A `Server` or `Username:` line may end in a ` # comment`, but a
+//! `Password:` or `CA` value is the rest of the line (it may contain spaces,
+//! colons and `#`), surrounding whitespace trimmed: a comment written after
+//! it becomes part of the password or path, so comments go on lines of their
+//! own. Every error names the file, the line and the problem, and never
+//! quotes a password.
 //!
-//! [`rewrite_password`] updates the `Password:` line in the form it was found,
-//! byte for byte otherwise, with an atomic replace.
+//! # The INI form
 //!
-//! The parser is in `parse` (one function per keyword), the rewrite in
-//! `rewrite`.
+//! One classic implementation wrote the same settings with Python's
+//! `configparser`; such files are read too:
+//!
+//! ```ini
+//! [server_list]
+//! DFS1 = 127.0.0.1:10001
+//! DFS2: 127.0.0.1 10002
+//! dfs3=[::1]:10003
+//! DFS4 = ::1 10004
+//!
+//! ; `=` or `:`, spaces around it or not, names in any case.
+//! [Credentials]
+//! Username = Alice
+//! password: Crimson33
+//!
+//! ; Optional; relative to this file's folder.
+//! [tls]
+//! ca = certs/ca.pem
+//! ```
+//!
+//! A file with a `[section]` header line is an INI file. Section and key
+//! names are case-insensitive; the first `=` or `:` on a line separates the
+//! key from the value. Blank lines, whole-line `#` or `;` comments, CRLF and a
+//! byte-order mark are accepted as in the classic form, and the values follow
+//! the classic rules: a `[server_list]` entry is `NAME = ADDRESS` with the
+//! addresses of `Server` lines, and the order of the entries is the node
+//! number; a username is one word; a password is the rest of the line (32
+//! hex digits: an MD5 digest).
+//!
+//! Refused, each with an error naming the line:
+//!
+//! - sections other than `[server_list]`, `[credentials]` and `[tls]`, and a
+//!   section given twice: a misspelt section would otherwise drop its
+//!   settings without a word, and `[DEFAULT]` would lend its keys to every
+//!   section. Extra sections a Python tool kept in the file must be removed
+//!   or commented out;
+//! - unknown keys, and `ca` anywhere but in `[tls]`;
+//! - a line before the first section header, and classic keyword lines
+//!   among the sections (`Server DFS1 ...`, `CA path`): a file is in one
+//!   form or the other. `Username: Alice` in `[credentials]` is simply an
+//!   INI entry with a colon;
+//! - continuation lines (a line indented deeper than the entry before it,
+//!   which `configparser` would append to that value): every value, a
+//!   password above all, is on one line.
+//!
+//! # Rewriting and layout
+//!
+//! [`rewrite_password`] updates the password value in the form it was found
+//! (a `Password:` line or an INI `password` entry), byte for byte otherwise,
+//! with an atomic replace.
+//!
+//! The classic parser is in `parse` (one function per keyword), the INI
+//! scan in `ini` (it fills the same fields), the rewrite in `rewrite`.
 
 use std::fs;
 use std::io;
@@ -39,6 +90,7 @@ use md5::{Digest, Md5};
 use subtle::ConstantTimeEq;
 use zeroize::Zeroizing;
 
+mod ini;
 mod parse;
 mod rewrite;
 #[cfg(test)]
@@ -46,7 +98,7 @@ mod tests;
 
 pub use rewrite::{plain_password_problem, rewrite_password};
 
-/// One `Server` line.
+/// One server: a `Server` line or an entry of an INI `[server_list]`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ServerEntry {
     /// The node's name as written (`DFS1`); also its TLS server name.
@@ -59,7 +111,7 @@ pub struct ServerEntry {
     pub line: usize,
 }
 
-/// The `Password:` line's value.
+/// The password value (a `Password:` line or an INI `password` entry).
 #[derive(Clone)]
 pub enum PasswordSetting {
     /// A plain-text password.
@@ -103,10 +155,10 @@ pub struct ClientConfig {
     /// The user name as written. Usernames are case-insensitive: compare and
     /// derive folder names from a lower-cased copy.
     pub username: String,
-    /// The `Password:` line, if any.
+    /// The `Password:` line (INI: `password` in `[credentials]`), if any.
     pub password: Option<PasswordSetting>,
-    /// The cluster CA from a `CA <path>` line, resolved relative to the
-    /// configuration file's folder.
+    /// The cluster CA from a `CA <path>` line (INI: `ca` in `[tls]`),
+    /// resolved relative to the configuration file's folder.
     pub ca: Option<PathBuf>,
 }
 
@@ -139,9 +191,11 @@ pub enum ConfigError {
         /// What is wrong, in lower case.
         problem: String,
     },
-    /// The file does not have exactly four `Server` lines. `line` is the
-    /// fifth `Server` line when there are too many, else the last line of
-    /// the file (0 for an empty file).
+    /// A classic file does not have exactly four `Server` lines. `line` is
+    /// the fifth `Server` line when there are too many, else the last line
+    /// of the file (0 for an empty file). (An INI file reports a wrong
+    /// number of `[server_list]` entries as [`ConfigError::Syntax`] on the
+    /// section's header line or its fifth entry.)
     #[error(
         "{}:{line}: expected exactly 4 `Server` lines (DFS1 to DFS4), found {count}",
         .path.display()
@@ -159,7 +213,8 @@ pub enum ConfigError {
     Missing {
         /// The file.
         path: PathBuf,
-        /// What is missing, e.g. "`Username:` line".
+        /// What is missing, e.g. "`Username:` line" or "`[server_list]`
+        /// section".
         what: &'static str,
     },
     /// [`rewrite_password`] was asked to store, as plain text, a password
@@ -180,14 +235,14 @@ impl ClientConfig {
         Self::parse(&text, path)
     }
 
-    /// Parses the text of a configuration file; `path` is used in error
-    /// messages and to resolve a relative `CA` path.
+    /// Parses the text of a configuration file in either form; `path` is
+    /// used in error messages and to resolve a relative `CA` path.
     pub fn parse(text: &str, path: &Path) -> Result<Self, ConfigError> {
         parse::scan(text, path).map(|scanned| scanned.config)
     }
 
-    /// The cluster CA certificate: the `CA` line's path, or `certs/ca.pem`
-    /// in the configuration file's folder.
+    /// The cluster CA certificate: the `CA` line's (INI: `[tls]` `ca`) path,
+    /// or `certs/ca.pem` in the configuration file's folder.
     pub fn default_ca_path(&self) -> PathBuf {
         match &self.ca {
             Some(ca) => ca.clone(),

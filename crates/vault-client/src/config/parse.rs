@@ -1,19 +1,21 @@
-//! The `dfc.conf` parser. [`scan`] is a loop over the lines: [`lines`]
+//! The `dfc.conf` parser. [`scan`] picks the file's form: a file with a
+//! `[section]` header line is an INI file (`super::ini`), any other is the
+//! classic keyword form. The classic scan is a loop over the lines: [`lines`]
 //! splits the text, [`split_keyword`] recognises a line's keyword and cuts
 //! out its value, and one function per keyword reads that value
 //! ([`Fields::server`], [`Fields::username`], [`Fields::password`],
-//! [`Fields::ca`]). The scan also remembers where the `Password:` value sits
-//! in the text, for the rewrite.
+//! [`Fields::ca`]). The INI scan feeds the same [`Fields`]. Both remember
+//! where the password value sits in the text, for the rewrite.
 
 use std::ops::Range;
 use std::path::{Path, PathBuf};
 
 use zeroize::Zeroizing;
 
-use super::{config_dir, ClientConfig, ConfigError, PasswordSetting, ServerEntry};
+use super::{config_dir, ini, ClientConfig, ConfigError, PasswordSetting, ServerEntry};
 
-/// The number of `Server` lines a configuration must have.
-const SERVER_COUNT: usize = 4;
+/// The number of servers a configuration must have.
+pub(super) const SERVER_COUNT: usize = 4;
 
 /// Longest piece of a bad line quoted back in an error message.
 const QUOTE_MAX: usize = 40;
@@ -32,9 +34,13 @@ pub(super) struct Scanned {
     pub(super) password_value: Option<(Range<usize>, Form)>,
 }
 
-/// Parses `text`, remembering where the password value is.
+/// Parses `text` in whichever form it is written, remembering where the
+/// password value is.
 pub(super) fn scan(text: &str, path: &Path) -> Result<Scanned, ConfigError> {
-    let mut fields = Fields::default();
+    if let Some(first_header) = ini::first_header(text) {
+        return ini::scan(text, path, first_header);
+    }
+    let mut fields = Fields::new(Syntax::Classic);
     let mut last_line = 0;
     for line in lines(text) {
         last_line = line.number;
@@ -58,17 +64,23 @@ pub(super) fn scan(text: &str, path: &Path) -> Result<Scanned, ConfigError> {
 }
 
 /// One line of the file, without its line ending.
-struct Line<'a> {
+pub(super) struct Line<'a> {
     /// 1-based line number.
-    number: usize,
+    pub(super) number: usize,
     /// Byte offset of `text` in the whole text.
-    start: usize,
-    text: &'a str,
+    pub(super) start: usize,
+    pub(super) text: &'a str,
+}
+
+/// Whether a line (leading whitespace removed) is blank or a whole-line
+/// comment (`#` or `;`), in either form.
+pub(super) fn is_blank_or_comment(trimmed: &str) -> bool {
+    trimmed.is_empty() || trimmed.starts_with('#') || trimmed.starts_with(';')
 }
 
 /// The file's lines (LF or CRLF endings, a leading byte-order mark skipped).
 /// A final line ending does not start another line.
-fn lines(text: &str) -> impl Iterator<Item = Line<'_>> {
+pub(super) fn lines(text: &str) -> impl Iterator<Item = Line<'_>> {
     let body = text.strip_prefix('\u{feff}').unwrap_or(text);
     let mut start = text.len() - body.len();
     body.split_inclusive('\n')
@@ -85,9 +97,9 @@ fn lines(text: &str) -> impl Iterator<Item = Line<'_>> {
         })
 }
 
-/// The keywords of `dfc.conf`.
+/// The keywords of the classic `dfc.conf`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Keyword {
+pub(super) enum Keyword {
     Server,
     Username,
     Password,
@@ -95,7 +107,7 @@ enum Keyword {
 }
 
 impl Keyword {
-    fn from_word(word: &str) -> Option<Self> {
+    pub(super) fn from_word(word: &str) -> Option<Self> {
         [
             ("server", Keyword::Server),
             ("username", Keyword::Username),
@@ -106,37 +118,67 @@ impl Keyword {
         .find(|(name, _)| word.eq_ignore_ascii_case(name))
         .map(|(_, k)| k)
     }
+
+    /// How the keyword is written in a message about a line of the given
+    /// form: `` `Username:` `` in a classic file, `` `username` `` in an INI
+    /// file.
+    pub(super) fn label(self, syntax: Syntax) -> &'static str {
+        match (syntax, self) {
+            (Syntax::Classic, Keyword::Server) => "`Server`",
+            (Syntax::Classic, Keyword::Username) => "`Username:`",
+            (Syntax::Classic, Keyword::Password) => "`Password:`",
+            (Syntax::Classic, Keyword::Ca) => "`CA`",
+            (Syntax::Ini, Keyword::Server) => "server entry",
+            (Syntax::Ini, Keyword::Username) => "`username`",
+            (Syntax::Ini, Keyword::Password) => "`password`",
+            (Syntax::Ini, Keyword::Ca) => "`ca`",
+        }
+    }
 }
 
-/// What follows a keyword and its optional colon, surrounding whitespace
-/// trimmed.
-struct Value<'a> {
-    text: &'a str,
+/// The keyword a classic line starts with, if it starts with one (a run of
+/// ASCII letters and digits followed by the end of the line, whitespace or
+/// a colon), and the rest of the line after it.
+pub(super) fn classic_keyword(trimmed: &str) -> Option<(Keyword, &str)> {
+    let word_len = trimmed
+        .find(|c: char| !c.is_ascii_alphanumeric())
+        .unwrap_or(trimmed.len());
+    let (word, after) = trimmed.split_at(word_len);
+    match after.chars().next() {
+        None => Keyword::from_word(word),
+        Some(c) if c == ':' || c.is_whitespace() => Keyword::from_word(word),
+        Some(_) => None,
+    }
+    .map(|keyword| (keyword, after))
+}
+
+/// The two ways a `dfc.conf` is written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Syntax {
+    /// `Server DFS1 HOST:PORT`, `Username: NAME`, `Password: ...`, `CA PATH`.
+    Classic,
+    /// `[server_list]`, `[credentials]` and `[tls]` sections of `KEY = VALUE`.
+    Ini,
+}
+
+/// A value: what follows a keyword and its optional colon, or an INI key and
+/// its separator, surrounding whitespace trimmed.
+pub(super) struct Value<'a> {
+    pub(super) text: &'a str,
     /// Byte offset of `text` in the whole text.
-    start: usize,
+    pub(super) start: usize,
     /// 1-based line number.
-    line: usize,
+    pub(super) line: usize,
 }
 
 /// Recognises a line's keyword and cuts out its value; `None` for a blank
 /// line or a comment.
 fn split_keyword<'a>(line: &Line<'a>) -> Result<Option<(Keyword, Value<'a>)>, String> {
     let text = line.text.trim_start();
-    if text.is_empty() || text.starts_with('#') {
+    if is_blank_or_comment(text) {
         return Ok(None);
     }
-    // The keyword: a run of ASCII letters and digits, then the end of the
-    // line, whitespace or a colon.
-    let word_len = text
-        .find(|c: char| !c.is_ascii_alphanumeric())
-        .unwrap_or(text.len());
-    let (word, after) = text.split_at(word_len);
-    let keyword = match after.chars().next() {
-        None => Keyword::from_word(word),
-        Some(c) if c == ':' || c.is_whitespace() => Keyword::from_word(word),
-        Some(_) => None,
-    };
-    let Some(keyword) = keyword else {
+    let Some((keyword, after)) = classic_keyword(text) else {
         let token = text.split_whitespace().next().unwrap_or(text);
         return Err(format!(
             "unknown keyword {} (expected Server, Username, Password or CA)",
@@ -155,13 +197,14 @@ fn split_keyword<'a>(line: &Line<'a>) -> Result<Option<(Keyword, Value<'a>)>, St
 }
 
 /// What the lines read so far have set.
-#[derive(Default)]
-struct Fields {
+pub(super) struct Fields {
+    /// The form of the file, for the wording of messages.
+    syntax: Syntax,
     servers: Vec<ServerEntry>,
-    /// `Server` lines seen, including any beyond the fourth.
-    server_count: usize,
-    /// The first `Server` line beyond the fourth.
-    fifth_server_line: Option<usize>,
+    /// Servers seen, including any beyond the fourth.
+    pub(super) server_count: usize,
+    /// The line of the first server beyond the fourth.
+    pub(super) fifth_server_line: Option<usize>,
     username: Option<(String, usize)>,
     password: Option<(PasswordSetting, usize)>,
     password_value: Option<(Range<usize>, Form)>,
@@ -169,14 +212,44 @@ struct Fields {
 }
 
 impl Fields {
-    /// A `Server` line. The first four are parsed; more are only counted.
+    pub(super) fn new(syntax: Syntax) -> Self {
+        Fields {
+            syntax,
+            servers: Vec::new(),
+            server_count: 0,
+            fifth_server_line: None,
+            username: None,
+            password: None,
+            password_value: None,
+            ca: None,
+        }
+    }
+
+    /// A `Server` line: `NAME` and the address.
     fn server(&mut self, value: &Value<'_>) -> Result<(), String> {
+        self.add_server(value.line, || parse_server(value.text, value.line))
+    }
+
+    /// An entry of an INI `[server_list]`: the key `name` and the address.
+    pub(super) fn named_server(&mut self, name: &str, value: &Value<'_>) -> Result<(), String> {
+        self.add_server(value.line, || {
+            parse_address(name, &value_tokens(value.text), value.line)
+        })
+    }
+
+    /// One server at `line`. The first four are parsed; more are only
+    /// counted.
+    fn add_server(
+        &mut self,
+        line: usize,
+        parse: impl FnOnce() -> Result<ServerEntry, String>,
+    ) -> Result<(), String> {
         self.server_count += 1;
         if self.server_count > SERVER_COUNT {
-            self.fifth_server_line.get_or_insert(value.line);
+            self.fifth_server_line.get_or_insert(line);
             return Ok(());
         }
-        let entry = parse_server(value.text, value.line)?;
+        let entry = parse()?;
         if let Some(prev) = self
             .servers
             .iter()
@@ -193,11 +266,10 @@ impl Fields {
     }
 
     /// A `Username:` line: one word, optionally followed by a `#` comment.
-    fn username(&mut self, value: &Value<'_>) -> Result<(), String> {
+    pub(super) fn username(&mut self, value: &Value<'_>) -> Result<(), String> {
+        let label = Keyword::Username.label(self.syntax);
         if let Some((_, first)) = &self.username {
-            return Err(format!(
-                "duplicate `Username:` line (first on line {first})"
-            ));
+            return Err(format!("duplicate {label} line (first on line {first})"));
         }
         let name = value
             .text
@@ -205,7 +277,7 @@ impl Fields {
             .next()
             .unwrap_or("");
         if name.is_empty() {
-            return Err("missing username after `Username:`".into());
+            return Err(format!("missing username after {label}"));
         }
         let extra = value.text[name.len()..].trim_start();
         if !extra.is_empty() && !extra.starts_with('#') {
@@ -220,18 +292,16 @@ impl Fields {
 
     /// A `Password:` line: the rest of the line is the value (a `#` in it is
     /// part of it), plain text or, when it is 32 hex digits, an MD5 digest.
-    fn password(&mut self, value: &Value<'_>) -> Result<(), String> {
+    pub(super) fn password(&mut self, value: &Value<'_>) -> Result<(), String> {
+        let label = Keyword::Password.label(self.syntax);
         if let Some((_, first)) = &self.password {
-            return Err(format!(
-                "duplicate `Password:` line (first on line {first})"
-            ));
+            return Err(format!("duplicate {label} line (first on line {first})"));
         }
         let text = value.text;
         if text.is_empty() {
-            return Err(
-                "missing password after `Password:` (remove the line to be asked for it)"
-                    .to_owned(),
-            );
+            return Err(format!(
+                "missing password after {label} (remove the line to be asked for it)"
+            ));
         }
         let (setting, form) = match parse_md5(text) {
             Some(digest) => {
@@ -251,20 +321,22 @@ impl Fields {
 
     /// A `CA` line: the rest of the line is a path, relative to `dir` (the
     /// configuration file's folder).
-    fn ca(&mut self, value: &Value<'_>, dir: &Path) -> Result<(), String> {
+    pub(super) fn ca(&mut self, value: &Value<'_>, dir: &Path) -> Result<(), String> {
+        let label = Keyword::Ca.label(self.syntax);
         if let Some((_, first)) = &self.ca {
-            return Err(format!("duplicate `CA` line (first on line {first})"));
+            return Err(format!("duplicate {label} line (first on line {first})"));
         }
         if value.text.is_empty() {
-            return Err("missing path after `CA`".to_owned());
+            return Err(format!("missing path after {label}"));
         }
         self.ca = Some((dir.join(value.text), value.line));
         Ok(())
     }
 
     /// Checks what must be there once every line is read. `last_line` is the
-    /// file's last line number (0 for an empty file).
-    fn finish(self, path: &Path, last_line: usize) -> Result<Scanned, ConfigError> {
+    /// file's last line number (0 for an empty file). An INI scan checks the
+    /// number of servers itself, before this.
+    pub(super) fn finish(self, path: &Path, last_line: usize) -> Result<Scanned, ConfigError> {
         if self.server_count != SERVER_COUNT {
             return Err(ConfigError::ServerCount {
                 path: path.to_owned(),
@@ -275,7 +347,10 @@ impl Fields {
         let Some((username, _)) = self.username else {
             return Err(ConfigError::Missing {
                 path: path.to_owned(),
-                what: "`Username:` line",
+                what: match self.syntax {
+                    Syntax::Classic => "`Username:` line",
+                    Syntax::Ini => "`username` in [credentials]",
+                },
             });
         };
         Ok(Scanned {
@@ -290,17 +365,28 @@ impl Fields {
         })
     }
 }
-/// Parses the value of a `Server` line: `NAME HOST:PORT`, `NAME HOST PORT`,
-/// `NAME [V6]:PORT`, `NAME [V6] PORT` or `NAME V6 PORT`, optionally followed
-/// by a `#` comment.
-fn parse_server(value: &str, line: usize) -> Result<ServerEntry, String> {
-    let tokens: Vec<&str> = value
+
+/// The words of a value up to a `#` comment.
+fn value_tokens(value: &str) -> Vec<&str> {
+    value
         .split_whitespace()
         .take_while(|t| !t.starts_with('#'))
-        .collect();
+        .collect()
+}
+
+/// Parses the value of a `Server` line: `NAME` followed by an address (see
+/// [`parse_address`]), optionally followed by a `#` comment.
+fn parse_server(value: &str, line: usize) -> Result<ServerEntry, String> {
+    let tokens = value_tokens(value);
     let Some((&name, rest)) = tokens.split_first() else {
         return Err("missing server name and address after `Server`".to_owned());
     };
+    parse_address(name, rest, line)
+}
+
+/// Parses the address of server `name`, split in words: `HOST:PORT`,
+/// `HOST PORT`, `[V6]:PORT`, `[V6] PORT` or `V6 PORT`.
+fn parse_address(name: &str, rest: &[&str], line: usize) -> Result<ServerEntry, String> {
     let (host, port) = match rest {
         [] => return Err(format!("missing address for server {}", quote(name))),
         [addr] => split_host_port(addr, name)?,
@@ -385,7 +471,7 @@ pub(super) fn parse_md5(value: &str) -> Option<[u8; 16]> {
 }
 
 /// Quotes a piece of the file for an error message: escaped and shortened.
-fn quote(s: &str) -> String {
+pub(super) fn quote(s: &str) -> String {
     let mut out = String::from("`");
     for (i, c) in s.chars().enumerate() {
         if i == QUOTE_MAX {

@@ -1,6 +1,7 @@
-//! Rewriting the `Password:` line for `rotate`: the new password in the form
-//! the old one was written, every other byte kept, the file replaced with
-//! the crate's one atomic write.
+//! Rewriting the password for `rotate` (the `Password:` line, or the
+//! `password` entry of an INI file): the new password in the form the old
+//! one was written, every other byte kept, the file replaced with the
+//! crate's one atomic write.
 
 use std::fs;
 use std::path::Path;
@@ -30,10 +31,11 @@ pub fn plain_password_problem(password: &str) -> Option<&'static str> {
     }
 }
 
-/// Rewrites the `Password:` line of the configuration at `path` for
-/// `new_password`, in the form it was found: plain text stays plain text, an
-/// MD5 digest becomes the digest of the new password (in the old digest's hex
-/// case), and a file without a `Password:` line is left alone. Every other
+/// Rewrites the password value of the configuration at `path` (its
+/// `Password:` line, or `password` in the `[credentials]` section of an INI
+/// file) for `new_password`, in the form it was found: plain text stays plain
+/// text, an MD5 digest becomes the digest of the new password (in the old
+/// digest's hex case), and a file without a password is left alone. Every other
 /// byte is kept. The file is replaced atomically (temporary file in the same
 /// folder, `sync_all`, original permissions, rename, folder fsync).
 pub fn rewrite_password(path: &Path, new_password: &str) -> Result<(), ConfigError> {

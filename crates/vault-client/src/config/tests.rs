@@ -4,6 +4,7 @@
 
 use super::*;
 
+mod ini;
 mod rewrite;
 
 const P: &str = "/home/alice/.vault/dfc.conf";
@@ -91,6 +92,14 @@ fn every_legacy_form_with_crlf_bom_comments_and_tabs() {
         Some(Path::new("/home/alice/.vault/../shared certs/ca.pem"))
     );
     assert_eq!(cfg.default_ca_path(), cfg.ca.clone().unwrap());
+}
+
+#[test]
+fn semicolon_comments_in_the_classic_form() {
+    let text = format!("; written by hand\n  ; indented\n{CLASSIC};end\n");
+    let cfg = parse(&text).unwrap();
+    assert_eq!(cfg.servers[0].line, 3);
+    assert!(cfg.password.unwrap().matches("SimplePassword"));
 }
 
 #[test]
@@ -466,6 +475,51 @@ fn readme_sample_parses_to_what_it_shows() {
         cfg.ca.as_deref(),
         Some(Path::new("/home/alice/.vault/certs/ca.pem"))
     );
+}
+
+/// The contents of every fenced block in the part of `text` under the
+/// heading line `heading`, up to the next heading.
+fn blocks_under(text: &str, heading: &str) -> Vec<String> {
+    let mut lines = text.lines().skip_while(|l| *l != heading).skip(1);
+    let mut blocks = Vec::new();
+    while let Some(line) = lines.next() {
+        if line.starts_with('#') {
+            break;
+        }
+        if line.starts_with("```") {
+            let block: Vec<&str> = lines
+                .by_ref()
+                .take_while(|l| !l.starts_with("```"))
+                .collect();
+            blocks.push(block.iter().map(|l| format!("{l}\n")).collect());
+        }
+    }
+    blocks
+}
+
+/// Every `dfc.conf` form README.md's "Coming from the classic dfs/dfc"
+/// lists reads as the same four servers and the same account.
+#[test]
+fn readme_classic_forms_parse_to_the_same_settings() {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../README.md");
+    let readme = fs::read_to_string(&path).unwrap();
+    let (_, section) = readme
+        .split_once("\n## Coming from the classic dfs/dfc\n")
+        .expect("README.md has a \"Coming from the classic dfs/dfc\" section");
+    let samples = blocks_under(section, "### `dfc.conf`");
+    assert_eq!(samples.len(), 4, "classic, HOST PORT, lower case, INI");
+    for sample in samples {
+        let cfg = parse(&sample).unwrap_or_else(|e| panic!("{e}\n{sample}"));
+        for (i, server) in cfg.servers.iter().enumerate() {
+            assert!(
+                server.name.eq_ignore_ascii_case(&format!("DFS{}", i + 1)),
+                "{sample}"
+            );
+            assert_eq!(server.port, 10001 + i as u16, "{sample}");
+        }
+        assert!(cfg.username.eq_ignore_ascii_case("alice"), "{sample}");
+        assert!(cfg.password.unwrap().matches("SimplePassword"), "{sample}");
+    }
 }
 
 /// The same for the sample at the top of this module's documentation.

@@ -1,5 +1,8 @@
 //! `vault-node user add` / `user remove`: atomic edits of the users file
 //! that keep every other line (comments, legacy entries, line ends) as is.
+//! A new entry is written in the file's own form: a classic line, or an INI
+//! `NAME = argon2id ...` entry at the end of the `[credentials]` section
+//! (the only section an INI users file has, so the end of the file).
 
 use std::io;
 use std::path::Path;
@@ -9,10 +12,16 @@ use wire::KdfParams;
 use super::{UserDb, UsersError};
 use crate::fsutil::write_atomic;
 
-/// The upgraded users-file line for `name` (without line end).
+/// The upgraded users-file line for `name` (without line end), in the
+/// classic form.
 pub fn upgraded_line(name: &str, kdf: &KdfParams, login_key: &[u8; wire::LOGIN_KEY_LEN]) -> String {
+    format!("{name} {}", upgraded_value(kdf, login_key))
+}
+
+/// The upgraded credential: `argon2id m=KIB,t=N,p=N SALT-HEX KEY-HEX`.
+fn upgraded_value(kdf: &KdfParams, login_key: &[u8; wire::LOGIN_KEY_LEN]) -> String {
     format!(
-        "{name} argon2id m={},t={},p={} {} {}",
+        "argon2id m={},t={},p={} {} {}",
         kdf.m_kib,
         kdf.t,
         kdf.p,
@@ -39,8 +48,9 @@ fn write(path: &Path, text: &str, new_file: bool) -> Result<(), UsersError> {
     })
 }
 
-/// Appends an upgraded entry for `name`; refuses a name that already has
-/// an entry (in any form, any case). Creates the file (mode 0600) if needed.
+/// Appends an upgraded entry for `name`, in the file's form (classic line or
+/// INI entry); refuses a name that already has an entry (in any form, any
+/// case). Creates the file (mode 0600, classic form) if needed.
 pub fn add_user(
     path: &Path,
     name: &str,
@@ -59,12 +69,21 @@ pub fn add_user(
     if !text.is_empty() && !text.ends_with('\n') {
         text.push_str(eol);
     }
-    text.push_str(&upgraded_line(name, kdf, login_key));
+    match &db.ini {
+        None => text.push_str(&upgraded_line(name, kdf, login_key)),
+        Some(style) => {
+            text.push_str(&style.indent);
+            text.push_str(name);
+            text.push_str(&style.separator);
+            text.push_str(&upgraded_value(kdf, login_key));
+        }
+    }
     text.push_str(eol);
     write(path, &text, new_file)
 }
 
-/// Removes `name`'s entry (one line, or a `Username:`/`Password:` pair).
+/// Removes `name`'s entry (one line, or a `Username:`/`Password:` pair);
+/// the `[credentials]` header of an INI file stays, even with no entry left.
 pub fn remove_user(path: &Path, name: &str) -> Result<(), UsersError> {
     let user = wire::normalize_user(name).ok_or_else(|| UsersError::InvalidName(name.into()))?;
     let file = path.display().to_string();

@@ -4,7 +4,7 @@
 //! one user per entry:
 //!
 //! ```text
-//! # comment lines and blank lines are ignored; CRLF line ends are fine
+//! # comment lines (# or ;) and blank lines are ignored; CRLF line ends are fine
 //! Username: Alice                       keyword pair (keywords in any case,
 //! Password: 5f4dcc3b5aa765d61d8327deb882cf99   space after the colon optional)
 //! Bob SimplePassword                    name, then the rest of the line
@@ -18,12 +18,45 @@
 //! passes, `p` lanes), the salt (16 to 64 bytes, hex) and the Ed25519
 //! public login key (32 bytes, hex) derived as in [`crate::kdf`]. The node
 //! holds nothing from which the password could be checked offline cheaply.
+//! A `NAME PASSWORD` line whose password starts with `=` or `:` is refused:
+//! it is an INI entry that lost its `[credentials]` header.
+//!
+//! # The INI form
+//!
+//! One classic implementation read the users file with Python's
+//! `configparser`; the same entries are accepted in that form:
+//!
+//! ```ini
+//! [credentials]
+//! Alice = SimplePassword
+//! bob: 5f4dcc3b5aa765d61d8327deb882cf99
+//! carol=argon2id m=65536,t=3,p=1 <salt-hex> <ed25519-public-key-hex>
+//! ```
+//!
+//! A file with a `[section]` header line is an INI file. The section name is
+//! case-insensitive; the first `=` or `:` on a line separates the user name
+//! from the value (the rest of the line, trimmed), which follows the rules
+//! above. `vault-node user add` appends its `argon2id` entry in the same
+//! form, copying the indentation and separator of the last entry. Refused,
+//! each with an error naming the line:
+//!
+//! - any section but `[credentials]`, and `[credentials]` twice (a users
+//!   file has nothing else to say; `[DEFAULT]` would lend its keys to every
+//!   section). Extra sections must be removed or commented out;
+//! - a line before the header, and classic lines among the entries
+//!   (`Alice SimplePassword`, `Username:`/`Password:` pairs; a user named
+//!   `username` or `password` would be a misread pair): a file is in one
+//!   form or the other;
+//! - continuation lines (a line indented deeper than the entry before it,
+//!   which `configparser` would append to that value): a password is on one
+//!   line.
 //!
 //! User names are case-insensitive ([`wire::normalize_user`]); passwords are
 //! case-sensitive. Anything malformed is an error naming file, line and
 //! problem, and never quoting a password.
 
 mod edit;
+mod ini;
 
 use std::collections::HashMap;
 use std::fmt;
@@ -170,6 +203,26 @@ pub struct UserEntry {
 pub struct UserDb {
     entries: Vec<UserEntry>,
     index: HashMap<String, usize>,
+    /// For an INI file, how its entries are written (for `user add`); `None`
+    /// for the classic forms.
+    ini: Option<IniStyle>,
+}
+
+/// How the entries of an INI users file are written: the last entry's
+/// indentation and separator (`" = "` when there is none yet).
+#[derive(Debug, Clone)]
+struct IniStyle {
+    indent: String,
+    separator: String,
+}
+
+impl Default for IniStyle {
+    fn default() -> Self {
+        IniStyle {
+            indent: String::new(),
+            separator: " = ".to_string(),
+        }
+    }
 }
 
 impl UserDb {
@@ -182,68 +235,19 @@ impl UserDb {
         Self::parse(&text, &path.display().to_string())
     }
 
-    /// Parses users-file text; `source` names the file in errors.
+    /// Parses users-file text in any of its forms; `source` names the file
+    /// in errors.
     pub fn parse(text: &str, source: &str) -> Result<Self, UsersError> {
-        let err = |line: usize, problem: String| UsersError::Parse {
+        let text = text.strip_prefix('\u{feff}').unwrap_or(text);
+        match ini::first_header(text) {
+            Some(header) => ini::parse(text, header),
+            None => parse_classic(text),
+        }
+        .map_err(|(line, problem)| UsersError::Parse {
             file: source.to_string(),
             line,
             problem,
-        };
-        let text = text.strip_prefix('\u{feff}').unwrap_or(text);
-        let mut db = UserDb::default();
-        // A `Username:` line waiting for its `Password:` line.
-        let mut pending: Option<(usize, String)> = None;
-        for (i, raw) in text.lines().enumerate() {
-            let n = i + 1;
-            let line = raw.trim();
-            if line.is_empty() || line.starts_with('#') {
-                continue;
-            }
-            if let Some((keyword, value)) = keyword_line(line) {
-                let value = value.trim();
-                match keyword {
-                    Keyword::Username => {
-                        if let Some((at, _)) = pending {
-                            return Err(err(at, "username without a password line".into()));
-                        }
-                        if value.is_empty() {
-                            return Err(err(n, "empty user name".into()));
-                        }
-                        pending = Some((n, value.to_string()));
-                    }
-                    Keyword::Password => {
-                        let (at, name) = pending.take().ok_or_else(|| {
-                            err(n, "password line without a username line".into())
-                        })?;
-                        let cred = legacy_credential(value).map_err(|p| err(n, p))?;
-                        db.insert(name, cred, (at, n)).map_err(|p| err(at, p))?;
-                    }
-                }
-                continue;
-            }
-            if let Some((at, _)) = pending {
-                return Err(err(at, "username without a password line".into()));
-            }
-            let (name, rest) =
-                match line.split_once(char::is_whitespace) {
-                    Some((name, rest)) => (name, rest.trim()),
-                    None => return Err(err(
-                        n,
-                        "expected `NAME PASSWORD`, `Username:`/`Password:` or an argon2id entry"
-                            .into(),
-                    )),
-                };
-            let cred = match rest.split_whitespace().next() {
-                Some("argon2id") => upgraded_credential(rest).map_err(|p| err(n, p))?,
-                _ => legacy_credential(rest).map_err(|p| err(n, p))?,
-            };
-            db.insert(name.to_string(), cred, (n, n))
-                .map_err(|p| err(n, p))?;
-        }
-        if let Some((at, _)) = pending {
-            return Err(err(at, "username without a password line".into()));
-        }
-        Ok(db)
+        })
     }
 
     fn insert(
@@ -307,6 +311,74 @@ impl UserDb {
             }
         }
     }
+}
+
+/// Parses the classic forms (byte-order mark already removed). Errors are a
+/// line number and a problem that never quotes a password.
+fn parse_classic(text: &str) -> Result<UserDb, (usize, String)> {
+    let mut db = UserDb::default();
+    // A `Username:` line waiting for its `Password:` line.
+    let mut pending: Option<(usize, String)> = None;
+    let unpaired = |at: usize| (at, "username without a password line".to_string());
+    for (i, raw) in text.lines().enumerate() {
+        let n = i + 1;
+        let line = raw.trim();
+        if ini::is_blank_or_comment(line) {
+            continue;
+        }
+        if let Some((keyword, value)) = keyword_line(line) {
+            let value = value.trim();
+            match keyword {
+                Keyword::Username => {
+                    if let Some((at, _)) = pending {
+                        return Err(unpaired(at));
+                    }
+                    if value.is_empty() {
+                        return Err((n, "empty user name".into()));
+                    }
+                    pending = Some((n, value.to_string()));
+                }
+                Keyword::Password => {
+                    let (at, name) = pending
+                        .take()
+                        .ok_or_else(|| (n, "password line without a username line".into()))?;
+                    let cred = legacy_credential(value).map_err(|p| (n, p))?;
+                    db.insert(name, cred, (at, n)).map_err(|p| (at, p))?;
+                }
+            }
+            continue;
+        }
+        if let Some((at, _)) = pending {
+            return Err(unpaired(at));
+        }
+        let Some((name, rest)) = line.split_once(char::is_whitespace) else {
+            return Err((
+                n,
+                "expected `NAME PASSWORD`, `Username:`/`Password:` or an argon2id entry".into(),
+            ));
+        };
+        let rest = rest.trim();
+        if rest.starts_with(['=', ':']) {
+            return Err((
+                n,
+                "a password cannot start with `=` or `:` in a `NAME PASSWORD` line: this looks \
+                 like an INI entry (`NAME = PASSWORD`), which belongs under a [credentials] \
+                 header"
+                    .into(),
+            ));
+        }
+        let cred = match rest.split_whitespace().next() {
+            Some("argon2id") => upgraded_credential(rest),
+            _ => legacy_credential(rest),
+        }
+        .map_err(|p| (n, p))?;
+        db.insert(name.to_string(), cred, (n, n))
+            .map_err(|p| (n, p))?;
+    }
+    if let Some((at, _)) = pending {
+        return Err(unpaired(at));
+    }
+    Ok(db)
 }
 
 enum Keyword {

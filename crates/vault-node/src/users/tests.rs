@@ -1,5 +1,7 @@
 use super::*;
 
+mod ini;
+
 fn md5_of(s: &str) -> [u8; 16] {
     Md5::digest(s.as_bytes()).into()
 }
@@ -154,4 +156,44 @@ fn errors_and_debug_never_show_passwords() {
 fn load_names_the_file() {
     let err = UserDb::load(Path::new("/nonexistent/dfs.conf")).unwrap_err();
     assert!(err.to_string().contains("/nonexistent/dfs.conf"));
+}
+
+/// Every `dfs.conf` form README.md's "Coming from the classic dfs/dfc"
+/// lists loads, and every user in it has the password `SimplePassword`.
+#[test]
+fn readme_classic_forms_load() {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../README.md");
+    let readme = std::fs::read_to_string(path).unwrap();
+    let (_, section) = readme
+        .split_once("\n## Coming from the classic dfs/dfc\n")
+        .expect("README.md has a \"Coming from the classic dfs/dfc\" section");
+    let mut lines = section
+        .lines()
+        .skip_while(|l| *l != "### `dfs.conf`")
+        .skip(1);
+    let mut samples = Vec::new();
+    while let Some(line) = lines.next() {
+        if line.starts_with('#') {
+            break;
+        }
+        if line.starts_with("```") {
+            let block: Vec<&str> = lines
+                .by_ref()
+                .take_while(|l| !l.starts_with("```"))
+                .collect();
+            samples.push(block.join("\n") + "\n");
+        }
+    }
+    assert_eq!(samples.len(), 4, "pairs, NAME PASSWORD, lower case, INI");
+    for sample in samples {
+        let db = UserDb::parse(&sample, "README.md").unwrap_or_else(|e| panic!("{e}\n{sample}"));
+        assert!(db.get("alice").is_some(), "{sample}");
+        for entry in db.iter() {
+            assert_eq!(
+                entry.credential.md5_digest(),
+                Some(md5_of("SimplePassword")),
+                "{sample}"
+            );
+        }
+    }
 }

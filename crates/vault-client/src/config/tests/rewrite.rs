@@ -139,3 +139,76 @@ fn rewrite_keeps_permissions_and_follows_symlinks() {
         .unwrap()
         .matches("via-link"));
 }
+
+/// An INI file with every variant around the password: BOM, CRLF, `;`
+/// comments, upper-case names, `:` and a tab around the value, other sections
+/// after it, no final line end.
+const INI_FILE: &str = "\u{feff}; my cluster\r\n\
+                        [server_list]\r\n\
+                        DFS1 = 127.0.0.1:10001\r\n\
+                        DFS2=127.0.0.1:10002\r\n\
+                        DFS3: [::1]:10003\r\n\
+                        DFS4 = ::1 10004\r\n\
+                        \r\n\
+                        [CREDENTIALS]\r\n\
+                        username = alice\r\n\
+                        # the password follows\r\n\
+                        PASSWORD:\t OLDVALUE  \r\n\
+                        [tls]\r\n\
+                        ca = certs/ca.pem\r\n\
+                        ; end";
+
+#[test]
+fn rewrite_ini_keeps_every_other_byte() {
+    // Plain text stays plain text.
+    let got = rewrite(
+        INI_FILE.replace("OLDVALUE", "old=secret").as_bytes(),
+        "New: p=ss #1",
+    );
+    assert_eq!(
+        String::from_utf8(got).unwrap(),
+        INI_FILE.replace("OLDVALUE", "New: p=ss #1")
+    );
+    // A digest becomes the new digest, in the old digest's case.
+    let old = md5_hex(b"old");
+    let new = md5_hex(b"Crimson33");
+    for (was, becomes) in [
+        (old.clone(), new.clone()),
+        (old.to_ascii_uppercase(), new.to_ascii_uppercase()),
+    ] {
+        let got = rewrite(INI_FILE.replace("OLDVALUE", &was).as_bytes(), "Crimson33");
+        assert_eq!(got, INI_FILE.replace("OLDVALUE", &becomes).as_bytes());
+        let cfg = parse(std::str::from_utf8(&got).unwrap()).unwrap();
+        assert!(cfg.password.unwrap().matches("Crimson33"));
+    }
+    // The issue's sample, `=` with spaces, LF.
+    let sample = "[server_list]\nDFS1 = 127.0.0.1:10001\nDFS2 = 127.0.0.1:10002\n\
+                  DFS3 = 127.0.0.1:10003\nDFS4 = 127.0.0.1:10004\n\n\
+                  [credentials]\nusername = Alice\npassword = SimplePassword\n";
+    let got = rewrite(sample.as_bytes(), "Lapis-4");
+    assert_eq!(got, sample.replace("SimplePassword", "Lapis-4").as_bytes());
+}
+
+#[test]
+fn rewrite_ini_without_password_changes_nothing_and_refuses_bad_files() {
+    let original = INI_FILE.replace("PASSWORD:\t OLDVALUE  \r\n", "");
+    let got = rewrite(original.as_bytes(), "whatever");
+    assert_eq!(got, original.as_bytes());
+
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("dfc.conf");
+    let mixed = format!(
+        "{}\r\nServer DFS5 h:5\r\n",
+        INI_FILE.replace("OLDVALUE", "old")
+    );
+    fs::write(&path, &mixed).unwrap();
+    let e = rewrite_password(&path, "new").unwrap_err();
+    assert!(matches!(e, ConfigError::Syntax { line: 15, .. }), "{e}");
+    assert_eq!(fs::read(&path).unwrap(), mixed.as_bytes());
+    // A plain password that would not read back is refused before writing.
+    let plain = INI_FILE.replace("OLDVALUE", "old");
+    fs::write(&path, &plain).unwrap();
+    let e = rewrite_password(&path, " lead").unwrap_err();
+    assert!(matches!(e, ConfigError::UnstorablePassword { .. }), "{e}");
+    assert_eq!(fs::read(&path).unwrap(), plain.as_bytes());
+}
