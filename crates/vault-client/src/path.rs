@@ -56,7 +56,10 @@ pub fn check_name(name: &str) -> Result<&str, NameError> {
     if name.starts_with('/') {
         return Err(NameError::Absolute(name.to_string()));
     }
-    if name.split('/').any(|c| c.is_empty() || c == "." || c == "..") {
+    if name
+        .split('/')
+        .any(|c| c.is_empty() || c == "." || c == "..")
+    {
         return Err(NameError::BadComponent(name.to_string()));
     }
     Ok(name)
@@ -174,7 +177,8 @@ pub fn walk(dir: &Path) -> std::io::Result<Walk> {
             // `file_type` of a DirEntry never follows links.
             let kind = entry.file_type()?;
             if kind.is_symlink() {
-                out.skipped.push(format!("{}: symbolic link, not followed", path.display()));
+                out.skipped
+                    .push(format!("{}: symbolic link, not followed", path.display()));
             } else if kind.is_dir() {
                 stack.push(rel);
             } else if kind.is_file() {
@@ -186,7 +190,8 @@ pub fn walk(dir: &Path) -> std::io::Result<Walk> {
                     Err(e) => out.skipped.push(format!("{}: {e}", path.display())),
                 }
             } else {
-                out.skipped.push(format!("{}: not a regular file", path.display()));
+                out.skipped
+                    .push(format!("{}: not a regular file", path.display()));
             }
         }
     }
@@ -217,18 +222,41 @@ mod tests {
 
     #[test]
     fn names() {
-        for ok in ["a", "photos/2024/a.jpg", "with space/ünï €.txt", "a..b/.hidden", "x\\y"] {
+        for ok in [
+            "a",
+            "photos/2024/a.jpg",
+            "with space/ünï €.txt",
+            "a..b/.hidden",
+            "x\\y",
+        ] {
             assert_eq!(check_name(ok), Ok(ok), "{ok}");
         }
         assert_eq!(check_name(""), Err(NameError::Empty));
         for bad in ["/etc/passwd", "/a"] {
-            assert!(matches!(check_name(bad), Err(NameError::Absolute(_))), "{bad}");
+            assert!(
+                matches!(check_name(bad), Err(NameError::Absolute(_))),
+                "{bad}"
+            );
         }
-        for bad in ["../../etc/passwd", "a/../b", "a//b", "a/", "./a", "a/.", ".."] {
-            assert!(matches!(check_name(bad), Err(NameError::BadComponent(_))), "{bad}");
+        for bad in [
+            "../../etc/passwd",
+            "a/../b",
+            "a//b",
+            "a/",
+            "./a",
+            "a/.",
+            "..",
+        ] {
+            assert!(
+                matches!(check_name(bad), Err(NameError::BadComponent(_))),
+                "{bad}"
+            );
         }
         for bad in ["a\0b", "a\nb", "\x1b[31m"] {
-            assert!(matches!(check_name(bad), Err(NameError::Control(_))), "{bad:?}");
+            assert!(
+                matches!(check_name(bad), Err(NameError::Control(_))),
+                "{bad:?}"
+            );
         }
         assert!(matches!(
             check_name(&"a".repeat(MAX_NAME_LEN + 1)),
@@ -277,7 +305,10 @@ mod tests {
         std::os::unix::fs::symlink(outside.path().join("secret"), tree.join("link")).unwrap();
         let w = walk(&tree).unwrap();
         let names: Vec<&str> = w.files.iter().map(|f| f.name.as_str()).collect();
-        assert_eq!(names, ["tree/a/b/deep file.txt", "tree/a/empty", "tree/top.txt"]);
+        assert_eq!(
+            names,
+            ["tree/a/b/deep file.txt", "tree/a/empty", "tree/top.txt"]
+        );
         assert_eq!(w.files[0].size, 2);
         assert_eq!(w.skipped.len(), 2, "{:?}", w.skipped);
         assert!(w.skipped.iter().all(|s| s.contains("symbolic link")));
