@@ -21,9 +21,9 @@ use wire::{
     Response, FRAME_PREFIX_LEN,
 };
 
-use crate::auth::Session;
+use crate::auth::LoginState;
 use crate::cmd::{self, Ctx, Reply};
-use crate::state::NodeState;
+use crate::state::Shared;
 
 /// Time a client has to send a whole request frame.
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
@@ -38,12 +38,12 @@ const FILE_BUF: usize = 128 * 1024;
 /// Stream error code for a response abandoned half-way.
 const ABORTED: VarInt = VarInt::from_u32(1);
 
-/// Serves one client connection, whose login state is `session`, until it
+/// Serves one client connection, whose login state is `login`, until it
 /// closes or the node shuts down.
 pub(crate) async fn serve(
-    node: Arc<NodeState>,
+    node: Arc<Shared>,
     conn: Connection,
-    session: Arc<Mutex<Session>>,
+    login: Arc<Mutex<LoginState>>,
     mut shutdown: watch::Receiver<bool>,
 ) {
     let peer = conn.remote_address();
@@ -68,8 +68,8 @@ pub(crate) async fn serve(
             }
             stream = conn.accept_bi() => match stream {
                 Ok((send, recv)) => {
-                    let (node, session) = (node.clone(), session.clone());
-                    tasks.spawn(handle_stream(node, session, send, recv, shutting));
+                    let (node, login) = (node.clone(), login.clone());
+                    tasks.spawn(handle_stream(node, login, send, recv, shutting));
                 }
                 Err(e) => {
                     tracing::debug!(%peer, reason = %e, "connection closed");
@@ -95,8 +95,8 @@ enum FrameError {
 }
 
 async fn handle_stream(
-    node: Arc<NodeState>,
-    session: Arc<Mutex<Session>>,
+    node: Arc<Shared>,
+    login: Arc<Mutex<LoginState>>,
     mut send: SendStream,
     mut recv: RecvStream,
     shutting: bool,
@@ -126,7 +126,7 @@ async fn handle_stream(
         };
         let ctx = Ctx {
             node: &node,
-            session: &session,
+            login: &login,
         };
         cmd::dispatch(&ctx, request, BulkIn::new(&mut recv, len)).await
     };

@@ -36,10 +36,10 @@ use tokio::sync::{watch, Semaphore};
 use tokio::task::JoinSet;
 
 use crate::admission::{Admission, Limits, Refusal, Slot, Source};
-use crate::auth::Session;
+use crate::auth::LoginState;
 use crate::records::RecordStore;
 use crate::secret::ClusterSecret;
-use crate::state::{prepare_root, NodeState, META_DIR};
+use crate::state::{prepare_root, Shared, META_DIR};
 use crate::store::BlobStore;
 use crate::throttle::{Throttle, ThrottleConfig};
 use crate::users::UserDb;
@@ -171,7 +171,7 @@ impl NodeConfig {
 
 /// A node bound to its UDP socket, ready to [`run`](Server::run).
 pub struct Server {
-    node: Arc<NodeState>,
+    node: Arc<Shared>,
     socket: UdpSocket,
     local_addr: SocketAddr,
     quic: quinn::ServerConfig,
@@ -221,7 +221,7 @@ impl Server {
         let local_addr = socket
             .local_addr()
             .context("failed to read the bound address")?;
-        let node = NodeState {
+        let node = Shared {
             name: config.name,
             users: config.users,
             blobs: BlobStore::new(&config.root),
@@ -284,12 +284,12 @@ impl Server {
                         continue;
                     }
                     let peer = incoming.remote_address();
-                    let session = Arc::new(Mutex::new(Session::new(peer)));
-                    match admission.admit(Source::of(peer.ip()), session.clone()) {
+                    let login = Arc::new(Mutex::new(LoginState::new(peer)));
+                    match admission.admit(Source::of(peer.ip()), login.clone()) {
                         Ok(slot) => {
                             let task = ConnTask {
                                 node: node.clone(),
-                                session,
+                                login,
                                 slot,
                                 login_timeout: self.login_timeout,
                                 shutdown: stop_rx.clone(),
@@ -325,8 +325,8 @@ impl Server {
 /// One admitted connection: handshake, then requests until it closes,
 /// is evicted, misses its login deadline or the node shuts down.
 struct ConnTask {
-    node: Arc<NodeState>,
-    session: Arc<Mutex<Session>>,
+    node: Arc<Shared>,
+    login: Arc<Mutex<LoginState>>,
     /// Held until the task ends: the connection's place in the caps.
     slot: Slot,
     login_timeout: Duration,
@@ -349,7 +349,7 @@ impl ConnTask {
             }
         };
         let serve =
-            crate::connection::serve(self.node, conn.clone(), self.session.clone(), self.shutdown);
+            crate::connection::serve(self.node, conn.clone(), self.login.clone(), self.shutdown);
         tokio::pin!(serve);
         let login_timer = tokio::time::sleep_until(deadline);
         tokio::pin!(login_timer);
@@ -366,7 +366,7 @@ impl ConnTask {
                 }
                 () = &mut login_timer, if watching_login => {
                     watching_login = false;
-                    let logged_in = self.session.lock().unwrap_or_else(|p| p.into_inner()).user().is_some();
+                    let logged_in = self.login.lock().unwrap_or_else(|p| p.into_inner()).user().is_some();
                     if !logged_in && !closed {
                         closed = true;
                         tracing::info!(%peer, "closing a connection that did not log in in time");

@@ -13,7 +13,7 @@ pub(crate) async fn run(ctx: &Ctx<'_>, user: &str) -> Response {
 }
 
 async fn hello(ctx: &Ctx<'_>, user: &str) -> Result<Response, Response> {
-    if ctx.session().user().is_some() {
+    if ctx.login().user().is_some() {
         return Err(Response::error(ErrorCode::BadRequest, "already logged in"));
     }
     let user = wire::normalize_user(user)
@@ -23,7 +23,7 @@ async fn hello(ctx: &Ctx<'_>, user: &str) -> Result<Response, Response> {
         .await
         .map_err(|e| internal("reading the key record", &e))?;
     let challenge = auth::new_challenge().map_err(|e| internal("making a challenge", &e))?;
-    ctx.session().challenged(user, challenge);
+    ctx.login().challenged(user, challenge);
     Ok(Response::Challenge {
         challenge: challenge.to_vec(),
         scheme,

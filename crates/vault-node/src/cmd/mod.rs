@@ -1,5 +1,5 @@
 //! Request handlers, one file each. A handler gets the node's shared state,
-//! the connection's login [`Session`] and the typed request, and returns
+//! the connection's login [`LoginState`] and the typed request, and returns
 //! the [`Reply`] that `connection` writes back. Handlers never see streams.
 
 mod delete;
@@ -16,32 +16,32 @@ use std::sync::{Mutex, MutexGuard};
 
 use wire::{ErrorCode, Request, Response};
 
-use crate::auth::{LoginMethod, Session};
+use crate::auth::{LoginMethod, LoginState};
 use crate::connection::BulkIn;
-use crate::state::NodeState;
+use crate::state::Shared;
 
 /// What a handler works with.
 pub(crate) struct Ctx<'a> {
-    pub node: &'a NodeState,
-    pub session: &'a Mutex<Session>,
+    pub node: &'a Shared,
+    pub login: &'a Mutex<LoginState>,
 }
 
 impl Ctx<'_> {
     /// The connection's login state (the lock is never held across awaits).
-    pub fn session(&self) -> MutexGuard<'_, Session> {
-        self.session.lock().unwrap_or_else(|p| p.into_inner())
+    pub fn login(&self) -> MutexGuard<'_, LoginState> {
+        self.login.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     /// The logged-in user, or the `NotLoggedIn` error to answer. A
     /// connection whose user's login key changed since it logged in (a
     /// rotation on another connection) is logged out here.
     pub fn user(&self) -> Result<(String, LoginMethod), Response> {
-        let mut session = self.session();
-        let Some((user, method)) = session.user().map(|(u, m)| (u.to_string(), m)) else {
+        let mut state = self.login();
+        let Some((user, method)) = state.user().map(|(u, m)| (u.to_string(), m)) else {
             return Err(Response::error(ErrorCode::NotLoggedIn, "log in first"));
         };
-        if session.epoch() != Some(self.node.records.epoch(&user)) {
-            session.log_out();
+        if state.epoch() != Some(self.node.records.epoch(&user)) {
+            state.log_out();
             return Err(Response::error(
                 ErrorCode::NotLoggedIn,
                 "the account's credentials changed; log in again",
@@ -73,7 +73,7 @@ pub(crate) fn internal(what: &str, err: &dyn std::fmt::Display) -> Response {
 
 /// Runs the handler for `req`. `bulk` holds the bytes of a `PutBlob`.
 pub(crate) async fn dispatch(ctx: &Ctx<'_>, req: Request, bulk: BulkIn<'_>) -> Reply {
-    let peer = ctx.session().peer();
+    let peer = ctx.login().peer();
     tracing::debug!(%peer, request = kind(&req), "request");
     match req {
         Request::Hello { user } => hello::run(ctx, &user).await.into(),

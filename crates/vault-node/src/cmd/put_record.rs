@@ -27,7 +27,7 @@ async fn put(ctx: &Ctx<'_>, expect: u64, record: &UserRecord) -> Result<Response
         Ok(epoch) => {
             // This connection made the change: it stays logged in; others
             // of the user log in again if the login key changed.
-            ctx.session().set_epoch(epoch);
+            ctx.login().set_epoch(epoch);
             tracing::info!(
                 %user,
                 generation = record.generation,
