@@ -10,9 +10,11 @@
 //!   endpoint, connection and stream caps, and the shutdown sequence.
 //! - `admission` (private): connection slots, per-source caps and eviction
 //!   of connections that have not logged in.
-//! - `connection` (private): the only code that reads and writes QUIC
-//!   streams. Frames in, typed requests to the handlers, responses and bulk
-//!   bytes out.
+//! - `connection` (private): one client connection: its streams, one
+//!   `handler` task per request.
+//! - `handler` (private): one request stream: the frame in, `cmd`, the reply
+//!   out. With `bulk` (upload bytes in, blob bytes out), the only code that
+//!   reads and writes QUIC streams.
 //! - `cmd` (private): one file per request handler.
 //! - [`auth`]: login challenges, legacy MD5 and Ed25519 proof checks, and the
 //!   scheme a user logs in with.
@@ -48,11 +50,13 @@
 
 mod admission;
 pub mod auth;
+mod bulk;
 pub mod certs;
 mod cmd;
 mod connection;
 pub mod dev_cluster;
 mod fsutil;
+mod handler;
 pub mod kdf;
 pub mod records;
 pub mod secret;

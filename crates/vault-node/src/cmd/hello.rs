@@ -5,14 +5,10 @@
 
 use wire::{ErrorCode, Response};
 
-use super::{either, internal, Ctx};
+use super::{internal, Ctx};
 use crate::auth;
 
-pub(crate) async fn run(ctx: &Ctx<'_>, user: &str) -> Response {
-    either(hello(ctx, user).await)
-}
-
-async fn hello(ctx: &Ctx<'_>, user: &str) -> Result<Response, Response> {
+pub(crate) async fn run(ctx: &Ctx<'_>, user: &str) -> Result<Response, Response> {
     if ctx.login().user().is_some() {
         return Err(Response::error(ErrorCode::BadRequest, "already logged in"));
     }

@@ -10,17 +10,13 @@ use std::time::Instant;
 
 use wire::{ErrorCode, Proof, Response};
 
-use super::{either, internal, Ctx};
+use super::{internal, Ctx};
 use crate::auth::{self, Verdict};
 
 /// The one message for every failed login.
 pub(crate) const AUTH_FAILED: &str = "invalid username or password";
 
-pub(crate) async fn run(ctx: &Ctx<'_>, user: &str, proof: &Proof) -> Response {
-    either(login(ctx, user, proof).await)
-}
-
-async fn login(ctx: &Ctx<'_>, user: &str, proof: &Proof) -> Result<Response, Response> {
+pub(crate) async fn run(ctx: &Ctx<'_>, user: &str, proof: &Proof) -> Result<Response, Response> {
     let node = ctx.node;
     let user = wire::normalize_user(user)
         .ok_or_else(|| Response::error(ErrorCode::BadRequest, "invalid user name"))?;

@@ -1,6 +1,9 @@
-//! Request handlers, one file each. A handler gets the node's shared state,
-//! the connection's login [`LoginState`] and the typed request, and returns
-//! the [`Reply`] that `connection` writes back. Handlers never see streams.
+//! Request handlers, one file each. A handler's `run` gets a [`Ctx`] (the
+//! node's [`Shared`] state and the connection's [`LoginState`]) and the
+//! typed request's fields, and returns its answer or, as `Err`, the error
+//! response to send instead; [`dispatch`] turns either into the [`Reply`]
+//! that `handler` writes back. Handlers never see streams: an upload's
+//! bytes come as a [`BulkIn`].
 
 mod delete;
 mod get_blob;
@@ -17,7 +20,7 @@ use std::sync::{Mutex, MutexGuard};
 use wire::{ErrorCode, Request, Response};
 
 use crate::auth::{LoginMethod, LoginState};
-use crate::connection::BulkIn;
+use crate::bulk::BulkIn;
 use crate::state::Shared;
 
 /// What a handler works with.
@@ -75,22 +78,23 @@ pub(crate) fn internal(what: &str, err: &dyn std::fmt::Display) -> Response {
 pub(crate) async fn dispatch(ctx: &Ctx<'_>, req: Request, bulk: BulkIn<'_>) -> Reply {
     let peer = ctx.login().peer();
     tracing::debug!(%peer, request = kind(&req), "request");
-    match req {
-        Request::Hello { user } => hello::run(ctx, &user).await.into(),
-        Request::Login { user, proof } => login::run(ctx, &user, &proof).await.into(),
-        Request::PutBlob { id, len } => put_blob::run(ctx, &id, len, bulk).await.into(),
+    let answer = match req {
+        Request::Hello { user } => hello::run(ctx, &user).await.map(Reply::from),
+        Request::Login { user, proof } => login::run(ctx, &user, &proof).await.map(Reply::from),
+        Request::PutBlob { id, len } => put_blob::run(ctx, &id, len, bulk).await.map(Reply::from),
         Request::GetBlob { id } => get_blob::run(ctx, &id).await,
-        Request::List { after, limit } => list::run(ctx, after, limit).await.into(),
-        Request::Delete { id } => delete::run(ctx, &id).await.into(),
-        Request::Status => status::run(ctx).await.into(),
-        Request::GetRecord => get_record::run(ctx).await.into(),
+        Request::List { after, limit } => list::run(ctx, after, limit).await.map(Reply::from),
+        Request::Delete { id } => delete::run(ctx, &id).await.map(Reply::from),
+        Request::Status => status::run(ctx).await.map(Reply::from),
+        Request::GetRecord => get_record::run(ctx).await.map(Reply::from),
         Request::PutRecord {
             expect_generation,
             record,
         } => put_record::run(ctx, expect_generation, &record)
             .await
-            .into(),
-    }
+            .map(Reply::from),
+    };
+    answer.unwrap_or_else(Reply::from)
 }
 
 /// A request's name for logs (never its fields).
@@ -106,9 +110,4 @@ fn kind(req: &Request) -> &'static str {
         Request::GetRecord => "get-record",
         Request::PutRecord { .. } => "put-record",
     }
-}
-
-/// `Ok(v)` or the error response, as one value.
-pub(crate) fn either(r: Result<Response, Response>) -> Response {
-    r.unwrap_or_else(|e| e)
 }
