@@ -10,8 +10,9 @@
 //!   endpoint, connection and stream caps, and the shutdown sequence.
 //! - `admission` (private): connection slots, per-source caps and eviction
 //!   of connections that have not logged in.
-//! - `connection` (private): one client connection: its streams, one
-//!   `handler` task per request.
+//! - `connection` (private): one client connection from admission to close:
+//!   refused with a reason, or handshake, login deadline, eviction, and one
+//!   `handler` task per request stream.
 //! - `handler` (private): one request stream: the frame in, `cmd`, the reply
 //!   out. With `bulk` (upload bytes in, blob bytes out), the only code that
 //!   reads and writes QUIC streams.
