@@ -433,7 +433,7 @@ impl PendingBlob {
         self.written
     }
 
-    /// Makes the upload durable and visible ([`fsutil::commit`]):
+    /// Makes the upload durable and visible (`fsutil::commit`):
     /// `sync_all`, rename over the blob's name (recorded in the index under
     /// its lock, so concurrent uploads of one id leave the index agreeing
     /// with the folder), fsync the folder.
