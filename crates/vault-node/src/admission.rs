@@ -27,7 +27,7 @@ use std::sync::{Arc, Mutex};
 
 use tokio::sync::Notify;
 
-use crate::auth::Session;
+use crate::auth::LoginState;
 
 /// Where connections come from, for the per-source cap.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -69,12 +69,12 @@ impl fmt::Display for Source {
 }
 
 /// Whether a connection has logged in; read at eviction time.
-pub(crate) trait LoginState: Send + Sync {
+pub(crate) trait LoggedIn: Send + Sync {
     /// `true` once the connection logged in.
     fn logged_in(&self) -> bool;
 }
 
-impl LoginState for Mutex<Session> {
+impl LoggedIn for Mutex<LoginState> {
     fn logged_in(&self) -> bool {
         self.lock()
             .unwrap_or_else(|p| p.into_inner())
@@ -117,7 +117,7 @@ struct Table {
 
 struct Entry {
     source: Source,
-    login: Arc<dyn LoginState>,
+    login: Arc<dyn LoggedIn>,
     signal: Arc<Signal>,
 }
 
@@ -158,7 +158,7 @@ impl Admission {
     pub(crate) fn admit(
         self: &Arc<Self>,
         source: Source,
-        login: Arc<dyn LoginState>,
+        login: Arc<dyn LoggedIn>,
     ) -> Result<Slot, Refusal> {
         let mut t = self.table();
         if t.per_source.get(&source).copied().unwrap_or(0) >= self.limits.per_source {
@@ -278,7 +278,7 @@ mod tests {
 
     struct Flag(AtomicBool);
 
-    impl LoginState for Flag {
+    impl LoggedIn for Flag {
         fn logged_in(&self) -> bool {
             self.0.load(Ordering::Relaxed)
         }

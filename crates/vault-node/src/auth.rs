@@ -235,15 +235,15 @@ enum Phase {
 
 /// Login state of one connection.
 #[derive(Debug)]
-pub struct Session {
+pub struct LoginState {
     peer: SocketAddr,
     phase: Phase,
 }
 
-impl Session {
+impl LoginState {
     /// A connection from `peer` that has not logged in.
     pub fn new(peer: SocketAddr) -> Self {
-        Session {
+        LoginState {
             peer,
             phase: Phase::Fresh,
         }
@@ -407,7 +407,7 @@ mod tests {
 
     #[test]
     fn one_login_per_hello() {
-        let mut s = Session::new("127.0.0.1:1".parse().unwrap());
+        let mut s = LoginState::new("127.0.0.1:1".parse().unwrap());
         s.challenged("alice".into(), [1; 32]);
         assert_eq!(s.take_challenge("bob"), None);
         assert_eq!(s.take_challenge("alice"), None);

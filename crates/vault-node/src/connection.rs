@@ -1,49 +1,133 @@
-//! The only code that reads and writes QUIC streams.
+//! One client connection, from admission to close.
 //!
-//! Each bidirectional stream carries one request: a bounded frame (read
-//! with [`wire::decode_frame_header`] first, then exactly the announced
-//! body), bulk bytes for `PutBlob`, then FIN. The handlers in `cmd` see a
-//! typed [`Request`] and, for uploads, a [`BulkIn`] that yields exactly the
-//! announced number of bytes; they return a [`Reply`] that this module
-//! writes back, streaming blob contents from disk in bounded chunks.
+//! A connection that got no slot (see `admission`) is turned away with a
+//! reason by [`refuse`]. An admitted one runs as a [`ConnTask`]: the
+//! handshake, then its streams, each request in a task of its own
+//! (`handler`), until the connection closes, is evicted, misses its login
+//! deadline or the node shuts down.
+//!
+//! The node closes a connection with a QUIC application code and a reason
+//! the client can print: 0 shutdown, [`BUSY`], [`EVICTED`],
+//! [`LOGIN_TIMEOUT`].
 
-use std::ops::Deref;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use quinn::{Connection, RecvStream, SendStream, VarInt};
-use thiserror::Error;
-use tokio::io::AsyncReadExt;
-use tokio::sync::watch;
+use quinn::{Connection, VarInt};
+use tokio::sync::{watch, Semaphore};
 use tokio::task::JoinSet;
-use wire::{
-    decode_frame_header, decode_request, encode_response, DecodeError, ErrorCode, Request,
-    Response, FRAME_PREFIX_LEN,
-};
 
-use crate::auth::Session;
-use crate::cmd::{self, Ctx, Reply};
-use crate::state::NodeState;
+use crate::admission::{Refusal, Slot};
+use crate::auth::LoginState;
+use crate::handler;
+use crate::state::Shared;
 
-/// Time a client has to send a whole request frame.
-const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
-/// Longest pause tolerated inside bulk data, either direction.
-const STALL_TIMEOUT: Duration = Duration::from_secs(60);
-/// Time given to the peer to acknowledge a finished response.
-const FLUSH_TIMEOUT: Duration = Duration::from_secs(5);
-/// Largest piece of an upload taken from quinn at once.
-const READ_CHUNK: usize = 256 * 1024;
-/// Buffer for streaming a blob from disk.
-const FILE_BUF: usize = 128 * 1024;
-/// Stream error code for a response abandoned half-way.
-const ABORTED: VarInt = VarInt::from_u32(1);
+/// Most connections being turned away (handshake + close) at once.
+pub(crate) const MAX_REFUSING: usize = 16;
+/// QUIC application close code for a node at its connection cap.
+const BUSY: VarInt = VarInt::from_u32(2);
+/// QUIC application close code for a connection evicted to make room.
+const EVICTED: VarInt = VarInt::from_u32(3);
+/// QUIC application close code for a connection that did not log in in time.
+const LOGIN_TIMEOUT: VarInt = VarInt::from_u32(4);
 
-/// Serves one client connection, whose login state is `session`, until it
+/// One admitted connection: handshake, then requests until it closes,
+/// is evicted, misses its login deadline or the node shuts down.
+pub(crate) struct ConnTask {
+    /// The node's shared state, for the handlers.
+    pub node: Arc<Shared>,
+    /// The connection's login state, also read by `admission`.
+    pub login: Arc<Mutex<LoginState>>,
+    /// Held until the task ends: the connection's place in the caps.
+    pub slot: Slot,
+    /// Time from the first packet to a login.
+    pub login_timeout: Duration,
+    /// Flips to `true` when the node shuts down.
+    pub shutdown: watch::Receiver<bool>,
+}
+
+impl ConnTask {
+    /// Runs the connection `incoming` to its end.
+    pub(crate) async fn run(self, incoming: quinn::Incoming) {
+        let peer = incoming.remote_address();
+        let deadline = tokio::time::Instant::now() + self.login_timeout;
+        // Dropping an unfinished handshake abandons it.
+        let conn = tokio::select! {
+            done = incoming => match done {
+                Ok(conn) => conn,
+                Err(e) => return tracing::debug!(%peer, error = %e, "handshake failed"),
+            },
+            () = self.slot.evicted() => return tracing::debug!(%peer, "evicted during the handshake"),
+            () = tokio::time::sleep_until(deadline) => {
+                return tracing::debug!(%peer, "handshake outlasted the login timeout");
+            }
+        };
+        let serve = serve_streams(self.node, conn.clone(), self.login.clone(), self.shutdown);
+        tokio::pin!(serve);
+        let login_timer = tokio::time::sleep_until(deadline);
+        tokio::pin!(login_timer);
+        let (mut watching_login, mut closed) = (true, false);
+        loop {
+            tokio::select! {
+                () = &mut serve => break,
+                () = self.slot.evicted(), if !closed => {
+                    closed = true;
+                    conn.close(
+                        EVICTED,
+                        b"evicted: the node needed room for another connection; log in right after connecting",
+                    );
+                }
+                () = &mut login_timer, if watching_login => {
+                    watching_login = false;
+                    let logged_in = self.login.lock().unwrap_or_else(|p| p.into_inner()).user().is_some();
+                    if !logged_in && !closed {
+                        closed = true;
+                        tracing::info!(%peer, "closing a connection that did not log in in time");
+                        let reason = format!(
+                            "login timeout: no login within {:.1} s of connecting",
+                            self.login_timeout.as_secs_f64()
+                        );
+                        conn.close(LOGIN_TIMEOUT, reason.as_bytes());
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// Turns a connection away when nothing can be evicted: completes the
+/// handshake so the client sees why, then closes with a reason. Beyond a
+/// few at once, the attempt is refused outright.
+pub(crate) fn refuse(incoming: quinn::Incoming, why: Refusal, refusing: &Arc<Semaphore>) {
+    let peer = incoming.remote_address();
+    let reason: &'static [u8] = match why {
+        Refusal::NodeFull => {
+            tracing::warn!(%peer, "connection cap reached with every connection logged in; refusing a connection");
+            b"node busy: too many connections"
+        }
+        Refusal::SourceFull => {
+            tracing::warn!(%peer, "per-source cap reached with every connection logged in; refusing a connection");
+            b"node busy: too many connections from your address"
+        }
+    };
+    let Ok(permit) = refusing.clone().try_acquire_owned() else {
+        incoming.refuse();
+        return;
+    };
+    tokio::spawn(async move {
+        let _permit = permit;
+        if let Ok(Ok(conn)) = tokio::time::timeout(Duration::from_secs(5), incoming).await {
+            conn.close(BUSY, reason);
+        }
+    });
+}
+
+/// Serves one client connection, whose login state is `login`, until it
 /// closes or the node shuts down.
-pub(crate) async fn serve(
-    node: Arc<NodeState>,
+async fn serve_streams(
+    node: Arc<Shared>,
     conn: Connection,
-    session: Arc<Mutex<Session>>,
+    login: Arc<Mutex<LoginState>>,
     mut shutdown: watch::Receiver<bool>,
 ) {
     let peer = conn.remote_address();
@@ -68,8 +152,8 @@ pub(crate) async fn serve(
             }
             stream = conn.accept_bi() => match stream {
                 Ok((send, recv)) => {
-                    let (node, session) = (node.clone(), session.clone());
-                    tasks.spawn(handle_stream(node, session, send, recv, shutting));
+                    let (node, login) = (node.clone(), login.clone());
+                    tasks.spawn(handler::run(node, login, send, recv, shutting));
                 }
                 Err(e) => {
                     tracing::debug!(%peer, reason = %e, "connection closed");
@@ -83,186 +167,5 @@ pub(crate) async fn serve(
     while tasks.join_next().await.is_some() {}
     if shutting {
         conn.close(VarInt::from_u32(0), b"shutdown");
-    }
-}
-
-/// A bad frame, answered (best effort) with this response.
-enum FrameError {
-    /// The stream or connection went away: nobody to answer.
-    Gone,
-    /// Answer with this error.
-    Bad(Response),
-}
-
-async fn handle_stream(
-    node: Arc<NodeState>,
-    session: Arc<Mutex<Session>>,
-    mut send: SendStream,
-    mut recv: RecvStream,
-    shutting: bool,
-) {
-    let request = match tokio::time::timeout(REQUEST_TIMEOUT, read_request(&mut recv)).await {
-        Ok(Ok(req)) => req,
-        Ok(Err(FrameError::Gone)) => return,
-        Ok(Err(FrameError::Bad(resp))) => {
-            let _ = recv.stop(VarInt::from_u32(0));
-            return write_reply(&mut send, Reply::Message(resp)).await;
-        }
-        Err(_) => {
-            let _ = recv.stop(VarInt::from_u32(0));
-            let resp = Response::error(ErrorCode::BadRequest, "request frame timed out");
-            return write_reply(&mut send, Reply::Message(resp)).await;
-        }
-    };
-    let reply = if shutting {
-        Reply::Message(Response::error(
-            ErrorCode::ShuttingDown,
-            "node is shutting down",
-        ))
-    } else {
-        let len = match &request {
-            Request::PutBlob { len, .. } => *len,
-            _ => 0,
-        };
-        let ctx = Ctx {
-            node: &node,
-            session: &session,
-        };
-        cmd::dispatch(&ctx, request, BulkIn::new(&mut recv, len)).await
-    };
-    // Whatever the client still sends is of no interest now.
-    let _ = recv.stop(VarInt::from_u32(0));
-    write_reply(&mut send, reply).await;
-}
-
-async fn read_request(recv: &mut RecvStream) -> Result<Request, FrameError> {
-    let bad = |e: DecodeError| {
-        let code = match e {
-            DecodeError::TooLarge(_) => ErrorCode::TooLarge,
-            _ => ErrorCode::BadRequest,
-        };
-        FrameError::Bad(Response::error(code, e.to_string()))
-    };
-    let mut prefix = [0u8; FRAME_PREFIX_LEN];
-    read_exact(recv, &mut prefix).await?;
-    let len = decode_frame_header(&prefix).map_err(bad)?;
-    let mut body = vec![0u8; len];
-    read_exact(recv, &mut body).await?;
-    decode_request(&body).map_err(bad)
-}
-
-async fn read_exact(recv: &mut RecvStream, buf: &mut [u8]) -> Result<(), FrameError> {
-    recv.read_exact(buf).await.map_err(|e| match e {
-        quinn::ReadExactError::FinishedEarly(_) => FrameError::Bad(Response::error(
-            ErrorCode::BadRequest,
-            DecodeError::Truncated.to_string(),
-        )),
-        quinn::ReadExactError::ReadError(_) => FrameError::Gone,
-    })
-}
-
-async fn write_reply(send: &mut SendStream, reply: Reply) {
-    let result = match reply {
-        Reply::Message(resp) => send.write_all(&encode_response(&resp)).await.map_err(drop),
-        Reply::Blob { file, len } => send_blob(send, file, len).await,
-    };
-    if result.is_err() {
-        let _ = send.reset(ABORTED);
-        return;
-    }
-    let _ = send.finish();
-    let _ = tokio::time::timeout(FLUSH_TIMEOUT, send.stopped()).await;
-}
-
-async fn send_blob(send: &mut SendStream, mut file: tokio::fs::File, len: u64) -> Result<(), ()> {
-    let stall = |r: Result<Result<(), quinn::WriteError>, _>| match r {
-        Ok(Ok(())) => Ok(()),
-        _ => Err(()),
-    };
-    let frame = encode_response(&Response::Blob { len });
-    stall(tokio::time::timeout(STALL_TIMEOUT, send.write_all(&frame)).await)?;
-    let mut buf = vec![
-        0u8;
-        FILE_BUF
-            .min(usize::try_from(len).unwrap_or(FILE_BUF))
-            .max(1)
-    ];
-    let mut left = len;
-    while left > 0 {
-        let want = buf.len().min(usize::try_from(left).unwrap_or(usize::MAX));
-        let n = match file.read(&mut buf[..want]).await {
-            Ok(0) | Err(_) => {
-                tracing::error!("blob ended before its announced length");
-                return Err(());
-            }
-            Ok(n) => n,
-        };
-        stall(tokio::time::timeout(STALL_TIMEOUT, send.write_all(&buf[..n])).await)?;
-        left -= n as u64;
-    }
-    Ok(())
-}
-
-/// Why an upload's bytes did not arrive as announced.
-#[derive(Debug, Error)]
-pub(crate) enum BulkError {
-    /// The stream ended, was reset or the connection was lost early.
-    #[error("upload ended before the announced length")]
-    Short,
-    /// Bytes followed the announced length.
-    #[error("upload is longer than announced")]
-    TooMany,
-    /// No data for too long.
-    #[error("upload stalled")]
-    Stalled,
-}
-
-/// A piece of an upload.
-pub(crate) struct BulkChunk(quinn::Chunk);
-
-impl Deref for BulkChunk {
-    type Target = [u8];
-    fn deref(&self) -> &[u8] {
-        &self.0.bytes
-    }
-}
-
-/// The bulk bytes that follow a request frame: exactly `remaining` bytes,
-/// then FIN.
-pub(crate) struct BulkIn<'a> {
-    recv: &'a mut RecvStream,
-    remaining: u64,
-}
-
-impl<'a> BulkIn<'a> {
-    fn new(recv: &'a mut RecvStream, len: u64) -> Self {
-        BulkIn {
-            recv,
-            remaining: len,
-        }
-    }
-
-    /// The next piece; `None` once all announced bytes and the FIN arrived.
-    pub(crate) async fn next(&mut self) -> Result<Option<BulkChunk>, BulkError> {
-        let max = usize::try_from(self.remaining)
-            .unwrap_or(usize::MAX)
-            .clamp(1, READ_CHUNK);
-        let read = tokio::time::timeout(STALL_TIMEOUT, self.recv.read_chunk(max, true));
-        match read.await {
-            Err(_) => Err(BulkError::Stalled),
-            Ok(Err(_)) => Err(BulkError::Short),
-            Ok(Ok(None)) if self.remaining == 0 => Ok(None),
-            Ok(Ok(None)) => Err(BulkError::Short),
-            Ok(Ok(Some(_))) if self.remaining == 0 => Err(BulkError::TooMany),
-            Ok(Ok(Some(chunk))) => {
-                self.remaining -= chunk.bytes.len() as u64;
-                Ok(Some(BulkChunk(chunk)))
-            }
-        }
-    }
-
-    /// Tells the client to stop sending: the upload is refused.
-    pub(crate) fn refuse(&mut self) {
-        let _ = self.recv.stop(VarInt::from_u32(0));
     }
 }

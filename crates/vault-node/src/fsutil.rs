@@ -1,7 +1,11 @@
-//! Small file-system helpers: random names, private files, atomic
-//! replacement (temp file, write, `sync_all`, rename, fsync the folder) and
-//! a guard that removes a temp file unless it was committed.
+//! Small file-system helpers: random names, private files, a guard that
+//! removes a temp file unless it was committed, and the crate's one atomic
+//! replacement (temp file, write, `sync_all`, rename, fsync the folder):
+//! [`commit`] for a temp file written piece by piece (uploads), and
+//! [`write_atomic`] for bytes in memory (records, certificates, secrets,
+//! the users file).
 
+use std::cell::Cell;
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Write};
 use std::path::{Path, PathBuf};
@@ -72,18 +76,53 @@ impl Drop for TempGuard {
     }
 }
 
+/// Makes `file`, a fully written temp file at `guard`'s path, the file at
+/// `target`, durably: `sync_all`, rename over `target`, fsync `target`'s
+/// folder.
+///
+/// The rename is done by `publish`, which gets the synced file's metadata
+/// and the rename to call, so a caller can hold a lock across the rename
+/// and record what it did (the blob index does). If `publish` returns
+/// without renaming, the temp file is removed and the folder left alone.
+pub(crate) fn commit<T>(
+    file: File,
+    guard: TempGuard,
+    target: &Path,
+    publish: impl FnOnce(&fs::Metadata, &dyn Fn() -> io::Result<()>) -> io::Result<T>,
+) -> io::Result<T> {
+    file.sync_all()?;
+    let meta = file.metadata()?;
+    drop(file);
+    let renamed = Cell::new(false);
+    let rename = || {
+        fs::rename(guard.path(), target)?;
+        renamed.set(true);
+        Ok(())
+    };
+    let published = publish(&meta, &rename)?;
+    if renamed.get() {
+        guard.commit();
+        sync_dir(&parent_dir(target))?;
+    }
+    Ok(published)
+}
+
+/// The folder holding `path` (`.` for a bare file name).
+fn parent_dir(path: &Path) -> PathBuf {
+    match path.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
+        _ => PathBuf::from("."),
+    }
+}
+
 /// Replaces `path` with `data` atomically. With `private`, a new file is
 /// created mode 0600; otherwise an existing file's permissions are kept.
 pub(crate) fn write_atomic(path: &Path, data: &[u8], private: bool) -> io::Result<()> {
-    let dir = match path.parent() {
-        Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
-        _ => PathBuf::from("."),
-    };
     let name = path
         .file_name()
         .map(|n| n.to_string_lossy().into_owned())
         .unwrap_or_default();
-    let tmp = dir.join(format!(".{name}.{}.tmp", random_hex(8)?));
+    let tmp = parent_dir(path).join(format!(".{name}.{}.tmp", random_hex(8)?));
     let guard = TempGuard::new(tmp);
     let mut file = create_new_private(guard.path())?;
     if !private {
@@ -92,11 +131,7 @@ pub(crate) fn write_atomic(path: &Path, data: &[u8], private: bool) -> io::Resul
         }
     }
     file.write_all(data)?;
-    file.sync_all()?;
-    drop(file);
-    fs::rename(guard.path(), path)?;
-    guard.commit();
-    sync_dir(&dir)
+    commit(file, guard, path, |_, rename| rename())
 }
 
 #[cfg(test)]
@@ -117,6 +152,18 @@ mod tests {
             let mode = fs::metadata(&p).unwrap().permissions().mode() & 0o777;
             assert_eq!(mode, 0o600);
         }
+    }
+
+    #[test]
+    fn commit_without_the_rename_removes_the_temp_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let (tmp, target) = (dir.path().join("t.tmp"), dir.path().join("t"));
+        let guard = TempGuard::new(tmp.clone());
+        let mut file = create_new_private(guard.path()).unwrap();
+        file.write_all(b"abc").unwrap();
+        let len = commit(file, guard, &target, |meta, _| Ok(meta.len())).unwrap();
+        assert_eq!(len, 3);
+        assert!(!tmp.exists() && !target.exists());
     }
 
     #[test]

@@ -6,30 +6,40 @@
 //!
 //! # Layout
 //!
-//! - [`server`]: [`server::NodeConfig`] and [`server::Server`]: the quinn
-//!   endpoint, connection and stream caps, and the shutdown sequence.
-//! - `admission` (private): connection slots, per-source caps and eviction
-//!   of connections that have not logged in.
-//! - `connection` (private): the only code that reads and writes QUIC
-//!   streams. Frames in, typed requests to the handlers, responses and bulk
-//!   bytes out.
-//! - `cmd` (private): one file per request handler.
-//! - [`auth`]: login challenges, legacy MD5 and Ed25519 proof checks, and the
-//!   scheme a user logs in with.
-//! - [`throttle`]: in-memory slowing of failed logins per address and user.
-//! - [`store`]: per-user blob folders: atomic writes, streamed reads, and an
-//!   in-memory index per user for listings, usage and the quota.
-//! - [`records`]: per-user key records with compare-and-swap on generation.
-//! - [`users`]: the `--users` file (`dfs.conf`) in every legacy form plus
-//!   the upgraded `argon2id` form, and the `vault-node user` edits.
-//! - [`kdf`]: Argon2id root key and login key derivation (shared formulas
-//!   with the client).
-//! - [`certs`]: rcgen cluster CA and node certificates (finite validity,
-//!   the CA key kept out of the certificates folder).
-//! - [`secret`]: the node and cluster secrets (decoy salts).
-//! - [`dev_cluster`]: four in-process nodes with demo users for trying Vault.
-//! - `testing` (feature `testing`): the test kit: in-process clusters, a
-//!   raw client and hostile proxies.
+//! One line per module. A request travels down the first group.
+//!
+//! - [`server`]: [`NodeConfig`], [`Server`]: endpoint, accept loop, shutdown.
+//! - `admission`: connection slots, per-source caps, eviction of idle ones.
+//! - `connection`: one connection: refused, or handshake, deadline, streams.
+//! - `handler`: one request stream: frame in, `cmd::dispatch`, reply out.
+//! - `cmd`: the request handlers, one file each; typed requests, no streams.
+//! - `bulk`: upload bytes in, blob bytes out (with `handler`: all stream I/O).
+//! - `state`: `Shared`, what every handler sees; preparing the root folder.
+//!
+//! What the handlers use:
+//!
+//! - [`auth`]: schemes, challenges, proof checks, [`auth::LoginState`].
+//! - [`throttle`]: slowing of failed logins per source and per user name.
+//! - [`store`]: per-user blob folders: uploads, streamed reads, the quota.
+//! - `store::index`: each user's in-memory ordered index of blobs.
+//! - [`records`]: per-user key records, compare-and-swap on generation.
+//! - [`users`]: the users file (`dfs.conf`), every form; `vault-node user`.
+//! - [`kdf`]: Argon2id root and login keys (the client's formulas).
+//! - [`secret`]: the node and cluster secrets (keys of the decoy salts).
+//! - `fsutil`: temp-file guard and the crate's one atomic write.
+//!
+//! Around the node:
+//!
+//! - [`certs`]: cluster CA and node certificates (`vault-node certs`).
+//! - [`dev_cluster`]: four in-process nodes with demo users.
+//! - `testing` (feature `testing`): the test kit: nodes, raw client, lies.
+//! - `main.rs`: the `vault-node` binary: parses arguments, calls the library.
+//!
+//! # Tests
+//!
+//! `cargo test -p vault-node` runs the unit tests and `tests/node/`, one
+//! test binary with a module per area, all on the `testing` kit (the crate
+//! is its own dev-dependency with that feature, so no flag is needed).
 //!
 //! # On-disk layout
 //!
@@ -48,11 +58,13 @@
 
 mod admission;
 pub mod auth;
+mod bulk;
 pub mod certs;
 mod cmd;
 mod connection;
 pub mod dev_cluster;
 mod fsutil;
+mod handler;
 pub mod kdf;
 pub mod records;
 pub mod secret;

@@ -9,12 +9,12 @@
 //! node would announce its own salt, and comparing two nodes' answers would
 //! tell unknown names from real ones.
 
-use std::io::{self, Read, Write};
+use std::io::{self, Read};
 use std::path::Path;
 
 use zeroize::Zeroizing;
 
-use crate::fsutil::{create_new_private, sync_dir};
+use crate::fsutil::write_atomic;
 
 /// File name of the cluster secret in the certificates folder.
 pub const CLUSTER_SECRET_FILE: &str = "cluster.secret";
@@ -95,18 +95,15 @@ pub(crate) fn read(path: &Path) -> io::Result<Option<Zeroizing<[u8; SECRET_LEN]>
     Ok(Some(secret))
 }
 
-/// Reads the secret at `path`, or creates it (random, mode 0600, synced).
+/// Reads the secret at `path`, or creates it (random, mode 0600, written
+/// atomically: a crash leaves no secret or the whole one, never a short
+/// file).
 pub(crate) fn load_or_create(path: &Path) -> io::Result<(Zeroizing<[u8; SECRET_LEN]>, bool)> {
     if let Some(secret) = read(path)? {
         return Ok((secret, false));
     }
     let secret = random()?;
-    let mut f = create_new_private(path)?;
-    f.write_all(secret.as_ref())?;
-    f.sync_all()?;
-    if let Some(dir) = path.parent() {
-        sync_dir(dir)?;
-    }
+    write_atomic(path, secret.as_ref(), true)?;
     Ok((secret, true))
 }
 

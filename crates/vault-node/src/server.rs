@@ -12,8 +12,9 @@
 //! Admission: a connection attempt from an address that has not proved it
 //! can receive packets is answered with a QUIC Retry; only validated
 //! attempts take one of the [`NodeConfig::max_connections`] slots (see
-//! `admission` for the per-source cap and eviction). A connection that has
-//! not logged in within [`NodeConfig::login_timeout`] is closed.
+//! `admission` for the per-source cap and eviction). Each connection then
+//! runs in a task of its own (`connection`); one that has not logged in
+//! within [`NodeConfig::login_timeout`] is closed.
 //!
 //! Shutdown: when the future given to [`Server::run`] completes, the accept
 //! loop stops, connections stop taking new requests (answering
@@ -35,11 +36,12 @@ use socket2::{Domain, Protocol, Socket, Type};
 use tokio::sync::{watch, Semaphore};
 use tokio::task::JoinSet;
 
-use crate::admission::{Admission, Limits, Refusal, Slot, Source};
-use crate::auth::Session;
+use crate::admission::{Admission, Limits, Source};
+use crate::auth::LoginState;
+use crate::connection::{refuse, ConnTask, MAX_REFUSING};
 use crate::records::RecordStore;
 use crate::secret::ClusterSecret;
-use crate::state::{prepare_root, NodeState, META_DIR};
+use crate::state::{prepare_root, Shared, META_DIR};
 use crate::store::BlobStore;
 use crate::throttle::{Throttle, ThrottleConfig};
 use crate::users::UserDb;
@@ -61,14 +63,6 @@ pub fn default_max_connections_per_source(max_connections: usize) -> usize {
 const SOCKET_BUFFER: usize = 4 << 20;
 /// Connections idle this long are dropped.
 const IDLE_TIMEOUT: Duration = Duration::from_secs(30);
-/// Most connections being turned away (handshake + close) at once.
-const MAX_REFUSING: usize = 16;
-/// QUIC application close code for a node at its connection cap.
-const BUSY: VarInt = VarInt::from_u32(2);
-/// QUIC application close code for a connection evicted to make room.
-const EVICTED: VarInt = VarInt::from_u32(3);
-/// QUIC application close code for a connection that did not log in in time.
-const LOGIN_TIMEOUT: VarInt = VarInt::from_u32(4);
 
 /// Everything a node needs to run.
 #[derive(Clone)]
@@ -171,7 +165,7 @@ impl NodeConfig {
 
 /// A node bound to its UDP socket, ready to [`run`](Server::run).
 pub struct Server {
-    node: Arc<NodeState>,
+    node: Arc<Shared>,
     socket: UdpSocket,
     local_addr: SocketAddr,
     quic: quinn::ServerConfig,
@@ -221,7 +215,7 @@ impl Server {
         let local_addr = socket
             .local_addr()
             .context("failed to read the bound address")?;
-        let node = NodeState {
+        let node = Shared {
             name: config.name,
             users: config.users,
             blobs: BlobStore::new(&config.root),
@@ -284,12 +278,12 @@ impl Server {
                         continue;
                     }
                     let peer = incoming.remote_address();
-                    let session = Arc::new(Mutex::new(Session::new(peer)));
-                    match admission.admit(Source::of(peer.ip()), session.clone()) {
+                    let login = Arc::new(Mutex::new(LoginState::new(peer)));
+                    match admission.admit(Source::of(peer.ip()), login.clone()) {
                         Ok(slot) => {
                             let task = ConnTask {
                                 node: node.clone(),
-                                session,
+                                login,
                                 slot,
                                 login_timeout: self.login_timeout,
                                 shutdown: stop_rx.clone(),
@@ -320,93 +314,6 @@ impl Server {
         tracing::info!(name = %node.name, "node stopped");
         Ok(())
     }
-}
-
-/// One admitted connection: handshake, then requests until it closes,
-/// is evicted, misses its login deadline or the node shuts down.
-struct ConnTask {
-    node: Arc<NodeState>,
-    session: Arc<Mutex<Session>>,
-    /// Held until the task ends: the connection's place in the caps.
-    slot: Slot,
-    login_timeout: Duration,
-    shutdown: watch::Receiver<bool>,
-}
-
-impl ConnTask {
-    async fn run(self, incoming: quinn::Incoming) {
-        let peer = incoming.remote_address();
-        let deadline = tokio::time::Instant::now() + self.login_timeout;
-        // Dropping an unfinished handshake abandons it.
-        let conn = tokio::select! {
-            done = incoming => match done {
-                Ok(conn) => conn,
-                Err(e) => return tracing::debug!(%peer, error = %e, "handshake failed"),
-            },
-            () = self.slot.evicted() => return tracing::debug!(%peer, "evicted during the handshake"),
-            () = tokio::time::sleep_until(deadline) => {
-                return tracing::debug!(%peer, "handshake outlasted the login timeout");
-            }
-        };
-        let serve =
-            crate::connection::serve(self.node, conn.clone(), self.session.clone(), self.shutdown);
-        tokio::pin!(serve);
-        let login_timer = tokio::time::sleep_until(deadline);
-        tokio::pin!(login_timer);
-        let (mut watching_login, mut closed) = (true, false);
-        loop {
-            tokio::select! {
-                () = &mut serve => break,
-                () = self.slot.evicted(), if !closed => {
-                    closed = true;
-                    conn.close(
-                        EVICTED,
-                        b"evicted: the node needed room for another connection; log in right after connecting",
-                    );
-                }
-                () = &mut login_timer, if watching_login => {
-                    watching_login = false;
-                    let logged_in = self.session.lock().unwrap_or_else(|p| p.into_inner()).user().is_some();
-                    if !logged_in && !closed {
-                        closed = true;
-                        tracing::info!(%peer, "closing a connection that did not log in in time");
-                        let reason = format!(
-                            "login timeout: no login within {:.1} s of connecting",
-                            self.login_timeout.as_secs_f64()
-                        );
-                        conn.close(LOGIN_TIMEOUT, reason.as_bytes());
-                    }
-                }
-            }
-        }
-    }
-}
-
-/// Turns a connection away when nothing can be evicted: completes the
-/// handshake so the client sees why, then closes with a reason. Beyond a
-/// few at once, the attempt is refused outright.
-fn refuse(incoming: quinn::Incoming, why: Refusal, refusing: &Arc<Semaphore>) {
-    let peer = incoming.remote_address();
-    let reason: &'static [u8] = match why {
-        Refusal::NodeFull => {
-            tracing::warn!(%peer, "connection cap reached with every connection logged in; refusing a connection");
-            b"node busy: too many connections"
-        }
-        Refusal::SourceFull => {
-            tracing::warn!(%peer, "per-source cap reached with every connection logged in; refusing a connection");
-            b"node busy: too many connections from your address"
-        }
-    };
-    let Ok(permit) = refusing.clone().try_acquire_owned() else {
-        incoming.refuse();
-        return;
-    };
-    tokio::spawn(async move {
-        let _permit = permit;
-        if let Ok(Ok(conn)) = tokio::time::timeout(Duration::from_secs(5), incoming).await {
-            conn.close(BUSY, reason);
-        }
-    });
 }
 
 /// Installs handlers for Ctrl-C (SIGINT) and SIGTERM right away and

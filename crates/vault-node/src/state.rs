@@ -16,7 +16,7 @@ pub(crate) const META_DIR: &str = ".vault";
 
 /// Shared state of a running node.
 #[derive(Debug)]
-pub(crate) struct NodeState {
+pub(crate) struct Shared {
     /// The node's name (`DFS1`), bound into login signatures.
     pub name: String,
     pub users: UserDb,

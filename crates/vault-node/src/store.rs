@@ -28,7 +28,7 @@ use thiserror::Error;
 use tokio::sync::OnceCell;
 use wire::{BlobId, ListEntry};
 
-use crate::fsutil::{random_hex, sync_dir, TempGuard};
+use crate::fsutil::{self, random_hex, sync_dir, TempGuard};
 use index::{BlobMeta, OverQuota, UserIndex};
 
 /// Name of the per-user folder of uploads in progress.
@@ -146,7 +146,6 @@ pub struct PendingBlob {
     /// blocking write per piece would cost more than the copy.
     buf: Vec<u8>,
     guard: TempGuard,
-    dir: PathBuf,
     target: PathBuf,
     written: u64,
     reservation: Reservation,
@@ -299,7 +298,6 @@ impl BlobStore {
             buf: Vec::with_capacity(WRITE_BUF),
             guard,
             target: dir.join(id.as_str()),
-            dir,
             written: 0,
             reservation,
         })
@@ -435,34 +433,31 @@ impl PendingBlob {
         self.written
     }
 
-    /// Makes the upload durable and visible: `sync_all`, rename over the
-    /// blob's name (recorded in the index under its lock, so concurrent
-    /// uploads of one id leave the index agreeing with the folder), fsync
-    /// the folder.
+    /// Makes the upload durable and visible (`fsutil::commit`):
+    /// `sync_all`, rename over the blob's name (recorded in the index under
+    /// its lock, so concurrent uploads of one id leave the index agreeing
+    /// with the folder), fsync the folder.
     pub async fn commit(mut self) -> Result<(), PutError> {
         self.flush_buf().await?;
         let file = self
             .file
             .take()
             .ok_or_else(|| io::Error::other("an earlier write failed"))?;
-        let (guard, target, dir, written) = (self.guard, self.target, self.dir, self.written);
+        let (guard, target, written) = (self.guard, self.target, self.written);
         let reservation = self.reservation;
         blocking(move || {
-            file.sync_all()?;
-            let modified = index::unix_secs(&file.metadata()?);
-            drop(file);
-            {
+            fsutil::commit(file, guard, &target, |meta, rename| {
+                let modified = index::unix_secs(meta);
                 let index = reservation.index.clone();
                 let mut ix = lock(&index);
-                std::fs::rename(guard.path(), &target)?;
+                rename()?;
                 let meta = BlobMeta {
                     len: written,
                     modified,
                 };
                 reservation.settle(&mut ix, meta);
-            }
-            guard.commit();
-            sync_dir(&dir)
+                Ok(())
+            })
         })
         .await
         .map_err(PutError::from)

@@ -2,13 +2,9 @@
 
 use wire::{BlobId, ErrorCode, Response};
 
-use super::{either, internal, Ctx};
+use super::{internal, Ctx};
 
-pub(crate) async fn run(ctx: &Ctx<'_>, id: &BlobId) -> Response {
-    either(delete(ctx, id).await)
-}
-
-async fn delete(ctx: &Ctx<'_>, id: &BlobId) -> Result<Response, Response> {
+pub(crate) async fn run(ctx: &Ctx<'_>, id: &BlobId) -> Result<Response, Response> {
     let (user, _) = ctx.user()?;
     match ctx.node.blobs.delete(&user, id).await {
         Ok(true) => Ok(Response::Deleted),

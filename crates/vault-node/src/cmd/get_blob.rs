@@ -4,14 +4,14 @@ use wire::{BlobId, ErrorCode, Response};
 
 use super::{internal, Ctx, Reply};
 
-pub(crate) async fn run(ctx: &Ctx<'_>, id: &BlobId) -> Reply {
-    let user = match ctx.user() {
-        Ok((user, _)) => user,
-        Err(e) => return e.into(),
-    };
+pub(crate) async fn run(ctx: &Ctx<'_>, id: &BlobId) -> Result<Reply, Response> {
+    let (user, _) = ctx.user()?;
     match ctx.node.blobs.open(&user, id).await {
-        Ok(Some((file, len))) => Reply::Blob { file, len },
-        Ok(None) => Response::error(ErrorCode::NotFound, format!("no blob {id}")).into(),
-        Err(e) => internal("reading the blob", &e).into(),
+        Ok(Some((file, len))) => Ok(Reply::Blob { file, len }),
+        Ok(None) => Err(Response::error(
+            ErrorCode::NotFound,
+            format!("no blob {id}"),
+        )),
+        Err(e) => Err(internal("reading the blob", &e)),
     }
 }

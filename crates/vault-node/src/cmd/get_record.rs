@@ -2,13 +2,9 @@
 
 use wire::Response;
 
-use super::{either, internal, Ctx};
+use super::{internal, Ctx};
 
-pub(crate) async fn run(ctx: &Ctx<'_>) -> Response {
-    either(get(ctx).await)
-}
-
-async fn get(ctx: &Ctx<'_>) -> Result<Response, Response> {
+pub(crate) async fn run(ctx: &Ctx<'_>) -> Result<Response, Response> {
     let (user, _) = ctx.user()?;
     let record = ctx
         .node

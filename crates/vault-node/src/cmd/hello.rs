@@ -5,15 +5,11 @@
 
 use wire::{ErrorCode, Response};
 
-use super::{either, internal, Ctx};
+use super::{internal, Ctx};
 use crate::auth;
 
-pub(crate) async fn run(ctx: &Ctx<'_>, user: &str) -> Response {
-    either(hello(ctx, user).await)
-}
-
-async fn hello(ctx: &Ctx<'_>, user: &str) -> Result<Response, Response> {
-    if ctx.session().user().is_some() {
+pub(crate) async fn run(ctx: &Ctx<'_>, user: &str) -> Result<Response, Response> {
+    if ctx.login().user().is_some() {
         return Err(Response::error(ErrorCode::BadRequest, "already logged in"));
     }
     let user = wire::normalize_user(user)
@@ -23,7 +19,7 @@ async fn hello(ctx: &Ctx<'_>, user: &str) -> Result<Response, Response> {
         .await
         .map_err(|e| internal("reading the key record", &e))?;
     let challenge = auth::new_challenge().map_err(|e| internal("making a challenge", &e))?;
-    ctx.session().challenged(user, challenge);
+    ctx.login().challenged(user, challenge);
     Ok(Response::Challenge {
         challenge: challenge.to_vec(),
         scheme,

@@ -3,13 +3,13 @@
 
 use wire::{BlobId, Response};
 
-use super::{either, internal, Ctx};
+use super::{internal, Ctx};
 
-pub(crate) async fn run(ctx: &Ctx<'_>, after: Option<BlobId>, limit: u32) -> Response {
-    either(list(ctx, after, limit).await)
-}
-
-async fn list(ctx: &Ctx<'_>, after: Option<BlobId>, limit: u32) -> Result<Response, Response> {
+pub(crate) async fn run(
+    ctx: &Ctx<'_>,
+    after: Option<BlobId>,
+    limit: u32,
+) -> Result<Response, Response> {
     let (user, _) = ctx.user()?;
     // The decoder already bounds `limit` to 1..=MAX_LIST_PAGE.
     let limit = limit.clamp(1, wire::MAX_LIST_PAGE) as usize;

@@ -10,32 +10,28 @@ use std::time::Instant;
 
 use wire::{ErrorCode, Proof, Response};
 
-use super::{either, internal, Ctx};
+use super::{internal, Ctx};
 use crate::auth::{self, Verdict};
 
 /// The one message for every failed login.
 pub(crate) const AUTH_FAILED: &str = "invalid username or password";
 
-pub(crate) async fn run(ctx: &Ctx<'_>, user: &str, proof: &Proof) -> Response {
-    either(login(ctx, user, proof).await)
-}
-
-async fn login(ctx: &Ctx<'_>, user: &str, proof: &Proof) -> Result<Response, Response> {
+pub(crate) async fn run(ctx: &Ctx<'_>, user: &str, proof: &Proof) -> Result<Response, Response> {
     let node = ctx.node;
     let user = wire::normalize_user(user)
         .ok_or_else(|| Response::error(ErrorCode::BadRequest, "invalid user name"))?;
     let (peer, challenge) = {
-        let mut session = ctx.session();
-        if session.user().is_some() {
+        let mut state = ctx.login();
+        if state.user().is_some() {
             return Err(Response::error(ErrorCode::BadRequest, "already logged in"));
         }
-        let challenge = session.take_challenge(&user).ok_or_else(|| {
+        let challenge = state.take_challenge(&user).ok_or_else(|| {
             Response::error(
                 ErrorCode::BadRequest,
                 "login must follow a hello for the same user on this connection",
             )
         })?;
-        (session.peer(), challenge)
+        (state.peer(), challenge)
     };
     let ip = peer.ip();
     // The attempt is counted before the proof is looked at, atomically, so
@@ -52,7 +48,7 @@ async fn login(ctx: &Ctx<'_>, user: &str, proof: &Proof) -> Result<Response, Res
             )
         })?;
     // Read before the credentials: a rotation racing this login leaves the
-    // session on the old epoch, and so logged out at its first request.
+    // connection on the old epoch, and so logged out at its first request.
     let epoch = node.records.epoch(&user);
     let creds = match auth::resolve(&node.users, &node.records, &node.secret, &user).await {
         Ok((_, creds)) => creds,
@@ -65,7 +61,7 @@ async fn login(ctx: &Ctx<'_>, user: &str, proof: &Proof) -> Result<Response, Res
         Verdict::Valid(method) => {
             attempt.succeeded();
             tracing::info!(%user, %peer, ?method, "logged in");
-            ctx.session().logged_in(user, method, epoch);
+            ctx.login().logged_in(user, method, epoch);
             Ok(Response::LoggedIn)
         }
         Verdict::Stale => {

@@ -1,6 +1,9 @@
-//! Request handlers, one file each. A handler gets the node's shared state,
-//! the connection's login [`Session`] and the typed request, and returns
-//! the [`Reply`] that `connection` writes back. Handlers never see streams.
+//! Request handlers, one file each. A handler's `run` gets a [`Ctx`] (the
+//! node's [`Shared`] state and the connection's [`LoginState`]) and the
+//! typed request's fields, and returns its answer or, as `Err`, the error
+//! response to send instead; [`dispatch`] turns either into the [`Reply`]
+//! that `handler` writes back. Handlers never see streams: an upload's
+//! bytes come as a [`BulkIn`].
 
 mod delete;
 mod get_blob;
@@ -16,32 +19,32 @@ use std::sync::{Mutex, MutexGuard};
 
 use wire::{ErrorCode, Request, Response};
 
-use crate::auth::{LoginMethod, Session};
-use crate::connection::BulkIn;
-use crate::state::NodeState;
+use crate::auth::{LoginMethod, LoginState};
+use crate::bulk::BulkIn;
+use crate::state::Shared;
 
 /// What a handler works with.
 pub(crate) struct Ctx<'a> {
-    pub node: &'a NodeState,
-    pub session: &'a Mutex<Session>,
+    pub node: &'a Shared,
+    pub login: &'a Mutex<LoginState>,
 }
 
 impl Ctx<'_> {
     /// The connection's login state (the lock is never held across awaits).
-    pub fn session(&self) -> MutexGuard<'_, Session> {
-        self.session.lock().unwrap_or_else(|p| p.into_inner())
+    pub fn login(&self) -> MutexGuard<'_, LoginState> {
+        self.login.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     /// The logged-in user, or the `NotLoggedIn` error to answer. A
     /// connection whose user's login key changed since it logged in (a
     /// rotation on another connection) is logged out here.
     pub fn user(&self) -> Result<(String, LoginMethod), Response> {
-        let mut session = self.session();
-        let Some((user, method)) = session.user().map(|(u, m)| (u.to_string(), m)) else {
+        let mut state = self.login();
+        let Some((user, method)) = state.user().map(|(u, m)| (u.to_string(), m)) else {
             return Err(Response::error(ErrorCode::NotLoggedIn, "log in first"));
         };
-        if session.epoch() != Some(self.node.records.epoch(&user)) {
-            session.log_out();
+        if state.epoch() != Some(self.node.records.epoch(&user)) {
+            state.log_out();
             return Err(Response::error(
                 ErrorCode::NotLoggedIn,
                 "the account's credentials changed; log in again",
@@ -73,24 +76,25 @@ pub(crate) fn internal(what: &str, err: &dyn std::fmt::Display) -> Response {
 
 /// Runs the handler for `req`. `bulk` holds the bytes of a `PutBlob`.
 pub(crate) async fn dispatch(ctx: &Ctx<'_>, req: Request, bulk: BulkIn<'_>) -> Reply {
-    let peer = ctx.session().peer();
+    let peer = ctx.login().peer();
     tracing::debug!(%peer, request = kind(&req), "request");
-    match req {
-        Request::Hello { user } => hello::run(ctx, &user).await.into(),
-        Request::Login { user, proof } => login::run(ctx, &user, &proof).await.into(),
-        Request::PutBlob { id, len } => put_blob::run(ctx, &id, len, bulk).await.into(),
+    let answer = match req {
+        Request::Hello { user } => hello::run(ctx, &user).await.map(Reply::from),
+        Request::Login { user, proof } => login::run(ctx, &user, &proof).await.map(Reply::from),
+        Request::PutBlob { id, len } => put_blob::run(ctx, &id, len, bulk).await.map(Reply::from),
         Request::GetBlob { id } => get_blob::run(ctx, &id).await,
-        Request::List { after, limit } => list::run(ctx, after, limit).await.into(),
-        Request::Delete { id } => delete::run(ctx, &id).await.into(),
-        Request::Status => status::run(ctx).await.into(),
-        Request::GetRecord => get_record::run(ctx).await.into(),
+        Request::List { after, limit } => list::run(ctx, after, limit).await.map(Reply::from),
+        Request::Delete { id } => delete::run(ctx, &id).await.map(Reply::from),
+        Request::Status => status::run(ctx).await.map(Reply::from),
+        Request::GetRecord => get_record::run(ctx).await.map(Reply::from),
         Request::PutRecord {
             expect_generation,
             record,
         } => put_record::run(ctx, expect_generation, &record)
             .await
-            .into(),
-    }
+            .map(Reply::from),
+    };
+    answer.unwrap_or_else(Reply::from)
 }
 
 /// A request's name for logs (never its fields).
@@ -106,9 +110,4 @@ fn kind(req: &Request) -> &'static str {
         Request::GetRecord => "get-record",
         Request::PutRecord { .. } => "put-record",
     }
-}
-
-/// `Ok(v)` or the error response, as one value.
-pub(crate) fn either(r: Result<Response, Response>) -> Response {
-    r.unwrap_or_else(|e| e)
 }

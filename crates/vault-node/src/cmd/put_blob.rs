@@ -11,23 +11,17 @@
 
 use wire::{BlobId, ErrorCode, Response};
 
-use super::{either, internal, Ctx};
-use crate::connection::BulkIn;
+use super::{internal, Ctx};
+use crate::bulk::BulkIn;
 use crate::store::PutError;
 
-pub(crate) async fn run(ctx: &Ctx<'_>, id: &BlobId, len: u64, mut bulk: BulkIn<'_>) -> Response {
-    let result = put(ctx, id, len, &mut bulk).await;
-    if result.is_err() {
-        bulk.refuse();
-    }
-    either(result)
-}
-
-async fn put(
+/// On `Err`, the bytes not read yet are refused (`handler` stops the
+/// stream before it answers).
+pub(crate) async fn run(
     ctx: &Ctx<'_>,
     id: &BlobId,
     len: u64,
-    bulk: &mut BulkIn<'_>,
+    mut bulk: BulkIn<'_>,
 ) -> Result<Response, Response> {
     let (user, _) = ctx.user()?;
     let max = ctx.node.max_blob_len;

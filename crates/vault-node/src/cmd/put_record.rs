@@ -12,22 +12,22 @@
 
 use wire::{ErrorCode, Response, UserRecord};
 
-use super::{either, internal, Ctx};
+use super::{internal, Ctx};
 use crate::auth::LoginMethod;
 use crate::records::RecordError;
 
-pub(crate) async fn run(ctx: &Ctx<'_>, expect_generation: u64, record: &UserRecord) -> Response {
-    either(put(ctx, expect_generation, record).await)
-}
-
-async fn put(ctx: &Ctx<'_>, expect: u64, record: &UserRecord) -> Result<Response, Response> {
+pub(crate) async fn run(
+    ctx: &Ctx<'_>,
+    expect: u64,
+    record: &UserRecord,
+) -> Result<Response, Response> {
     let (user, method) = ctx.user()?;
     let legacy = method == LoginMethod::Legacy;
     match ctx.node.records.put(&user, expect, record, legacy).await {
         Ok(epoch) => {
             // This connection made the change: it stays logged in; others
             // of the user log in again if the login key changed.
-            ctx.session().set_epoch(epoch);
+            ctx.login().set_epoch(epoch);
             tracing::info!(
                 %user,
                 generation = record.generation,

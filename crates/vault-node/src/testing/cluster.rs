@@ -3,35 +3,22 @@
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
 
-use anyhow::{bail, Context};
-use tokio::sync::oneshot;
-use tokio::task::JoinHandle;
+use anyhow::Context;
 
 use super::lie::Lie;
+use super::node::Instance;
 use super::observed::Observed;
 use super::proxy::{Proxy, Target};
 use super::raw::RawClient;
-use crate::server::{NodeConfig, Server};
+use crate::server::NodeConfig;
 use crate::users::UserDb;
 
 /// The nodes' names, in `dfc.conf` order (node `i` is `NODE_NAMES[i]`).
 pub const NODE_NAMES: [&str; 4] = ["DFS1", "DFS2", "DFS3", "DFS4"];
 
-/// How long [`TestCluster::restart`] keeps trying to re-bind the node's
-/// port while the stopped endpoint lets go of it.
-const REBIND_TIMEOUT: Duration = Duration::from_secs(5);
-
-struct Running {
-    stop: oneshot::Sender<()>,
-    task: JoinHandle<anyhow::Result<()>>,
-}
-
 struct Slot {
-    /// The node's configuration; `listen` is the address it was bound to.
-    config: NodeConfig,
-    running: Option<Running>,
+    node: Instance,
     proxy: Option<Proxy>,
 }
 
@@ -97,12 +84,8 @@ impl TestCluster {
                 cert.key_pem,
             );
             tweak(i, &mut config);
-            let server = Server::bind(config.clone())
-                .with_context(|| format!("failed to start {}", cert.name))?;
-            config.listen = server.local_addr();
             nodes.push(Slot {
-                config,
-                running: Some(spawn(server)),
+                node: Instance::start(config)?,
                 proxy: None,
             });
         }
@@ -141,7 +124,7 @@ impl TestCluster {
 
     /// Node `i`'s name (`DFS1`...), what a client puts in the TLS server name.
     pub fn name(&self, i: usize) -> &str {
-        &self.slot(i).config.name
+        &self.slot(i).node.config.name
     }
 
     /// Where a client must dial node `i`: the hostile proxy's address once
@@ -150,23 +133,23 @@ impl TestCluster {
         let slot = self.slot(i);
         match &slot.proxy {
             Some(p) => p.addr(),
-            None => slot.config.listen,
+            None => slot.node.config.listen,
         }
     }
 
     /// The real node's own address, proxy or not.
     pub fn node_addr(&self, i: usize) -> SocketAddr {
-        self.slot(i).config.listen
+        self.slot(i).node.config.listen
     }
 
     /// Node `i`'s configuration as it was last started.
     pub fn config(&self, i: usize) -> &NodeConfig {
-        &self.slot(i).config
+        &self.slot(i).node.config
     }
 
     /// Node `i`'s root folder.
     pub fn root(&self, i: usize) -> &Path {
-        &self.slot(i).config.root
+        &self.slot(i).node.config.root
     }
 
     /// Node `i`'s folder for `user` (the lower-case name), where its blobs
@@ -177,7 +160,7 @@ impl TestCluster {
 
     /// Whether node `i` is running (not stopped).
     pub fn is_running(&self, i: usize) -> bool {
-        self.slot(i).running.is_some()
+        self.slot(i).node.is_running()
     }
 
     /// What the hostile proxy in front of node `i` received, if there is one.
@@ -191,19 +174,26 @@ impl TestCluster {
         RawClient::connect(self.addr(i), &self.ca_pem, self.name(i)).await
     }
 
+    /// A [`TestCluster::raw_client`] of node `i` logged in as `user` with
+    /// the MD5 proof of `password`; an error unless the node (or its proxy)
+    /// answered `LoggedIn`.
+    pub async fn md5_client(
+        &self,
+        i: usize,
+        user: &str,
+        password: &str,
+    ) -> anyhow::Result<RawClient> {
+        let client = self.raw_client(i).await?;
+        client.login_md5_ok(user, password).await?;
+        Ok(client)
+    }
+
     /// Stops node `i` and waits until it has shut down (in-flight requests
     /// get the node's shutdown grace). Its proxy, if any, keeps running and
     /// refuses connections while the node is down. A stopped node stays
     /// stopped.
     pub async fn stop(&mut self, i: usize) -> anyhow::Result<()> {
-        let Some(running) = self.slot_mut(i).running.take() else {
-            return Ok(());
-        };
-        let _ = running.stop.send(());
-        running
-            .task
-            .await
-            .with_context(|| format!("node {} panicked", self.name(i)))?
+        self.slot_mut(i).node.stop().await
     }
 
     /// Stops node `i` if it runs, then starts it again on the same address
@@ -221,14 +211,10 @@ impl TestCluster {
         i: usize,
         tweak: impl FnOnce(&mut NodeConfig),
     ) -> anyhow::Result<()> {
-        self.stop(i).await?;
         let slot = self.slot_mut(i);
-        tweak(&mut slot.config);
-        let server = bind_again(&slot.config).await?;
-        slot.config.listen = server.local_addr();
-        slot.running = Some(spawn(server));
+        slot.node.restart_with(tweak).await?;
         if let Some(proxy) = &slot.proxy {
-            proxy.set_upstream(slot.config.listen);
+            proxy.set_upstream(slot.node.config.listen);
         }
         Ok(())
     }
@@ -254,11 +240,11 @@ impl TestCluster {
             return Ok(proxy.observed());
         }
         let target = Target {
-            name: &slot.config.name,
-            cert_pem: &slot.config.cert_pem,
-            key_pem: &slot.config.key_pem,
+            name: &slot.node.config.name,
+            cert_pem: &slot.node.config.cert_pem,
+            key_pem: &slot.node.config.key_pem,
             ca_pem: &ca_pem,
-            addr: slot.config.listen,
+            addr: slot.node.config.listen,
         };
         let proxy = Proxy::start(target, lie)?;
         let observed = proxy.observed();
@@ -306,49 +292,7 @@ impl Drop for TestCluster {
         for slot in &mut self.nodes {
             // Dropping the proxy stops it.
             slot.proxy = None;
-            if let Some(running) = slot.running.take() {
-                let _ = running.stop.send(());
-            }
+            slot.node.signal_stop();
         }
     }
-}
-
-fn spawn(server: Server) -> Running {
-    let (stop, stopped) = oneshot::channel::<()>();
-    let task = tokio::spawn(server.run(async {
-        let _ = stopped.await;
-    }));
-    Running { stop, task }
-}
-
-/// Binds `config` again. A node that just stopped may hold its UDP port a
-/// moment longer (its endpoint's driver task closes the socket after
-/// `run` returns), so "address in use" is retried until
-/// [`REBIND_TIMEOUT`]; any other error is returned at once.
-async fn bind_again(config: &NodeConfig) -> anyhow::Result<Server> {
-    let deadline = Instant::now() + REBIND_TIMEOUT;
-    loop {
-        match Server::bind(config.clone()) {
-            Ok(server) => return Ok(server),
-            Err(e) if addr_in_use(&e) && Instant::now() < deadline => {
-                tokio::time::sleep(Duration::from_millis(5)).await;
-            }
-            Err(e) => {
-                if addr_in_use(&e) {
-                    bail!(
-                        "{} still in use after {REBIND_TIMEOUT:?}: {e:#}",
-                        config.listen
-                    );
-                }
-                return Err(e.context(format!("failed to restart {}", config.name)));
-            }
-        }
-    }
-}
-
-fn addr_in_use(e: &anyhow::Error) -> bool {
-    e.chain().any(|c| {
-        c.downcast_ref::<std::io::Error>()
-            .is_some_and(|io| io.kind() == std::io::ErrorKind::AddrInUse)
-    })
 }

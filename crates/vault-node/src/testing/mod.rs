@@ -1,6 +1,6 @@
-//! Test kit (feature `testing`): four real nodes in-process, a raw protocol
-//! client, and a hostile proxy that puts a lying node in front of any of
-//! them.
+//! Test kit (feature `testing`): real nodes in-process (four, or one), a
+//! raw protocol client, and a hostile proxy that puts a lying node in front
+//! of any of them.
 //!
 //! The threat model says a node may flip bits, truncate, swap parts between
 //! files or users, replay old data, forge key records, lie about a user's
@@ -19,18 +19,24 @@
 //!
 //! - [`cluster`]: [`TestCluster`], four nodes `DFS1`..`DFS4` on 127.0.0.1
 //!   port 0 in one temp dir, certificates made at start; stop, restart,
-//!   `dfc.conf` for the client, users-file lines.
+//!   `dfc.conf` for the client.
+//! - [`node`]: [`TestNode`], one node `DFS1` the same way, for tests of a
+//!   single node's limits, logins and shutdown.
 //! - [`raw`]: [`RawClient`], one QUIC stream per request and nothing else;
 //!   frame helpers for hand-made bytes.
 //! - [`proxy`]: the hostile proxy behind [`TestCluster::make_hostile`];
 //!   [`Observed`], the record of what reached it.
 //! - [`lie`]: the [`Lie`] trait, [`Verdict`], [`Reply`], and the ready-made
 //!   lies.
+//! - here: [`timed`], [`eventually`], users-file lines ([`md5_user`],
+//!   [`plain_user`], [`upgraded_user`], the sample accounts of
+//!   [`users_text`]), [`cheap_kdf`] and [`tiny_throttle`].
 //!
 //! # Node numbers
 //!
 //! Every `i` in this kit is 0-based: node `0` is `DFS1`, node `3` is
-//! `DFS4`, as in `dfc.conf` order. An index above 3 panics.
+//! `DFS4`, as in `dfc.conf` order. An index above 3 panics. A [`TestNode`]
+//! is `DFS1`.
 //!
 //! # Example
 //!
@@ -62,14 +68,18 @@ use std::time::Duration;
 use md5::{Digest, Md5};
 use wire::KdfParams;
 
+use crate::throttle::ThrottleConfig;
+
 pub mod cluster;
 pub mod lie;
+pub mod node;
 mod observed;
 pub mod proxy;
 pub mod raw;
 
 pub use cluster::{TestCluster, NODE_NAMES};
 pub use lie::{Honest, Lie, Reply, Verdict};
+pub use node::TestNode;
 pub use observed::Observed;
 pub use raw::RawClient;
 
@@ -81,6 +91,19 @@ pub async fn timed<F: Future>(f: F) -> F::Output {
     tokio::time::timeout(TEST_TIMEOUT, f)
         .await
         .expect("test timed out")
+}
+
+/// Polls `cond` every 20 ms until it holds, for up to 10 s; whether it
+/// did. For what a node does after a client went away (a temp file
+/// removed, a slot freed), which no answer announces.
+pub async fn eventually(mut cond: impl FnMut() -> bool) -> bool {
+    for _ in 0..500 {
+        if cond() {
+            return true;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    cond()
 }
 
 /// MD5 of `password`: the legacy login proof and the classic digest.
@@ -120,6 +143,51 @@ pub fn upgraded_user_with(name: &str, password: &str, kdf: &KdfParams) -> anyhow
         "{}\n",
         crate::users::upgraded_line(name, kdf, &key)
     ))
+}
+
+/// Argon2id parameters that cost next to nothing (256 KiB, t = 1, p = 1)
+/// with a 16-byte salt of `salt` bytes: for test accounts (a node does not
+/// check costs; the client refuses these).
+pub fn cheap_kdf(salt: u8) -> KdfParams {
+    KdfParams {
+        salt: vec![salt; 16],
+        m_kib: 256,
+        t: 1,
+        p: 1,
+    }
+}
+
+/// The sample accounts, written as hand-kept `dfs.conf` files are (a
+/// comment, CRLF line ends, a blank line):
+///
+/// - `Alice`, password `Crimson33`: classic MD5 digest entry;
+/// - `Bob`, password `Velvet77`: classic plain entry;
+/// - `Carol`, password `Magellan101`: upgraded entry with [`cheap_kdf`]`(7)`.
+///
+/// # Panics
+///
+/// If Argon2id fails for [`cheap_kdf`] (it does not).
+pub fn users_text() -> String {
+    let carol = upgraded_user_with("Carol", "Magellan101", &cheap_kdf(7))
+        .unwrap_or_else(|e| panic!("cheap Argon2id failed: {e:#}"));
+    format!(
+        "# test users\r\nUsername: Alice\r\nPassword: {}\r\n\r\nBob Velvet77\r\n{}\r\n",
+        hex::encode(md5_digest("Crimson33")),
+        carol.trim_end()
+    )
+}
+
+/// A throttle that bites fast: two free failures, then 300 ms waits (at
+/// most 300 ms per source and per name).
+pub fn tiny_throttle() -> ThrottleConfig {
+    ThrottleConfig {
+        free_failures: 2,
+        base_delay: Duration::from_millis(300),
+        max_ip_delay: Duration::from_millis(300),
+        max_user_delay: Duration::from_millis(300),
+        idle_reset: Duration::from_secs(60),
+        max_tracked: 1000,
+    }
 }
 
 #[cfg(test)]

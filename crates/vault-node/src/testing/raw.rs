@@ -26,6 +26,9 @@ pub const MAX_RESPONSE_LEN: usize = 256 << 20;
 /// Time [`RawClient::connect`] gives the handshake.
 pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 
+/// Time [`RawClient::closed_by_node`] waits for the close.
+pub const CLOSE_WAIT: Duration = Duration::from_secs(5);
+
 /// Client TLS for QUIC trusting only the CA in `ca_pem`, TLS 1.3, ALPN
 /// [`wire::ALPN`]: what a Vault client presents to a node.
 pub fn client_tls(ca_pem: &str) -> anyhow::Result<quinn::ClientConfig> {
@@ -72,8 +75,26 @@ impl RawClient {
         ca_pem: &str,
         server_name: &str,
     ) -> anyhow::Result<RawClient> {
+        Self::connect_with(addr, ca_pem, server_name, None).await
+    }
+
+    /// [`RawClient::connect`], with QUIC keep-alives every `keep_alive` if
+    /// given, so the connection never goes idle (a client that holds a
+    /// connection without using it).
+    pub async fn connect_with(
+        addr: SocketAddr,
+        ca_pem: &str,
+        server_name: &str,
+        keep_alive: Option<Duration>,
+    ) -> anyhow::Result<RawClient> {
         let mut endpoint = quinn::Endpoint::client("127.0.0.1:0".parse()?)?;
-        endpoint.set_default_client_config(client_tls(ca_pem)?);
+        let mut config = client_tls(ca_pem)?;
+        if let Some(every) = keep_alive {
+            let mut transport = quinn::TransportConfig::default();
+            transport.keep_alive_interval(Some(every));
+            config.transport_config(Arc::new(transport));
+        }
+        endpoint.set_default_client_config(config);
         let connecting = endpoint.connect(addr, server_name)?;
         let conn = match tokio::time::timeout(CONNECT_TIMEOUT, connecting).await {
             Ok(conn) => {
@@ -82,6 +103,23 @@ impl RawClient {
             Err(_) => bail!("{server_name} at {addr} did not answer within {CONNECT_TIMEOUT:?}"),
         };
         Ok(RawClient { endpoint, conn })
+    }
+
+    /// The application close code and reason the peer closed the connection
+    /// with, waiting for the close up to [`CLOSE_WAIT`]; `None` if it did not
+    /// close in that time or closed another way (a transport error, a
+    /// timeout).
+    pub async fn closed_by_node(&self) -> Option<(u64, String)> {
+        let err = tokio::time::timeout(CLOSE_WAIT, self.conn.closed())
+            .await
+            .ok()?;
+        match err {
+            quinn::ConnectionError::ApplicationClosed(close) => Some((
+                close.error_code.into_inner(),
+                String::from_utf8_lossy(&close.reason).into_owned(),
+            )),
+            _ => None,
+        }
     }
 
     /// Sends `bytes` as the whole request stream (then FIN) and returns
@@ -142,6 +180,14 @@ impl RawClient {
         Ok(self.request(&req, &[]).await?.0)
     }
 
+    /// [`RawClient::login_md5`], and an error unless it answered `LoggedIn`.
+    pub(super) async fn login_md5_ok(&self, user: &str, password: &str) -> anyhow::Result<()> {
+        match self.login_md5(user, password).await? {
+            Response::LoggedIn => Ok(()),
+            other => bail!("login as {user} refused: {other:?}"),
+        }
+    }
+
     /// `Hello`, derive the login key from the announced salt and costs
     /// (Argon2id), sign the challenge for node `node`, `Login`.
     pub async fn login_signature(
@@ -195,6 +241,17 @@ impl RawClient {
             Err(e) => panic!("get {id} failed: {e:#}"),
         }
     }
+}
+
+/// Reads a response stream to its FIN (at most [`MAX_RESPONSE_LEN`] bytes)
+/// and splits it like [`split_response`]: for requests sent by hand on a
+/// stream of [`RawClient::conn`].
+pub async fn read_response(recv: &mut quinn::RecvStream) -> anyhow::Result<(Response, Vec<u8>)> {
+    let all = recv
+        .read_to_end(MAX_RESPONSE_LEN)
+        .await
+        .context("reading the response")?;
+    split_response(&all)
 }
 
 /// Splits a whole response stream into its decoded frame and the bytes

@@ -1,22 +1,21 @@
 //! TLS identity, malformed frames, connection caps and shutdown.
 
-mod support;
-
 use std::time::Duration;
 
-use support::*;
 use vault_node::certs;
+use vault_node::testing::raw::{error_code, frame};
+use vault_node::testing::{eventually, timed, users_text, RawClient, TestNode};
 use wire::{BlobId, ErrorCode, Request, Response};
 
 #[tokio::test]
 async fn client_trusting_another_ca_cannot_connect() {
     timed(async {
-        let node = TestNode::start().await;
+        let node = TestNode::start(&users_text()).await.unwrap();
         let other = certs::generate(&["DFS1"], &certs::default_sans()).unwrap();
-        let result = Client::connect(node.addr, &other.ca_cert_pem, "DFS1").await;
+        let result = RawClient::connect(node.addr(), &other.ca_cert_pem, "DFS1").await;
         assert!(result.is_err(), "connected with a foreign CA");
         // The right CA still works.
-        let c = node.client().await;
+        let c = node.raw_client().await.unwrap();
         assert!(matches!(
             c.call(&Request::Status).await,
             Response::Status(_)
@@ -28,9 +27,9 @@ async fn client_trusting_another_ca_cannot_connect() {
 #[tokio::test]
 async fn client_dialling_another_node_name_refuses_the_certificate() {
     timed(async {
-        let node = TestNode::start().await; // presents DFS1's certificate
-        let result = Client::connect(node.addr, &node.ca_pem, "DFS2").await;
-        let err = result.err().expect("DFS1's certificate accepted as DFS2");
+        let node = TestNode::start(&users_text()).await.unwrap(); // presents DFS1's certificate
+        let result = RawClient::connect(node.addr(), node.ca_pem(), "DFS2").await;
+        let err = result.expect_err("DFS1's certificate accepted as DFS2");
         assert!(
             format!("{err:#}").to_lowercase().contains("certificate"),
             "{err:#}"
@@ -42,8 +41,8 @@ async fn client_dialling_another_node_name_refuses_the_certificate() {
 #[tokio::test]
 async fn malformed_frames_get_errors_and_the_node_keeps_serving() {
     timed(async {
-        let node = TestNode::start().await;
-        let c = node.md5_client("alice", "Crimson33").await;
+        let node = TestNode::start(&users_text()).await.unwrap();
+        let c = node.md5_client("alice", "Crimson33").await.unwrap();
         let oversized = {
             let mut f = wire::PROTOCOL_VERSION.to_be_bytes().to_vec();
             f.extend_from_slice(&u32::MAX.to_be_bytes());
@@ -85,7 +84,7 @@ async fn malformed_frames_get_errors_and_the_node_keeps_serving() {
         }
         // The same connection and other clients still work.
         assert_eq!(c.put("still-ok", b"x").await, Response::Stored);
-        let other = node.md5_client("bob", "Velvet77").await;
+        let other = node.md5_client("bob", "Velvet77").await.unwrap();
         assert!(matches!(
             other.call(&Request::Status).await,
             Response::Status(_)
@@ -97,14 +96,16 @@ async fn malformed_frames_get_errors_and_the_node_keeps_serving() {
 #[tokio::test]
 async fn connections_over_the_cap_are_refused_with_a_reason() {
     timed(async {
-        let node = TestNode::start_with(|c| c.max_connections = 1).await;
+        let node = TestNode::start_with(&users_text(), |c| c.max_connections = 1)
+            .await
+            .unwrap();
         // Logged in, so it cannot be evicted to make room.
-        let first = node.md5_client("alice", "Crimson33").await;
+        let first = node.md5_client("alice", "Crimson33").await.unwrap();
         assert!(matches!(
             first.call(&Request::Status).await,
             Response::Status(_)
         ));
-        let second = Client::connect(node.addr, &node.ca_pem, "DFS1").await;
+        let second = RawClient::connect(node.addr(), node.ca_pem(), "DFS1").await;
         let reason = match second {
             Err(e) => format!("{e:#}"),
             Ok(c) => format!("{}", c.conn.closed().await),
@@ -114,7 +115,7 @@ async fn connections_over_the_cap_are_refused_with_a_reason() {
         first.conn.close(0u32.into(), b"bye");
         let mut ok = false;
         for _ in 0..100 {
-            if let Ok(c) = Client::connect(node.addr, &node.ca_pem, "DFS1").await {
+            if let Ok(c) = RawClient::connect(node.addr(), node.ca_pem(), "DFS1").await {
                 if let Ok((Response::Status(_), _)) = c.request(&Request::Status, &[]).await {
                     ok = true;
                     break;
@@ -130,8 +131,8 @@ async fn connections_over_the_cap_are_refused_with_a_reason() {
 #[tokio::test]
 async fn run_returns_after_shutdown() {
     timed(async {
-        let mut node = TestNode::start().await;
-        let c = node.md5_client("alice", "Crimson33").await;
+        let mut node = TestNode::start(&users_text()).await.unwrap();
+        let c = node.md5_client("alice", "Crimson33").await.unwrap();
         assert_eq!(c.put("p-1", b"kept").await, Response::Stored);
         node.stop().await.unwrap();
         // The connection is closed by the node.
@@ -148,9 +149,12 @@ async fn run_returns_after_shutdown() {
 #[tokio::test]
 async fn shutdown_aborts_a_stalled_upload_without_leaving_it_visible() {
     timed(async {
-        let mut node =
-            TestNode::start_with(|c| c.shutdown_grace = Duration::from_millis(200)).await;
-        let c = node.md5_client("alice", "Crimson33").await;
+        let mut node = TestNode::start_with(&users_text(), |c| {
+            c.shutdown_grace = Duration::from_millis(200)
+        })
+        .await
+        .unwrap();
+        let c = node.md5_client("alice", "Crimson33").await.unwrap();
         let (mut send, _recv) = c.conn.open_bi().await.unwrap();
         let req = Request::PutBlob {
             id: BlobId::new("p-half").unwrap(),
@@ -158,7 +162,7 @@ async fn shutdown_aborts_a_stalled_upload_without_leaving_it_visible() {
         };
         send.write_all(&wire::encode_request(&req)).await.unwrap();
         send.write_all(&[3u8; 4096]).await.unwrap();
-        let tmp = node.root.join("alice/.tmp");
+        let tmp = node.root().join("alice/.tmp");
         let count = |p: &std::path::Path| std::fs::read_dir(p).map(|d| d.count()).unwrap_or(0);
         assert!(
             eventually(|| count(&tmp) == 1).await,
@@ -178,8 +182,11 @@ async fn shutdown_aborts_a_stalled_upload_without_leaving_it_visible() {
 #[tokio::test]
 async fn new_requests_during_shutdown_are_told_so() {
     timed(async {
-        let mut node = TestNode::start_with(|c| c.shutdown_grace = Duration::from_secs(5)).await;
-        let c = node.md5_client("alice", "Crimson33").await;
+        let mut node =
+            TestNode::start_with(&users_text(), |c| c.shutdown_grace = Duration::from_secs(5))
+                .await
+                .unwrap();
+        let c = node.md5_client("alice", "Crimson33").await.unwrap();
         // Keep one upload in flight so the connection stays open in the grace period.
         let (mut send, _recv) = c.conn.open_bi().await.unwrap();
         let req = Request::PutBlob {
@@ -188,14 +195,10 @@ async fn new_requests_during_shutdown_are_told_so() {
         };
         send.write_all(&wire::encode_request(&req)).await.unwrap();
         send.write_all(b"12345").await.unwrap();
-        let tmp = node.root.join("alice/.tmp");
+        let tmp = node.root().join("alice/.tmp");
         let count = |p: &std::path::Path| std::fs::read_dir(p).map(|d| d.count()).unwrap_or(0);
         assert!(eventually(|| count(&tmp) == 1).await);
-        let stopping = tokio::spawn({
-            let stop = node.stop_signal();
-            async move { stop() }
-        });
-        stopping.await.unwrap();
+        node.signal_stop();
         // A new request on the open connection is refused as shutting down.
         let mut refused = false;
         for _ in 0..100 {

@@ -1,7 +1,5 @@
 //! The `vault-node` binary as an operator runs it.
 
-mod support;
-
 use std::io::{BufRead, BufReader};
 use std::path::Path;
 use std::process::{Command, Output, Stdio};
@@ -286,6 +284,8 @@ fn peak_rss_kib(pid: u32) -> u64 {
 #[tokio::test]
 #[ignore]
 async fn node_memory_stays_bounded_for_huge_blobs() {
+    use vault_node::testing::raw::read_response;
+    use vault_node::testing::RawClient;
     use wire::{BlobId, Request, Response};
     const LEN: u64 = 1 << 30;
     let dir = tempfile::tempdir().unwrap();
@@ -329,7 +329,7 @@ async fn node_memory_stays_bounded_for_huge_blobs() {
         .parse()
         .unwrap();
     let ca = std::fs::read_to_string(certs.join("ca.pem")).unwrap();
-    let c = support::Client::connect(addr, &ca, "DFS1").await.unwrap();
+    let c = RawClient::connect(addr, &ca, "DFS1").await.unwrap();
     assert_eq!(
         c.login_md5("alice", "Crimson33").await.unwrap(),
         Response::LoggedIn
@@ -348,10 +348,7 @@ async fn node_memory_stays_bounded_for_huge_blobs() {
         send.write_all(&chunk).await.unwrap();
     }
     send.finish().unwrap();
-    assert_eq!(
-        support::read_response(&mut recv).await.unwrap().0,
-        Response::Stored
-    );
+    assert_eq!(read_response(&mut recv).await.unwrap().0, Response::Stored);
 
     let (mut send, mut recv) = c.conn.open_bi().await.unwrap();
     send.write_all(&wire::encode_request(&Request::GetBlob { id }))

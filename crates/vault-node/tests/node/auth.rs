@@ -1,11 +1,10 @@
 //! Logins, key records and throttling against an in-process node.
 
-mod support;
-
 use std::time::Duration;
 
-use support::*;
 use vault_node::kdf;
+use vault_node::testing::raw::error_code;
+use vault_node::testing::{cheap_kdf, md5_digest, timed, tiny_throttle, users_text, TestNode};
 use wire::{AuthScheme, ErrorCode, Proof, Request, Response, UserRecord};
 
 fn record(generation: u64, kdf_params: wire::KdfParams, login_key: Option<Vec<u8>>) -> UserRecord {
@@ -21,10 +20,10 @@ fn record(generation: u64, kdf_params: wire::KdfParams, login_key: Option<Vec<u8
 #[tokio::test]
 async fn wrong_password_and_unknown_user_look_the_same() {
     timed(async {
-        let node = TestNode::start().await;
-        let c = node.client().await;
+        let node = TestNode::start(&users_text()).await.unwrap();
+        let c = node.raw_client().await.unwrap();
         let wrong = c.login_md5("alice", "crimson33").await.unwrap();
-        let c = node.client().await;
+        let c = node.raw_client().await.unwrap();
         let unknown = c.login_md5("mallory", "Crimson33").await.unwrap();
         assert_eq!(wrong, unknown);
         assert_eq!(
@@ -33,14 +32,20 @@ async fn wrong_password_and_unknown_user_look_the_same() {
         );
         // Unknown users get a stable decoy that looks upgraded.
         let (_, s1) = c.hello("mallory").await.unwrap();
-        let (_, s2) = node.client().await.hello("MALLORY").await.unwrap();
+        let (_, s2) = node
+            .raw_client()
+            .await
+            .unwrap()
+            .hello("MALLORY")
+            .await
+            .unwrap();
         assert_eq!(s1, s2);
         let AuthScheme::Upgraded(k) = s1 else {
             panic!("decoy should look upgraded")
         };
         assert_eq!((k.salt.len(), k.m_kib, k.t, k.p), (16, 65536, 3, 1));
         // A signature for an unknown user fails the same way.
-        let c = node.client().await;
+        let c = node.raw_client().await.unwrap();
         c.hello("mallory").await.unwrap();
         let resp = c
             .call(&Request::Login {
@@ -56,24 +61,30 @@ async fn wrong_password_and_unknown_user_look_the_same() {
 #[tokio::test]
 async fn legacy_logins_md5_and_plain_entries() {
     timed(async {
-        let node = TestNode::start().await;
-        let c = node.client().await;
+        let node = TestNode::start(&users_text()).await.unwrap();
+        let c = node.raw_client().await.unwrap();
         let (challenge, scheme) = c.hello("Alice").await.unwrap();
         assert_eq!(challenge.len(), 32);
         assert_eq!(scheme, AuthScheme::Legacy);
-        let (challenge2, _) = node.client().await.hello("alice").await.unwrap();
+        let (challenge2, _) = node
+            .raw_client()
+            .await
+            .unwrap()
+            .hello("alice")
+            .await
+            .unwrap();
         assert_ne!(challenge, challenge2, "challenges are fresh");
         assert_eq!(
             c.login_md5("ALICE", "Crimson33").await.unwrap(),
             Response::LoggedIn
         );
         // Plain-text entry, case-sensitive password.
-        let c = node.client().await;
+        let c = node.raw_client().await.unwrap();
         assert_eq!(
             c.login_md5("bob", "Velvet77").await.unwrap(),
             Response::LoggedIn
         );
-        let c = node.client().await;
+        let c = node.raw_client().await.unwrap();
         let resp = c.login_md5("bob", "velvet77").await.unwrap();
         assert_eq!(error_code(&resp), Some(ErrorCode::AuthFailed));
     })
@@ -83,9 +94,9 @@ async fn legacy_logins_md5_and_plain_entries() {
 #[tokio::test]
 async fn login_must_follow_hello_for_the_same_user() {
     timed(async {
-        let node = TestNode::start().await;
-        let c = node.client().await;
-        let proof = Proof::LegacyMd5(md5("Crimson33"));
+        let node = TestNode::start(&users_text()).await.unwrap();
+        let c = node.raw_client().await.unwrap();
+        let proof = Proof::LegacyMd5(md5_digest("Crimson33").to_vec());
         let resp = c
             .call(&Request::Login {
                 user: "alice".into(),
@@ -117,8 +128,8 @@ async fn login_must_follow_hello_for_the_same_user() {
 #[tokio::test]
 async fn upgraded_users_file_entry_logs_in_with_signature() {
     timed(async {
-        let node = TestNode::start().await;
-        let c = node.client().await;
+        let node = TestNode::start(&users_text()).await.unwrap();
+        let c = node.raw_client().await.unwrap();
         let (_, scheme) = c.hello("carol").await.unwrap();
         assert_eq!(scheme, AuthScheme::Upgraded(cheap_kdf(7)));
         let resp = c
@@ -127,20 +138,20 @@ async fn upgraded_users_file_entry_logs_in_with_signature() {
             .unwrap();
         assert_eq!(resp, Response::LoggedIn);
         // Wrong password, and a signature made for another node.
-        let c = node.client().await;
+        let c = node.raw_client().await.unwrap();
         let resp = c
             .login_signature("DFS1", "carol", "magellan101")
             .await
             .unwrap();
         assert_eq!(error_code(&resp), Some(ErrorCode::AuthFailed));
-        let c = node.client().await;
+        let c = node.raw_client().await.unwrap();
         let resp = c
             .login_signature("DFS2", "carol", "Magellan101")
             .await
             .unwrap();
         assert_eq!(error_code(&resp), Some(ErrorCode::AuthFailed));
         // No MD5 is known for an upgraded entry.
-        let c = node.client().await;
+        let c = node.raw_client().await.unwrap();
         let resp = c.login_md5("carol", "Magellan101").await.unwrap();
         assert_eq!(error_code(&resp), Some(ErrorCode::AuthFailed));
     })
@@ -150,8 +161,8 @@ async fn upgraded_users_file_entry_logs_in_with_signature() {
 #[tokio::test]
 async fn record_with_login_key_ends_md5_logins() {
     timed(async {
-        let node = TestNode::start().await;
-        let c = node.md5_client("alice", "Crimson33").await;
+        let node = TestNode::start(&users_text()).await.unwrap();
+        let c = node.md5_client("alice", "Crimson33").await.unwrap();
         assert_eq!(c.call(&Request::GetRecord).await, Response::Record(None));
         // A legacy client's first record (no login key yet).
         let first = record(1, cheap_kdf(1), None);
@@ -165,7 +176,13 @@ async fn record_with_login_key_ends_md5_logins() {
             Response::Record(Some(first))
         );
         // Still legacy.
-        let (_, scheme) = node.client().await.hello("alice").await.unwrap();
+        let (_, scheme) = node
+            .raw_client()
+            .await
+            .unwrap()
+            .hello("alice")
+            .await
+            .unwrap();
         assert_eq!(scheme, AuthScheme::Legacy);
 
         // Rotation: new password, new salt, login key.
@@ -179,13 +196,13 @@ async fn record_with_login_key_ends_md5_logins() {
         assert_eq!(c.call(&put).await, Response::RecordStored);
 
         // MD5 is refused now, even with the right (old) password.
-        let c2 = node.client().await;
+        let c2 = node.raw_client().await.unwrap();
         let resp = c2.login_md5("alice", "Crimson33").await.unwrap();
         assert_eq!(error_code(&resp), Some(ErrorCode::AuthFailed));
         let (_, scheme) = c2.hello("alice").await.unwrap();
         assert_eq!(scheme, AuthScheme::Upgraded(new_kdf));
         // The signature works.
-        let c3 = node.client().await;
+        let c3 = node.raw_client().await.unwrap();
         let resp = c3
             .login_signature("DFS1", "alice", "NewPass99")
             .await
@@ -215,8 +232,8 @@ async fn record_with_login_key_ends_md5_logins() {
 #[tokio::test]
 async fn record_writes_are_compare_and_swap() {
     timed(async {
-        let node = TestNode::start().await;
-        let c = node.md5_client("bob", "Velvet77").await;
+        let node = TestNode::start(&users_text()).await.unwrap();
+        let c = node.md5_client("bob", "Velvet77").await.unwrap();
         let put = |expect, generation| Request::PutRecord {
             expect_generation: expect,
             record: record(generation, cheap_kdf(1), None),
@@ -244,7 +261,7 @@ async fn record_writes_are_compare_and_swap() {
             other => panic!("{other:?}"),
         }
         // Records are per user.
-        let a = node.md5_client("alice", "Crimson33").await;
+        let a = node.md5_client("alice", "Crimson33").await.unwrap();
         assert_eq!(a.call(&Request::GetRecord).await, Response::Record(None));
     })
     .await
@@ -253,14 +270,16 @@ async fn record_writes_are_compare_and_swap() {
 #[tokio::test]
 async fn failed_logins_are_throttled() {
     timed(async {
-        let node = TestNode::start_with(|c| c.throttle = tiny_throttle()).await;
+        let node = TestNode::start_with(&users_text(), |c| c.throttle = tiny_throttle())
+            .await
+            .unwrap();
         for _ in 0..2 {
-            let c = node.client().await;
+            let c = node.raw_client().await.unwrap();
             let resp = c.login_md5("alice", "nope").await.unwrap();
             assert_eq!(error_code(&resp), Some(ErrorCode::AuthFailed));
         }
         // Even the right password is refused while throttled.
-        let c = node.client().await;
+        let c = node.raw_client().await.unwrap();
         let resp = c.login_md5("alice", "Crimson33").await.unwrap();
         let Some(ErrorCode::Throttled(ms)) = error_code(&resp) else {
             panic!("{resp:?}")
@@ -268,12 +287,12 @@ async fn failed_logins_are_throttled() {
         assert!(ms > 0 && ms <= 300, "{ms}");
         // After the wait the right password works, and the counter resets.
         tokio::time::sleep(Duration::from_millis(ms + 20)).await;
-        let c = node.client().await;
+        let c = node.raw_client().await.unwrap();
         assert_eq!(
             c.login_md5("alice", "Crimson33").await.unwrap(),
             Response::LoggedIn
         );
-        let c = node.client().await;
+        let c = node.raw_client().await.unwrap();
         let resp = c.login_md5("alice", "nope").await.unwrap();
         assert_eq!(error_code(&resp), Some(ErrorCode::AuthFailed));
     })
@@ -283,11 +302,8 @@ async fn failed_logins_are_throttled() {
 #[tokio::test]
 async fn removal_from_the_users_file_wins_over_a_record() {
     timed(async {
-        let cluster = Cluster::new();
-        let dir = tempfile::tempdir().unwrap();
-        let ca = cluster.certs.ca_cert_pem.clone();
-        let mut node = TestNode::spawn(cluster.config(0, dir.path()), ca.clone());
-        let c = node.md5_client("alice", "Crimson33").await;
+        let mut node = TestNode::start(&users_text()).await.unwrap();
+        let c = node.md5_client("alice", "Crimson33").await.unwrap();
         let new_kdf = cheap_kdf(4);
         let key = kdf::public_key_for_password(b"NewPass99", &new_kdf).unwrap();
         let put = Request::PutRecord {
@@ -295,13 +311,13 @@ async fn removal_from_the_users_file_wins_over_a_record() {
             record: record(1, new_kdf, Some(key.to_vec())),
         };
         assert_eq!(c.call(&put).await, Response::RecordStored);
-        node.stop().await.unwrap();
-
         // Restart on the same root with Alice removed from the users file.
-        let mut config = cluster.config(0, dir.path());
-        config.users = vault_node::UserDb::parse("bob Velvet77\n", "users").unwrap();
-        let node = TestNode::spawn(config, ca);
-        let c = node.client().await;
+        node.restart_with(|config| {
+            config.users = vault_node::UserDb::parse("bob Velvet77\n", "users").unwrap();
+        })
+        .await
+        .unwrap();
+        let c = node.raw_client().await.unwrap();
         let resp = c
             .login_signature("DFS1", "alice", "NewPass99")
             .await
@@ -315,10 +331,10 @@ async fn removal_from_the_users_file_wins_over_a_record() {
 async fn concurrent_wrong_logins_get_at_most_the_free_allowance_of_answers() {
     timed(async {
         // Default throttle: five free failures.
-        let node = TestNode::start().await;
+        let node = TestNode::start(&users_text()).await.unwrap();
         let mut tasks = tokio::task::JoinSet::new();
         for _ in 0..20 {
-            let c = node.client().await;
+            let c = node.raw_client().await.unwrap();
             tasks.spawn(async move {
                 // Hello first on every connection, then all logins at once.
                 c.hello("alice").await.unwrap();
@@ -334,7 +350,7 @@ async fn concurrent_wrong_logins_get_at_most_the_free_allowance_of_answers() {
             logins.spawn(async move {
                 c.call(&Request::Login {
                     user: "alice".into(),
-                    proof: Proof::LegacyMd5(md5("wrong guess")),
+                    proof: Proof::LegacyMd5(md5_digest("wrong guess").to_vec()),
                 })
                 .await
             });
@@ -356,15 +372,15 @@ async fn concurrent_wrong_logins_get_at_most_the_free_allowance_of_answers() {
 #[tokio::test]
 async fn a_rotation_logs_the_users_other_connections_out() {
     timed(async {
-        let node = TestNode::start().await;
-        let old = node.md5_client("alice", "Crimson33").await;
+        let node = TestNode::start(&users_text()).await.unwrap();
+        let old = node.md5_client("alice", "Crimson33").await.unwrap();
         let list = Request::List {
             after: None,
             limit: 10,
         };
         assert!(matches!(old.call(&list).await, Response::Listing { .. }));
         // A record without a login key changes nothing for other sessions.
-        let rotating = node.md5_client("alice", "Crimson33").await;
+        let rotating = node.md5_client("alice", "Crimson33").await.unwrap();
         let first = record(1, cheap_kdf(1), None);
         let put = Request::PutRecord {
             expect_generation: 0,
@@ -392,7 +408,7 @@ async fn a_rotation_logs_the_users_other_connections_out() {
             Response::Listing { .. }
         ));
         // A session logged in with the new key survives a rewrite that keeps it.
-        let fresh = node.client().await;
+        let fresh = node.raw_client().await.unwrap();
         assert_eq!(
             fresh
                 .login_signature("DFS1", "alice", "NewPass99")
@@ -409,7 +425,7 @@ async fn a_rotation_logs_the_users_other_connections_out() {
             error_code(&rotating.call(&put).await),
             Some(ErrorCode::AuthFailed)
         );
-        let other = node.client().await;
+        let other = node.raw_client().await.unwrap();
         other
             .login_signature("DFS1", "alice", "NewPass99")
             .await
@@ -432,8 +448,10 @@ async fn a_rotation_logs_the_users_other_connections_out() {
 #[tokio::test]
 async fn previous_credentials_after_a_rotation_do_not_count_as_guesses() {
     timed(async {
-        let node = TestNode::start_with(|c| c.throttle = tiny_throttle()).await;
-        let c = node.md5_client("alice", "Crimson33").await;
+        let node = TestNode::start_with(&users_text(), |c| c.throttle = tiny_throttle())
+            .await
+            .unwrap();
+        let c = node.md5_client("alice", "Crimson33").await.unwrap();
         let kdf1 = cheap_kdf(2);
         let key1 = kdf::public_key_for_password(b"NewPass99", &kdf1).unwrap();
         let put = Request::PutRecord {
@@ -445,15 +463,16 @@ async fn previous_credentials_after_a_rotation_do_not_count_as_guesses() {
         // never throttled (tiny_throttle allows two free failures).
         for _ in 0..6 {
             let resp = node
-                .client()
+                .raw_client()
                 .await
+                .unwrap()
                 .login_md5("alice", "Crimson33")
                 .await
                 .unwrap();
             assert_eq!(error_code(&resp), Some(ErrorCode::AuthFailed), "{resp:?}");
         }
         // A second rotation: the first login key becomes the previous one.
-        let s = node.client().await;
+        let s = node.raw_client().await.unwrap();
         assert_eq!(
             s.login_signature("DFS1", "alice", "NewPass99")
                 .await
@@ -471,7 +490,7 @@ async fn previous_credentials_after_a_rotation_do_not_count_as_guesses() {
             // The announced salt is the new one; a stale client derives its
             // key from its own old salt, as a client that missed the
             // rotation would.
-            let c = node.client().await;
+            let c = node.raw_client().await.unwrap();
             let (challenge, _) = c.hello("alice").await.unwrap();
             let seed = kdf::login_seed(&kdf::derive_root(b"NewPass99", &cheap_kdf(2)).unwrap());
             let sig =
@@ -485,7 +504,7 @@ async fn previous_credentials_after_a_rotation_do_not_count_as_guesses() {
             assert_eq!(error_code(&resp), Some(ErrorCode::AuthFailed), "{resp:?}");
         }
         // The current password still gets straight in.
-        let c = node.client().await;
+        let c = node.raw_client().await.unwrap();
         assert_eq!(
             c.login_signature("DFS1", "alice", "Third-Pass")
                 .await
@@ -495,16 +514,18 @@ async fn previous_credentials_after_a_rotation_do_not_count_as_guesses() {
         // Real guesses are still throttled.
         for _ in 0..2 {
             let resp = node
-                .client()
+                .raw_client()
                 .await
+                .unwrap()
                 .login_md5("alice", "guess")
                 .await
                 .unwrap();
             assert_eq!(error_code(&resp), Some(ErrorCode::AuthFailed));
         }
         let resp = node
-            .client()
+            .raw_client()
             .await
+            .unwrap()
             .login_md5("alice", "guess")
             .await
             .unwrap();

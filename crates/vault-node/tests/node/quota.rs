@@ -1,10 +1,9 @@
 //! Per-user quota, status figures and listing times, through a real node.
 
-mod support;
-
 use std::time::Duration;
 
-use support::*;
+use vault_node::testing::raw::{error_code, read_response};
+use vault_node::testing::{eventually, timed, users_text, RawClient, TestNode};
 use wire::{BlobId, ErrorCode, Request, Response};
 
 fn id(s: &str) -> BlobId {
@@ -13,7 +12,7 @@ fn id(s: &str) -> BlobId {
 
 /// Sends a `PutBlob` frame and no bytes, keeping the stream open, and
 /// returns the node's answer: it must come without the upload.
-async fn announce_only(c: &Client, name: &str, len: u64) -> Response {
+async fn announce_only(c: &RawClient, name: &str, len: u64) -> Response {
     let (mut send, mut recv) = c.conn.open_bi().await.unwrap();
     let req = Request::PutBlob { id: id(name), len };
     send.write_all(&wire::encode_request(&req)).await.unwrap();
@@ -28,8 +27,10 @@ async fn announce_only(c: &Client, name: &str, len: u64) -> Response {
 #[tokio::test]
 async fn uploads_over_the_quota_are_refused_before_any_byte() {
     timed(async {
-        let node = TestNode::start_with(|c| c.quota = Some(100)).await;
-        let c = node.md5_client("alice", "Crimson33").await;
+        let node = TestNode::start_with(&users_text(), |c| c.quota = Some(100))
+            .await
+            .unwrap();
+        let c = node.md5_client("alice", "Crimson33").await.unwrap();
         assert_eq!(c.put("p-a", &[1; 60]).await, Response::Stored);
         let resp = announce_only(&c, "p-b", 41).await;
         let Response::Error { code, message } = resp else {
@@ -48,7 +49,7 @@ async fn uploads_over_the_quota_are_refused_before_any_byte() {
             Some(ErrorCode::QuotaExceeded)
         );
         // Another user has a quota of their own.
-        let bob = node.md5_client("bob", "Velvet77").await;
+        let bob = node.md5_client("bob", "Velvet77").await.unwrap();
         assert_eq!(bob.put("p-a", &[4; 100]).await, Response::Stored);
         match c.call(&Request::Status).await {
             Response::Status(s) => {
@@ -64,8 +65,10 @@ async fn uploads_over_the_quota_are_refused_before_any_byte() {
 #[tokio::test]
 async fn an_upload_in_progress_holds_its_share_of_the_quota() {
     timed(async {
-        let node = TestNode::start_with(|c| c.quota = Some(100)).await;
-        let c = node.md5_client("alice", "Crimson33").await;
+        let node = TestNode::start_with(&users_text(), |c| c.quota = Some(100))
+            .await
+            .unwrap();
+        let c = node.md5_client("alice", "Crimson33").await.unwrap();
         let (mut send, mut recv) = c.conn.open_bi().await.unwrap();
         let req = Request::PutBlob {
             id: id("p-slow"),
@@ -73,7 +76,7 @@ async fn an_upload_in_progress_holds_its_share_of_the_quota() {
         };
         send.write_all(&wire::encode_request(&req)).await.unwrap();
         send.write_all(&[5; 30]).await.unwrap();
-        let tmp = node.root.join("alice/.tmp");
+        let tmp = node.root().join("alice/.tmp");
         let count = |p: &std::path::Path| std::fs::read_dir(p).map(|d| d.count()).unwrap_or(0);
         assert!(
             eventually(|| count(&tmp) == 1).await,
@@ -95,8 +98,8 @@ async fn an_upload_in_progress_holds_its_share_of_the_quota() {
 #[tokio::test]
 async fn listings_carry_modification_times_and_status_has_no_quota_by_default() {
     timed(async {
-        let node = TestNode::start().await;
-        let c = node.md5_client("alice", "Crimson33").await;
+        let node = TestNode::start(&users_text()).await.unwrap();
+        let c = node.md5_client("alice", "Crimson33").await.unwrap();
         assert_eq!(c.put("p-1", b"abc").await, Response::Stored);
         let Response::Listing { entries, more } = c
             .call(&Request::List {

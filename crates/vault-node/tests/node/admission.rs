@@ -1,30 +1,30 @@
 //! Connection slots: address validation, eviction of connections that never
 //! log in, and the login timeout.
 
-mod support;
-
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use support::*;
+use vault_node::testing::{timed, users_text, RawClient, TestNode};
 use wire::Response;
 
-/// Close codes the node uses (see `server.rs`).
+/// Close codes the node uses (see `connection.rs`).
 const EVICTED: u64 = 3;
 const LOGIN_TIMEOUT: u64 = 4;
 
 #[tokio::test]
 async fn idle_connections_do_not_keep_a_real_client_out() {
     timed(async {
-        let node = TestNode::start_with(|c| c.max_connections = 8).await;
+        let node = TestNode::start_with(&users_text(), |c| c.max_connections = 8)
+            .await
+            .unwrap();
         // Eight connections that never log in and never go idle, all from
         // 127.0.0.1 like the real client below.
         let mut idle = Vec::new();
         for _ in 0..8 {
-            let c = Client::connect_with(
-                node.addr,
-                &node.ca_pem,
+            let c = RawClient::connect_with(
+                node.addr(),
+                node.ca_pem(),
                 "DFS1",
                 Some(Duration::from_millis(200)),
             )
@@ -33,7 +33,7 @@ async fn idle_connections_do_not_keep_a_real_client_out() {
             idle.push(c);
         }
         let real = tokio::time::timeout(Duration::from_secs(5), async {
-            let c = node.md5_client("alice", "Crimson33").await;
+            let c = node.md5_client("alice", "Crimson33").await.unwrap();
             assert_eq!(c.put("p-real", b"stored").await, Response::Stored);
             c
         })
@@ -43,7 +43,8 @@ async fn idle_connections_do_not_keep_a_real_client_out() {
         // The oldest idle connections made room: four for the per-source
         // cap of 4 while the flood arrived, one for the real client.
         for (i, c) in idle.iter().enumerate().take(5) {
-            let (code, reason) = closed_by_node(&c.conn)
+            let (code, reason) = c
+                .closed_by_node()
                 .await
                 .unwrap_or_else(|| panic!("idle connection {i} was not closed by the node"));
             assert_eq!(code, EVICTED, "{reason}");
@@ -62,12 +63,14 @@ async fn idle_connections_do_not_keep_a_real_client_out() {
 #[tokio::test]
 async fn logged_in_connections_are_never_evicted() {
     timed(async {
-        let node = TestNode::start_with(|c| c.max_connections = 2).await;
-        let a = node.md5_client("alice", "Crimson33").await;
-        let b = node.md5_client("bob", "Velvet77").await;
+        let node = TestNode::start_with(&users_text(), |c| c.max_connections = 2)
+            .await
+            .unwrap();
+        let a = node.md5_client("alice", "Crimson33").await.unwrap();
+        let b = node.md5_client("bob", "Velvet77").await.unwrap();
         // Nothing can be evicted: the newcomer is refused.
-        let third = node.client().await;
-        let (_, reason) = closed_by_node(&third.conn).await.expect("not refused");
+        let third = node.raw_client().await.unwrap();
+        let (_, reason) = third.closed_by_node().await.expect("not refused");
         assert!(reason.contains("busy"), "{reason}");
         assert_eq!(a.put("p-a", b"a").await, Response::Stored);
         assert_eq!(b.put("p-b", b"b").await, Response::Stored);
@@ -78,17 +81,22 @@ async fn logged_in_connections_are_never_evicted() {
 #[tokio::test]
 async fn a_connection_that_never_logs_in_is_closed_after_the_login_timeout() {
     timed(async {
-        let node = TestNode::start_with(|c| c.login_timeout = Duration::from_millis(300)).await;
-        let lazy = node.client().await;
+        let node = TestNode::start_with(&users_text(), |c| {
+            c.login_timeout = Duration::from_millis(300)
+        })
+        .await
+        .unwrap();
+        let lazy = node.raw_client().await.unwrap();
         // A challenge alone is not a login.
         lazy.hello("alice").await.unwrap();
-        let (code, reason) = closed_by_node(&lazy.conn)
+        let (code, reason) = lazy
+            .closed_by_node()
             .await
             .expect("the idle connection was not closed");
         assert_eq!(code, LOGIN_TIMEOUT, "{reason}");
         assert!(reason.contains("login timeout"), "{reason}");
         // A connection that logged in in time stays open past the deadline.
-        let busy = node.md5_client("alice", "Crimson33").await;
+        let busy = node.md5_client("alice", "Crimson33").await.unwrap();
         let still_open = tokio::time::timeout(Duration::from_millis(900), busy.conn.closed()).await;
         assert!(still_open.is_err(), "a logged-in connection was closed");
         assert_eq!(busy.put("p-1", b"x").await, Response::Stored);
@@ -107,12 +115,12 @@ fn is_retry(datagram: &[u8]) -> bool {
 #[tokio::test]
 async fn unvalidated_addresses_get_a_retry_first() {
     timed(async {
-        let node = TestNode::start().await;
+        let node = TestNode::start(&users_text()).await.unwrap();
         // A UDP relay between the client and the node that counts the
         // node's Retry packets.
         let front = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
         let back = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
-        back.connect(node.addr).await.unwrap();
+        back.connect(node.addr()).await.unwrap();
         let relay_addr = front.local_addr().unwrap();
         let retries = Arc::new(AtomicUsize::new(0));
         let counted = retries.clone();
@@ -136,7 +144,7 @@ async fn unvalidated_addresses_get_a_retry_first() {
                 }
             }
         });
-        let c = Client::connect(relay_addr, &node.ca_pem, "DFS1")
+        let c = RawClient::connect(relay_addr, node.ca_pem(), "DFS1")
             .await
             .unwrap();
         assert!(matches!(

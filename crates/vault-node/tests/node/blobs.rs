@@ -1,8 +1,7 @@
 //! Blob requests over a real QUIC connection to an in-process node.
 
-mod support;
-
-use support::*;
+use vault_node::testing::raw::{error_code, raw_frame, read_response, RawRequest};
+use vault_node::testing::{eventually, timed, users_text, TestNode};
 use wire::{BlobId, ErrorCode, Request, Response};
 
 fn id(s: &str) -> BlobId {
@@ -16,8 +15,8 @@ fn pattern(len: usize) -> Vec<u8> {
 #[tokio::test]
 async fn put_get_list_delete_round_trip() {
     timed(async {
-        let mut node = TestNode::start().await;
-        let c = node.md5_client("alice", "Crimson33").await;
+        let mut node = TestNode::start(&users_text()).await.unwrap();
+        let c = node.md5_client("alice", "Crimson33").await.unwrap();
         let big = pattern(5 * 1024 * 1024 + 17);
         assert_eq!(c.put("p-big", &big).await, Response::Stored);
         assert_eq!(c.put("m-empty", b"").await, Response::Stored);
@@ -90,8 +89,8 @@ async fn put_get_list_delete_round_trip() {
 #[tokio::test]
 async fn list_paginates_in_id_order() {
     timed(async {
-        let node = TestNode::start().await;
-        let c = node.md5_client("alice", "Crimson33").await;
+        let node = TestNode::start(&users_text()).await.unwrap();
+        let c = node.md5_client("alice", "Crimson33").await.unwrap();
         let mut ids: Vec<String> = (0..23).map(|i| format!("b-{:03}", (i * 7) % 23)).collect();
         for i in &ids {
             assert_eq!(c.put(i, i.as_bytes()).await, Response::Stored);
@@ -132,11 +131,11 @@ async fn list_paginates_in_id_order() {
 #[tokio::test]
 async fn users_are_isolated() {
     timed(async {
-        let node = TestNode::start().await;
-        let bob = node.md5_client("bob", "Velvet77").await;
+        let node = TestNode::start(&users_text()).await.unwrap();
+        let bob = node.md5_client("bob", "Velvet77").await.unwrap();
         assert_eq!(bob.put("p-secret", b"bob's bytes").await, Response::Stored);
 
-        let alice = node.md5_client("ALICE", "Crimson33").await;
+        let alice = node.md5_client("ALICE", "Crimson33").await.unwrap();
         assert_eq!(
             error_code(&alice.get("p-secret").await.0),
             Some(ErrorCode::NotFound)
@@ -168,8 +167,8 @@ async fn users_are_isolated() {
 #[tokio::test]
 async fn requests_need_login() {
     timed(async {
-        let node = TestNode::start().await;
-        let c = node.client().await;
+        let node = TestNode::start(&users_text()).await.unwrap();
+        let c = node.raw_client().await.unwrap();
         for req in [
             Request::PutBlob {
                 id: id("x"),
@@ -199,8 +198,8 @@ async fn requests_need_login() {
 #[tokio::test]
 async fn hostile_ids_are_refused_and_nothing_is_written() {
     timed(async {
-        let node = TestNode::start().await;
-        let c = node.md5_client("alice", "Crimson33").await;
+        let node = TestNode::start(&users_text()).await.unwrap();
+        let c = node.md5_client("alice", "Crimson33").await.unwrap();
         let long = "a".repeat(10_000);
         let hostile = [
             "..",
@@ -248,8 +247,10 @@ async fn hostile_ids_are_refused_and_nothing_is_written() {
 #[tokio::test]
 async fn oversized_blob_is_refused_before_reading() {
     timed(async {
-        let node = TestNode::start_with(|c| c.max_blob_len = 1024).await;
-        let c = node.md5_client("alice", "Crimson33").await;
+        let node = TestNode::start_with(&users_text(), |c| c.max_blob_len = 1024)
+            .await
+            .unwrap();
+        let c = node.md5_client("alice", "Crimson33").await.unwrap();
         assert_eq!(c.put("fits", &[1; 1024]).await, Response::Stored);
         // Announce more than the cap; send only a little (the node must not wait for it).
         let req = Request::PutBlob {
@@ -266,8 +267,8 @@ async fn oversized_blob_is_refused_before_reading() {
 #[tokio::test]
 async fn upload_must_match_announced_length() {
     timed(async {
-        let node = TestNode::start().await;
-        let c = node.md5_client("alice", "Crimson33").await;
+        let node = TestNode::start(&users_text()).await.unwrap();
+        let c = node.md5_client("alice", "Crimson33").await.unwrap();
         // More bytes than announced.
         let req = Request::PutBlob {
             id: id("long"),
@@ -290,8 +291,8 @@ async fn upload_must_match_announced_length() {
 #[tokio::test]
 async fn dropped_upload_leaves_no_blob_and_no_temp_file() {
     timed(async {
-        let node = TestNode::start().await;
-        let c = node.md5_client("alice", "Crimson33").await;
+        let node = TestNode::start(&users_text()).await.unwrap();
+        let c = node.md5_client("alice", "Crimson33").await.unwrap();
         assert_eq!(c.put("p-keep", b"old").await, Response::Stored);
         let (mut send, _recv) = c.conn.open_bi().await.unwrap();
         let req = Request::PutBlob {
@@ -301,7 +302,7 @@ async fn dropped_upload_leaves_no_blob_and_no_temp_file() {
         send.write_all(&wire::encode_request(&req)).await.unwrap();
         send.write_all(&vec![7u8; 1 << 20]).await.unwrap();
         // The upload is in progress once its temp file exists.
-        let tmp = node.root.join("alice/.tmp");
+        let tmp = node.root().join("alice/.tmp");
         let count = |p: &std::path::Path| std::fs::read_dir(p).map(|d| d.count()).unwrap_or(0);
         assert!(
             eventually(|| count(&tmp) == 1).await,
@@ -313,7 +314,7 @@ async fn dropped_upload_leaves_no_blob_and_no_temp_file() {
             "temp file left behind"
         );
         // The old blob is intact.
-        let c2 = node.md5_client("alice", "Crimson33").await;
+        let c2 = node.md5_client("alice", "Crimson33").await.unwrap();
         assert_eq!(c2.get("p-keep").await.1, b"old");
         assert_eq!(node.user_files(), vec!["alice/p-keep"]);
     })
@@ -323,8 +324,8 @@ async fn dropped_upload_leaves_no_blob_and_no_temp_file() {
 #[tokio::test]
 async fn reset_upload_leaves_nothing() {
     timed(async {
-        let node = TestNode::start().await;
-        let c = node.md5_client("alice", "Crimson33").await;
+        let node = TestNode::start(&users_text()).await.unwrap();
+        let c = node.md5_client("alice", "Crimson33").await.unwrap();
         let (mut send, mut recv) = c.conn.open_bi().await.unwrap();
         let req = Request::PutBlob {
             id: id("p-reset"),
@@ -332,7 +333,7 @@ async fn reset_upload_leaves_nothing() {
         };
         send.write_all(&wire::encode_request(&req)).await.unwrap();
         send.write_all(&[1u8; 1000]).await.unwrap();
-        let tmp = node.root.join("alice/.tmp");
+        let tmp = node.root().join("alice/.tmp");
         let count = |p: &std::path::Path| std::fs::read_dir(p).map(|d| d.count()).unwrap_or(0);
         assert!(eventually(|| count(&tmp) == 1).await);
         send.reset(9u32.into()).unwrap();

@@ -1,31 +1,41 @@
 //! The test kit itself (`vault_node::testing`, feature `testing`): the
 //! cluster, the raw client and the hostile proxy do what their docs say.
-//! The ready-made lies are in `testing_lies.rs`.
-
-mod kit_common;
+//! The ready-made lies are in `testing_lies`.
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use kit_common::{alice, cluster, id, list_frame, users};
 use tokio::sync::mpsc;
 use vault_node::testing::lie::{when, Chain, RawAnswer, StallOn};
 use vault_node::testing::raw::{error_code, frame, oversized_frame_header};
-use vault_node::testing::{md5_digest, timed, Honest, Lie, RawClient, Reply, TestCluster, Verdict};
-use wire::{encode_request, ErrorCode, Proof, Request, Response};
+use vault_node::testing::{
+    md5_digest, timed, users_text, Honest, Lie, RawClient, Reply, TestCluster, Verdict,
+};
+use wire::{encode_request, BlobId, ErrorCode, Proof, Request, Response};
 
 /// What a client waits for an answer that must not come.
 const PATIENCE: Duration = Duration::from_millis(300);
 
+fn id(s: &str) -> BlobId {
+    BlobId::new(s).unwrap()
+}
+
+fn list_frame() -> Vec<u8> {
+    encode_request(&Request::List {
+        after: None,
+        limit: 256,
+    })
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_honest_proxy_is_transparent() {
     timed(async {
-        let mut c = cluster().await;
-        let direct = alice(&c, 1).await;
+        let mut c = TestCluster::start(&users_text()).await.unwrap();
+        let direct = c.md5_client(1, "alice", "Crimson33").await.unwrap();
         let seen = c.make_hostile(1, Arc::new(Honest)).await.unwrap();
         assert_ne!(c.addr(1), c.node_addr(1));
-        let proxied = alice(&c, 1).await;
+        let proxied = c.md5_client(1, "alice", "Crimson33").await.unwrap();
         let big: Vec<u8> = (0..3_000_003u32).map(|n| (n % 251) as u8).collect();
         assert_eq!(proxied.put("p-big", &big).await, Response::Stored);
         assert_eq!(proxied.put("p-empty", b"").await, Response::Stored);
@@ -94,10 +104,10 @@ impl Lie for Signal {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_stall_leaves_the_client_waiting() {
     timed(async {
-        let mut c = cluster().await;
+        let mut c = TestCluster::start(&users_text()).await.unwrap();
         let stall = Arc::new(StallOn::new(when::get_blob("p-")));
         c.make_hostile(1, stall.clone()).await.unwrap();
-        let client = alice(&c, 1).await;
+        let client = c.md5_client(1, "alice", "Crimson33").await.unwrap();
         assert_eq!(client.put("p-s", b"data").await, Response::Stored);
         let waited = tokio::time::timeout(PATIENCE, client.get("p-s")).await;
         assert!(waited.is_err(), "answered: {waited:?}");
@@ -115,7 +125,7 @@ async fn a_stall_leaves_the_client_waiting() {
             Arc::new(StallOn::after_node(when::put_blob(""))),
         ]);
         c.make_hostile(1, Arc::new(chain)).await.unwrap();
-        let client = alice(&c, 1).await;
+        let client = c.md5_client(1, "alice", "Crimson33").await.unwrap();
         answered.recv().await; // the two login requests
         answered.recv().await;
         let waited = tokio::time::timeout(PATIENCE, client.put("p-late", b"late")).await;
@@ -128,7 +138,7 @@ async fn a_stall_leaves_the_client_waiting() {
         c.make_hostile(1, Arc::new(StallOn::mid_blob("p-", 2)))
             .await
             .unwrap();
-        let client = alice(&c, 1).await;
+        let client = c.md5_client(1, "alice", "Crimson33").await.unwrap();
         let (mut send, mut recv) = client.conn.open_bi().await.unwrap();
         send.write_all(&encode_request(&Request::GetBlob { id: id("p-s") }))
             .await
@@ -149,12 +159,12 @@ async fn a_stall_leaves_the_client_waiting() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn raw_answers_arrive_verbatim() {
     timed(async {
-        let mut c = cluster().await;
+        let mut c = TestCluster::start(&users_text()).await.unwrap();
         let mut bytes = oversized_frame_header();
         bytes.extend_from_slice(b"\xff\x00garbage");
         let raw = Arc::new(RawAnswer::new(when::list(), bytes.clone()));
         let seen = c.make_hostile(0, raw.clone()).await.unwrap();
-        let client = alice(&c, 0).await;
+        let client = c.md5_client(0, "alice", "Crimson33").await.unwrap();
         assert_eq!(client.exchange(&list_frame()).await.unwrap(), bytes);
         assert_eq!(raw.hits(), 1);
         assert_eq!(seen.count(|r| matches!(r, Request::List { .. })), 1);
@@ -172,12 +182,12 @@ async fn raw_answers_arrive_verbatim() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn observed_sees_the_md5_proof_of_a_legacy_login() {
     timed(async {
-        let mut c = cluster().await;
+        let mut c = TestCluster::start(&users_text()).await.unwrap();
         let seen = c.make_hostile(0, Arc::new(Honest)).await.unwrap();
-        alice(&c, 0).await;
+        c.md5_client(0, "alice", "Crimson33").await.unwrap();
         let carol = c.raw_client(0).await.unwrap();
         let r = carol
-            .login_signature("DFS1", "carol", "Lapis-4")
+            .login_signature("DFS1", "carol", "Magellan101")
             .await
             .unwrap();
         assert_eq!(r, Response::LoggedIn);
@@ -209,9 +219,9 @@ async fn resets_and_panicking_lies_reset_only_their_stream() {
         }
     }
     timed(async {
-        let mut c = cluster().await;
+        let mut c = TestCluster::start(&users_text()).await.unwrap();
         c.make_hostile(2, Arc::new(Mixed)).await.unwrap();
-        let client = alice(&c, 2).await;
+        let client = c.md5_client(2, "alice", "Crimson33").await.unwrap();
         assert!(client.request(&Request::Status, &[]).await.is_err());
         assert!(client.request(&Request::GetRecord, &[]).await.is_err());
         let (resp, _) = client
@@ -226,10 +236,14 @@ async fn resets_and_panicking_lies_reset_only_their_stream() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn restart_keeps_the_address_and_the_proxy_follows() {
     timed(async {
-        let mut c = cluster().await;
+        let mut c = TestCluster::start(&users_text()).await.unwrap();
         let node = c.node_addr(1);
         assert_eq!(
-            alice(&c, 1).await.put("p-kept", b"kept").await,
+            c.md5_client(1, "alice", "Crimson33")
+                .await
+                .unwrap()
+                .put("p-kept", b"kept")
+                .await,
             Response::Stored
         );
         c.stop(1).await.unwrap();
@@ -237,17 +251,33 @@ async fn restart_keeps_the_address_and_the_proxy_follows() {
         c.restart(1).await.unwrap();
         assert!(c.is_running(1));
         assert_eq!(c.node_addr(1), node);
-        assert_eq!(alice(&c, 1).await.get("p-kept").await.1, b"kept");
+        assert_eq!(
+            c.md5_client(1, "alice", "Crimson33")
+                .await
+                .unwrap()
+                .get("p-kept")
+                .await
+                .1,
+            b"kept"
+        );
 
         let seen = c.make_hostile(1, Arc::new(Honest)).await.unwrap();
         let proxy = c.addr(1);
-        let before = alice(&c, 1).await;
+        let before = c.md5_client(1, "alice", "Crimson33").await.unwrap();
         c.restart(1).await.unwrap();
         assert_eq!((c.addr(1), c.node_addr(1)), (proxy, node));
         // The node's goodbye reaches the client through the proxy.
         let closed = before.conn.closed().await;
         assert!(closed.to_string().contains("shutdown"), "{closed}");
-        assert_eq!(alice(&c, 1).await.get("p-kept").await.1, b"kept");
+        assert_eq!(
+            c.md5_client(1, "alice", "Crimson33")
+                .await
+                .unwrap()
+                .get("p-kept")
+                .await
+                .1,
+            b"kept"
+        );
         assert_eq!(seen.connections(), 2);
 
         // While the node is down the proxy turns clients away.
@@ -263,7 +293,7 @@ async fn restart_keeps_the_address_and_the_proxy_follows() {
 async fn dfc_text_lists_the_nodes_in_order() {
     timed(async {
         let counter = AtomicUsize::new(0);
-        let users = [&users()[..], "", "", ""];
+        let users = [&users_text()[..], "", "", ""];
         let mut c = TestCluster::start_with(users, |i, cfg| {
             counter.fetch_add(1, Ordering::SeqCst);
             cfg.max_streams_per_connection = 8 + i as u32;

@@ -2,8 +2,6 @@
 //! CA key lives, CA re-use (renewal), `force`, validity and the cluster
 //! secret.
 
-mod support;
-
 use std::fs;
 use std::path::Path;
 use std::sync::Arc;
@@ -11,8 +9,8 @@ use std::time::{Duration, SystemTime};
 
 use rustls::client::danger::ServerCertVerifier;
 use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
-use support::*;
 use vault_node::certs::{self, CertOptions};
+use vault_node::testing::{timed, users_text, RawClient, TestNode};
 use wire::Response;
 
 const DAY: u64 = 86_400;
@@ -310,13 +308,16 @@ async fn node_certs_from_a_reused_ca_chain_to_the_original_ca_pem() {
         certs::write_dir(&d, &names(&["DFS1"]), &certs::default_sans(), &opts()).unwrap();
         let original_ca = fs::read_to_string(d.join("ca.pem")).unwrap();
         certs::write_dir(&d, &names(&["DFS2"]), &certs::default_sans(), &opts()).unwrap();
-        let root = dir.path().join("DFS2");
-        let cluster = Cluster::new();
-        let mut config = cluster.config(1, &root);
-        config.cert_pem = fs::read_to_string(d.join("DFS2.pem")).unwrap();
-        config.key_pem = fs::read_to_string(d.join("DFS2.key")).unwrap();
-        let node = TestNode::spawn(config, original_ca);
-        let c = node.client().await;
+        let node = TestNode::start_with(&users_text(), |config| {
+            config.name = "DFS2".into();
+            config.cert_pem = fs::read_to_string(d.join("DFS2.pem")).unwrap();
+            config.key_pem = fs::read_to_string(d.join("DFS2.key")).unwrap();
+        })
+        .await
+        .unwrap();
+        let c = RawClient::connect(node.addr(), &original_ca, "DFS2")
+            .await
+            .unwrap();
         assert!(
             matches!(c.call(&wire::Request::Status).await, Response::Status(s) if s.name == "DFS2")
         );

@@ -1,32 +1,33 @@
 //! The ready-made lies of `vault_node::testing::lie` do what their docs
 //! say, through a real proxy in front of a real node.
 
-mod kit_common;
-
 use std::sync::Arc;
 
-use kit_common::{alice, cheap_kdf, cluster, id};
 use vault_node::testing::lie::{
     when, ClaimScheme, ErrorText, FlipBlob, FloodListing, ForgeRecord, ReplayBlob, ServeInstead,
     TruncateBlob,
 };
 use vault_node::testing::raw::error_code;
-use vault_node::testing::timed;
+use vault_node::testing::{cheap_kdf, timed, users_text, TestCluster};
 use wire::{AuthScheme, BlobId, ErrorCode, Request, Response, UserRecord};
+
+fn id(s: &str) -> BlobId {
+    BlobId::new(s).unwrap()
+}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn flip_blob_flips_exactly_one_bit_of_matching_blobs() {
     timed(async {
-        let mut c = cluster().await;
+        let mut c = TestCluster::start(&users_text()).await.unwrap();
         let data: Vec<u8> = (0..1001u32).map(|n| n as u8).collect();
-        let direct = alice(&c, 0).await;
+        let direct = c.md5_client(0, "alice", "Crimson33").await.unwrap();
         for name in ["p-one", "m-one"] {
             assert_eq!(direct.put(name, &data).await, Response::Stored);
         }
         assert_eq!(direct.put("p-empty", b"").await, Response::Stored);
         let flip = Arc::new(FlipBlob::new("p-"));
         c.make_hostile(0, flip.clone()).await.unwrap();
-        let client = alice(&c, 0).await;
+        let client = c.md5_client(0, "alice", "Crimson33").await.unwrap();
         let (resp, got) = client.get("p-one").await;
         assert_eq!(resp, Response::Blob { len: 1001 });
         let diffs: Vec<usize> = (0..data.len()).filter(|&i| got[i] != data[i]).collect();
@@ -42,7 +43,13 @@ async fn flip_blob_flips_exactly_one_bit_of_matching_blobs() {
         // At a chosen offset.
         let first = Arc::new(FlipBlob::new("p-").at(0));
         c.make_hostile(0, first.clone()).await.unwrap();
-        let got = alice(&c, 0).await.get("p-one").await.1;
+        let got = c
+            .md5_client(0, "alice", "Crimson33")
+            .await
+            .unwrap()
+            .get("p-one")
+            .await
+            .1;
         assert_eq!(got[0], data[0] ^ 1);
         assert_eq!(got[1..], data[1..]);
         assert_eq!(first.hits(), 1);
@@ -53,12 +60,19 @@ async fn flip_blob_flips_exactly_one_bit_of_matching_blobs() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn truncate_blob_cuts_honestly_or_mid_stream() {
     timed(async {
-        let mut c = cluster().await;
+        let mut c = TestCluster::start(&users_text()).await.unwrap();
         let data = vec![7u8; 5000];
-        assert_eq!(alice(&c, 2).await.put("p-t", &data).await, Response::Stored);
+        assert_eq!(
+            c.md5_client(2, "alice", "Crimson33")
+                .await
+                .unwrap()
+                .put("p-t", &data)
+                .await,
+            Response::Stored
+        );
         let cut = Arc::new(TruncateBlob::keep("p-", 100));
         c.make_hostile(2, cut.clone()).await.unwrap();
-        let client = alice(&c, 2).await;
+        let client = c.md5_client(2, "alice", "Crimson33").await.unwrap();
         assert_eq!(
             client.get("p-t").await,
             (Response::Blob { len: 100 }, data[..100].to_vec())
@@ -66,7 +80,7 @@ async fn truncate_blob_cuts_honestly_or_mid_stream() {
         c.make_hostile(2, Arc::new(TruncateBlob::drop_last("p-", 1).short_stream()))
             .await
             .unwrap();
-        let client = alice(&c, 2).await;
+        let client = c.md5_client(2, "alice", "Crimson33").await.unwrap();
         let (resp, bulk) = client.get("p-t").await;
         assert_eq!(
             resp,
@@ -82,7 +96,7 @@ async fn truncate_blob_cuts_honestly_or_mid_stream() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn serve_instead_swaps_in_another_users_blob() {
     timed(async {
-        let mut c = cluster().await;
+        let mut c = TestCluster::start(&users_text()).await.unwrap();
         let bob = c.raw_client(3).await.unwrap();
         assert_eq!(
             bob.login_md5("Bob", "Velvet77").await.unwrap(),
@@ -90,7 +104,11 @@ async fn serve_instead_swaps_in_another_users_blob() {
         );
         assert_eq!(bob.put("p-bob", b"bob's part").await, Response::Stored);
         assert_eq!(
-            alice(&c, 3).await.put("p-mine", b"alice's part").await,
+            c.md5_client(3, "alice", "Crimson33")
+                .await
+                .unwrap()
+                .put("p-mine", b"alice's part")
+                .await,
             Response::Stored
         );
         let swap = Arc::new(ServeInstead::file(
@@ -98,7 +116,7 @@ async fn serve_instead_swaps_in_another_users_blob() {
             c.user_dir(3, "Bob").join("p-bob"),
         ));
         c.make_hostile(3, swap.clone()).await.unwrap();
-        let client = alice(&c, 3).await;
+        let client = c.md5_client(3, "alice", "Crimson33").await.unwrap();
         let (resp, bulk) = client.get("p-mine").await;
         assert_eq!(
             (resp, bulk.as_slice()),
@@ -116,7 +134,7 @@ async fn serve_instead_swaps_in_another_users_blob() {
         c.make_hostile(3, Arc::new(ServeInstead::map(map)))
             .await
             .unwrap();
-        let client = alice(&c, 3).await;
+        let client = c.md5_client(3, "alice", "Crimson33").await.unwrap();
         assert_eq!(client.get("p-ghost").await.1, b"boo");
     })
     .await;
@@ -125,10 +143,10 @@ async fn serve_instead_swaps_in_another_users_blob() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn replay_blob_keeps_serving_the_first_version() {
     timed(async {
-        let mut c = cluster().await;
+        let mut c = TestCluster::start(&users_text()).await.unwrap();
         let replay = Arc::new(ReplayBlob::new("m-"));
         c.make_hostile(1, replay.clone()).await.unwrap();
-        let client = alice(&c, 1).await;
+        let client = c.md5_client(1, "alice", "Crimson33").await.unwrap();
         assert_eq!(client.put("m-doc", b"version one").await, Response::Stored);
         assert_eq!(client.put("m-doc", b"version two").await, Response::Stored);
         let on_disk = std::fs::read(c.user_dir(1, "alice").join("m-doc")).unwrap();
@@ -145,7 +163,7 @@ async fn replay_blob_keeps_serving_the_first_version() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn claim_scheme_rewrites_the_announced_scheme() {
     timed(async {
-        let mut c = cluster().await;
+        let mut c = TestCluster::start(&users_text()).await.unwrap();
         let (_, real) = c.raw_client(0).await.unwrap().hello("carol").await.unwrap();
         assert_eq!(real, AuthScheme::Upgraded(cheap_kdf(7)));
         let claim = Arc::new(ClaimScheme::legacy());
@@ -171,7 +189,7 @@ async fn claim_scheme_rewrites_the_announced_scheme() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn forge_record_rewrites_key_records() {
     timed(async {
-        let mut c = cluster().await;
+        let mut c = TestCluster::start(&users_text()).await.unwrap();
         let record = UserRecord {
             format: wire::STORAGE_FORMAT,
             generation: 1,
@@ -183,7 +201,14 @@ async fn forge_record_rewrites_key_records() {
             expect_generation: 0,
             record: record.clone(),
         };
-        assert_eq!(alice(&c, 2).await.call(&put).await, Response::RecordStored);
+        assert_eq!(
+            c.md5_client(2, "alice", "Crimson33")
+                .await
+                .unwrap()
+                .call(&put)
+                .await,
+            Response::RecordStored
+        );
         let forge = Arc::new(ForgeRecord::new(|real| {
             real.map(|mut r| {
                 r.kdf.m_kib = u32::MAX;
@@ -191,7 +216,13 @@ async fn forge_record_rewrites_key_records() {
             })
         }));
         c.make_hostile(2, forge.clone()).await.unwrap();
-        let Response::Record(Some(got)) = alice(&c, 2).await.call(&Request::GetRecord).await else {
+        let Response::Record(Some(got)) = c
+            .md5_client(2, "alice", "Crimson33")
+            .await
+            .unwrap()
+            .call(&Request::GetRecord)
+            .await
+        else {
             panic!("no record");
         };
         assert_eq!(got.kdf.m_kib, u32::MAX);
@@ -204,11 +235,16 @@ async fn forge_record_rewrites_key_records() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn error_text_carries_escape_sequences_unchanged() {
     timed(async {
-        let mut c = cluster().await;
+        let mut c = TestCluster::start(&users_text()).await.unwrap();
         let text = "disk \x1b]0;pwned\x07on fire\x1b[2J";
         let lie = ErrorText::new(when::get_blob(""), text).code(ErrorCode::NotFound);
         c.make_hostile(3, Arc::new(lie)).await.unwrap();
-        let (resp, _) = alice(&c, 3).await.get("p-x").await;
+        let (resp, _) = c
+            .md5_client(3, "alice", "Crimson33")
+            .await
+            .unwrap()
+            .get("p-x")
+            .await;
         assert_eq!(resp, Response::error(ErrorCode::NotFound, text));
     })
     .await;
@@ -217,10 +253,10 @@ async fn error_text_carries_escape_sequences_unchanged() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn flood_listing_never_ends() {
     timed(async {
-        let mut c = cluster().await;
+        let mut c = TestCluster::start(&users_text()).await.unwrap();
         let flood = Arc::new(FloodListing::new("m"));
         c.make_hostile(2, flood.clone()).await.unwrap();
-        let client = alice(&c, 2).await;
+        let client = c.md5_client(2, "alice", "Crimson33").await.unwrap();
         let mut after = None;
         let mut last: Option<BlobId> = None;
         for _ in 0..5 {

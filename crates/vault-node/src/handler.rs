@@ -1,0 +1,123 @@
+//! One request stream, start to end (mini-redis's `Handler`): read the
+//! request frame, run its handler in `cmd`, write the reply, end the stream.
+//!
+//! Each bidirectional stream carries one request: a bounded frame (read
+//! with [`wire::decode_frame_header`] first, then exactly the announced
+//! body), bulk bytes for `PutBlob`, then FIN. The handlers see a typed
+//! [`Request`] and, for uploads, a [`BulkIn`] that yields exactly the
+//! announced number of bytes; they return a [`Reply`] that this module
+//! writes back, streaming blob contents from disk ([`bulk::send_blob`]).
+//! With [`bulk`], the only code that reads and writes QUIC streams.
+
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use quinn::{RecvStream, SendStream, VarInt};
+use wire::{
+    decode_frame_header, decode_request, encode_response, DecodeError, ErrorCode, Request,
+    Response, FRAME_PREFIX_LEN,
+};
+
+use crate::auth::LoginState;
+use crate::bulk::{self, BulkIn};
+use crate::cmd::{self, Ctx, Reply};
+use crate::state::Shared;
+
+/// Time a client has to send a whole request frame.
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
+/// Time given to the peer to acknowledge a finished response.
+const FLUSH_TIMEOUT: Duration = Duration::from_secs(5);
+/// Stream error code for a response abandoned half-way.
+const ABORTED: VarInt = VarInt::from_u32(1);
+
+/// A bad frame, answered (best effort) with this response.
+enum FrameError {
+    /// The stream or connection went away: nobody to answer.
+    Gone,
+    /// Answer with this error.
+    Bad(Response),
+}
+
+/// Serves the request on one stream of a connection whose login state is
+/// `login`. Once the node is `shutting` down, a new request is answered
+/// `ShuttingDown` without being run.
+pub(crate) async fn run(
+    node: Arc<Shared>,
+    login: Arc<Mutex<LoginState>>,
+    mut send: SendStream,
+    mut recv: RecvStream,
+    shutting: bool,
+) {
+    let request = match tokio::time::timeout(REQUEST_TIMEOUT, read_request(&mut recv)).await {
+        Ok(Ok(req)) => req,
+        Ok(Err(FrameError::Gone)) => return,
+        Ok(Err(FrameError::Bad(resp))) => {
+            let _ = recv.stop(VarInt::from_u32(0));
+            return write_reply(&mut send, Reply::Message(resp)).await;
+        }
+        Err(_) => {
+            let _ = recv.stop(VarInt::from_u32(0));
+            let resp = Response::error(ErrorCode::BadRequest, "request frame timed out");
+            return write_reply(&mut send, Reply::Message(resp)).await;
+        }
+    };
+    let reply = if shutting {
+        Reply::Message(Response::error(
+            ErrorCode::ShuttingDown,
+            "node is shutting down",
+        ))
+    } else {
+        let len = match &request {
+            Request::PutBlob { len, .. } => *len,
+            _ => 0,
+        };
+        let ctx = Ctx {
+            node: &node,
+            login: &login,
+        };
+        cmd::dispatch(&ctx, request, BulkIn::new(&mut recv, len)).await
+    };
+    // Whatever the client still sends is of no interest now (a refused
+    // upload's bytes included).
+    let _ = recv.stop(VarInt::from_u32(0));
+    write_reply(&mut send, reply).await;
+}
+
+async fn read_request(recv: &mut RecvStream) -> Result<Request, FrameError> {
+    let bad = |e: DecodeError| {
+        let code = match e {
+            DecodeError::TooLarge(_) => ErrorCode::TooLarge,
+            _ => ErrorCode::BadRequest,
+        };
+        FrameError::Bad(Response::error(code, e.to_string()))
+    };
+    let mut prefix = [0u8; FRAME_PREFIX_LEN];
+    read_exact(recv, &mut prefix).await?;
+    let len = decode_frame_header(&prefix).map_err(bad)?;
+    let mut body = vec![0u8; len];
+    read_exact(recv, &mut body).await?;
+    decode_request(&body).map_err(bad)
+}
+
+async fn read_exact(recv: &mut RecvStream, buf: &mut [u8]) -> Result<(), FrameError> {
+    recv.read_exact(buf).await.map_err(|e| match e {
+        quinn::ReadExactError::FinishedEarly(_) => FrameError::Bad(Response::error(
+            ErrorCode::BadRequest,
+            DecodeError::Truncated.to_string(),
+        )),
+        quinn::ReadExactError::ReadError(_) => FrameError::Gone,
+    })
+}
+
+async fn write_reply(send: &mut SendStream, reply: Reply) {
+    let result = match reply {
+        Reply::Message(resp) => send.write_all(&encode_response(&resp)).await.map_err(drop),
+        Reply::Blob { file, len } => bulk::send_blob(send, file, len).await,
+    };
+    if result.is_err() {
+        let _ = send.reset(ABORTED);
+        return;
+    }
+    let _ = send.finish();
+    let _ = tokio::time::timeout(FLUSH_TIMEOUT, send.stopped()).await;
+}
