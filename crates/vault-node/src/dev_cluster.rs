@@ -69,7 +69,8 @@ fn write_if_missing(path: &Path, text: &str) -> anyhow::Result<()> {
         tracing::info!(path = %path.display(), "keeping the existing file");
         return Ok(());
     }
-    std::fs::write(path, text).with_context(|| format!("failed to write {}", path.display()))
+    crate::fsutil::write_atomic(path, text.as_bytes(), false)
+        .with_context(|| format!("failed to write {}", path.display()))
 }
 
 /// Creates (or re-uses) the dev cluster's files in `dir` and binds the four

@@ -41,14 +41,15 @@ const WRITE_BUF: usize = 512 * 1024;
 #[derive(Debug, Clone)]
 pub struct BlobStore {
     root: PathBuf,
-    shared: Arc<Shared>,
+    indexes: Arc<Indexes>,
 }
 
 /// One user's index once its folder was scanned.
 type IndexCell = Arc<OnceCell<Arc<Mutex<UserIndex>>>>;
 
+/// The indexes of every user touched so far.
 #[derive(Debug, Default)]
-struct Shared {
+struct Indexes {
     /// Each user's index, built on first use.
     users: Mutex<HashMap<String, IndexCell>>,
     /// Folder scans made to build indexes (instrumentation).
@@ -198,7 +199,7 @@ impl BlobStore {
     pub fn new(root: impl Into<PathBuf>) -> Self {
         BlobStore {
             root: root.into(),
-            shared: Arc::default(),
+            indexes: Arc::default(),
         }
     }
 
@@ -213,7 +214,7 @@ impl BlobStore {
     /// Number of folder scans made so far to build user indexes: one per
     /// user touched since start (for tests and diagnostics).
     pub fn directory_scans(&self) -> u64 {
-        self.shared.scans.load(Ordering::Relaxed)
+        self.indexes.scans.load(Ordering::Relaxed)
     }
 
     /// `user`'s index, built by one scan of the folder on first use (a
@@ -221,12 +222,12 @@ impl BlobStore {
     async fn index(&self, user: &str) -> io::Result<Arc<Mutex<UserIndex>>> {
         let dir = self.user_dir(user)?;
         let cell = {
-            let mut users = self.shared.users.lock().unwrap_or_else(|p| p.into_inner());
+            let mut users = self.indexes.users.lock().unwrap_or_else(|p| p.into_inner());
             users.entry(user.to_string()).or_default().clone()
         };
         let index = cell
             .get_or_try_init(|| async {
-                self.shared.scans.fetch_add(1, Ordering::Relaxed);
+                self.indexes.scans.fetch_add(1, Ordering::Relaxed);
                 let index = blocking(move || UserIndex::scan(&dir)).await?;
                 Ok::<_, io::Error>(Arc::new(Mutex::new(index)))
             })
