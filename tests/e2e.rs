@@ -503,3 +503,64 @@ fn the_prompt_takes_the_classic_forms_with_credentials() {
         assert!(text.contains("wrote copy.bin"), "{text}");
     });
 }
+
+#[test]
+fn ini_configuration_files_work_end_to_end_and_rotate_rewrites_them() {
+    with_timeout(LIMIT, || {
+        // configparser-style files, as one classic implementation wrote them.
+        let c = Cluster::start_with_users(
+            "[credentials]\r\nAlice = SimplePassword\r\nbob : Velvet77\r\n",
+        );
+        let mut dfc = String::from("; written for configparser\n[server_list]\n");
+        for n in &c.nodes {
+            dfc.push_str(&format!("{} = {}\n", n.name, n.addr));
+        }
+        dfc.push_str("\n[credentials]\nusername = Alice\npassword = SimplePassword\n");
+        std::fs::write(&c.dfc, &dfc).unwrap();
+        let files = make_files(c.dir.path(), &[2048]);
+        ok(&c.client_env(&[], &["put", &files[0].0], None));
+        assert_eq!(ok(&c.client_env(&[], &["list"], None)).trim(), files[0].0);
+        let out = c.client_env(&[("VAULT_NEW_PASSWORD", "Opal-Sky-8")], &["rotate"], None);
+        ok(&out);
+        let after = std::fs::read_to_string(&c.dfc).unwrap();
+        assert_eq!(
+            after,
+            dfc.replace("password = SimplePassword", "password = Opal-Sky-8")
+        );
+        get_and_compare_with(&c, &files[0].0, &files[0].1);
+    });
+}
+
+#[test]
+fn serve_accepts_the_classic_and_listen_forms_and_refuses_conflicts() {
+    with_timeout(LIMIT, || {
+        // The cluster's DFS1 runs as `serve /DFS1 PORT --listen 127.0.0.1`
+        // and DFS2 as `serve --listen 127.0.0.1 --port PORT`: they listen
+        // on loopback, at the port they report.
+        let c = Cluster::start();
+        for n in &c.nodes[..2] {
+            assert!(n.addr.starts_with("127.0.0.1:"), "{} {}", n.name, n.addr);
+        }
+        assert!(c.dir.path().join("DFS1").is_dir(), "/DFS1 meant ./DFS1");
+        let files = make_files(c.dir.path(), &[1000]);
+        put_all(&c, &files);
+        get_and_compare(&c, &files[0].0, &files[0].1);
+        // Conflicts and ambiguity are clear errors, and nothing starts.
+        let node = |args: &[&str]| {
+            std::process::Command::new(bin("vault-node"))
+                .args(args)
+                .current_dir(c.dir.path())
+                .output()
+                .unwrap()
+        };
+        let out = node(&["serve", "DFS1", "--listen", "127.0.0.1:1", "--port", "2"]);
+        assert!(!out.status.success());
+        assert!(stderr(&out).contains("disagree"), "{}", stderr(&out));
+        let out = node(&["serve", "DFS1", "--listen", "127.0.0.1"]);
+        assert!(!out.status.success());
+        assert!(stderr(&out).contains("no port"), "{}", stderr(&out));
+        let out = node(&["serve", "/tmp", "1"]);
+        assert!(!out.status.success());
+        assert!(stderr(&out).contains("ambiguous"), "{}", stderr(&out));
+    });
+}

@@ -135,6 +135,22 @@ impl Cluster {
     /// Starts four nodes. `dfs.conf` stores the demo users as MD5 digests;
     /// `dfc.conf` logs in as Alice with her MD5 digest on the Password line.
     pub fn start() -> Cluster {
+        let mut text =
+            String::from("# demo users, MD5 digests as the classic configs stored them\n");
+        for (u, p) in USERS {
+            text.push_str(&format!(
+                "Username: {u}\nPassword: {}\n\n",
+                md5_hex(p.as_bytes())
+            ));
+        }
+        let cluster = Self::start_with_users(&text);
+        cluster.write_dfc("Alice", &format!("Password: {}", md5_hex(b"Crimson33")));
+        cluster
+    }
+
+    /// Starts four nodes with `users` as their users file; dfc.conf is the
+    /// caller's to write.
+    pub fn start_with_users(users: &str) -> Cluster {
         let dir = tempfile::tempdir().expect("temp dir");
         let certs = dir.path().join("certs");
         let mut cmd = Command::new(bin("vault-node"));
@@ -151,15 +167,7 @@ impl Cluster {
         );
 
         let dfs = dir.path().join("dfs.conf");
-        let mut text =
-            String::from("# demo users, MD5 digests as the classic configs stored them\n");
-        for (u, p) in USERS {
-            text.push_str(&format!(
-                "Username: {u}\nPassword: {}\n\n",
-                md5_hex(p.as_bytes())
-            ));
-        }
-        std::fs::write(&dfs, text).expect("write dfs.conf");
+        std::fs::write(&dfs, users).expect("write dfs.conf");
 
         let mut cluster = Cluster {
             dfc: dir.path().join("dfc.conf"),
@@ -171,7 +179,6 @@ impl Cluster {
             let node = cluster.spawn_node(&format!("DFS{i}"), "127.0.0.1:0");
             cluster.nodes.push(node);
         }
-        cluster.write_dfc("Alice", &format!("Password: {}", md5_hex(b"Crimson33")));
         cluster
     }
 
@@ -191,15 +198,39 @@ impl Cluster {
 
     fn spawn_node(&self, name: &str, listen: &str) -> Node {
         let root = self.dir.path().join(name);
-        let mut child = Command::new(bin("vault-node"))
-            .arg("serve")
-            .arg("--root")
-            .arg(&root)
-            .args(["--port", "0", "--listen", listen, "--name", name])
-            .arg("--users")
-            .arg(&self.dfs)
-            .arg("--certs")
-            .arg(self.dir.path().join("certs"))
+        let port = listen.rsplit(':').next().expect("port").to_string();
+        let mut cmd = Command::new(bin("vault-node"));
+        // Every form of `serve` users have, one per node: DFS1 the classic
+        // `dfs.py /DFS1 PORT` form (folder, users file and certificates from
+        // the current folder), DFS2 `--listen IP --port PORT`, the others
+        // `--listen IP:PORT`. All on loopback.
+        match name {
+            "DFS1" => {
+                cmd.args(["serve", "/DFS1", &port, "--listen", "127.0.0.1"]);
+            }
+            "DFS2" => {
+                cmd.arg("serve").arg("--root").arg(&root).args([
+                    "--listen",
+                    "127.0.0.1",
+                    "--port",
+                    &port,
+                ]);
+            }
+            _ => {
+                cmd.arg("serve")
+                    .arg("--root")
+                    .arg(&root)
+                    .args(["--listen", listen, "--name", name]);
+            }
+        }
+        if name != "DFS1" {
+            cmd.arg("--users")
+                .arg(&self.dfs)
+                .arg("--certs")
+                .arg(self.dir.path().join("certs"));
+        }
+        let mut child = cmd
+            .current_dir(self.dir.path())
             .env("RUST_LOG", "warn")
             .stdin(Stdio::null())
             .stdout(Stdio::piped())

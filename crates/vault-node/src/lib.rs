@@ -32,6 +32,8 @@
 //!
 //! - [`certs`]: cluster CA and node certificates (`vault-node certs`).
 //! - [`dev_cluster`]: four in-process nodes with demo users.
+//! - [`invocation`]: `serve`'s folder, port and listen address, in the
+//!   modern and the classic `dfs.py /DFS1 10001` forms.
 //! - `testing` (feature `testing`): the test kit: nodes, raw client, lies.
 //! - `main.rs`: the `vault-node` binary: parses arguments, calls the library.
 //!
@@ -65,6 +67,7 @@ mod connection;
 pub mod dev_cluster;
 mod fsutil;
 mod handler;
+pub mod invocation;
 pub mod kdf;
 pub mod records;
 pub mod secret;

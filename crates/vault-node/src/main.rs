@@ -3,7 +3,6 @@
 
 #![forbid(unsafe_code)]
 
-use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::Duration;
@@ -11,7 +10,7 @@ use std::time::Duration;
 use anyhow::{bail, Context};
 use clap::{Parser, Subcommand};
 use vault_node::secret::{self, ClusterSecret};
-use vault_node::{certs, dev_cluster, kdf, server, users, NodeConfig, Server, UserDb};
+use vault_node::{certs, dev_cluster, invocation, kdf, server, users, NodeConfig, Server, UserDb};
 use zeroize::Zeroizing;
 
 /// Vault storage node: keeps users' encrypted file parts, served over QUIC.
@@ -60,15 +59,27 @@ enum Command {
         force: bool,
     },
     /// Run one storage node.
+    ///
+    /// Also the classic `dfs.py` form: `vault-node serve /DFS1 10001` or
+    /// `vault-node serve DFS1 10001`: the folder `DFS1` here (a leading `/`
+    /// followed by one name means the folder here, as in dfs.py), the port,
+    /// `dfs.conf` and `certs/` from the current folder.
+    #[command(verbatim_doc_comment)]
     Serve {
+        /// Classic form: the node's folder (`/DFS1` means ./DFS1).
+        #[arg(value_name = "FOLDER", conflicts_with = "root")]
+        folder: Option<String>,
+        /// Classic form: the UDP port.
+        #[arg(value_name = "PORT")]
+        classic_port: Option<u16>,
         /// Folder holding this node's data (one sub-folder per user).
         #[arg(long)]
-        root: PathBuf,
-        /// UDP port to listen on (all interfaces).
-        #[arg(long, required_unless_present = "listen")]
+        root: Option<PathBuf>,
+        /// UDP port to listen on.
+        #[arg(long)]
         port: Option<u16>,
         /// Users file (dfs.conf): who may log in.
-        #[arg(long)]
+        #[arg(long, default_value = "dfs.conf")]
         users: PathBuf,
         /// Folder holding NAME.pem, NAME.key and cluster.secret.
         #[arg(long, default_value = "certs")]
@@ -76,9 +87,10 @@ enum Command {
         /// Node name, as in the certificate and dfc.conf [default: the root folder's name].
         #[arg(long)]
         name: Option<String>,
-        /// Full address to listen on, overriding --port (e.g. 127.0.0.1:10001).
+        /// Address to listen on: an IP (v4 or v6) used with the port, or a
+        /// full IP:PORT ([::1]:10001 for IPv6) [default: every interface].
         #[arg(long, value_name = "ADDR")]
-        listen: Option<SocketAddr>,
+        listen: Option<String>,
         /// Largest blob accepted, in bytes.
         #[arg(long, value_name = "BYTES", default_value_t = wire::DEFAULT_MAX_BLOB_LEN)]
         max_blob: u64,
@@ -217,6 +229,8 @@ fn run(command: Command) -> anyhow::Result<()> {
             Ok(())
         }
         Command::Serve {
+            folder,
+            classic_port,
             root,
             port,
             users,
@@ -229,14 +243,13 @@ fn run(command: Command) -> anyhow::Result<()> {
             login_timeout,
             quota,
         } => {
+            let root =
+                invocation::root(folder.as_deref(), root.as_deref()).map_err(anyhow::Error::msg)?;
+            let port = invocation::port(classic_port, port).map_err(anyhow::Error::msg)?;
+            let listen = invocation::listen(listen.as_deref(), port).map_err(anyhow::Error::msg)?;
             let name = match name {
                 Some(n) => n,
                 None => root_name(&root)?,
-            };
-            let listen = match (listen, port) {
-                (Some(addr), _) => addr,
-                (None, Some(port)) => SocketAddr::new(IpAddr::V4(Ipv4Addr::UNSPECIFIED), port),
-                (None, None) => bail!("give --port or --listen"),
             };
             let db = UserDb::load(&users)?;
             db.warn_legacy(&users.display().to_string());
