@@ -288,6 +288,11 @@ fn kind(r: &Response) -> &'static str {
         Response::Listing { .. } => "Listing",
         Response::Deleted => "Deleted",
         Response::Status(_) => "Status",
+        Response::DataListing { .. } => "DataListing",
+        Response::Blobs { .. } => "Blobs",
+        Response::BatchStored { .. } => "BatchStored",
+        Response::BatchDeleted { .. } => "BatchDeleted",
+        Response::Stats { .. } => "Stats",
         Response::Record(_) => "Record",
         Response::RecordStored => "RecordStored",
         Response::Error { .. } => "Error",
@@ -435,6 +440,7 @@ impl Session {
                 .call(&Request::List {
                     after: after.clone(),
                     limit: MAX_LIST_PAGE,
+                    prefix: None,
                 })
                 .await?;
             let Response::Listing { entries, more } = resp else {

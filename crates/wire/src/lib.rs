@@ -65,6 +65,24 @@ pub const MAX_USER_LEN: usize = 64;
 /// Most entries a node returns in one `List` page.
 pub const MAX_LIST_PAGE: u32 = 256;
 
+/// Most blobs named in one batch request (`GetBlobs`, `PutBlobs`,
+/// `DeleteBlobs`, `StatBlobs`) or returned in one `ListData` page: their
+/// ids fit in one frame.
+pub const MAX_BATCH: usize = 512;
+
+/// Most bulk bytes one batch request or answer carries (`PutBlobs`,
+/// `GetBlobs`).
+pub const MAX_BATCH_BYTES: u64 = 64 << 20;
+
+/// Largest `max_bytes` of a `ListData` page.
+pub const MAX_LIST_DATA_BYTES: u32 = 8 << 20;
+
+/// Largest blob whose contents a `ListData` page carries inline.
+pub const MAX_INLINE_LEN: u32 = 64 * 1024;
+
+/// Longest id prefix a listing may filter on.
+pub const MAX_ID_PREFIX_LEN: usize = 16;
+
 /// Largest blob a node accepts unless configured otherwise (64 GiB).
 pub const DEFAULT_MAX_BLOB_LEN: u64 = 64 << 30;
 

@@ -8,7 +8,8 @@
 use serde::{Deserialize, Serialize};
 
 use crate::{
-    normalize_user, BlobId, DecodeError, CHALLENGE_LEN, LOGIN_KEY_LEN, MAX_LIST_PAGE, MAX_SALT_LEN,
+    normalize_user, BlobId, DecodeError, CHALLENGE_LEN, LOGIN_KEY_LEN, MAX_BATCH, MAX_BATCH_BYTES,
+    MAX_ID_PREFIX_LEN, MAX_INLINE_LEN, MAX_LIST_DATA_BYTES, MAX_LIST_PAGE, MAX_SALT_LEN,
     MAX_USER_LEN, MAX_WRAPPED_KEY_LEN, MD5_LEN, MIN_SALT_LEN, SIGNATURE_LEN,
 };
 
@@ -49,6 +50,54 @@ pub enum Request {
         after: Option<BlobId>,
         /// Page size, at most [`MAX_LIST_PAGE`].
         limit: u32,
+        /// Only ids starting with this (at most [`crate::MAX_ID_PREFIX_LEN`]
+        /// characters of the id alphabet).
+        #[serde(default)]
+        prefix: Option<String>,
+    },
+    /// Lists blobs whose id starts with `prefix`, in id order after
+    /// `after`, with their contents: answered with
+    /// [`Response::DataListing`] followed by the bytes of every entry whose
+    /// length is at most `max_inline`, in order. The page ends after
+    /// `max_entries` entries, or before the inline bytes would pass
+    /// `max_bytes` (the first entry always comes).
+    ListData {
+        /// Resume point.
+        after: Option<BlobId>,
+        /// Id prefix (at most [`crate::MAX_ID_PREFIX_LEN`] characters).
+        prefix: String,
+        /// Most entries, at most [`crate::MAX_BATCH`].
+        max_entries: u32,
+        /// Most inline bytes, at most [`crate::MAX_LIST_DATA_BYTES`].
+        max_bytes: u32,
+        /// Largest blob carried inline, at most [`crate::MAX_INLINE_LEN`].
+        max_inline: u32,
+    },
+    /// Reads several blobs: answered with [`Response::Blobs`] and the bytes
+    /// of every blob found, in order. At most [`crate::MAX_BATCH`] ids and
+    /// [`crate::MAX_BATCH_BYTES`] bytes in all.
+    GetBlobs {
+        /// Blobs to read.
+        ids: Vec<BlobId>,
+    },
+    /// Stores several blobs, whose bytes follow the frame in order; each
+    /// is stored atomically on its own. Answered with
+    /// [`Response::BatchStored`].
+    PutBlobs {
+        /// Blob ids and exact lengths, at most [`crate::MAX_BATCH`] and
+        /// [`crate::MAX_BATCH_BYTES`] bytes in all.
+        items: Vec<PutItem>,
+    },
+    /// Deletes several blobs. Answered with [`Response::BatchDeleted`].
+    DeleteBlobs {
+        /// Blobs to delete, at most [`crate::MAX_BATCH`].
+        ids: Vec<BlobId>,
+    },
+    /// Asks which of several blobs exist, with their sizes and times.
+    /// Answered with [`Response::Stats`].
+    StatBlobs {
+        /// Blobs to look up, at most [`crate::MAX_BATCH`].
+        ids: Vec<BlobId>,
     },
     /// Deletes blob `id`.
     Delete {
@@ -144,6 +193,35 @@ pub enum AuthScheme {
     Upgraded(KdfParams),
 }
 
+/// One blob of a [`Request::PutBlobs`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PutItem {
+    /// Blob to write.
+    pub id: BlobId,
+    /// Exact number of its bytes in the bulk data.
+    pub len: u64,
+}
+
+/// A blob that a batch could not store.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BatchFailure {
+    /// Its position in the request.
+    pub index: u32,
+    /// Why.
+    pub code: ErrorCode,
+    /// Human-readable detail.
+    pub message: String,
+}
+
+/// Size and modification time of a stored blob.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BlobStat {
+    /// Stored size in bytes.
+    pub len: u64,
+    /// Last modification, seconds since the Unix epoch.
+    pub modified: u64,
+}
+
 /// One entry of a listing.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ListEntry {
@@ -232,6 +310,34 @@ pub enum Response {
     Deleted,
     /// Answer to `Status`.
     Status(NodeStatus),
+    /// A page of `ListData`: the entries, then the inline bytes.
+    DataListing {
+        /// Entries in id order.
+        entries: Vec<ListEntry>,
+        /// Whether more entries follow the last one.
+        more: bool,
+    },
+    /// Answer to `GetBlobs`: each blob's length (`None`: not found); the
+    /// bytes of those found follow, in order.
+    Blobs {
+        /// One per requested id.
+        lens: Vec<Option<u64>>,
+    },
+    /// Answer to `PutBlobs`: every blob not listed here was stored.
+    BatchStored {
+        /// The blobs that failed.
+        failed: Vec<BatchFailure>,
+    },
+    /// Answer to `DeleteBlobs`: the positions of ids that were not there.
+    BatchDeleted {
+        /// Positions in the request.
+        missing: Vec<u32>,
+    },
+    /// Answer to `StatBlobs`: one per requested id (`None`: not found).
+    Stats {
+        /// In request order.
+        entries: Vec<Option<BlobStat>>,
+    },
     /// Answer to `GetRecord` (`None`: no record yet).
     Record(Option<UserRecord>),
     /// Key record stored.
@@ -250,6 +356,26 @@ fn check_user(user: &str) -> Result<(), DecodeError> {
         return Err(DecodeError::Invalid("user name"));
     }
     Ok(())
+}
+
+fn check_prefix(prefix: &str) -> Result<(), DecodeError> {
+    let ok = prefix.len() <= MAX_ID_PREFIX_LEN
+        && prefix
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_' || b == b'-');
+    if ok {
+        Ok(())
+    } else {
+        Err(DecodeError::Invalid("id prefix"))
+    }
+}
+
+fn check_batch(n: usize) -> Result<(), DecodeError> {
+    if n > MAX_BATCH {
+        Err(DecodeError::Invalid("batch size"))
+    } else {
+        Ok(())
+    }
 }
 
 impl KdfParams {
@@ -294,8 +420,41 @@ impl Request {
                     _ => Ok(()),
                 }
             }
-            Request::List { limit, .. } if *limit == 0 || *limit > MAX_LIST_PAGE => {
-                Err(DecodeError::Invalid("list limit"))
+            Request::List { limit, prefix, .. } => {
+                if *limit == 0 || *limit > MAX_LIST_PAGE {
+                    return Err(DecodeError::Invalid("list limit"));
+                }
+                prefix.as_deref().map_or(Ok(()), check_prefix)
+            }
+            Request::ListData {
+                prefix,
+                max_entries,
+                max_bytes,
+                max_inline,
+                ..
+            } => {
+                check_prefix(prefix)?;
+                if *max_entries == 0 || *max_entries as usize > MAX_BATCH {
+                    return Err(DecodeError::Invalid("list page size"));
+                }
+                if *max_bytes > MAX_LIST_DATA_BYTES || *max_inline > MAX_INLINE_LEN {
+                    return Err(DecodeError::Invalid("list data bounds"));
+                }
+                Ok(())
+            }
+            Request::GetBlobs { ids }
+            | Request::DeleteBlobs { ids }
+            | Request::StatBlobs { ids } => check_batch(ids.len()),
+            Request::PutBlobs { items } => {
+                check_batch(items.len())?;
+                let total = items
+                    .iter()
+                    .try_fold(0u64, |t, i| t.checked_add(i.len))
+                    .ok_or(DecodeError::Invalid("batch length"))?;
+                if total > MAX_BATCH_BYTES {
+                    return Err(DecodeError::Invalid("batch length"));
+                }
+                Ok(())
             }
             Request::PutRecord { record, .. } => {
                 // Nodes store only current-format records.
@@ -325,6 +484,22 @@ impl Response {
             Response::Listing { entries, .. } if entries.len() > MAX_LIST_PAGE as usize => {
                 Err(DecodeError::Invalid("listing length"))
             }
+            Response::DataListing { entries, .. } => check_batch(entries.len()),
+            Response::Blobs { lens } => {
+                check_batch(lens.len())?;
+                let total = lens
+                    .iter()
+                    .flatten()
+                    .try_fold(0u64, |t, l| t.checked_add(*l))
+                    .ok_or(DecodeError::Invalid("batch length"))?;
+                if total > MAX_BATCH_BYTES {
+                    return Err(DecodeError::Invalid("batch length"));
+                }
+                Ok(())
+            }
+            Response::BatchStored { failed } => check_batch(failed.len()),
+            Response::BatchDeleted { missing } => check_batch(missing.len()),
+            Response::Stats { entries } => check_batch(entries.len()),
             Response::Record(Some(r)) => r.validate(),
             _ => Ok(()),
         }

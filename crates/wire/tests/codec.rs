@@ -55,10 +55,34 @@ fn requests_round_trip() {
     roundtrip_req(Request::List {
         after: None,
         limit: 10,
+        prefix: None,
     });
     roundtrip_req(Request::List {
         after: Some(id("abc")),
         limit: MAX_LIST_PAGE,
+        prefix: Some("m2-".into()),
+    });
+    roundtrip_req(Request::ListData {
+        after: Some(id("m2-00")),
+        prefix: "m2-".into(),
+        max_entries: MAX_BATCH as u32,
+        max_bytes: MAX_LIST_DATA_BYTES,
+        max_inline: MAX_INLINE_LEN,
+    });
+    let many: Vec<BlobId> = (0..MAX_BATCH)
+        .map(|i| id(&format!("p2-{:064x}", i)))
+        .collect();
+    roundtrip_req(Request::GetBlobs { ids: many.clone() });
+    roundtrip_req(Request::DeleteBlobs { ids: many.clone() });
+    roundtrip_req(Request::StatBlobs { ids: many.clone() });
+    roundtrip_req(Request::PutBlobs {
+        items: many
+            .iter()
+            .map(|id| PutItem {
+                id: id.clone(),
+                len: MAX_BATCH_BYTES / MAX_BATCH as u64,
+            })
+            .collect(),
     });
     roundtrip_req(Request::Delete { id: id("x") });
     roundtrip_req(Request::Status);
@@ -98,6 +122,39 @@ fn responses_round_trip() {
         more: true,
     });
     roundtrip_resp(Response::Deleted);
+    let page: Vec<ListEntry> = (0..MAX_BATCH)
+        .map(|i| ListEntry {
+            id: id(&format!("m2-{:064x}", i)),
+            len: 300,
+            modified: 1_700_000_000,
+        })
+        .collect();
+    roundtrip_resp(Response::DataListing {
+        entries: page,
+        more: true,
+    });
+    roundtrip_resp(Response::Blobs {
+        lens: vec![Some(3), None, Some(0)],
+    });
+    roundtrip_resp(Response::BatchStored {
+        failed: vec![BatchFailure {
+            index: 7,
+            code: ErrorCode::QuotaExceeded,
+            message: "quota".into(),
+        }],
+    });
+    roundtrip_resp(Response::BatchDeleted {
+        missing: vec![0, 9],
+    });
+    roundtrip_resp(Response::Stats {
+        entries: vec![
+            Some(BlobStat {
+                len: 5,
+                modified: 9,
+            }),
+            None,
+        ],
+    });
     roundtrip_resp(Response::Status(NodeStatus {
         name: "DFS1".into(),
         version: "0.1.0".into(),
@@ -303,5 +360,85 @@ fn format_one_records_are_recognised_and_never_stored() {
     assert_eq!(
         decode_request(&body),
         Err(DecodeError::Invalid("record format"))
+    );
+}
+
+#[test]
+fn batches_are_bounded() {
+    #[derive(serde::Serialize)]
+    enum Raw {
+        GetBlobs {
+            ids: Vec<String>,
+        },
+        List {
+            after: Option<String>,
+            limit: u32,
+            prefix: Option<String>,
+        },
+        ListData {
+            after: Option<String>,
+            prefix: String,
+            max_entries: u32,
+            max_bytes: u32,
+            max_inline: u32,
+        },
+    }
+    let too_many: Vec<String> = (0..=MAX_BATCH).map(|i| format!("p2-{i}")).collect();
+    let body = raw_body(&Raw::GetBlobs { ids: too_many });
+    assert_eq!(
+        decode_request(&body),
+        Err(DecodeError::Invalid("batch size"))
+    );
+    for prefix in ["M2-", "../", "a/b", &"x".repeat(MAX_ID_PREFIX_LEN + 1)] {
+        let body = raw_body(&Raw::List {
+            after: None,
+            limit: 1,
+            prefix: Some(prefix.into()),
+        });
+        assert_eq!(
+            decode_request(&body),
+            Err(DecodeError::Invalid("id prefix")),
+            "{prefix}"
+        );
+    }
+    for (entries, bytes, inline) in [
+        (0, 1, 1),
+        (MAX_BATCH as u32 + 1, 1, 1),
+        (1, MAX_LIST_DATA_BYTES + 1, 1),
+        (1, 1, MAX_INLINE_LEN + 1),
+    ] {
+        let body = raw_body(&Raw::ListData {
+            after: None,
+            prefix: "m2-".into(),
+            max_entries: entries,
+            max_bytes: bytes,
+            max_inline: inline,
+        });
+        assert!(decode_request(&body).is_err());
+    }
+    // A batch whose lengths add up past the bound, or overflow.
+    for lens in [vec![MAX_BATCH_BYTES, 1], vec![u64::MAX, 2]] {
+        let req = Request::PutBlobs {
+            items: lens
+                .into_iter()
+                .map(|len| PutItem {
+                    id: id("p2-a"),
+                    len,
+                })
+                .collect(),
+        };
+        let body = raw_body(&req);
+        assert_eq!(
+            decode_request(&body),
+            Err(DecodeError::Invalid("batch length"))
+        );
+    }
+    let resp = Response::Blobs {
+        lens: vec![Some(MAX_BATCH_BYTES), Some(1)],
+    };
+    let body = raw_body(&resp);
+    assert_eq!(
+        decode_response(&body),
+        Err(DecodeError::Invalid("batch length"))
     );
 }
