@@ -83,6 +83,37 @@ pub(crate) fn sync_dir(dir: &Path) -> io::Result<()> {
     Ok(())
 }
 
+/// Moves a finished temporary file to `target`: renamed over it with
+/// `replace`, else hard-linked so an existing `target` (even one that
+/// appeared meanwhile) is never replaced (`AlreadyExists`). The temporary
+/// name is removed either way by the caller's guard.
+pub(crate) fn publish(tmp: &Path, target: &Path, replace: bool) -> io::Result<()> {
+    if replace {
+        fs::rename(tmp, target)
+    } else {
+        fs::hard_link(tmp, target)
+    }
+}
+
+/// Writes `contents` to a new file at `target` through a temporary file
+/// beside it (synced), published with [`publish`]; the usual file mode.
+pub(crate) fn write_new(target: &Path, contents: &[u8], replace: bool) -> io::Result<()> {
+    let (tmp, mut file) = create_temp_beside(target, "vault-partial", false)?;
+    let guard = TempGuard::new(tmp.clone());
+    file.write_all(contents)?;
+    file.sync_all()?;
+    drop(file);
+    publish(&tmp, target, replace)?;
+    if replace {
+        // Renamed away: nothing left to remove.
+        guard.disarm();
+    } else {
+        // Linked: the temporary name goes with the guard.
+        drop(guard);
+    }
+    sync_dir(&parent_dir(target))
+}
+
 /// Replaces `target` with `contents` atomically. An existing target keeps
 /// its permissions; a new one is created readable by its owner only.
 pub(crate) fn write_atomic(target: &Path, contents: &[u8]) -> io::Result<()> {

@@ -19,6 +19,8 @@
 //!   when safe) an MD5 proof per node.
 //! - [`records`]: key records: which to trust, the first one, catching up.
 //! - [`vault`]: an opened vault: sessions plus the unwrapped master key.
+//! - [`catalog`]: every file of the vault or of a prefix, manifests read
+//!   many per round trip; which part copies the nodes hold.
 //! - [`ops`]: PUT, GET, LIST, DELETE and ROTATE; every operation takes a
 //!   `&Vault`, reports progress through [`ops::Progress`] and returns partial
 //!   successes as `Ok` with warnings.
@@ -29,6 +31,7 @@
 //! the few lines an embedder needs.
 #![forbid(unsafe_code)]
 
+pub mod catalog;
 pub mod config;
 pub mod crypto;
 mod fsutil;

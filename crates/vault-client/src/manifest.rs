@@ -1,5 +1,5 @@
-//! The per-file manifest: everything a node must not see (the name, the
-//! plaintext size, the content hash, the placement), sealed under the
+//! The per-file manifest: everything a node must not see (the name, a
+//! relative path like `photos/2024/a.jpg`; the plaintext size, the content hash, the placement), sealed under the
 //! master key and stored under an id derived from the name.
 //!
 //! A sealed manifest is `"VLTm" 0x02 | nonce (24) | XChaCha20-Poly1305
@@ -16,7 +16,7 @@ use crate::crypto::keys::{self, random_bytes, KeyError, MasterKey, FILE_ID_LEN};
 use crate::placement::{part_ranges, placement_x, PARTS};
 
 /// Longest file name a manifest holds, in bytes.
-pub const MAX_NAME_LEN: usize = 4096;
+pub use crate::path::MAX_NAME_LEN;
 /// Largest sealed manifest a client reads from a node.
 pub const MAX_SEALED_LEN: usize = 16 * 1024;
 const NONCE_LEN: usize = 24;
@@ -50,8 +50,9 @@ pub struct Manifest {
     pub version: u64,
     /// A tombstone: the file was deleted while a node was unreachable.
     pub deleted: bool,
-    /// Modification time of the source file, seconds since the epoch.
-    pub mtime: Option<u64>,
+    /// Modification time of the source file, nanoseconds since the Unix
+    /// epoch: with `size`, what an incremental PUT compares.
+    pub mtime_ns: Option<u64>,
 }
 
 impl Manifest {
@@ -76,15 +77,14 @@ impl Manifest {
             file_id: random_bytes::<FILE_ID_LEN>()?.to_vec(),
             version: self.version + 1,
             deleted: true,
-            mtime: None,
+            mtime_ns: None,
         })
     }
 
     fn well_formed(&self) -> bool {
         self.md5.len() == 16
             && self.file_id.len() == FILE_ID_LEN
-            && !self.name.is_empty()
-            && self.name.len() <= MAX_NAME_LEN
+            && crate::path::check_name(&self.name).is_ok()
             && self.version > 0
     }
 
@@ -160,7 +160,7 @@ mod tests {
             file_id: vec![2; 16],
             version: 1,
             deleted: false,
-            mtime: Some(1),
+            mtime_ns: Some(1),
         };
         let id = master.manifest_id(&m.name);
         (m, id)

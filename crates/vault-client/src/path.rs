@@ -114,6 +114,16 @@ pub fn file_name(path: &Path) -> Result<String, NameError> {
     check_name(name).map(str::to_string)
 }
 
+/// A file's modification time in nanoseconds since the Unix epoch.
+pub fn mtime_ns(meta: &std::fs::Metadata) -> Option<u64> {
+    let d = meta
+        .modified()
+        .ok()?
+        .duration_since(std::time::UNIX_EPOCH)
+        .ok()?;
+    u64::try_from(d.as_nanos()).ok()
+}
+
 /// A regular file found by [`walk`].
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct LocalFile {
@@ -123,6 +133,8 @@ pub struct LocalFile {
     pub name: String,
     /// Its size.
     pub size: u64,
+    /// Its modification time, nanoseconds since the Unix epoch.
+    pub mtime_ns: Option<u64>,
 }
 
 /// What [`walk`] found.
@@ -184,8 +196,13 @@ pub fn walk(dir: &Path) -> std::io::Result<Walk> {
             } else if kind.is_file() {
                 match name_of(&base, &rel) {
                     Ok(name) => {
-                        let size = entry.metadata()?.len();
-                        out.files.push(LocalFile { path, name, size });
+                        let meta = entry.metadata()?;
+                        out.files.push(LocalFile {
+                            path,
+                            name,
+                            size: meta.len(),
+                            mtime_ns: mtime_ns(&meta),
+                        });
                     }
                     Err(e) => out.skipped.push(format!("{}: {e}", path.display())),
                 }

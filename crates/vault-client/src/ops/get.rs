@@ -19,7 +19,7 @@ use super::{fetch_versions, io_err, OpError, ProgressRef};
 use crate::crypto::format::{part_blob_len, HEADER_LEN, PART_HEADER};
 use crate::crypto::keys::PartKeys;
 use crate::crypto::stream::{Decryptor, CT_CHUNK_LEN};
-use crate::fsutil::{create_temp_beside, parent_dir, sync_dir, TempGuard};
+use crate::fsutil::{create_temp_beside, parent_dir, publish, sync_dir, TempGuard};
 use crate::manifest::Manifest;
 use crate::net::Session;
 use crate::placement::nodes_for_part;
@@ -122,22 +122,17 @@ pub async fn get_version(
     }
     file.sync_all().map_err(io_err(&tmp_path))?;
     drop(file);
-    if replace {
-        std::fs::rename(&tmp_path, out).map_err(io_err(out))?;
-    } else {
-        // Never replace a file that appeared meanwhile: link fails if the
-        // target exists.
-        std::fs::hard_link(&tmp_path, out).map_err(|e| {
-            if e.kind() == std::io::ErrorKind::AlreadyExists {
-                OpError::Exists(out.to_path_buf())
-            } else {
-                OpError::Io {
-                    path: out.to_path_buf(),
-                    source: e,
-                }
+    // Never replace a file that appeared meanwhile unless asked to.
+    publish(&tmp_path, out, replace).map_err(|e| {
+        if e.kind() == std::io::ErrorKind::AlreadyExists {
+            OpError::Exists(out.to_path_buf())
+        } else {
+            OpError::Io {
+                path: out.to_path_buf(),
+                source: e,
             }
-        })?;
-    }
+        }
+    })?;
     if replace {
         guard.disarm();
     } else {

@@ -2,16 +2,23 @@
 //! progress through [`Progress`], and returns a partial success as `Ok`
 //! with warnings.
 //!
-//! - [`put`]: encrypt, split and place files; commit with the manifest.
+//! - [`put`]: encrypt, split and place one file, streaming; commit with
+//!   the manifest.
+//! - [`put_many`]: many files (a tree): current versions learned at once,
+//!   unchanged files skipped, small files in batches, several in flight.
 //! - [`get`]: fetch one copy of each part, fail over, verify, rename.
+//! - [`get_many`]: a whole tree: small files in batches, each part from
+//!   the less loaded holder, the other one when a copy fails.
 //! - [`list`]: merge what the nodes hold; flag files they cannot rebuild.
 //! - [`delete`]: remove a file's parts and manifest everywhere reachable.
 //! - [`rotate`]: change the password without re-encrypting data.
 
 pub mod delete;
 pub mod get;
+pub mod get_many;
 pub mod list;
 pub mod put;
+pub mod put_many;
 pub mod rotate;
 
 use std::path::PathBuf;

@@ -27,7 +27,7 @@ use super::{
 use crate::crypto::format::{part_blob_len, PART_HEADER};
 use crate::crypto::keys::{random_bytes, PartKeys, FILE_ID_LEN};
 use crate::crypto::stream::{Encryptor, CHUNK_LEN};
-use crate::manifest::{Manifest, MAX_NAME_LEN};
+use crate::manifest::Manifest;
 use crate::net::{NetError, Session};
 use crate::placement::nodes_for_part;
 use crate::vault::Vault;
@@ -57,14 +57,7 @@ const PIPELINE_DEPTH: usize = 8;
 
 /// The vault name for a local path: its final component, as UTF-8.
 pub fn name_for(path: &Path) -> Result<String, OpError> {
-    let name = path
-        .file_name()
-        .and_then(|n| n.to_str())
-        .ok_or_else(|| OpError::BadName(path.display().to_string()))?;
-    if name.len() > MAX_NAME_LEN || name.contains('\0') {
-        return Err(OpError::BadName(name.to_string()));
-    }
-    Ok(name.to_string())
+    crate::path::file_name(path).map_err(|e| OpError::BadName(e.to_string()))
 }
 
 fn md5_file(path: &Path, progress: &ProgressRef) -> Result<(u64, [u8; 16]), std::io::Error> {
@@ -85,7 +78,7 @@ fn md5_file(path: &Path, progress: &ProgressRef) -> Result<(u64, [u8; 16]), std:
 }
 
 /// A file's size and MD5, being computed ahead of time.
-type Hashing = tokio::sync::oneshot::Receiver<std::io::Result<(u64, [u8; 16])>>;
+pub(crate) type Hashing = tokio::sync::oneshot::Receiver<std::io::Result<(u64, [u8; 16])>>;
 
 /// A file waiting in a [`PutBatch`].
 struct Queued {
@@ -104,25 +97,16 @@ impl PutBatch {
     /// Each file's progress advances by its size in this pass, and again
     /// by its size while it is encrypted and sent. Needs a tokio runtime.
     pub fn start(files: Vec<(PathBuf, ProgressRef)>) -> PutBatch {
-        let mut jobs = Vec::new();
-        let mut queue = VecDeque::new();
-        for (path, progress) in files {
-            let (tx, rx) = tokio::sync::oneshot::channel();
-            jobs.push((path.clone(), progress.clone(), tx));
-            queue.push_back(Queued {
+        let hashing = hash_all(files.clone());
+        let queue = files
+            .into_iter()
+            .zip(hashing)
+            .map(|((path, progress), hashing)| Queued {
                 path,
                 progress,
-                hashing: rx,
-            });
-        }
-        tokio::task::spawn_blocking(move || {
-            for (path, progress, tx) in jobs {
-                if tx.is_closed() {
-                    continue;
-                }
-                let _ = tx.send(md5_file(&path, &progress));
-            }
-        });
+                hashing,
+            })
+            .collect();
         PutBatch { queue }
     }
 
@@ -130,7 +114,10 @@ impl PutBatch {
     /// every file was done.
     pub async fn next(&mut self, vault: &Vault) -> Option<(PathBuf, Result<PutReport, OpError>)> {
         let q = self.queue.pop_front()?;
-        let result = store(vault, &q.path, q.progress, q.hashing).await;
+        let result = match name_for(&q.path) {
+            Ok(name) => store(vault, &q.path, &name, q.progress, q.hashing).await,
+            Err(e) => Err(e),
+        };
         Some((q.path, result))
     }
 }
@@ -149,14 +136,37 @@ pub async fn put_file(
     }
 }
 
-async fn store(
+/// Starts the MD5 pass of `files`, in order, on one blocking thread (a
+/// pass is skipped when nobody waits for it any more).
+pub(crate) fn hash_all(files: Vec<(PathBuf, ProgressRef)>) -> Vec<Hashing> {
+    let mut jobs = Vec::new();
+    let mut receivers = Vec::new();
+    for (path, progress) in files {
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        jobs.push((path, progress, tx));
+        receivers.push(rx);
+    }
+    tokio::task::spawn_blocking(move || {
+        for (path, progress, tx) in jobs {
+            if tx.is_closed() {
+                continue;
+            }
+            let _ = tx.send(md5_file(&path, &progress));
+        }
+    });
+    receivers
+}
+
+/// Stores one file, streaming, under `name`.
+pub(crate) async fn store(
     vault: &Vault,
     path: &Path,
+    name: &str,
     progress: ProgressRef,
     hashing: Hashing,
 ) -> Result<PutReport, OpError> {
     require_all(vault, "PUT")?;
-    let name = name_for(path)?;
+    let name = name.to_string();
     let meta = std::fs::metadata(path).map_err(io_err(path))?;
     if !meta.is_file() {
         return Err(OpError::BadName(format!(
@@ -168,11 +178,7 @@ async fn store(
         path: path.to_path_buf(),
         source: std::io::Error::other("cannot read the file's metadata"),
     })?;
-    let mtime = meta
-        .modified()
-        .ok()
-        .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
-        .map(|d| d.as_secs());
+    let mtime_ns = crate::path::mtime_ns(&meta);
 
     let hashed = hashing
         .await
@@ -188,7 +194,7 @@ async fn store(
         file_id: random_bytes::<FILE_ID_LEN>()?.to_vec(),
         version: previous.max_version() + 1,
         deleted: false,
-        mtime,
+        mtime_ns,
     };
 
     if let Err(e) = upload_parts(vault, path, &manifest, progress).await {

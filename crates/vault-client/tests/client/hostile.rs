@@ -163,7 +163,7 @@ async fn a_replayed_old_manifest_loses_to_the_newest() {
             .await
             .is_empty());
         assert!(replay.hits() > 0, "DFS1 served the old manifest");
-        let listed = ops::list::list(&v).await.unwrap();
+        let listed = ops::list::list(&v, "").await.unwrap();
         assert_eq!(listed.files.len(), 1);
         assert_eq!(listed.files[0].size, 19);
     })
@@ -211,7 +211,7 @@ async fn a_flooded_listing_is_reported_and_the_others_used() {
         let flood = Arc::new(FloodListing::new("m2-"));
         c.make_hostile(2, flood.clone()).await.unwrap();
         let v = open(&c, "alice", ALICE).await.unwrap();
-        let listed = ops::list::list(&v).await.unwrap();
+        let listed = ops::list::list(&v, "").await.unwrap();
         assert_eq!(listed.files.len(), 1, "{:?}", listed.files);
         assert!(listed.files[0].complete);
         assert_eq!(listed.problems.len(), 1, "{:?}", listed.problems);

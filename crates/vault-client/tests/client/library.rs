@@ -144,7 +144,7 @@ async fn accounts_made_by_user_add_log_in_with_the_client() {
             Err(OpenError::AuthFailed)
         ));
         let v = open(&c, "carol", "Lapis-4").await.unwrap();
-        let listed = ops::list::list(&v).await.unwrap().files;
+        let listed = ops::list::list(&v, "").await.unwrap().files;
         assert_eq!(listed.len(), 1);
         assert_eq!(listed[0].name, "n.txt");
     })

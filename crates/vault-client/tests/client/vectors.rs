@@ -54,7 +54,7 @@ fn manifest() -> Manifest {
         file_id: FILE_ID.to_vec(),
         version: VERSION,
         deleted: false,
-        mtime: Some(1_700_000_000),
+        mtime_ns: Some(1_700_000_000_123_456_789),
     }
 }
 

@@ -49,28 +49,55 @@ and exits with status 1.";
 /// Subcommands.
 #[derive(Debug, PartialEq, Eq, Subcommand)]
 pub enum Command {
-    /// Store files (an existing name is replaced by the new version).
+    /// Store files. A file is stored under its file name; with -r a folder
+    /// is stored under its name plus each file's path inside it
+    /// (photos/2024/a.jpg). A new version replaces an old one.
     Put {
-        /// Files to store; each is stored under its file name.
+        /// Store folders, recursively. Files whose size and modification
+        /// time match their stored version are skipped; symbolic links and
+        /// special files are reported and skipped, never followed.
+        #[arg(short, long)]
+        recursive: bool,
+        /// With -r, compare contents instead of size and time.
+        #[arg(long, requires = "recursive")]
+        checksum: bool,
+        /// Print every file stored and skipped, not only the counts.
+        #[arg(short, long)]
+        verbose: bool,
+        /// Files (and with -r, folders) to store.
         #[arg(required = true)]
         files: Vec<PathBuf>,
     },
-    /// Fetch a file. Needs any three nodes.
+    /// Fetch a file, or with -r every file under a folder. Needs any three
+    /// nodes.
     Get {
-        /// Name of the file in the vault.
+        /// Fetch every file under NAME, recreating the tree.
+        #[arg(short, long)]
+        recursive: bool,
+        /// Name of the file in the vault (a path like photos/2024/a.jpg),
+        /// or with -r a folder.
         name: String,
-        /// Where to write it [default: NAME in the current folder].
+        /// Where to write it [default: the file name in the current
+        /// folder; with -r, the current folder].
         #[arg(short, long, value_name = "PATH")]
         output: Option<PathBuf>,
-        /// Replace the output file if it exists.
+        /// Replace local files that exist.
         #[arg(short, long)]
         force: bool,
     },
-    /// List the files; ` [incomplete]` marks files the reachable nodes cannot rebuild.
-    List,
-    /// Delete a file from every reachable node.
+    /// List the files (under PREFIX); ` [incomplete]` marks files the
+    /// reachable nodes cannot rebuild.
+    List {
+        /// Only files under this folder (photos or photos/2024).
+        prefix: Option<String>,
+    },
+    /// Delete a file, or with -r every file under a folder, from every
+    /// reachable node.
     Delete {
-        /// Name of the file in the vault.
+        /// Delete every file under NAME.
+        #[arg(short, long)]
+        recursive: bool,
+        /// Name of the file in the vault, or with -r a folder.
         name: String,
     },
     /// Change the password on all four nodes (no data is re-encrypted) and

@@ -5,9 +5,13 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use anyhow::{bail, Context, Result};
+use std::io::Write;
 use vault_client::config::ClientConfig;
 use vault_client::net::client_endpoint;
-use vault_client::ops::{self, put::PutBatch, ProgressRef};
+
+use vault_client::ops::put_many::{self, Outcome, PutOptions, PutPlan};
+use vault_client::ops::{self, OpError, ProgressRef};
+use vault_client::path::{self, walk, LocalFile};
 use vault_client::vault::{OpenError, OpenOptions, Vault, AUTH_FAILED_MESSAGE};
 
 use crate::args::{Cli, Command};
@@ -60,7 +64,12 @@ pub async fn run(cli: Cli) -> Result<i32> {
         command => {
             // PUT's MD5 pass runs while the nodes are dialled and Argon2id runs.
             let batch = match &command {
-                Some(Command::Put { files }) => Some(start_put(files, cli.json)),
+                Some(Command::Put {
+                    files,
+                    recursive,
+                    checksum,
+                    ..
+                }) => Some(start_put(files, *recursive, *checksum, cli.json)?),
                 _ => None,
             };
             let vault = match Vault::open_with(&endpoint, &cfg, &password, &options).await {
@@ -92,26 +101,76 @@ pub async fn run(cli: Cli) -> Result<i32> {
     Ok(status)
 }
 
-/// A PUT's files, their MD5 pass started, and one bar each.
+/// A PUT's files, planned (their MD5 pass started where it will surely be
+/// needed) before the vault opens.
 pub struct StartedPut {
-    batch: PutBatch,
-    bars: Vec<std::sync::Arc<Bar>>,
+    plan: PutPlan,
+    bar: std::sync::Arc<Bar>,
+    skipped: Vec<String>,
+    recursive: bool,
 }
 
-/// Starts the MD5 pass of `files` (before the vault opens).
-pub fn start_put(files: &[PathBuf], json: bool) -> StartedPut {
-    let mut bars = Vec::new();
-    let mut jobs = Vec::new();
+/// Finds the files a PUT names: files under their file name, with `-r`
+/// folders walked (links and special files skipped and reported).
+pub fn start_put(
+    files: &[PathBuf],
+    recursive: bool,
+    checksum: bool,
+    json: bool,
+) -> Result<StartedPut> {
+    let mut local = Vec::new();
+    let mut skipped = Vec::new();
     for path in files {
-        let size = std::fs::metadata(path).map(|m| m.len()).unwrap_or(0);
-        let bar = Bar::new(2 * size, &display_name(path), json);
-        jobs.push((path.clone(), bar.clone() as ProgressRef));
-        bars.push(bar);
+        let meta = std::fs::symlink_metadata(path)
+            .with_context(|| format!("cannot read {}", path.display()))?;
+        if meta.is_dir() {
+            if !recursive {
+                bail!(
+                    "{} is a folder; use put -r to store a folder",
+                    path.display()
+                );
+            }
+            let walked = walk(path).with_context(|| format!("cannot read {}", path.display()))?;
+            local.extend(walked.files);
+            skipped.extend(walked.skipped);
+        } else if meta.is_file() {
+            let name =
+                path::file_name(path).map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
+            local.push(LocalFile {
+                path: path.clone(),
+                name,
+                size: meta.len(),
+                mtime_ns: path::mtime_ns(&meta),
+            });
+        } else {
+            skipped.push(format!(
+                "{}: not a regular file (a link or a special file)",
+                path.display()
+            ));
+        }
     }
-    StartedPut {
-        batch: PutBatch::start(jobs),
-        bars,
-    }
+    let total: u64 = local
+        .iter()
+        .map(|f| {
+            if f.size > put_many::SMALL_FILE && !recursive {
+                2 * f.size
+            } else {
+                f.size
+            }
+        })
+        .sum();
+    let bar = Bar::new(total, "put", json);
+    let options = PutOptions {
+        skip_unchanged: recursive,
+        checksum,
+    };
+    let plan = PutPlan::start(local, options, bar.clone() as ProgressRef);
+    Ok(StartedPut {
+        plan,
+        bar,
+        skipped,
+        recursive,
+    })
 }
 
 /// Runs one command against an open vault; returns the exit status.
@@ -122,50 +181,46 @@ pub async fn run_command(
     started: Option<StartedPut>,
 ) -> i32 {
     match command {
-        Command::Put { files } => {
-            let StartedPut { mut batch, bars } = started.unwrap_or_else(|| start_put(&files, json));
-            let mut status = 0;
-            let mut results = Vec::new();
-            let mut bars = bars.into_iter();
-            loop {
-                let bar = bars.next();
-                if let Some(b) = &bar {
-                    b.show();
-                }
-                let Some((path, r)) = batch.next(vault).await else {
-                    break;
-                };
-                if let Some(b) = &bar {
-                    b.finish();
-                }
-                match r {
-                    Ok(r) => {
-                        warn_all(&r.warnings);
-                        if !json {
-                            println!(
-                                "stored {} ({} bytes, version {})",
-                                r.name, r.size, r.version
-                            );
-                        }
-                        results.push(serde_json::json!({"name": r.name, "size": r.size, "version": r.version, "warnings": r.warnings}));
-                    }
+        Command::Put {
+            files,
+            recursive,
+            checksum,
+            verbose,
+        } => {
+            let started = match started {
+                Some(s) => s,
+                None => match start_put(&files, recursive, checksum, json) {
+                    Ok(s) => s,
                     Err(e) => {
-                        status = report_error(&e);
-                        results.push(serde_json::json!({"file": path.display().to_string(), "error": e.to_string()}));
+                        eprintln!("error: {e:#}");
+                        return 1;
                     }
-                }
-            }
-            if json {
-                println!("{}", serde_json::Value::Array(results));
-            }
-            status
+                },
+            };
+            put(vault, started, json, verbose).await
         }
         Command::Get {
+            recursive: true,
+            name,
+            output,
+            force,
+        } => get_tree(vault, &name, output, force, json).await,
+        Command::Get {
+            recursive: false,
             name,
             output,
             force,
         } => {
-            let out = output.unwrap_or_else(|| PathBuf::from(&name));
+            let out = match output {
+                Some(o) => o,
+                None => match path::file_name(Path::new(&name)) {
+                    Ok(leaf) => PathBuf::from(leaf),
+                    Err(e) => {
+                        eprintln!("error: {name}: {e}");
+                        return 1;
+                    }
+                },
+            };
             let m = match ops::get::find(vault, &name).await {
                 Ok(m) => m,
                 Err(e) => return report_error(&e),
@@ -192,39 +247,77 @@ pub async fn run_command(
                 Err(e) => report_error(&e),
             }
         }
-        Command::List => match ops::list::list(vault).await {
-            Ok(listing) => {
-                warn_all(&listing.problems);
-                if listing.format1_objects > 0 {
-                    eprintln!(
-                        "warning: {} objects stored by Vault 0.1 (storage format 1) are not shown; see \"Upgrading from Vault 0.1\" in the README",
-                        listing.format1_objects
-                    );
+        Command::List { prefix } => {
+            match ops::list::list(vault, prefix.as_deref().unwrap_or("")).await {
+                Ok(listing) => {
+                    warn_all(&listing.problems);
+                    if listing.format1_objects > 0 {
+                        eprintln!(
+                            "warning: {} objects stored by Vault 0.1 (storage format 1) are not shown; see \"Upgrading from Vault 0.1\" in the README",
+                            listing.format1_objects
+                        );
+                    }
+                    if listing.unreadable > 0 {
+                        eprintln!(
+                            "warning: {} manifest copies failed authentication and were ignored (the good copies were used)",
+                            listing.unreadable
+                        );
+                    }
+                    if json {
+                        let unavailable: Vec<_> = vault
+                            .unavailable()
+                            .into_iter()
+                            .map(|(node, reason)| serde_json::json!({"node": node, "reason": reason}))
+                            .collect();
+                        println!(
+                            "{}",
+                            serde_json::json!({"files": listing.files, "unavailable": unavailable, "problems": listing.problems, "format1_objects": listing.format1_objects})
+                        );
+                    } else {
+                        let mut out = std::io::BufWriter::new(std::io::stdout().lock());
+                        for f in listing.files {
+                            let tail = if f.complete { "" } else { " [incomplete]" };
+                            let _ = writeln!(out, "{}{tail}", f.name);
+                        }
+                    }
+                    0
+                }
+                Err(e) => report_error(&e),
+            }
+        }
+        Command::Delete {
+            recursive: true,
+            name,
+        } => match ops::delete::delete_tree(vault, &name).await {
+            Ok(r) => {
+                warn_all(&r.warnings);
+                for (n, e) in &r.failed {
+                    eprintln!("error: {n}: {e}");
                 }
                 if json {
-                    let unavailable: Vec<_> = vault
-                        .unavailable()
-                        .into_iter()
-                        .map(|(node, reason)| serde_json::json!({"node": node, "reason": reason}))
+                    let failed: Vec<_> = r
+                        .failed
+                        .iter()
+                        .map(|(n, e)| serde_json::json!({"name": n, "error": e.to_string()}))
                         .collect();
                     println!(
                         "{}",
-                        serde_json::json!({"files": listing.files, "unavailable": unavailable, "problems": listing.problems, "format1_objects": listing.format1_objects})
+                        serde_json::json!({"deleted": r.deleted, "failed": failed, "unreachable": r.unreachable})
                     );
                 } else {
-                    for f in listing.files {
-                        if f.complete {
-                            println!("{}", f.name);
-                        } else {
-                            println!("{} [incomplete]", f.name);
-                        }
+                    println!("deleted {} files under {name}", r.deleted.len());
+                    for n in &r.unreachable {
+                        eprintln!("warning: {n} could not be reached; it keeps its old copies, which the other nodes' tombstones override");
                     }
                 }
-                0
+                i32::from(!r.failed.is_empty())
             }
             Err(e) => report_error(&e),
         },
-        Command::Delete { name } => match ops::delete::delete_file(vault, &name).await {
+        Command::Delete {
+            recursive: false,
+            name,
+        } => match ops::delete::delete_file(vault, &name).await {
             Ok(r) => {
                 warn_all(&r.warnings);
                 if json {
@@ -249,8 +342,108 @@ pub async fn run_command(
     }
 }
 
-fn display_name(p: &Path) -> String {
-    p.file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_else(|| p.display().to_string())
+async fn put(vault: &Vault, started: StartedPut, json: bool, verbose: bool) -> i32 {
+    let StartedPut {
+        plan,
+        bar,
+        skipped,
+        recursive,
+    } = started;
+    for s in &skipped {
+        eprintln!("skipped {s}");
+    }
+    bar.show();
+    let summary = plan.run(vault).await;
+    bar.finish();
+    let summary = match summary {
+        Ok(s) => s,
+        Err(e) => return report_error(&e),
+    };
+    let mut status = 0;
+    let mut results = Vec::new();
+    for (file, outcome) in &summary.files {
+        match outcome {
+            Outcome::Stored(r) => {
+                warn_all(&r.warnings);
+                if !json && (verbose || !recursive) {
+                    println!(
+                        "stored {} ({} bytes, version {})",
+                        r.name, r.size, r.version
+                    );
+                }
+                results.push(serde_json::json!({"name": r.name, "size": r.size, "version": r.version, "warnings": r.warnings}));
+            }
+            Outcome::Unchanged => {
+                if !json && verbose {
+                    println!("unchanged {}", file.name);
+                }
+                results.push(serde_json::json!({"name": file.name, "unchanged": true}));
+            }
+            Outcome::Failed(e) => {
+                status = 1;
+                eprintln!("error: {}: {e}", file.name);
+                results.push(serde_json::json!({"name": file.name, "file": file.path.display().to_string(), "error": e.to_string()}));
+            }
+        }
+    }
+    if json {
+        println!("{}", serde_json::Value::Array(results));
+    } else if recursive {
+        println!(
+            "stored {} files, {} unchanged, {} failed, {} skipped",
+            summary.stored(),
+            summary.unchanged(),
+            summary.failed(),
+            skipped.len()
+        );
+    }
+    status
+}
+
+async fn get_tree(
+    vault: &Vault,
+    prefix: &str,
+    output: Option<PathBuf>,
+    force: bool,
+    json: bool,
+) -> i32 {
+    let dir = output.unwrap_or_else(|| PathBuf::from("."));
+    let bar = Bar::new(0, "get", json);
+    let summary = match ops::get_many::get_tree(vault, prefix, &dir, force, bar.clone()).await {
+        Ok(s) => s,
+        Err(e) => return report_error(&e),
+    };
+    bar.finish();
+    warn_all(&summary.problems);
+    let mut results = Vec::new();
+    for (name, path, r) in &summary.files {
+        match r {
+            Ok(size) => results.push(serde_json::json!({"name": name, "path": path, "size": size})),
+            Err(e) => {
+                let e = match e {
+                    OpError::Exists(p) => {
+                        format!("{} already exists (use --force to overwrite)", p.display())
+                    }
+                    other => other.to_string(),
+                };
+                eprintln!("error: {name}: {e}");
+                results.push(serde_json::json!({"name": name, "path": path, "error": e}));
+            }
+        }
+    }
+    if json {
+        println!("{}", serde_json::Value::Array(results));
+    } else {
+        println!(
+            "wrote {} files to {}{}",
+            summary.written(),
+            dir.display(),
+            if summary.failed() > 0 {
+                format!(", {} failed", summary.failed())
+            } else {
+                String::new()
+            }
+        );
+    }
+    i32::from(summary.failed() > 0)
 }

@@ -2,12 +2,15 @@
 //! case, with or without a leading dash:
 //!
 //! ```text
-//! PUT FILE...                  store files
-//! GET NAME [PATH] [-f]         fetch a file (-f / --force replaces PATH)
-//! LIST                         list the files
-//! DELETE NAME                  delete a file
+//! PUT [-r] [-v] FILE...        store files (-r: folders, unchanged files skipped)
+//! GET [-r] [-f] NAME [PATH]    fetch a file or, with -r, a folder (-f replaces)
+//! LIST [PREFIX]                list the files (under a folder)
+//! DELETE [-r] NAME             delete a file or, with -r, a folder
 //! EXIT                         leave (also QUIT, or the end of input)
 //! ```
+//!
+//! Names are vault paths (`photos/2024/a.jpg`); a name with spaces goes in
+//! double quotes.
 //!
 //! The forms of the classic Python client, which repeated the credentials
 //! on every command, work too: `-put FILE USER PASS`, `-get FILE USER PASS`,
@@ -28,7 +31,8 @@ use zeroize::Zeroizing;
 use crate::args::Command;
 use crate::commands::run_command;
 
-const PROMPT_HELP: &str = "commands: PUT FILE..., GET NAME [PATH] [-f], LIST, DELETE NAME, EXIT \
+const PROMPT_HELP: &str = "commands: PUT [-r] FILE..., GET [-r] [-f] NAME [PATH], LIST [PREFIX], \
+DELETE [-r] NAME, EXIT; quote names with spaces (\"my file.txt\") \
 (classic forms: -put FILE USER PASS, -get FILE USER PASS, -list USER PASS)";
 
 /// Who the session is: what the classic forms' credentials are checked
@@ -64,66 +68,116 @@ enum Line {
     Unknown,
 }
 
+/// Splits a line into words: whitespace separates them, double quotes
+/// group (`GET "my file.txt"`); `None` for an unclosed quote.
+fn words(line: &str) -> Option<Vec<String>> {
+    let mut out = Vec::new();
+    let mut word = String::new();
+    let (mut in_quotes, mut started) = (false, false);
+    for c in line.chars() {
+        match c {
+            '"' => {
+                in_quotes = !in_quotes;
+                started = true;
+            }
+            c if c.is_whitespace() && !in_quotes => {
+                if started {
+                    out.push(std::mem::take(&mut word));
+                    started = false;
+                }
+            }
+            c => {
+                word.push(c);
+                started = true;
+            }
+        }
+    }
+    if in_quotes {
+        return None;
+    }
+    if started {
+        out.push(word);
+    }
+    Some(out)
+}
+
 /// Parses one line; `exists` tells whether a local file exists (to read a
 /// dash-less `PUT A B C`).
 fn parse(line: &str, session_user: &str, exists: impl Fn(&str) -> bool) -> Line {
-    let words: Vec<&str> = line.split_whitespace().collect();
-    let Some((first, args)) = words.split_first() else {
+    let Some(all) = words(line) else {
+        return Line::Unknown;
+    };
+    let Some((first, rest)) = all.split_first() else {
         return Line::Empty;
     };
     let dashed = first.starts_with('-');
     let keyword = first.trim_start_matches('-').to_ascii_uppercase();
+    let flag = |names: &[&str]| rest.iter().any(|w| names.contains(&w.as_str()));
+    let recursive = flag(&["-r", "--recursive"]);
+    let force = flag(&["-f", "--force"]);
+    let verbose = flag(&["-v", "--verbose"]);
+    let checksum = flag(&["--checksum"]);
+    let args: Vec<&str> = rest
+        .iter()
+        .map(String::as_str)
+        .filter(|w| {
+            !matches!(
+                *w,
+                "-r" | "--recursive" | "-f" | "--force" | "-v" | "--verbose" | "--checksum"
+            )
+        })
+        .collect();
+    let plain = !recursive && !force && !verbose && !checksum;
     let creds = |command: Command, user: &str, password: &str| Line::WithCredentials {
         command,
         user: user.to_string(),
         password: password.to_string(),
     };
-    let get = |name: &str, output: Option<&str>, force: bool| Command::Get {
+    let get = |name: &str, output: Option<&str>, recursive: bool, force: bool| Command::Get {
+        recursive,
         name: name.to_string(),
         output: output.map(PathBuf::from),
         force,
     };
-    match (keyword.as_str(), args) {
+    let put = |files: &[&str]| Command::Put {
+        recursive,
+        checksum,
+        verbose,
+        files: files.iter().map(PathBuf::from).collect(),
+    };
+    match (keyword.as_str(), args.as_slice()) {
         ("EXIT" | "QUIT", _) => Line::Exit,
         ("HELP" | "?", _) => Line::Help,
         ("PUT", [file, user, password])
-            if dashed
-                || user.eq_ignore_ascii_case(session_user)
-                || (!exists(user) && !exists(password)) =>
+            if plain
+                && (dashed
+                    || user.eq_ignore_ascii_case(session_user)
+                    || (!exists(user) && !exists(password))) =>
         {
-            creds(
-                Command::Put {
-                    files: vec![PathBuf::from(file)],
-                },
-                user,
-                password,
-            )
+            creds(put(&[file]), user, password)
         }
-        ("PUT", files) if !files.is_empty() && !dashed => Line::Run(Command::Put {
-            files: files.iter().map(PathBuf::from).collect(),
-        }),
-        ("GET", [name, user, password]) if dashed => creds(get(name, None, false), user, password),
-        ("GET", rest) if !dashed || rest.len() != 3 => {
-            let force = rest.iter().any(|w| *w == "-f" || *w == "--force");
-            let plain: Vec<&str> = rest
-                .iter()
-                .copied()
-                .filter(|w| *w != "-f" && *w != "--force")
-                .collect();
-            match plain[..] {
-                [name] => Line::Run(get(name, None, force)),
-                [name, path] => Line::Run(get(name, Some(path), force)),
-                [name, user, password] if !force => creds(get(name, None, false), user, password),
-                _ => Line::Unknown,
-            }
+        ("PUT", files) if !files.is_empty() && !dashed => Line::Run(put(files)),
+        ("GET", [name, user, password]) if plain => {
+            creds(get(name, None, false, false), user, password)
         }
-        ("LIST" | "LS", []) => Line::Run(Command::List),
-        ("LIST" | "LS", [user, password]) => creds(Command::List, user, password),
-        ("DELETE" | "DEL" | "RM", [name]) => Line::Run(Command::Delete {
-            name: name.to_string(),
+        ("GET", [name]) if !dashed => Line::Run(get(name, None, recursive, force)),
+        ("GET", [name, path]) if !dashed => Line::Run(get(name, Some(path), recursive, force)),
+        ("LIST" | "LS", []) if plain => Line::Run(Command::List { prefix: None }),
+        ("LIST" | "LS", [prefix]) if plain && !dashed => Line::Run(Command::List {
+            prefix: Some(prefix.to_string()),
         }),
-        ("DELETE" | "DEL" | "RM", [name, user, password]) => creds(
+        ("LIST" | "LS", [user, password]) if plain => {
+            creds(Command::List { prefix: None }, user, password)
+        }
+        ("DELETE" | "DEL" | "RM", [name]) if !force && !verbose && !checksum => {
+            Line::Run(Command::Delete {
+                recursive,
+                name: name.to_string(),
+            })
+        }
+        ("DELETE" | "DEL" | "RM", [name, user, password]) if plain => creds(
             Command::Delete {
+                recursive: false,
                 name: name.to_string(),
             },
             user,
@@ -207,12 +261,16 @@ mod tests {
 
     fn put(files: &[&str]) -> Command {
         Command::Put {
+            recursive: false,
+            checksum: false,
+            verbose: false,
             files: files.iter().map(PathBuf::from).collect(),
         }
     }
 
     fn get(name: &str, output: Option<&str>, force: bool) -> Command {
         Command::Get {
+            recursive: false,
             name: name.into(),
             output: output.map(PathBuf::from),
             force,
@@ -245,12 +303,19 @@ mod tests {
             p("get a.txt alice pw"),
             creds(get("a.txt", None, false), "alice", "pw")
         );
-        assert_eq!(p("-list alice pw"), creds(Command::List, "alice", "pw"));
-        assert_eq!(p("LIST alice pw"), creds(Command::List, "alice", "pw"));
+        assert_eq!(
+            p("-list alice pw"),
+            creds(Command::List { prefix: None }, "alice", "pw")
+        );
+        assert_eq!(
+            p("LIST alice pw"),
+            creds(Command::List { prefix: None }, "alice", "pw")
+        );
         assert_eq!(
             p("-delete a.txt alice pw"),
             creds(
                 Command::Delete {
+                    recursive: false,
                     name: "a.txt".into()
                 },
                 "alice",
@@ -272,7 +337,43 @@ mod tests {
             Line::Run(get("a.txt", Some("out.txt"), true))
         );
         assert_eq!(p("get --force a.txt"), Line::Run(get("a.txt", None, true)));
-        assert_eq!(p("list"), Line::Run(Command::List));
+        assert_eq!(p("list"), Line::Run(Command::List { prefix: None }));
+        assert_eq!(
+            p("list photos/2024"),
+            Line::Run(Command::List {
+                prefix: Some("photos/2024".into())
+            })
+        );
+        assert_eq!(
+            p("put -r photos"),
+            Line::Run(Command::Put {
+                recursive: true,
+                checksum: false,
+                verbose: false,
+                files: vec![PathBuf::from("photos")]
+            })
+        );
+        assert_eq!(
+            p("GET -r photos out -f"),
+            Line::Run(Command::Get {
+                recursive: true,
+                name: "photos".into(),
+                output: Some(PathBuf::from("out")),
+                force: true
+            })
+        );
+        assert_eq!(
+            p("get \"my file.txt\" \"a b/c\""),
+            Line::Run(get("my file.txt", Some("a b/c"), false))
+        );
+        assert_eq!(
+            p("delete -r photos"),
+            Line::Run(Command::Delete {
+                recursive: true,
+                name: "photos".into()
+            })
+        );
+        assert_eq!(p("get \"unclosed"), Line::Unknown);
         assert_eq!(p("  "), Line::Empty);
         assert_eq!(p("exit"), Line::Exit);
         assert_eq!(p("-quit"), Line::Exit);

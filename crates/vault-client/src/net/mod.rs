@@ -22,6 +22,10 @@ use wire::{
 
 use crate::config::ServerEntry;
 
+mod batch;
+
+pub use batch::{DataPage, PutFailure};
+
 /// How long a dial may take before the node counts as down.
 pub const CONNECT_TIMEOUT: Duration = Duration::from_millis(1000);
 /// How long a small request may take.
@@ -90,7 +94,7 @@ pub fn sanitize(text: &str) -> String {
 }
 
 /// Network and protocol failures talking to one node.
-#[derive(Debug, Error)]
+#[derive(Debug, Clone, Error)]
 pub enum NetError {
     /// The address did not resolve.
     #[error("cannot resolve {0}")]

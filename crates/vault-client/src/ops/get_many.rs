@@ -1,0 +1,367 @@
+//! GET of a whole tree (`get -r PREFIX`): every live file under the prefix,
+//! recreated below a local folder.
+//!
+//! The files come from one catalog scan. Small files (up to
+//! [`super::put_many::SMALL_FILE`]) are fetched in batches: each part is
+//! read from one of its two holders (the less loaded one), all of a node's
+//! parts of the batch in one `GetBlobs`; a copy that is missing or fails
+//! authentication is read again from the other holder. A file is written to
+//! a temporary name beside its place and moved there only when all four
+//! parts decrypted. Larger files stream through [`super::get`]. A few
+//! batches are in flight at once.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use tokio::sync::Semaphore;
+use tokio::task::JoinSet;
+use wire::{BlobId, MAX_BATCH};
+
+use super::get::get_version;
+use super::put_many::SMALL_FILE;
+use super::{OpError, ProgressRef};
+use crate::catalog;
+use crate::crypto::format::{HEADER_LEN, PART_HEADER};
+use crate::crypto::stream::open_all;
+use crate::fsutil::write_new;
+use crate::manifest::Manifest;
+use crate::path::{local_path, normalize_prefix};
+use crate::placement::{nodes_for_part, PARTS};
+use crate::vault::Vault;
+
+/// Most files in one batch.
+const BATCH_FILES: usize = 128;
+/// Most plaintext bytes in one batch.
+const BATCH_BYTES: u64 = 8 << 20;
+/// Batches in flight at once.
+const IN_FLIGHT: usize = 3;
+
+/// What a GET of a tree did, file by file (by name).
+#[derive(Debug, Default)]
+pub struct GetSummary {
+    /// Each file: its name, where it goes, and its size or why it failed.
+    pub files: Vec<(String, PathBuf, Result<u64, OpError>)>,
+    /// `node: problem` for nodes whose listing could not be used.
+    pub problems: Vec<String>,
+}
+
+impl GetSummary {
+    /// Files written.
+    pub fn written(&self) -> usize {
+        self.files.iter().filter(|(_, _, r)| r.is_ok()).count()
+    }
+
+    /// Files not written.
+    pub fn failed(&self) -> usize {
+        self.files.len() - self.written()
+    }
+}
+
+/// Fetches every live file under `prefix` into `dir`: `photos/2024/a.jpg`
+/// with prefix `photos` goes to `dir/photos/2024/a.jpg`. Existing files are
+/// replaced only with `replace`. `progress` advances by each file's size.
+pub async fn get_tree(
+    vault: &Vault,
+    prefix: &str,
+    dir: &Path,
+    replace: bool,
+    progress: ProgressRef,
+) -> Result<GetSummary, OpError> {
+    let prefix = normalize_prefix(prefix).map_err(|e| OpError::BadName(e.to_string()))?;
+    let catalog = catalog::scan(vault, &prefix).await;
+    let mut summary = GetSummary {
+        problems: catalog.problems.clone(),
+        ..GetSummary::default()
+    };
+    let files: Vec<Manifest> = catalog.live().cloned().collect();
+    if files.is_empty() {
+        return Err(OpError::NotFound(if prefix.is_empty() {
+            "(the vault is empty)".into()
+        } else {
+            prefix
+        }));
+    }
+    let mut small: Vec<(usize, Manifest, PathBuf)> = Vec::new();
+    let mut large: Vec<(usize, Manifest, PathBuf)> = Vec::new();
+    let mut results: Vec<Option<Result<u64, OpError>>> = Vec::new();
+    for (i, m) in files.iter().enumerate() {
+        results.push(None);
+        let target = match local_path(dir, &prefix, &m.name) {
+            Ok(t) => t,
+            Err(e) => {
+                results[i] = Some(Err(OpError::BadName(e.to_string())));
+                continue;
+            }
+        };
+        if !replace && target.exists() {
+            results[i] = Some(Err(OpError::Exists(target)));
+            continue;
+        }
+        if m.size <= SMALL_FILE {
+            small.push((i, m.clone(), target));
+        } else {
+            large.push((i, m.clone(), target));
+        }
+    }
+
+    let limit = Arc::new(Semaphore::new(IN_FLIGHT));
+    let mut set = JoinSet::new();
+    for batch in batches(small) {
+        let permit = limit.clone().acquire_owned().await.expect("never closed");
+        let (vault, progress) = (vault.clone(), progress.clone());
+        set.spawn(async move {
+            let _permit = permit;
+            fetch_batch(&vault, batch, replace, &progress).await
+        });
+        while let Some(done) = set.try_join_next() {
+            collect(done, &mut results);
+        }
+    }
+    while let Some(done) = set.join_next().await {
+        collect(done, &mut results);
+    }
+    for (i, m, target) in large {
+        if let Some(parent) = target.parent() {
+            if let Err(e) = std::fs::create_dir_all(parent) {
+                results[i] = Some(Err(OpError::Io {
+                    path: parent.to_path_buf(),
+                    source: e,
+                }));
+                continue;
+            }
+        }
+        let r = get_version(vault, &m, &target, replace, progress.clone()).await;
+        results[i] = Some(r.map(|r| r.size));
+    }
+
+    for ((m, r), i) in files.into_iter().zip(results).zip(0..) {
+        let target = local_path(dir, &prefix, &m.name).unwrap_or_default();
+        let r = r.unwrap_or_else(|| {
+            Err(OpError::Unavailable(format!(
+                "file {i} was not fetched (its batch failed)"
+            )))
+        });
+        summary.files.push((m.name, target, r));
+    }
+    Ok(summary)
+}
+
+/// One file's result: its size, or why it was not written.
+type FileResult = Result<u64, OpError>;
+
+fn collect(
+    done: Result<Vec<(usize, FileResult)>, tokio::task::JoinError>,
+    results: &mut [Option<FileResult>],
+) {
+    match done {
+        Ok(rs) => {
+            for (i, r) in rs {
+                results[i] = Some(r);
+            }
+        }
+        Err(e) => tracing::warn!("a batch task failed: {e}"),
+    }
+}
+
+fn batches(files: Vec<(usize, Manifest, PathBuf)>) -> Vec<Vec<(usize, Manifest, PathBuf)>> {
+    let mut out: Vec<Vec<(usize, Manifest, PathBuf)>> = Vec::new();
+    let mut bytes = 0u64;
+    for f in files {
+        let full = out
+            .last()
+            .is_none_or(|b| b.len() >= BATCH_FILES || bytes + f.1.size > BATCH_BYTES);
+        if full {
+            out.push(Vec::new());
+            bytes = 0;
+        }
+        bytes += f.1.size;
+        out.last_mut().expect("pushed").push(f);
+    }
+    out
+}
+
+/// Reads `ids` from `node` (in requests of at most [`MAX_BATCH`]).
+async fn get_all(
+    vault: &Vault,
+    node: usize,
+    ids: Vec<(BlobId, u64)>,
+) -> Result<Vec<Option<Vec<u8>>>, String> {
+    let s = vault
+        .session(node)
+        .ok_or_else(|| format!("{}: unreachable", vault.node_name(node)))?;
+    let mut out = Vec::with_capacity(ids.len());
+    for chunk in ids.chunks(MAX_BATCH) {
+        let want: u64 = chunk.iter().map(|(_, len)| len).sum();
+        let list: Vec<BlobId> = chunk.iter().map(|(id, _)| id.clone()).collect();
+        let got = s
+            .get_blobs(&list, want)
+            .await
+            .map_err(|e| format!("{}: {e}", s.name))?;
+        out.extend(got);
+    }
+    Ok(out)
+}
+
+/// Fetches one batch of small files and writes them.
+async fn fetch_batch(
+    vault: &Vault,
+    batch: Vec<(usize, Manifest, PathBuf)>,
+    replace: bool,
+    progress: &ProgressRef,
+) -> Vec<(usize, Result<u64, OpError>)> {
+    // parts[f][k]: the plaintext once a copy opened.
+    let mut parts: Vec<[Option<Vec<u8>>; PARTS]> = vec![Default::default(); batch.len()];
+    let mut why: Vec<Vec<String>> = vec![Vec::new(); batch.len()];
+    // The node each part was asked of in the first round.
+    let mut first: Vec<[Option<usize>; PARTS]> = vec![[None; PARTS]; batch.len()];
+    for round in 0..2 {
+        // Which node to ask for each missing part: in the first round the
+        // less loaded reachable holder, in the second the other one.
+        let mut load: HashMap<usize, u64> = HashMap::new();
+        let mut asks: HashMap<usize, Vec<(usize, usize)>> = HashMap::new();
+        for (f, (_, m, _)) in batch.iter().enumerate() {
+            for (k, (_, len)) in m.parts().into_iter().enumerate() {
+                if parts[f][k].is_some() {
+                    continue;
+                }
+                let holders: Vec<usize> = nodes_for_part(m.placement(), k)
+                    .into_iter()
+                    .filter(|&n| vault.session(n).is_some())
+                    .collect();
+                let node = if round == 0 {
+                    match holders.as_slice() {
+                        [] => continue,
+                        [a] => *a,
+                        [a, b, ..] => {
+                            if load.get(a).unwrap_or(&0) <= load.get(b).unwrap_or(&0) {
+                                *a
+                            } else {
+                                *b
+                            }
+                        }
+                    }
+                } else {
+                    match holders.into_iter().find(|&n| Some(n) != first[f][k]) {
+                        Some(n) => n,
+                        None => continue,
+                    }
+                };
+                if round == 0 {
+                    first[f][k] = Some(node);
+                }
+                *load.entry(node).or_default() += len;
+                asks.entry(node).or_default().push((f, k));
+            }
+        }
+        if asks.is_empty() {
+            break;
+        }
+        let mut set = JoinSet::new();
+        for (node, list) in asks {
+            let ids: Vec<(BlobId, u64)> = list
+                .iter()
+                .map(|&(f, k)| {
+                    let m = &batch[f].1;
+                    let len = crate::crypto::format::part_blob_len(m.parts()[k].1);
+                    (vault.master().part_id(&m.file_id, k), len)
+                })
+                .collect();
+            let v = vault.clone();
+            set.spawn(async move { (node, list, get_all(&v, node, ids).await) });
+        }
+        while let Some(joined) = set.join_next().await {
+            let Ok((node, list, got)) = joined else {
+                continue;
+            };
+            match got {
+                Ok(blobs) => {
+                    for ((f, k), blob) in list.into_iter().zip(blobs) {
+                        let m = &batch[f].1;
+                        match blob.map(|b| open_part(vault, m, k, &b)) {
+                            Some(Ok(plain)) => parts[f][k] = Some(plain),
+                            Some(Err(())) => {
+                                why[f].push(format!("{}: decryption failed", vault.node_name(node)))
+                            }
+                            None => why[f].push(format!("{}: part missing", vault.node_name(node))),
+                        }
+                    }
+                }
+                Err(e) => {
+                    for (f, _) in list {
+                        why[f].push(e.clone());
+                    }
+                }
+            }
+        }
+    }
+    let mut results = Vec::new();
+    let mut writes = Vec::new();
+    for (f, (i, m, target)) in batch.into_iter().enumerate() {
+        if parts[f].iter().all(Option::is_some) {
+            let mut data = Vec::with_capacity(m.size as usize);
+            for p in parts[f].iter_mut() {
+                data.append(p.as_mut().expect("checked"));
+            }
+            writes.push((i, m, target, data));
+        } else {
+            why[f].dedup();
+            results.push((
+                i,
+                Err(OpError::Unavailable(format!(
+                    "{}: cannot be read from the nodes holding its parts ({})",
+                    m.name,
+                    why[f].join("; ")
+                ))),
+            ));
+        }
+    }
+    let written = tokio::task::spawn_blocking(move || {
+        writes
+            .into_iter()
+            .map(|(i, m, target, data)| (i, m.size, write_file(&target, &data, replace)))
+            .collect::<Vec<_>>()
+    })
+    .await
+    .unwrap_or_default();
+    for (i, size, r) in written {
+        if r.is_ok() {
+            progress.advance(size);
+        }
+        results.push((i, r.map(|()| size)));
+    }
+    results
+}
+
+/// Checks a part blob's header and opens it; the plaintext must have the
+/// length the manifest gives.
+fn open_part(vault: &Vault, m: &Manifest, k: usize, blob: &[u8]) -> Result<Vec<u8>, ()> {
+    if blob.get(..HEADER_LEN) != Some(&PART_HEADER[..]) {
+        return Err(());
+    }
+    let keys = vault.master().part(vault.user(), &m.file_id, m.version, k);
+    let plain = open_all(&keys.key, &keys.ad, &blob[HEADER_LEN..]).map_err(|_| ())?;
+    if plain.len() as u64 != m.parts()[k].1 {
+        return Err(());
+    }
+    Ok(plain)
+}
+
+fn write_file(target: &Path, data: &[u8], replace: bool) -> Result<(), OpError> {
+    if let Some(parent) = target.parent() {
+        std::fs::create_dir_all(parent).map_err(|e| OpError::Io {
+            path: parent.to_path_buf(),
+            source: e,
+        })?;
+    }
+    write_new(target, data, replace).map_err(|e| {
+        if e.kind() == std::io::ErrorKind::AlreadyExists {
+            OpError::Exists(target.to_path_buf())
+        } else {
+            OpError::Io {
+                path: target.to_path_buf(),
+                source: e,
+            }
+        }
+    })
+}

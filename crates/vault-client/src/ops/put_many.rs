@@ -1,0 +1,597 @@
+//! PUT of many files: a whole tree (`put -r`) or a list of files, with
+//! bounded memory and few round trips.
+//!
+//! 1. One lookup learns the current version of every name at once
+//!    ([`catalog::lookup`]: a few `GetBlobs` per node).
+//! 2. With [`PutOptions::skip_unchanged`], a file whose size and
+//!    modification time (or, with `checksum`, contents) match its stored
+//!    version is left alone.
+//! 3. Small files (up to [`SMALL_FILE`]) go in batches: each file is read
+//!    once (its MD5 and its parts come from the same bytes), its four parts
+//!    are sealed, and every node gets the batch's parts in one `PutBlobs`;
+//!    then the manifests of the files whose eight part copies all landed
+//!    go out the same way (the commit); then old versions' parts are
+//!    removed with `DeleteBlobs`. A few batches are in flight at once.
+//! 4. Larger files stream one at a time through [`super::put`].
+//!
+//! Readers see the old version or the new one, never a mix: a manifest is
+//! written only after every part copy it names is stored.
+
+use std::collections::{HashMap, HashSet};
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use md5::{Digest, Md5};
+use tokio::sync::Semaphore;
+use tokio::task::JoinSet;
+use wire::{BlobId, MAX_BATCH};
+
+use super::put::{hash_all, store, Hashing, PutReport};
+use super::{require_all, OpError, ProgressRef};
+use crate::catalog::{self, Entry};
+use crate::crypto::format::PART_HEADER;
+use crate::crypto::keys::{random_bytes, FILE_ID_LEN};
+use crate::crypto::stream::seal_all;
+use crate::manifest::Manifest;
+use crate::net::{NetError, Session};
+use crate::path::{mtime_ns, LocalFile};
+use crate::placement::{nodes_for_part, PARTS};
+use crate::vault::Vault;
+
+/// Files up to this size are stored in batches; larger ones stream alone.
+pub const SMALL_FILE: u64 = 1 << 20;
+/// Most files in one batch.
+const BATCH_FILES: usize = 128;
+/// Most plaintext bytes in one batch.
+const BATCH_BYTES: u64 = 4 << 20;
+/// Batches in flight at once.
+const IN_FLIGHT: usize = 3;
+/// Most bytes in one `PutBlobs` request.
+const REQUEST_BYTES: usize = 16 << 20;
+
+/// How a PUT of many files treats files already stored.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct PutOptions {
+    /// Leave alone files whose size and modification time match their
+    /// stored version (`put -r`).
+    pub skip_unchanged: bool,
+    /// With `skip_unchanged`: compare contents (MD5) instead of times.
+    pub checksum: bool,
+}
+
+/// What happened to one file.
+#[derive(Debug)]
+pub enum Outcome {
+    /// Stored as a new version.
+    Stored(PutReport),
+    /// Left alone: the stored version is the same.
+    Unchanged,
+    /// Not stored.
+    Failed(OpError),
+}
+
+/// What a PUT of many files did, file by file, in the order given.
+#[derive(Debug, Default)]
+pub struct PutSummary {
+    /// Every file and its outcome.
+    pub files: Vec<(LocalFile, Outcome)>,
+}
+
+impl PutSummary {
+    /// Files stored.
+    pub fn stored(&self) -> usize {
+        self.count(|o| matches!(o, Outcome::Stored(_)))
+    }
+
+    /// Files left alone.
+    pub fn unchanged(&self) -> usize {
+        self.count(|o| matches!(o, Outcome::Unchanged))
+    }
+
+    /// Files not stored.
+    pub fn failed(&self) -> usize {
+        self.count(|o| matches!(o, Outcome::Failed(_)))
+    }
+
+    fn count(&self, f: impl Fn(&Outcome) -> bool) -> usize {
+        self.files.iter().filter(|(_, o)| f(o)).count()
+    }
+}
+
+/// A PUT of many files, started before the vault opens so that the MD5
+/// pass of large files that will certainly be sent overlaps with logging
+/// in.
+pub struct PutPlan {
+    files: Vec<LocalFile>,
+    options: PutOptions,
+    progress: ProgressRef,
+    hashing: HashMap<PathBuf, Hashing>,
+}
+
+impl PutPlan {
+    /// Plans storing `files`. `progress` advances by each file's size
+    /// when it is stored (and, for large files, by their size again during
+    /// their MD5 pass). Needs a tokio runtime.
+    pub fn start(files: Vec<LocalFile>, options: PutOptions, progress: ProgressRef) -> PutPlan {
+        let mut hashing = HashMap::new();
+        if !options.skip_unchanged {
+            let large: Vec<(PathBuf, ProgressRef)> = files
+                .iter()
+                .filter(|f| f.size > SMALL_FILE)
+                .map(|f| (f.path.clone(), progress.clone()))
+                .collect();
+            let paths: Vec<PathBuf> = large.iter().map(|(p, _)| p.clone()).collect();
+            hashing = paths.into_iter().zip(hash_all(large)).collect();
+        }
+        PutPlan {
+            files,
+            options,
+            progress,
+            hashing,
+        }
+    }
+
+    /// Stores the planned files in `vault`.
+    pub async fn run(mut self, vault: &Vault) -> Result<PutSummary, OpError> {
+        require_all(vault, "PUT")?;
+        let names: Vec<String> = self.files.iter().map(|f| f.name.clone()).collect();
+        let (known, problems) = catalog::lookup(vault, &names).await;
+        if !problems.is_empty() {
+            return Err(OpError::Unavailable(format!(
+                "cannot learn the stored versions ({}); nothing was changed",
+                problems.join("; ")
+            )));
+        }
+        let mut seen = HashSet::new();
+        let mut outcomes: Vec<Option<Outcome>> = Vec::new();
+        let mut small: Vec<(usize, LocalFile, Option<Entry>)> = Vec::new();
+        let mut large: Vec<(usize, LocalFile, Option<Entry>)> = Vec::new();
+        for (i, file) in self.files.iter().enumerate() {
+            outcomes.push(None);
+            if !seen.insert(file.name.clone()) {
+                outcomes[i] = Some(Outcome::Failed(OpError::BadName(format!(
+                    "{} is given twice",
+                    file.name
+                ))));
+                continue;
+            }
+            let entry = known.get(&file.name).cloned();
+            if self.options.skip_unchanged && unchanged(file, entry.as_ref(), self.options).await {
+                outcomes[i] = Some(Outcome::Unchanged);
+                continue;
+            }
+            if file.size <= SMALL_FILE {
+                small.push((i, file.clone(), entry));
+            } else {
+                large.push((i, file.clone(), entry));
+            }
+        }
+
+        // Small files: batches, a few in flight.
+        let limit = Arc::new(Semaphore::new(IN_FLIGHT));
+        let mut set = JoinSet::new();
+        for batch in batches(small) {
+            let permit = limit.clone().acquire_owned().await.expect("never closed");
+            let (vault, progress) = (vault.clone(), self.progress.clone());
+            set.spawn(async move {
+                let _permit = permit;
+                store_batch(&vault, batch, &progress).await
+            });
+            while let Some(done) = set.try_join_next() {
+                collect(done, &mut outcomes);
+            }
+        }
+        while let Some(done) = set.join_next().await {
+            collect(done, &mut outcomes);
+        }
+
+        // Large files: one at a time, streaming.
+        for (i, file, _) in large {
+            let hashing = match self.hashing.remove(&file.path) {
+                Some(h) => h,
+                None => hash_all(vec![(file.path.clone(), self.progress.clone())])
+                    .pop()
+                    .expect("one file, one hashing"),
+            };
+            let r = store(
+                vault,
+                &file.path,
+                &file.name,
+                self.progress.clone(),
+                hashing,
+            )
+            .await;
+            outcomes[i] = Some(match r {
+                Ok(report) => Outcome::Stored(report),
+                Err(e) => Outcome::Failed(e),
+            });
+        }
+
+        let files = std::mem::take(&mut self.files)
+            .into_iter()
+            .zip(outcomes)
+            .map(|(f, o)| {
+                let o = o.unwrap_or_else(|| {
+                    Outcome::Failed(OpError::Unavailable("the batch holding it failed".into()))
+                });
+                (f, o)
+            })
+            .collect();
+        Ok(PutSummary { files })
+    }
+}
+
+fn collect(
+    done: Result<Vec<(usize, Outcome)>, tokio::task::JoinError>,
+    outcomes: &mut [Option<Outcome>],
+) {
+    match done {
+        Ok(results) => {
+            for (i, o) in results {
+                outcomes[i] = Some(o);
+            }
+        }
+        Err(e) => tracing::warn!("a batch task failed: {e}"),
+    }
+}
+
+/// Whether `file` matches its stored version.
+async fn unchanged(file: &LocalFile, entry: Option<&Entry>, options: PutOptions) -> bool {
+    let Some(stored) = entry.and_then(Entry::live) else {
+        return false;
+    };
+    if stored.size != file.size {
+        return false;
+    }
+    if !options.checksum {
+        return file.mtime_ns.is_some() && stored.mtime_ns == file.mtime_ns;
+    }
+    let path = file.path.clone();
+    let md5 = tokio::task::spawn_blocking(move || -> std::io::Result<[u8; 16]> {
+        let mut f = std::fs::File::open(path)?;
+        let mut h = Md5::new();
+        std::io::copy(&mut f, &mut h)?;
+        Ok(h.finalize().into())
+    })
+    .await;
+    matches!(md5, Ok(Ok(d)) if d[..] == stored.md5[..])
+}
+
+/// Cuts the small files into batches by count and bytes.
+fn batches(
+    files: Vec<(usize, LocalFile, Option<Entry>)>,
+) -> Vec<Vec<(usize, LocalFile, Option<Entry>)>> {
+    let mut out: Vec<Vec<(usize, LocalFile, Option<Entry>)>> = Vec::new();
+    let mut bytes = 0u64;
+    for f in files {
+        let full = out
+            .last()
+            .is_none_or(|b| b.len() >= BATCH_FILES || bytes + f.1.size > BATCH_BYTES);
+        if full {
+            out.push(Vec::new());
+            bytes = 0;
+        }
+        bytes += f.1.size;
+        out.last_mut().expect("pushed").push(f);
+    }
+    out
+}
+
+/// One small file, read and sealed.
+struct Sealed {
+    index: usize,
+    file: LocalFile,
+    previous: Option<Entry>,
+    manifest: Manifest,
+    manifest_id: BlobId,
+    sealed_manifest: Vec<u8>,
+    /// Part ids, k = 0..4.
+    part_ids: Vec<BlobId>,
+    /// (node, part index, blob).
+    copies: Vec<(usize, usize, Vec<u8>)>,
+}
+
+/// Reads and seals a batch (blocking: file reads and encryption).
+fn seal_batch(
+    vault: &Vault,
+    batch: Vec<(usize, LocalFile, Option<Entry>)>,
+) -> (Vec<Sealed>, Vec<(usize, Outcome)>) {
+    let mut sealed = Vec::new();
+    let mut failed = Vec::new();
+    for (index, file, previous) in batch {
+        match seal_one(vault, &file, previous.as_ref()) {
+            Ok((manifest, manifest_id, sealed_manifest, part_ids, copies)) => sealed.push(Sealed {
+                index,
+                file,
+                previous,
+                manifest,
+                manifest_id,
+                sealed_manifest,
+                part_ids,
+                copies,
+            }),
+            Err(e) => failed.push((index, Outcome::Failed(e))),
+        }
+    }
+    (sealed, failed)
+}
+
+type SealedParts = (
+    Manifest,
+    BlobId,
+    Vec<u8>,
+    Vec<BlobId>,
+    Vec<(usize, usize, Vec<u8>)>,
+);
+
+fn seal_one(
+    vault: &Vault,
+    file: &LocalFile,
+    previous: Option<&Entry>,
+) -> Result<SealedParts, OpError> {
+    let io = |e| OpError::Io {
+        path: file.path.clone(),
+        source: e,
+    };
+    let before = std::fs::symlink_metadata(&file.path).map_err(io)?;
+    if !before.is_file() {
+        return Err(OpError::BadName(format!(
+            "{} is not a regular file",
+            file.path.display()
+        )));
+    }
+    let data = std::fs::read(&file.path).map_err(io)?;
+    let after = std::fs::metadata(&file.path).map_err(io)?;
+    if after.len() != data.len() as u64 || mtime_ns(&after) != mtime_ns(&before) {
+        return Err(OpError::Refused(format!(
+            "{} changed while it was being read; nothing was changed in the vault",
+            file.path.display()
+        )));
+    }
+    let md5: [u8; 16] = Md5::digest(&data).into();
+    let manifest = Manifest {
+        name: file.name.clone(),
+        size: data.len() as u64,
+        md5: md5.to_vec(),
+        file_id: random_bytes::<FILE_ID_LEN>()?.to_vec(),
+        version: previous.map_or(0, |e| e.newest.version) + 1,
+        deleted: false,
+        mtime_ns: mtime_ns(&before),
+    };
+    let master = vault.master();
+    let manifest_id = master.manifest_id(&manifest.name);
+    let sealed_manifest = manifest.seal(master, vault.user(), &manifest_id)?;
+    let mut part_ids = Vec::with_capacity(PARTS);
+    let mut copies = Vec::with_capacity(2 * PARTS);
+    for (k, (offset, len)) in manifest.parts().into_iter().enumerate() {
+        let keys = master.part(vault.user(), &manifest.file_id, manifest.version, k);
+        let plain = &data[offset as usize..(offset + len) as usize];
+        let mut blob = PART_HEADER.to_vec();
+        blob.extend_from_slice(&seal_all(&keys.key, &keys.ad, plain));
+        for node in nodes_for_part(manifest.placement(), k) {
+            copies.push((node, k, blob.clone()));
+        }
+        part_ids.push(keys.id);
+    }
+    Ok((manifest, manifest_id, sealed_manifest, part_ids, copies))
+}
+
+/// Sends `blobs` (owner index, id, bytes) to `s` in requests of at most
+/// [`MAX_BATCH`] blobs and [`REQUEST_BYTES`]; returns the owners whose
+/// blob failed, and why.
+async fn put_all(s: &Session, blobs: &[(usize, BlobId, &[u8])]) -> Vec<(usize, NetError)> {
+    let mut failed = Vec::new();
+    let mut start = 0;
+    while start < blobs.len() {
+        let mut end = start;
+        let mut bytes = 0usize;
+        while end < blobs.len()
+            && end - start < MAX_BATCH
+            && (end == start || bytes + blobs[end].2.len() <= REQUEST_BYTES)
+        {
+            bytes += blobs[end].2.len();
+            end += 1;
+        }
+        let chunk = &blobs[start..end];
+        let request: Vec<(BlobId, &[u8])> =
+            chunk.iter().map(|(_, id, b)| (id.clone(), *b)).collect();
+        match s.put_blobs(&request).await {
+            Ok(fails) => failed.extend(fails.into_iter().map(|f| (chunk[f.index].0, f.error))),
+            Err(e) => failed.extend(chunk.iter().map(|(owner, _, _)| (*owner, e.clone()))),
+        }
+        start = end;
+    }
+    failed
+}
+
+/// Deletes `ids` on `s` in requests of at most [`MAX_BATCH`] (best effort).
+async fn delete_all(s: &Session, ids: &[BlobId]) {
+    for chunk in ids.chunks(MAX_BATCH) {
+        if let Err(e) = s.delete_blobs(chunk).await {
+            tracing::warn!(node = %s.name, "could not remove old parts: {e}");
+        }
+    }
+}
+
+/// Runs `f` for every ready node at once, with that node's items.
+async fn per_node<T, R, F, Fut>(vault: &Vault, items: HashMap<usize, T>, f: F) -> HashMap<usize, R>
+where
+    T: Send + 'static,
+    R: Send + 'static,
+    F: Fn(Session, T) -> Fut,
+    Fut: std::future::Future<Output = R> + Send + 'static,
+{
+    let mut set = JoinSet::new();
+    for (node, t) in items {
+        if let Some(s) = vault.session(node) {
+            let fut = f(s.clone(), t);
+            set.spawn(async move { (node, fut.await) });
+        }
+    }
+    let mut out = HashMap::new();
+    while let Some(joined) = set.join_next().await {
+        if let Ok((node, r)) = joined {
+            out.insert(node, r);
+        }
+    }
+    out
+}
+
+/// Stores one batch of small files; returns each file's outcome.
+async fn store_batch(
+    vault: &Vault,
+    batch: Vec<(usize, LocalFile, Option<Entry>)>,
+    progress: &ProgressRef,
+) -> Vec<(usize, Outcome)> {
+    let v = vault.clone();
+    let (sealed, mut results) =
+        match tokio::task::spawn_blocking(move || seal_batch(&v, batch)).await {
+            Ok(r) => r,
+            Err(e) => {
+                tracing::warn!("sealing a batch failed: {e}");
+                return Vec::new();
+            }
+        };
+
+    // 1. Every part copy, one request per node.
+    let mut parts: HashMap<usize, Vec<(usize, BlobId, Vec<u8>)>> = HashMap::new();
+    for (f, s) in sealed.iter().enumerate() {
+        for (node, k, blob) in &s.copies {
+            parts
+                .entry(*node)
+                .or_default()
+                .push((f, s.part_ids[*k].clone(), blob.clone()));
+        }
+    }
+    let sent = per_node(vault, parts, |s, list| async move {
+        let refs: Vec<(usize, BlobId, &[u8])> = list
+            .iter()
+            .map(|(f, id, b)| (*f, id.clone(), b.as_slice()))
+            .collect();
+        put_all(&s, &refs).await
+    })
+    .await;
+    let mut part_failures: HashMap<usize, Vec<String>> = HashMap::new();
+    for (node, fails) in sent {
+        for (f, e) in fails {
+            part_failures
+                .entry(f)
+                .or_default()
+                .push(format!("{}: {e}", vault.node_name(node)));
+        }
+    }
+    // A node that never answered counts against every file it was sent.
+    for (f, s) in sealed.iter().enumerate() {
+        for (node, _, _) in &s.copies {
+            if vault.session(*node).is_none() {
+                part_failures
+                    .entry(f)
+                    .or_default()
+                    .push(format!("{}: unreachable", vault.node_name(*node)));
+            }
+        }
+    }
+
+    // 2. The commit: manifests of the files whose copies all landed.
+    let mut manifests: HashMap<usize, Vec<(usize, BlobId, Vec<u8>)>> = HashMap::new();
+    for (f, s) in sealed.iter().enumerate() {
+        if part_failures.contains_key(&f) {
+            continue;
+        }
+        for node in 0..vault.node_count() {
+            manifests.entry(node).or_default().push((
+                f,
+                s.manifest_id.clone(),
+                s.sealed_manifest.clone(),
+            ));
+        }
+    }
+    let written = per_node(vault, manifests, |s, list| async move {
+        let refs: Vec<(usize, BlobId, &[u8])> = list
+            .iter()
+            .map(|(f, id, b)| (*f, id.clone(), b.as_slice()))
+            .collect();
+        put_all(&s, &refs).await
+    })
+    .await;
+    let mut manifest_failures: HashMap<usize, Vec<(String, bool)>> = HashMap::new();
+    for (node, fails) in &written {
+        for (f, e) in fails {
+            manifest_failures.entry(*f).or_default().push((
+                format!("{}: {e}", vault.node_name(*node)),
+                matches!(e, NetError::Node { .. }),
+            ));
+        }
+    }
+
+    // 3. Outcomes, and what to remove: new parts of failed files, old parts
+    //    of committed ones.
+    let mut remove: HashMap<usize, Vec<BlobId>> = HashMap::new();
+    let mut doomed = |m: &Manifest| {
+        for k in 0..PARTS {
+            let id = vault.master().part_id(&m.file_id, k);
+            for node in nodes_for_part(m.placement(), k) {
+                remove.entry(node).or_default().push(id.clone());
+            }
+        }
+    };
+    for (f, s) in sealed.iter().enumerate() {
+        let outcome = if let Some(why) = part_failures.get(&f) {
+            doomed(&s.manifest);
+            Outcome::Failed(OpError::Unavailable(format!(
+                "{}: not stored ({}); nothing was changed",
+                s.file.name,
+                why.join("; ")
+            )))
+        } else {
+            let missed = manifest_failures.remove(&f).unwrap_or_default();
+            let committed = vault.node_count() - missed.len();
+            if committed == 0 {
+                // Without any answer, a manifest may have landed: keep the
+                // parts it would point at.
+                if missed.iter().all(|(_, refused)| *refused) {
+                    doomed(&s.manifest);
+                }
+                let why: Vec<&str> = missed.iter().map(|(w, _)| w.as_str()).collect();
+                Outcome::Failed(OpError::Unavailable(format!(
+                    "{}: no node took the manifest ({}); run PUT again",
+                    s.file.name,
+                    why.join("; ")
+                )))
+            } else {
+                if let Some(prev) = &s.previous {
+                    for old in std::iter::once(&prev.newest).chain(&prev.older) {
+                        if !old.deleted && old.file_id != s.manifest.file_id {
+                            doomed(old);
+                        }
+                    }
+                }
+                progress.advance(s.manifest.size);
+                let warnings = if missed.is_empty() {
+                    Vec::new()
+                } else {
+                    let why: Vec<&str> = missed.iter().map(|(w, _)| w.as_str()).collect();
+                    vec![format!(
+                        "{}: the manifest could not be written to {}; readers may see the old version there until the next PUT",
+                        s.file.name,
+                        why.join("; ")
+                    )]
+                };
+                Outcome::Stored(PutReport {
+                    name: s.file.name.clone(),
+                    size: s.manifest.size,
+                    version: s.manifest.version,
+                    warnings,
+                })
+            }
+        };
+        results.push((s.index, outcome));
+    }
+    per_node(
+        vault,
+        remove,
+        |s, ids| async move { delete_all(&s, &ids).await },
+    )
+    .await;
+    results
+}
