@@ -6,6 +6,8 @@ use std::time::Duration;
 
 use vault_tests::*;
 
+mod trees;
+
 const LIMIT: Duration = Duration::from_secs(300);
 const AUTH_FAILED: &str = "Invalid Username/Password. Please try again.";
 
