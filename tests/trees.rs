@@ -65,7 +65,10 @@ fn a_tree_round_trips_byte_for_byte() {
         }
         let out = c.client("Crimson33", &["put", "-r", src.to_str().unwrap()]);
         let text = ok(&out);
-        assert!(text.contains("stored 8 files, 0 unchanged, 0 failed"), "{text}");
+        assert!(
+            text.contains("stored 8 files, 0 unchanged, 0 failed"),
+            "{text}"
+        );
         #[cfg(unix)]
         assert!(stderr(&out).contains("etc-link"), "{}", stderr(&out));
         let listed = lines(&ok(&c.client("Crimson33", &["list"])));
@@ -83,7 +86,10 @@ fn a_tree_round_trips_byte_for_byte() {
             ]
         );
         let back = c.dir.path().join("back");
-        let text = ok(&c.client("Crimson33", &["get", "-r", "photos", "-o", back.to_str().unwrap()]));
+        let text = ok(&c.client(
+            "Crimson33",
+            &["get", "-r", "photos", "-o", back.to_str().unwrap()],
+        ));
         assert!(text.contains("wrote 8 files"), "{text}");
         #[cfg(unix)]
         std::fs::remove_file(src.join("etc-link")).unwrap();
@@ -102,10 +108,27 @@ fn a_tree_round_trips_byte_for_byte() {
             std::fs::read(src.join("2023/notes.txt")).unwrap()
         );
         // get -r refuses to overwrite without --force, and does with it.
-        let again = c.client("Crimson33", &["get", "-r", "photos/2024", "-o", back.to_str().unwrap()]);
+        let again = c.client(
+            "Crimson33",
+            &["get", "-r", "photos/2024", "-o", back.to_str().unwrap()],
+        );
         assert!(!again.status.success());
-        assert!(stderr(&again).contains("already exists"), "{}", stderr(&again));
-        ok(&c.client("Crimson33", &["get", "-r", "photos/2024", "-o", back.to_str().unwrap(), "--force"]));
+        assert!(
+            stderr(&again).contains("already exists"),
+            "{}",
+            stderr(&again)
+        );
+        ok(&c.client(
+            "Crimson33",
+            &[
+                "get",
+                "-r",
+                "photos/2024",
+                "-o",
+                back.to_str().unwrap(),
+                "--force",
+            ],
+        ));
     });
 }
 
@@ -124,7 +147,9 @@ fn hostile_names_are_refused() {
             assert!(!out.status.success(), "{args:?} succeeded");
             let err = stderr(&out);
             assert!(
-                err.contains("component") || err.contains("whole vault") || err.contains("absolute"),
+                err.contains("component")
+                    || err.contains("whole vault")
+                    || err.contains("absolute"),
                 "{args:?}: {err}"
             );
         }
@@ -135,8 +160,15 @@ fn hostile_names_are_refused() {
         std::fs::write(t.join("bell\x07.txt"), b"no").unwrap();
         let out = c.client("Crimson33", &["put", "-r", t.to_str().unwrap()]);
         ok(&out);
-        assert!(stderr(&out).contains("control character"), "{}", stderr(&out));
-        assert_eq!(lines(&ok(&c.client("Crimson33", &["list"]))), ["odd/fine.txt"]);
+        assert!(
+            stderr(&out).contains("control character"),
+            "{}",
+            stderr(&out)
+        );
+        assert_eq!(
+            lines(&ok(&c.client("Crimson33", &["list"]))),
+            ["odd/fine.txt"]
+        );
         assert!(!c.dir.path().join("etc").exists() && !c.dir.path().join("out").exists());
     });
 }
@@ -172,20 +204,42 @@ fn re_put_sends_only_what_changed_and_drops_old_parts() {
         assert!(text.contains("stored 1 files, 7 unchanged"), "{text}");
         assert!(text.contains("stored photos/2024/notes.txt"), "{text}");
         for (i, b) in before.iter().enumerate() {
-            assert_eq!(c.blobs(i, "alice").len(), b.len(), "DFS{} keeps old parts", i + 1);
+            assert_eq!(
+                c.blobs(i, "alice").len(),
+                b.len(),
+                "DFS{} keeps old parts",
+                i + 1
+            );
         }
         // --checksum compares contents: same size and time, other bytes.
         let p = src.join("with space.txt");
         let t = std::fs::metadata(&p).unwrap().modified().unwrap();
         std::fs::write(&p, b"0123456789").unwrap();
-        std::fs::File::options().write(true).open(&p).unwrap().set_modified(t).unwrap();
+        std::fs::File::options()
+            .write(true)
+            .open(&p)
+            .unwrap()
+            .set_modified(t)
+            .unwrap();
         let text = ok(&c.client("Crimson33", &["put", "-r", src.to_str().unwrap()]));
-        assert!(text.contains("stored 0 files"), "same size and time: {text}");
-        let text = ok(&c.client("Crimson33", &["put", "-r", "--checksum", src.to_str().unwrap()]));
+        assert!(
+            text.contains("stored 0 files"),
+            "same size and time: {text}"
+        );
+        let text = ok(&c.client(
+            "Crimson33",
+            &["put", "-r", "--checksum", src.to_str().unwrap()],
+        ));
         assert!(text.contains("stored 1 files"), "{text}");
         let back = c.dir.path().join("check");
-        ok(&c.client("Crimson33", &["get", "-r", "photos", "-o", back.to_str().unwrap()]));
-        assert_eq!(std::fs::read(back.join("photos/with space.txt")).unwrap(), b"0123456789");
+        ok(&c.client(
+            "Crimson33",
+            &["get", "-r", "photos", "-o", back.to_str().unwrap()],
+        ));
+        assert_eq!(
+            std::fs::read(back.join("photos/with space.txt")).unwrap(),
+            b"0123456789"
+        );
         assert_eq!(
             std::fs::read(back.join("photos/2024/notes.txt")).unwrap(),
             std::fs::read(src.join("2024/notes.txt")).unwrap()
@@ -206,16 +260,26 @@ fn list_and_delete_by_prefix_touch_only_that_prefix() {
             ["photos/2024/a.jpg", "photos/2024/notes.txt"]
         );
         // A prefix matches whole components: "photos" is not "photos2.txt".
-        assert_eq!(lines(&ok(&c.client("Crimson33", &["list", "photos"]))).len(), 8);
+        assert_eq!(
+            lines(&ok(&c.client("Crimson33", &["list", "photos"]))).len(),
+            8
+        );
         let text = ok(&c.client("Crimson33", &["delete", "-r", "photos/2023"]));
         assert!(text.contains("deleted 3 files"), "{text}");
         let left = lines(&ok(&c.client("Crimson33", &["list"])));
         assert_eq!(left.len(), 6, "{left:?}");
-        assert!(left.iter().all(|n| !n.starts_with("photos/2023/")), "{left:?}");
+        assert!(
+            left.iter().all(|n| !n.starts_with("photos/2023/")),
+            "{left:?}"
+        );
         assert!(left.contains(&"photos2.txt".to_string()));
         // Deleted again: nothing there.
         let again = c.client("Crimson33", &["delete", "-r", "photos/2023"]);
         assert!(!again.status.success());
-        assert!(stderr(&again).contains("no such file"), "{}", stderr(&again));
+        assert!(
+            stderr(&again).contains("no such file"),
+            "{}",
+            stderr(&again)
+        );
     });
 }

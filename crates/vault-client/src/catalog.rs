@@ -43,6 +43,8 @@ pub struct Entry {
     pub id: BlobId,
     /// The newest valid version (possibly a tombstone).
     pub newest: Manifest,
+    /// Its sealed bytes, as a node holds them (what repair copies).
+    pub sealed: Vec<u8>,
     /// Nodes (bit i = node i) holding a manifest of exactly that version.
     pub current_on: u32,
     /// Nodes (bit i = node i) listing this manifest id at all.
@@ -217,7 +219,7 @@ pub async fn scan(vault: &Vault, prefix: &str) -> Catalog {
 /// Opens the copies of one manifest id and keeps the newest valid version.
 fn merge(vault: &Vault, id: &BlobId, copies: Copies, unreadable: &mut usize) -> Option<Entry> {
     let mut opened: Vec<(Vec<u8>, Option<Manifest>)> = Vec::new();
-    let mut found: Vec<(usize, Manifest)> = Vec::new();
+    let mut found: Vec<(usize, Manifest, usize)> = Vec::new();
     let mut listed_on = 0u32;
     for (node, data) in copies {
         listed_on |= 1 << node;
@@ -225,28 +227,31 @@ fn merge(vault: &Vault, id: &BlobId, copies: Copies, unreadable: &mut usize) -> 
             *unreadable += 1;
             continue;
         };
-        let m = match opened.iter().find(|(d, _)| *d == data) {
-            Some((_, m)) => m.clone(),
+        let at = match opened.iter().position(|(d, _)| *d == data) {
+            Some(at) => at,
             None => {
                 // Another format or a failed authentication: not this copy.
                 let m = Manifest::open(&data, vault.master(), vault.user(), id).ok();
-                opened.push((data, m.clone()));
-                m
+                opened.push((data, m));
+                opened.len() - 1
             }
         };
-        match m {
-            Some(m) => found.push((node, m)),
+        match &opened[at].1 {
+            Some(m) => found.push((node, m.clone(), at)),
             None => *unreadable += 1,
         }
     }
-    let newest = found
+    let (newest, at) = found
         .iter()
-        .map(|(_, m)| m)
-        .max_by(|a, b| (a.version, a.deleted, &a.file_id).cmp(&(b.version, b.deleted, &b.file_id)))?
-        .clone();
+        .map(|(_, m, at)| (m, *at))
+        .max_by(|(a, _), (b, _)| {
+            (a.version, a.deleted, &a.file_id).cmp(&(b.version, b.deleted, &b.file_id))
+        })
+        .map(|(m, at)| (m.clone(), at))?;
+    let sealed = opened.swap_remove(at).0;
     let mut current_on = 0u32;
     let mut older: Vec<Manifest> = Vec::new();
-    for (node, m) in found {
+    for (node, m, _) in found {
         if m.version == newest.version && m.file_id == newest.file_id {
             current_on |= 1 << node;
         } else if !older.iter().any(|o| o.file_id == m.file_id) {
@@ -256,6 +261,7 @@ fn merge(vault: &Vault, id: &BlobId, copies: Copies, unreadable: &mut usize) -> 
     Some(Entry {
         id: id.clone(),
         newest,
+        sealed,
         current_on,
         listed_on,
         older,

@@ -6,6 +6,8 @@
 //! - [`config`]: `dfc.conf` in all its legacy forms, and the `Password:`
 //!   rewrite used by `rotate`.
 //! - [`placement`]: part ranges and the MD5 placement table of the brief.
+//! - [`layout`]: where every copy of a file version belongs, the one place
+//!   PUT, GET, check and repair ask.
 //! - [`path`]: vault names as relative paths, prefixes, and walking a local
 //!   tree without following links.
 //! - [`crypto`]: the STREAM AEAD for parts ([`crypto::stream`]) and the key
@@ -35,6 +37,7 @@ pub mod catalog;
 pub mod config;
 pub mod crypto;
 mod fsutil;
+pub mod layout;
 pub mod login;
 pub mod manifest;
 pub mod net;

@@ -343,6 +343,11 @@ impl Session {
             .map_err(|_| NetError::Timeout)?
     }
 
+    /// The connection's current round-trip time.
+    pub fn rtt(&self) -> Duration {
+        self.conn.rtt()
+    }
+
     /// The time limits this session applies.
     pub fn limits(&self) -> Limits {
         self.limits

@@ -18,12 +18,11 @@ use tokio::sync::Semaphore;
 use tokio::task::JoinSet;
 use wire::{BlobId, MAX_BATCH};
 
+use super::check::open_part;
 use super::get::get_version;
 use super::put_many::SMALL_FILE;
 use super::{OpError, ProgressRef};
 use crate::catalog;
-use crate::crypto::format::{HEADER_LEN, PART_HEADER};
-use crate::crypto::stream::open_all;
 use crate::fsutil::write_new;
 use crate::manifest::Manifest;
 use crate::path::{local_path, normalize_prefix};
@@ -331,20 +330,6 @@ async fn fetch_batch(
         results.push((i, r.map(|()| size)));
     }
     results
-}
-
-/// Checks a part blob's header and opens it; the plaintext must have the
-/// length the manifest gives.
-fn open_part(vault: &Vault, m: &Manifest, k: usize, blob: &[u8]) -> Result<Vec<u8>, ()> {
-    if blob.get(..HEADER_LEN) != Some(&PART_HEADER[..]) {
-        return Err(());
-    }
-    let keys = vault.master().part(vault.user(), &m.file_id, m.version, k);
-    let plain = open_all(&keys.key, &keys.ad, &blob[HEADER_LEN..]).map_err(|_| ())?;
-    if plain.len() as u64 != m.parts()[k].1 {
-        return Err(());
-    }
-    Ok(plain)
 }
 
 fn write_file(target: &Path, data: &[u8], replace: bool) -> Result<(), OpError> {

@@ -12,14 +12,22 @@
 //! - [`list`]: merge what the nodes hold; flag files they cannot rebuild.
 //! - [`delete`]: remove a file's parts and manifest everywhere reachable.
 //! - [`rotate`]: change the password without re-encrypting data.
+//! - [`check`]: is every copy where the layout says (and, verified,
+//!   authentic)? Orphaned parts.
+//! - [`status`]: every node, up or down, with what it says of itself.
+//! - [`repair`]: restore missing and corrupt copies from good ones, bring
+//!   stale nodes up to date, collect old orphans.
 
+pub mod check;
 pub mod delete;
 pub mod get;
 pub mod get_many;
 pub mod list;
 pub mod put;
 pub mod put_many;
+pub mod repair;
 pub mod rotate;
+pub mod status;
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -79,6 +87,12 @@ pub enum OpError {
 pub trait Progress: Send + Sync {
     /// `bytes` more bytes were processed.
     fn advance(&self, bytes: u64);
+
+    /// The work turned out to be `bytes` in all (when it was not known at
+    /// the start).
+    fn set_total(&self, bytes: u64) {
+        let _ = bytes;
+    }
 }
 
 /// Progress nobody watches.
@@ -233,6 +247,33 @@ pub async fn remove_parts(vault: &Vault, m: &Manifest) {
         }
     }
     while set.join_next().await.is_some() {}
+}
+
+/// With `degraded`: fails unless at most one node is unusable (every part
+/// then keeps a reachable copy); returns the warning to give when one is.
+/// Without: [`require_all`].
+pub fn require_nodes(vault: &Vault, what: &str, degraded: bool) -> Result<Vec<String>, OpError> {
+    if !degraded {
+        return require_all(vault, what).map(|()| Vec::new());
+    }
+    let missing = vault.unavailable();
+    match missing.len() {
+        0 => Ok(Vec::new()),
+        1 => Ok(vec![format!(
+            "{} was not usable ({}): its copies are missing until you run repair with it back",
+            missing[0].0, missing[0].1
+        )]),
+        _ => {
+            let names: Vec<String> = missing
+                .iter()
+                .map(|(n, why)| format!("{n} {why}"))
+                .collect();
+            Err(OpError::Unavailable(format!(
+                "a degraded {what} needs three nodes: {}",
+                names.join("; ")
+            )))
+        }
+    }
 }
 
 /// Fails unless every node is ready, naming the ones that are not.

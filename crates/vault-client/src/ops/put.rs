@@ -21,7 +21,7 @@ use tokio::sync::mpsc;
 use tokio::task::JoinSet;
 
 use super::{
-    fetch_versions, io_err, put_everywhere, remove_parts, require_all, Broadcast, OpError,
+    fetch_versions, io_err, put_everywhere, remove_parts, require_nodes, Broadcast, OpError,
     ProgressRef,
 };
 use crate::crypto::format::{part_blob_len, PART_HEADER};
@@ -115,7 +115,7 @@ impl PutBatch {
     pub async fn next(&mut self, vault: &Vault) -> Option<(PathBuf, Result<PutReport, OpError>)> {
         let q = self.queue.pop_front()?;
         let result = match name_for(&q.path) {
-            Ok(name) => store(vault, &q.path, &name, q.progress, q.hashing).await,
+            Ok(name) => store(vault, &q.path, &name, q.progress, q.hashing, false).await,
             Err(e) => Err(e),
         };
         Some((q.path, result))
@@ -157,15 +157,17 @@ pub(crate) fn hash_all(files: Vec<(PathBuf, ProgressRef)>) -> Vec<Hashing> {
     receivers
 }
 
-/// Stores one file, streaming, under `name`.
+/// Stores one file, streaming, under `name`. With `degraded`, one node
+/// may be unusable: its copies are skipped (every part keeps one).
 pub(crate) async fn store(
     vault: &Vault,
     path: &Path,
     name: &str,
     progress: ProgressRef,
     hashing: Hashing,
+    degraded: bool,
 ) -> Result<PutReport, OpError> {
-    require_all(vault, "PUT")?;
+    let mut warnings = require_nodes(vault, "PUT", degraded)?;
     let name = name.to_string();
     let meta = std::fs::metadata(path).map_err(io_err(path))?;
     if !meta.is_file() {
@@ -240,7 +242,6 @@ pub(crate) async fn store(
             remove_parts(vault, old).await;
         }
     }
-    let mut warnings = Vec::new();
     if !failed.is_empty() {
         warnings.push(format!(
             "{name}: the manifest could not be written to {}; readers may see the old version there until the next PUT",
@@ -265,11 +266,16 @@ async fn upload_parts(
     let x = m.placement();
     let mut set = JoinSet::new();
     for (k, (offset, len)) in m.parts().into_iter().enumerate() {
-        let nodes = nodes_for_part(x, k);
-        let targets: Vec<Session> = nodes
+        let targets: Vec<Session> = nodes_for_part(x, k)
             .iter()
-            .map(|&i| vault.session(i).cloned().expect("require_all checked"))
+            .filter_map(|&i| vault.session(i).cloned())
             .collect();
+        if targets.is_empty() {
+            return Err(OpError::Unavailable(format!(
+                "no node holding part {} is reachable",
+                k + 1
+            )));
+        }
         let job = PartJob {
             path: path.to_path_buf(),
             offset,
@@ -370,17 +376,27 @@ impl PartJob {
                 path: shown.clone(),
                 source: e,
             })?;
-            let (a, b) = uploads.split_at_mut(1);
-            let (ra, rb) = tokio::join!(a[0].write(&chunk), b[0].write(&chunk));
-            ra.map_err(|e| node_err(0, e))?;
-            rb.map_err(|e| node_err(1, e))?;
+            match uploads.as_mut_slice() {
+                [a] => a.write(&chunk).await.map_err(|e| node_err(0, e))?,
+                [a, b] => {
+                    let (ra, rb) = tokio::join!(a.write(&chunk), b.write(&chunk));
+                    ra.map_err(|e| node_err(0, e))?;
+                    rb.map_err(|e| node_err(1, e))?;
+                }
+                _ => unreachable!("a part has one or two reachable holders"),
+            }
         }
         let _ = reader.await;
         let mut it = uploads.into_iter();
-        let (a, b) = (it.next().expect("two"), it.next().expect("two"));
-        let (ra, rb) = tokio::join!(a.finish(), b.finish());
-        ra.map_err(|e| node_err(0, e))?;
-        rb.map_err(|e| node_err(1, e))?;
+        match (it.next(), it.next()) {
+            (Some(a), None) => a.finish().await.map_err(|e| node_err(0, e))?,
+            (Some(a), Some(b)) => {
+                let (ra, rb) = tokio::join!(a.finish(), b.finish());
+                ra.map_err(|e| node_err(0, e))?;
+                rb.map_err(|e| node_err(1, e))?;
+            }
+            _ => unreachable!("a part has one or two reachable holders"),
+        }
         Ok(())
     }
 }

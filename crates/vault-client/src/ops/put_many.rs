@@ -27,7 +27,7 @@ use tokio::task::JoinSet;
 use wire::{BlobId, MAX_BATCH};
 
 use super::put::{hash_all, store, Hashing, PutReport};
-use super::{require_all, OpError, ProgressRef};
+use super::{require_nodes, OpError, ProgressRef};
 use crate::catalog::{self, Entry};
 use crate::crypto::format::PART_HEADER;
 use crate::crypto::keys::{random_bytes, FILE_ID_LEN};
@@ -57,6 +57,9 @@ pub struct PutOptions {
     pub skip_unchanged: bool,
     /// With `skip_unchanged`: compare contents (MD5) instead of times.
     pub checksum: bool,
+    /// Store with one node unusable: its copies are skipped (every part
+    /// keeps one) and each stored file carries a warning to run repair.
+    pub degraded: bool,
 }
 
 /// What happened to one file.
@@ -133,7 +136,7 @@ impl PutPlan {
 
     /// Stores the planned files in `vault`.
     pub async fn run(mut self, vault: &Vault) -> Result<PutSummary, OpError> {
-        require_all(vault, "PUT")?;
+        let degraded_note = require_nodes(vault, "PUT", self.options.degraded)?;
         let names: Vec<String> = self.files.iter().map(|f| f.name.clone()).collect();
         let (known, problems) = catalog::lookup(vault, &names).await;
         if !problems.is_empty() {
@@ -173,9 +176,10 @@ impl PutPlan {
         for batch in batches(small) {
             let permit = limit.clone().acquire_owned().await.expect("never closed");
             let (vault, progress) = (vault.clone(), self.progress.clone());
+            let note = degraded_note.clone();
             set.spawn(async move {
                 let _permit = permit;
-                store_batch(&vault, batch, &progress).await
+                store_batch(&vault, batch, &progress, &note).await
             });
             while let Some(done) = set.try_join_next() {
                 collect(done, &mut outcomes);
@@ -199,6 +203,7 @@ impl PutPlan {
                 &file.name,
                 self.progress.clone(),
                 hashing,
+                self.options.degraded,
             )
             .await;
             outcomes[i] = Some(match r {
@@ -442,6 +447,7 @@ async fn store_batch(
     vault: &Vault,
     batch: Vec<(usize, LocalFile, Option<Entry>)>,
     progress: &ProgressRef,
+    degraded_note: &[String],
 ) -> Vec<(usize, Outcome)> {
     let v = vault.clone();
     let (sealed, mut results) =
@@ -480,14 +486,18 @@ async fn store_batch(
                 .push(format!("{}: {e}", vault.node_name(node)));
         }
     }
-    // A node that never answered counts against every file it was sent.
-    for (f, s) in sealed.iter().enumerate() {
-        for (node, _, _) in &s.copies {
-            if vault.session(*node).is_none() {
-                part_failures
-                    .entry(f)
-                    .or_default()
-                    .push(format!("{}: unreachable", vault.node_name(*node)));
+    // A node that cannot be used counts against every file it was to get,
+    // unless the PUT is degraded (then every part still has its other copy:
+    // checked when the PUT began).
+    if degraded_note.is_empty() {
+        for (f, s) in sealed.iter().enumerate() {
+            for (node, _, _) in &s.copies {
+                if vault.session(*node).is_none() {
+                    part_failures
+                        .entry(f)
+                        .or_default()
+                        .push(format!("{}: unreachable", vault.node_name(*node)));
+                }
             }
         }
     }
@@ -498,7 +508,7 @@ async fn store_batch(
         if part_failures.contains_key(&f) {
             continue;
         }
-        for node in 0..vault.node_count() {
+        for node in (0..vault.node_count()).filter(|&n| vault.session(n).is_some()) {
             manifests.entry(node).or_default().push((
                 f,
                 s.manifest_id.clone(),
@@ -545,7 +555,7 @@ async fn store_batch(
             )))
         } else {
             let missed = manifest_failures.remove(&f).unwrap_or_default();
-            let committed = vault.node_count() - missed.len();
+            let committed = vault.ready().count().saturating_sub(missed.len());
             if committed == 0 {
                 // Without any answer, a manifest may have landed: keep the
                 // parts it would point at.
@@ -567,16 +577,15 @@ async fn store_batch(
                     }
                 }
                 progress.advance(s.manifest.size);
-                let warnings = if missed.is_empty() {
-                    Vec::new()
-                } else {
+                let mut warnings: Vec<String> = degraded_note.to_vec();
+                if !missed.is_empty() {
                     let why: Vec<&str> = missed.iter().map(|(w, _)| w.as_str()).collect();
-                    vec![format!(
-                        "{}: the manifest could not be written to {}; readers may see the old version there until the next PUT",
+                    warnings.push(format!(
+                        "{}: the manifest could not be written to {}; run repair to bring it up to date",
                         s.file.name,
                         why.join("; ")
-                    )]
-                };
+                    ));
+                }
                 Outcome::Stored(PutReport {
                     name: s.file.name.clone(),
                     size: s.manifest.size,

@@ -64,6 +64,10 @@ pub enum Command {
         /// Print every file stored and skipped, not only the counts.
         #[arg(short, long)]
         verbose: bool,
+        /// With one node down, store every copy that can be stored (each
+        /// file stays readable) and warn that `repair` is needed.
+        #[arg(long)]
+        degraded: bool,
         /// Files (and with -r, folders) to store.
         #[arg(required = true)]
         files: Vec<PathBuf>,
@@ -103,4 +107,66 @@ pub enum Command {
     /// Change the password on all four nodes (no data is re-encrypted) and
     /// update dfc.conf's `Password:` line in the form it has.
     Rotate,
+    /// Show each node: up or down (with the error), round-trip time,
+    /// version, free space, this user's usage and quota. Exits 0 only when
+    /// every node is up.
+    Status,
+    /// Check that every copy of every file (under PREFIX) is where it
+    /// belongs. Exits 0 when fully redundant, 1 when degraded but every
+    /// file can be rebuilt, 2 when some file is lost.
+    Check {
+        /// Also download and authenticate every copy (finds bit rot and
+        /// tampering).
+        #[arg(long)]
+        verify: bool,
+        /// Only files under this folder.
+        prefix: Option<String>,
+    },
+    /// Restore every missing or corrupt copy from a good one, bring nodes
+    /// that missed a change up to date, and remove old orphaned parts.
+    /// Exits 0 only when the vault is fully redundant afterwards.
+    Repair {
+        /// Authenticate every copy first, so corrupt ones are replaced too.
+        #[arg(long)]
+        verify: bool,
+        /// Orphaned parts younger than this stay (a PUT may be running
+        /// elsewhere): 1h, 30m, 90s, 0s.
+        #[arg(long, value_name = "DURATION", default_value = "1h", value_parser = parse_duration)]
+        grace: std::time::Duration,
+        /// Only files under this folder (orphans are collected only for the
+        /// whole vault).
+        prefix: Option<String>,
+    },
+}
+
+/// `90`, `90s`, `30m`, `1h`, `2d`, or a sum like `1h30m`.
+pub fn parse_duration(text: &str) -> Result<std::time::Duration, String> {
+    let bad = || format!("{text:?} is not a duration (like 0s, 90s, 30m, 1h, 1h30m)");
+    if let Ok(secs) = text.parse::<u64>() {
+        return Ok(std::time::Duration::from_secs(secs));
+    }
+    let (mut total, mut digits) = (0u64, String::new());
+    for c in text.chars() {
+        if c.is_ascii_digit() {
+            digits.push(c);
+            continue;
+        }
+        let n: u64 = digits.parse().map_err(|_| bad())?;
+        digits.clear();
+        let unit = match c {
+            's' => 1,
+            'm' => 60,
+            'h' => 3600,
+            'd' => 86_400,
+            _ => return Err(bad()),
+        };
+        total = n
+            .checked_mul(unit)
+            .and_then(|v| total.checked_add(v))
+            .ok_or_else(bad)?;
+    }
+    if !digits.is_empty() || text.is_empty() {
+        return Err(bad());
+    }
+    Ok(std::time::Duration::from_secs(total))
 }

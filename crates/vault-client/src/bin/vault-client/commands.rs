@@ -9,7 +9,9 @@ use std::io::Write;
 use vault_client::config::ClientConfig;
 use vault_client::net::client_endpoint;
 
+use vault_client::ops::check::{CopyState, FileHealth, Survey};
 use vault_client::ops::put_many::{self, Outcome, PutOptions, PutPlan};
+use vault_client::ops::repair::RepairOptions;
 use vault_client::ops::{self, OpError, ProgressRef};
 use vault_client::path::{self, walk, LocalFile};
 use vault_client::vault::{OpenError, OpenOptions, Vault, AUTH_FAILED_MESSAGE};
@@ -68,8 +70,11 @@ pub async fn run(cli: Cli) -> Result<i32> {
                     files,
                     recursive,
                     checksum,
+                    degraded,
                     ..
-                }) => Some(start_put(files, *recursive, *checksum, cli.json)?),
+                }) => Some(start_put(
+                    files, *recursive, *checksum, *degraded, cli.json,
+                )?),
                 _ => None,
             };
             let vault = match Vault::open_with(&endpoint, &cfg, &password, &options).await {
@@ -84,6 +89,7 @@ pub async fn run(cli: Cli) -> Result<i32> {
                 eprintln!("warning: {node} {why}");
             }
             let status = match command {
+                Some(Command::Status) => status(&vault, &cfg, cli.json).await,
                 Some(c) => run_command(&vault, c, cli.json, batch).await,
                 None => {
                     let me = crate::prompt::Identity {
@@ -116,6 +122,7 @@ pub fn start_put(
     files: &[PathBuf],
     recursive: bool,
     checksum: bool,
+    degraded: bool,
     json: bool,
 ) -> Result<StartedPut> {
     let mut local = Vec::new();
@@ -163,6 +170,7 @@ pub fn start_put(
     let options = PutOptions {
         skip_unchanged: recursive,
         checksum,
+        degraded,
     };
     let plan = PutPlan::start(local, options, bar.clone() as ProgressRef);
     Ok(StartedPut {
@@ -186,10 +194,11 @@ pub async fn run_command(
             recursive,
             checksum,
             verbose,
+            degraded,
         } => {
             let started = match started {
                 Some(s) => s,
-                None => match start_put(&files, recursive, checksum, json) {
+                None => match start_put(&files, recursive, checksum, degraded, json) {
                     Ok(s) => s,
                     Err(e) => {
                         eprintln!("error: {e:#}");
@@ -335,11 +344,240 @@ pub async fn run_command(
             }
             Err(e) => report_error(&e),
         },
+        Command::Check { verify, prefix } => {
+            check(vault, verify, prefix.as_deref().unwrap_or(""), json).await
+        }
+        Command::Repair {
+            verify,
+            grace,
+            prefix,
+        } => repair(vault, verify, grace, prefix.as_deref().unwrap_or(""), json).await,
+        Command::Status => {
+            eprintln!("error: status is not available here; run `vault-client status`");
+            1
+        }
         Command::Rotate => {
             eprintln!("error: rotate is not available at the prompt; run `vault-client rotate`");
             1
         }
     }
+}
+
+/// `status`: one line (or JSON object) per node; 0 only when all are up.
+pub async fn status(vault: &Vault, cfg: &ClientConfig, json: bool) -> i32 {
+    let reports = ops::status::status(vault).await;
+    let address = |i: usize| {
+        let s = &cfg.servers[i];
+        if s.host.contains(':') {
+            format!("[{}]:{}", s.host, s.port)
+        } else {
+            format!("{}:{}", s.host, s.port)
+        }
+    };
+    if json {
+        let list: Vec<serde_json::Value> = reports
+            .iter()
+            .enumerate()
+            .map(|(i, r)| {
+                let mut v = serde_json::to_value(r).unwrap_or_default();
+                v["address"] = serde_json::Value::String(address(i));
+                v
+            })
+            .collect();
+        println!("{}", serde_json::Value::Array(list));
+    } else {
+        for (i, r) in reports.iter().enumerate() {
+            if r.up {
+                println!(
+                    "{}  {}  up  {:.1} ms  version {}  free {}  {} blobs, {}  quota {}",
+                    r.name,
+                    address(i),
+                    r.rtt_ms.unwrap_or(0.0),
+                    r.version.as_deref().unwrap_or("?"),
+                    r.free_bytes.map_or("unknown".into(), bytes),
+                    r.blobs.unwrap_or(0),
+                    bytes(r.bytes.unwrap_or(0)),
+                    r.quota.map_or("none".into(), bytes)
+                );
+            } else {
+                println!(
+                    "{}  {}  down  {}",
+                    r.name,
+                    address(i),
+                    r.error.as_deref().unwrap_or("unreachable")
+                );
+            }
+        }
+    }
+    i32::from(reports.iter().any(|r| !r.up))
+}
+
+/// Bytes for people: 1.5 MiB.
+fn bytes(n: u64) -> String {
+    const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
+    let mut v = n as f64;
+    let mut u = 0;
+    while v >= 1024.0 && u + 1 < UNITS.len() {
+        v /= 1024.0;
+        u += 1;
+    }
+    if u == 0 {
+        format!("{n} B")
+    } else {
+        format!("{v:.1} {}", UNITS[u])
+    }
+}
+
+/// What is wrong with one file, in words.
+fn describe(vault: &Vault, h: &FileHealth) -> String {
+    let mut bits = Vec::new();
+    for &(node, state) in &h.manifests {
+        if state != CopyState::Good {
+            bits.push(format!(
+                "manifest {} on {}",
+                state_word(state),
+                vault.node_name(node)
+            ));
+        }
+    }
+    for &(part, node, state) in &h.parts {
+        if state != CopyState::Good {
+            bits.push(format!(
+                "part {} {} on {}",
+                part + 1,
+                state_word(state),
+                vault.node_name(node)
+            ));
+        }
+    }
+    bits.join("; ")
+}
+
+fn state_word(s: CopyState) -> &'static str {
+    match s {
+        CopyState::Good => "good",
+        CopyState::Missing => "missing",
+        CopyState::Corrupt => "corrupt",
+        CopyState::Stale => "out of date",
+        CopyState::Unknown => "unknown (node unreachable)",
+    }
+}
+
+/// Prints a survey's problems; returns its exit code.
+fn print_survey(vault: &Vault, s: &Survey, json: bool) -> i32 {
+    warn_all(&s.problems);
+    let orphan_bytes: u64 = s.orphans.iter().map(|o| o.len).sum();
+    if json {
+        let files: Vec<_> = s
+            .files
+            .iter()
+            .filter(|f| f.degraded())
+            .map(|f| {
+                serde_json::json!({"name": f.name, "lost": f.lost(), "deleted": f.deleted,
+                    "manifests": f.manifests, "parts": f.parts})
+            })
+            .collect();
+        println!(
+            "{}",
+            serde_json::json!({
+                "files": s.files.len(),
+                "degraded": s.degraded(),
+                "lost": s.lost(),
+                "problem_files": files,
+                "orphans": s.orphans.len(),
+                "orphan_bytes": orphan_bytes,
+                "verified_bytes": s.verified_bytes,
+                "problems": s.problems,
+            })
+        );
+    } else {
+        for f in &s.files {
+            if f.lost() {
+                println!("LOST {}: {}", f.name, describe(vault, f));
+            } else if f.degraded() {
+                println!("degraded {}: {}", f.name, describe(vault, f));
+            }
+        }
+        if !s.orphans.is_empty() {
+            println!(
+                "{} orphaned parts ({}) no file refers to; repair removes those older than --grace",
+                s.orphans.len(),
+                bytes(orphan_bytes)
+            );
+        }
+        println!(
+            "checked {} files: {} fully redundant, {} degraded, {} lost{}",
+            s.files.len(),
+            s.files.len() - s.degraded(),
+            s.degraded() - s.lost(),
+            s.lost(),
+            if s.verified_bytes > 0 {
+                format!(" ({} authenticated)", bytes(s.verified_bytes))
+            } else {
+                String::new()
+            }
+        );
+    }
+    s.exit_code()
+}
+
+async fn check(vault: &Vault, verify: bool, prefix: &str, json: bool) -> i32 {
+    let bar = Bar::unknown("check", json);
+    bar.show();
+    let survey = ops::check::survey(vault, prefix, verify, bar.clone()).await;
+    bar.finish();
+    match survey {
+        Ok(s) => print_survey(vault, &s, json),
+        Err(e) => {
+            report_error(&e);
+            2
+        }
+    }
+}
+
+async fn repair(
+    vault: &Vault,
+    verify: bool,
+    grace: std::time::Duration,
+    prefix: &str,
+    json: bool,
+) -> i32 {
+    let bar = Bar::unknown("repair", json);
+    bar.show();
+    let options = RepairOptions { verify, grace };
+    let report = ops::repair::repair(vault, prefix, options, bar.clone()).await;
+    bar.finish();
+    let r = match report {
+        Ok(r) => r,
+        Err(e) => return report_error(&e),
+    };
+    for f in &r.failures {
+        eprintln!("error: {f}");
+    }
+    if json {
+        println!(
+            "{}",
+            serde_json::json!({
+                "copies_restored": r.copies_restored,
+                "manifests_fixed": r.manifests_fixed,
+                "orphans_removed": r.orphans_removed,
+                "bytes_moved": r.bytes_moved,
+                "failures": r.failures,
+                "degraded_after": r.after.degraded(),
+                "lost_after": r.after.lost(),
+            })
+        );
+    } else {
+        println!(
+            "restored {} copies, fixed {} manifests, removed {} orphans, moved {}",
+            r.copies_restored,
+            r.manifests_fixed,
+            r.orphans_removed,
+            bytes(r.bytes_moved)
+        );
+        print_survey(vault, &r.after, false);
+    }
+    i32::from(r.after.exit_code() != 0 || !r.failures.is_empty())
 }
 
 async fn put(vault: &Vault, started: StartedPut, json: bool, verbose: bool) -> i32 {

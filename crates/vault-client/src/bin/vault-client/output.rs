@@ -21,12 +21,25 @@ impl Progress for Bar {
     fn advance(&self, bytes: u64) {
         self.bar.inc(bytes);
     }
+
+    fn set_total(&self, bytes: u64) {
+        self.bar.set_length(bytes);
+    }
 }
 
 impl Bar {
     /// A bar for `total` bytes labelled `label`.
     pub fn new(total: u64, label: &str, json: bool) -> Arc<Bar> {
         let visible = !json && total >= BAR_MIN_BYTES && std::io::stderr().is_terminal();
+        Self::make(total, label, visible)
+    }
+
+    /// A bar whose total comes later ([`Progress::set_total`]).
+    pub fn unknown(label: &str, json: bool) -> Arc<Bar> {
+        Self::make(0, label, !json && std::io::stderr().is_terminal())
+    }
+
+    fn make(total: u64, label: &str, visible: bool) -> Arc<Bar> {
         let bar = ProgressBar::with_draw_target(Some(total), ProgressDrawTarget::hidden());
         bar.set_style(
             ProgressStyle::with_template(

@@ -117,6 +117,7 @@ fn parse(line: &str, session_user: &str, exists: impl Fn(&str) -> bool) -> Line 
     let force = flag(&["-f", "--force"]);
     let verbose = flag(&["-v", "--verbose"]);
     let checksum = flag(&["--checksum"]);
+    let degraded = flag(&["--degraded"]);
     let args: Vec<&str> = rest
         .iter()
         .map(String::as_str)
@@ -127,7 +128,7 @@ fn parse(line: &str, session_user: &str, exists: impl Fn(&str) -> bool) -> Line 
             )
         })
         .collect();
-    let plain = !recursive && !force && !verbose && !checksum;
+    let plain = !recursive && !force && !verbose && !checksum && !degraded;
     let creds = |command: Command, user: &str, password: &str| Line::WithCredentials {
         command,
         user: user.to_string(),
@@ -143,6 +144,7 @@ fn parse(line: &str, session_user: &str, exists: impl Fn(&str) -> bool) -> Line 
         recursive,
         checksum,
         verbose,
+        degraded,
         files: files.iter().map(PathBuf::from).collect(),
     };
     match (keyword.as_str(), args.as_slice()) {

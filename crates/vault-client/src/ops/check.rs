@@ -1,0 +1,471 @@
+//! CHECK: is every file where the layout says, on every node?
+//!
+//! A survey reads the catalog (every manifest, many per round trip), asks
+//! every node which part copies it holds (`StatBlobs`, right length), and
+//! with `verify` downloads and authenticates every copy (small ones in
+//! batches, large ones streamed), so bit rot and tampering are found. Each
+//! file gets a state per manifest copy and per part copy. With no prefix it
+//! also lists every node's parts to find the ones no manifest references
+//! (orphans: a client killed during PUT, a node that finished an upload
+//! after its client died).
+//!
+//! A file is *degraded* when any copy is not good (missing, corrupt,
+//! stale, or on a node that cannot be asked) and *lost* when some part has
+//! no good copy on any reachable node. [`crate::ops::repair`] works from
+//! the same survey.
+
+use std::collections::{HashMap, HashSet};
+use std::time::Duration;
+
+use serde::Serialize;
+use tokio::task::JoinSet;
+use wire::{BlobId, MAX_BATCH};
+
+use super::{OpError, ProgressRef};
+use crate::catalog::{self, Entry};
+use crate::crypto::format::{part_blob_len, HEADER_LEN, PART_HEADER, PART_ID_PREFIX};
+use crate::crypto::stream::{open_all, Decryptor, CT_CHUNK_LEN};
+use crate::layout::{self, Copy};
+use crate::manifest::Manifest;
+use crate::net::Session;
+use crate::path::normalize_prefix;
+use crate::vault::Vault;
+
+/// Parts up to this size are verified in batches; larger ones streamed.
+const BATCH_PART: u64 = 4 << 20;
+/// Most bytes per verifying `GetBlobs`.
+const VERIFY_BYTES: u64 = 16 << 20;
+
+/// The state of one copy.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum CopyState {
+    /// Where it belongs, the right size (and, verified, authentic).
+    Good,
+    /// Not on its node (or the wrong size).
+    Missing,
+    /// On its node, but it fails authentication.
+    Corrupt,
+    /// A manifest copy of an older version.
+    Stale,
+    /// Its node could not be asked.
+    Unknown,
+}
+
+/// What the survey found for one file.
+#[derive(Debug, Clone, Serialize)]
+pub struct FileHealth {
+    /// The file's name.
+    pub name: String,
+    /// A deleted file (its tombstone still belongs on every node).
+    pub deleted: bool,
+    /// Each manifest copy: (node, state).
+    pub manifests: Vec<(usize, CopyState)>,
+    /// Each part copy: (part, node, state); empty for a deleted file.
+    pub parts: Vec<(usize, usize, CopyState)>,
+}
+
+impl FileHealth {
+    /// Some copy is not good.
+    pub fn degraded(&self) -> bool {
+        self.manifests.iter().any(|(_, s)| *s != CopyState::Good)
+            || self.parts.iter().any(|(_, _, s)| *s != CopyState::Good)
+    }
+
+    /// Some part has no good copy: the reachable nodes cannot rebuild it.
+    pub fn lost(&self) -> bool {
+        !self.deleted
+            && (0..layout::parts()).any(|k| {
+                !self
+                    .parts
+                    .iter()
+                    .any(|(p, _, s)| *p == k && *s == CopyState::Good)
+            })
+    }
+}
+
+/// A stored part no live manifest references.
+#[derive(Debug, Clone, Serialize)]
+pub struct Orphan {
+    /// Node holding it.
+    pub node: usize,
+    /// Its id.
+    pub id: String,
+    /// Its size.
+    pub len: u64,
+    /// Its modification time, seconds since the Unix epoch.
+    pub modified: u64,
+}
+
+/// A survey of the vault (or of a prefix).
+#[derive(Debug, Default)]
+pub struct Survey {
+    /// Every file under the prefix, tombstones included, by name.
+    pub files: Vec<FileHealth>,
+    /// The catalog entries the files come from (same order).
+    pub entries: Vec<Entry>,
+    /// Orphaned parts (only when the whole vault was surveyed).
+    pub orphans: Vec<Orphan>,
+    /// Whether orphans were looked for (no prefix, every node listed).
+    pub orphans_checked: bool,
+    /// Bytes downloaded and authenticated.
+    pub verified_bytes: u64,
+    /// `node: problem` for nodes that could not be asked everything.
+    pub problems: Vec<String>,
+}
+
+impl Survey {
+    /// Files with some copy not good.
+    pub fn degraded(&self) -> usize {
+        self.files.iter().filter(|f| f.degraded()).count()
+    }
+
+    /// Files the reachable nodes cannot rebuild.
+    pub fn lost(&self) -> usize {
+        self.files.iter().filter(|f| f.lost()).count()
+    }
+
+    /// 0: fully redundant; 1: degraded but every file can be rebuilt; 2:
+    /// some file is lost.
+    pub fn exit_code(&self) -> i32 {
+        if self.lost() > 0 {
+            2
+        } else if self.degraded() > 0 || !self.problems.is_empty() {
+            1
+        } else {
+            0
+        }
+    }
+}
+
+/// Surveys the files under `prefix` ("" for the whole vault). With
+/// `verify`, every part copy found is downloaded and authenticated;
+/// `progress` advances by the bytes verified.
+pub async fn survey(
+    vault: &Vault,
+    prefix: &str,
+    verify: bool,
+    progress: ProgressRef,
+) -> Result<Survey, OpError> {
+    let prefix = normalize_prefix(prefix).map_err(|e| OpError::BadName(e.to_string()))?;
+    let catalog = catalog::scan(vault, &prefix).await;
+    let mut out = Survey {
+        problems: catalog.problems.clone(),
+        ..Survey::default()
+    };
+    let n = vault.node_count();
+    let live: Vec<&Manifest> = catalog.live().collect();
+    let presence = catalog::presence(vault, &live, true).await;
+    out.problems.extend(presence.problems.iter().cloned());
+    let mut live_index = 0usize;
+    for e in &catalog.entries {
+        let manifests = layout::manifest_nodes(n)
+            .map(|node| {
+                let state = if vault.session(node).is_none() {
+                    CopyState::Unknown
+                } else if e.current_on & (1 << node) != 0 {
+                    CopyState::Good
+                } else if e.listed_on & (1 << node) != 0 {
+                    CopyState::Stale
+                } else {
+                    CopyState::Missing
+                };
+                (node, state)
+            })
+            .collect();
+        let mut parts = Vec::new();
+        if let Some(m) = e.live() {
+            let bits = presence.parts[live_index];
+            live_index += 1;
+            for Copy { part, node } in layout::part_copies(m) {
+                let state = if vault.session(node).is_none() {
+                    CopyState::Unknown
+                } else if bits[part] & (1 << node) != 0 {
+                    CopyState::Good
+                } else {
+                    CopyState::Missing
+                };
+                parts.push((part, node, state));
+            }
+        }
+        out.files.push(FileHealth {
+            name: e.newest.name.clone(),
+            deleted: e.newest.deleted,
+            manifests,
+            parts,
+        });
+    }
+    out.entries = catalog.entries;
+    if verify {
+        verify_all(vault, &mut out, &progress).await;
+    }
+    if prefix.is_empty() && vault.ready().count() == n {
+        match orphans(vault, &out.entries).await {
+            Ok(o) => {
+                out.orphans = o;
+                out.orphans_checked = true;
+            }
+            Err(e) => out.problems.push(e),
+        }
+    }
+    out.problems.sort();
+    out.problems.dedup();
+    Ok(out)
+}
+
+/// Downloads and authenticates every copy the survey found good; marks
+/// the ones that fail `Corrupt`.
+async fn verify_all(vault: &Vault, survey: &mut Survey, progress: &ProgressRef) {
+    // (file, index into its parts) per node, small and large apart.
+    let mut small: HashMap<usize, Vec<(usize, usize)>> = HashMap::new();
+    let mut large: Vec<(usize, usize)> = Vec::new();
+    for (f, h) in survey.files.iter().enumerate() {
+        let Some(m) = survey.entries[f].live() else {
+            continue;
+        };
+        for (i, &(part, node, state)) in h.parts.iter().enumerate() {
+            if state != CopyState::Good {
+                continue;
+            }
+            if m.parts()[part].1 <= BATCH_PART {
+                small.entry(node).or_default().push((f, i));
+            } else {
+                large.push((f, i));
+            }
+        }
+    }
+    let total: u64 = small
+        .values()
+        .flatten()
+        .chain(&large)
+        .map(|&(f, i)| survey.entries[f].newest.parts()[survey.files[f].parts[i].0].1)
+        .sum();
+    progress.set_total(total);
+    let mut bad: Vec<(usize, usize)> = Vec::new();
+    let mut set = JoinSet::new();
+    for (node, list) in small {
+        let Some(s) = vault.session(node).cloned() else {
+            continue;
+        };
+        let jobs: Vec<(usize, usize, BlobId, Manifest, usize)> = list
+            .into_iter()
+            .map(|(f, i)| {
+                let m = survey.entries[f].newest.clone();
+                let part = survey.files[f].parts[i].0;
+                (f, i, vault.master().part_id(&m.file_id, part), m, part)
+            })
+            .collect();
+        let (v, progress) = (vault.clone(), progress.clone());
+        set.spawn(async move { verify_small(&v, &s, jobs, &progress).await });
+    }
+    while let Some(joined) = set.join_next().await {
+        match joined {
+            Ok(Ok((mut b, bytes))) => {
+                bad.append(&mut b);
+                survey.verified_bytes += bytes;
+            }
+            Ok(Err(e)) => survey.problems.push(e),
+            Err(e) => survey.problems.push(format!("verify task failed: {e}")),
+        }
+    }
+    for (f, i) in large {
+        let (part, node, _) = survey.files[f].parts[i];
+        let Some(s) = vault.session(node) else {
+            continue;
+        };
+        let m = &survey.entries[f].newest;
+        match authenticate_stream(vault, s, m, part, progress).await {
+            Ok(bytes) => survey.verified_bytes += bytes,
+            Err(_) => bad.push((f, i)),
+        }
+    }
+    for (f, i) in bad {
+        survey.files[f].parts[i].2 = CopyState::Corrupt;
+    }
+}
+
+/// Verifies small copies on one node in batches: the (file, index) pairs
+/// that fail, and the bytes authenticated.
+async fn verify_small(
+    vault: &Vault,
+    s: &Session,
+    jobs: Vec<(usize, usize, BlobId, Manifest, usize)>,
+    progress: &ProgressRef,
+) -> Result<(Vec<(usize, usize)>, u64), String> {
+    let mut bad = Vec::new();
+    let mut bytes = 0u64;
+    let mut start = 0;
+    while start < jobs.len() {
+        let mut end = start;
+        let mut size = 0u64;
+        while end < jobs.len() && end - start < MAX_BATCH {
+            let len = part_blob_len(jobs[end].3.parts()[jobs[end].4].1);
+            if end > start && size + len > VERIFY_BYTES {
+                break;
+            }
+            size += len;
+            end += 1;
+        }
+        let chunk = &jobs[start..end];
+        let ids: Vec<BlobId> = chunk.iter().map(|j| j.2.clone()).collect();
+        let got = s
+            .get_blobs(&ids, size)
+            .await
+            .map_err(|e| format!("{}: {e}", s.name))?;
+        for ((f, i, _, m, part), blob) in chunk.iter().zip(got) {
+            let ok = blob.is_some_and(|b| open_part(vault, m, *part, &b).is_ok());
+            if ok {
+                let n = m.parts()[*part].1;
+                bytes += n;
+                progress.advance(n);
+            } else {
+                bad.push((*f, *i));
+            }
+        }
+        start = end;
+    }
+    Ok((bad, bytes))
+}
+
+/// Checks a part blob's header and opens it; the plaintext must have the
+/// length the manifest gives.
+pub(crate) fn open_part(vault: &Vault, m: &Manifest, k: usize, blob: &[u8]) -> Result<Vec<u8>, ()> {
+    if blob.get(..HEADER_LEN) != Some(&PART_HEADER[..]) {
+        return Err(());
+    }
+    let keys = vault.master().part(vault.user(), &m.file_id, m.version, k);
+    let plain = open_all(&keys.key, &keys.ad, &blob[HEADER_LEN..]).map_err(|_| ())?;
+    if plain.len() as u64 != m.parts()[k].1 {
+        return Err(());
+    }
+    Ok(plain)
+}
+
+/// Streams one copy of part `k` of `m` from `s` and authenticates it,
+/// keeping nothing: the plaintext bytes it held.
+pub(crate) async fn authenticate_stream(
+    vault: &Vault,
+    s: &Session,
+    m: &Manifest,
+    k: usize,
+    progress: &ProgressRef,
+) -> Result<u64, String> {
+    let keys = vault.master().part(vault.user(), &m.file_id, m.version, k);
+    let plain_len = m.parts()[k].1;
+    let expected = part_blob_len(plain_len);
+    let mut dl = s
+        .get(&keys.id)
+        .await
+        .map_err(|e| e.to_string())?
+        .ok_or("part missing")?;
+    if dl.len != expected {
+        dl.cancel();
+        return Err("wrong size".into());
+    }
+    let mut header = Vec::with_capacity(HEADER_LEN);
+    let mut dec = Decryptor::new(&keys.key, &keys.ad);
+    let mut buf: Vec<u8> = Vec::with_capacity(CT_CHUNK_LEN);
+    let mut received = 0u64;
+    let mut plain = 0u64;
+    while let Some(piece) = dl
+        .next_chunk(if header.len() < HEADER_LEN {
+            HEADER_LEN - header.len()
+        } else {
+            CT_CHUNK_LEN - buf.len()
+        })
+        .await
+        .map_err(|e| e.to_string())?
+    {
+        received += piece.len() as u64;
+        if header.len() < HEADER_LEN {
+            header.extend_from_slice(&piece);
+            if header.len() == HEADER_LEN && header != PART_HEADER {
+                return Err("not a format 2 part".into());
+            }
+            continue;
+        }
+        buf.extend_from_slice(&piece);
+        let last = received == expected;
+        if buf.len() == CT_CHUNK_LEN || last {
+            dec.open_chunk(&mut buf, last).map_err(|e| e.to_string())?;
+            plain += buf.len() as u64;
+            progress.advance(buf.len() as u64);
+            buf.clear();
+        }
+    }
+    dec.finish().map_err(|e| e.to_string())?;
+    if plain != plain_len {
+        return Err("shorter than the manifest says".into());
+    }
+    Ok(plain)
+}
+
+/// Every node's parts that no live file's newest version references.
+async fn orphans(vault: &Vault, entries: &[Entry]) -> Result<Vec<Orphan>, String> {
+    let mut referenced: HashSet<BlobId> = HashSet::new();
+    for e in entries {
+        if let Some(m) = e.live() {
+            for k in 0..layout::parts() {
+                referenced.insert(vault.master().part_id(&m.file_id, k));
+            }
+        }
+    }
+    let referenced = std::sync::Arc::new(referenced);
+    let mut set = JoinSet::new();
+    for s in vault.ready() {
+        let (s, referenced) = (s.clone(), referenced.clone());
+        set.spawn(async move {
+            let mut found = Vec::new();
+            let mut after: Option<BlobId> = None;
+            let limits = s.limits();
+            let deadline = tokio::time::Instant::now() + limits.listing;
+            let mut seen = 0usize;
+            loop {
+                if tokio::time::Instant::now() > deadline {
+                    return Err(format!("{}: listing its parts took too long", s.name));
+                }
+                let page = s
+                    .list_data(after.as_ref(), PART_ID_PREFIX, MAX_BATCH as u32, 1, 0)
+                    .await
+                    .map_err(|e| format!("{}: {e}", s.name))?;
+                seen += page.entries.len();
+                if seen > limits.listing_entries {
+                    return Err(format!("{}: too many parts to list", s.name));
+                }
+                after = page.entries.last().map(|(e, _)| e.id.clone());
+                for (e, _) in page.entries {
+                    if !referenced.contains(&e.id) {
+                        found.push(Orphan {
+                            node: s.node,
+                            id: e.id.to_string(),
+                            len: e.len,
+                            modified: e.modified,
+                        });
+                    }
+                }
+                if !page.more {
+                    return Ok(found);
+                }
+            }
+        });
+    }
+    let mut all = Vec::new();
+    while let Some(joined) = set.join_next().await {
+        match joined {
+            Ok(Ok(mut o)) => all.append(&mut o),
+            Ok(Err(e)) => return Err(e),
+            Err(e) => return Err(format!("orphan listing failed: {e}")),
+        }
+    }
+    all.sort_by(|a, b| (a.node, &a.id).cmp(&(b.node, &b.id)));
+    Ok(all)
+}
+
+/// Orphans older than `grace`, given the time now in seconds since the
+/// Unix epoch.
+pub fn expired(orphans: &[Orphan], grace: Duration, now: u64) -> Vec<&Orphan> {
+    orphans
+        .iter()
+        .filter(|o| o.modified.saturating_add(grace.as_secs()) <= now)
+        .collect()
+}

@@ -1,0 +1,429 @@
+//! REPAIR: bring every file back to full redundancy, from the copies that
+//! are good, re-encrypting nothing.
+//!
+//! From a [`check`](super::check) survey:
+//! 1. nodes missing a file's newest manifest (or holding an older one, or
+//!    missing a tombstone) get the sealed bytes another node holds;
+//! 2. every missing or corrupt part copy is copied from the other copy of
+//!    the same part, which is authenticated on the way (a bad source is
+//!    never spread): small ones in batches (`GetBlobs` then `PutBlobs`),
+//!    large ones streamed through a decryptor with bounded memory;
+//! 3. with the whole vault surveyed, parts no live file references are
+//!    removed once they are older than the grace period (so a PUT running
+//!    elsewhere keeps its parts);
+//! 4. a second survey says whether the vault is fully redundant now.
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use tokio::task::JoinSet;
+use wire::{BlobId, MAX_BATCH};
+
+use super::check::{self, open_part, CopyState, Survey};
+use super::{no_progress, OpError, ProgressRef};
+use crate::crypto::format::{part_blob_len, HEADER_LEN, PART_HEADER};
+use crate::crypto::stream::{Decryptor, CT_CHUNK_LEN};
+use crate::manifest::Manifest;
+use crate::net::Session;
+use crate::vault::Vault;
+
+/// Parts up to this size are copied in batches; larger ones streamed.
+const BATCH_PART: u64 = 4 << 20;
+/// Most bytes per batch of copies.
+const BATCH_BYTES: u64 = 16 << 20;
+
+/// How REPAIR goes about it.
+#[derive(Debug, Clone, Copy)]
+pub struct RepairOptions {
+    /// Authenticate every copy first (finds silent corruption).
+    pub verify: bool,
+    /// Orphans younger than this stay.
+    pub grace: Duration,
+}
+
+impl Default for RepairOptions {
+    fn default() -> Self {
+        RepairOptions {
+            verify: false,
+            grace: Duration::from_secs(3600),
+        }
+    }
+}
+
+/// What REPAIR did.
+#[derive(Debug, Default)]
+pub struct RepairReport {
+    /// Part copies written.
+    pub copies_restored: usize,
+    /// Manifest copies written (tombstones included).
+    pub manifests_fixed: usize,
+    /// Orphaned parts removed.
+    pub orphans_removed: usize,
+    /// Bytes written to nodes.
+    pub bytes_moved: u64,
+    /// What could not be repaired, and why.
+    pub failures: Vec<String>,
+    /// The survey taken after the repair.
+    pub after: Survey,
+}
+
+fn now_secs() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+}
+
+/// Repairs the files under `prefix` ("" for the whole vault, the only case
+/// in which orphans are collected).
+pub async fn repair(
+    vault: &Vault,
+    prefix: &str,
+    options: RepairOptions,
+    progress: ProgressRef,
+) -> Result<RepairReport, OpError> {
+    let survey = check::survey(vault, prefix, options.verify, progress).await?;
+    let mut report = RepairReport::default();
+    fix_manifests(vault, &survey, &mut report).await;
+    fix_parts(vault, &survey, &mut report).await;
+    if survey.orphans_checked {
+        remove_orphans(vault, &survey, options.grace, &mut report).await;
+    }
+    report.after = check::survey(vault, prefix, false, no_progress()).await?;
+    Ok(report)
+}
+
+async fn fix_manifests(vault: &Vault, survey: &Survey, report: &mut RepairReport) {
+    let mut per_node: HashMap<usize, Vec<(BlobId, Vec<u8>)>> = HashMap::new();
+    for (f, h) in survey.files.iter().enumerate() {
+        for &(node, state) in &h.manifests {
+            if matches!(state, CopyState::Missing | CopyState::Stale) {
+                let e = &survey.entries[f];
+                per_node
+                    .entry(node)
+                    .or_default()
+                    .push((e.id.clone(), e.sealed.clone()));
+            }
+        }
+    }
+    for (node, blobs) in per_node {
+        let Some(s) = vault.session(node) else {
+            continue;
+        };
+        for chunk in blobs.chunks(MAX_BATCH) {
+            let refs: Vec<(BlobId, &[u8])> = chunk
+                .iter()
+                .map(|(id, b)| (id.clone(), b.as_slice()))
+                .collect();
+            match s.put_blobs(&refs).await {
+                Ok(failed) => {
+                    report.manifests_fixed += chunk.len() - failed.len();
+                    report.bytes_moved += chunk
+                        .iter()
+                        .enumerate()
+                        .filter(|(i, _)| !failed.iter().any(|f| f.index == *i))
+                        .map(|(_, (_, b))| b.len() as u64)
+                        .sum::<u64>();
+                    for f in failed {
+                        report
+                            .failures
+                            .push(format!("{}: manifest: {}", s.name, f.error));
+                    }
+                }
+                Err(e) => report.failures.push(format!("{}: manifests: {e}", s.name)),
+            }
+        }
+    }
+}
+
+/// One copy to restore: the file, the part, where from, where to.
+#[derive(Clone)]
+struct Job {
+    manifest: Manifest,
+    part: usize,
+    from: usize,
+    to: usize,
+}
+
+async fn fix_parts(vault: &Vault, survey: &Survey, report: &mut RepairReport) {
+    let mut small: Vec<Job> = Vec::new();
+    let mut large: Vec<Job> = Vec::new();
+    for (f, h) in survey.files.iter().enumerate() {
+        let Some(m) = survey.entries[f].live() else {
+            continue;
+        };
+        for &(part, to, state) in &h.parts {
+            if !matches!(state, CopyState::Missing | CopyState::Corrupt) {
+                continue;
+            }
+            let from = h
+                .parts
+                .iter()
+                .find(|(p, n, s)| *p == part && *n != to && *s == CopyState::Good)
+                .map(|(_, n, _)| *n);
+            let Some(from) = from else {
+                report.failures.push(format!(
+                    "{}: part {} has no good copy to restore from",
+                    m.name,
+                    part + 1
+                ));
+                continue;
+            };
+            let job = Job {
+                manifest: m.clone(),
+                part,
+                from,
+                to,
+            };
+            if m.parts()[part].1 <= BATCH_PART {
+                small.push(job);
+            } else {
+                large.push(job);
+            }
+        }
+    }
+    // Small copies: batches per source node, at most BATCH_BYTES each.
+    let mut by_source: HashMap<usize, Vec<Job>> = HashMap::new();
+    for j in small {
+        by_source.entry(j.from).or_default().push(j);
+    }
+    let mut set = JoinSet::new();
+    for (from, jobs) in by_source {
+        let v = vault.clone();
+        set.spawn(async move { copy_small(&v, from, jobs).await });
+    }
+    while let Some(joined) = set.join_next().await {
+        match joined {
+            Ok((copies, bytes, mut failures)) => {
+                report.copies_restored += copies;
+                report.bytes_moved += bytes;
+                report.failures.append(&mut failures);
+            }
+            Err(e) => report.failures.push(format!("copy task failed: {e}")),
+        }
+    }
+    for j in large {
+        match copy_stream(vault, &j).await {
+            Ok(bytes) => {
+                report.copies_restored += 1;
+                report.bytes_moved += bytes;
+            }
+            Err(e) => report.failures.push(format!(
+                "{}: part {} to {}: {e}",
+                j.manifest.name,
+                j.part + 1,
+                vault.node_name(j.to)
+            )),
+        }
+    }
+}
+
+/// Copies small parts from node `from`: fetch in batches, authenticate,
+/// then store on each destination in batches. Returns (copies, bytes,
+/// failures).
+async fn copy_small(vault: &Vault, from: usize, jobs: Vec<Job>) -> (usize, u64, Vec<String>) {
+    let (mut copies, mut bytes, mut failures) = (0usize, 0u64, Vec::new());
+    let Some(src) = vault.session(from).cloned() else {
+        return (
+            0,
+            0,
+            vec![format!("{}: unreachable", vault.node_name(from))],
+        );
+    };
+    let mut start = 0;
+    while start < jobs.len() {
+        let mut end = start;
+        let mut size = 0u64;
+        while end < jobs.len() && end - start < MAX_BATCH {
+            let len = part_blob_len(jobs[end].manifest.parts()[jobs[end].part].1);
+            if end > start && size + len > BATCH_BYTES {
+                break;
+            }
+            size += len;
+            end += 1;
+        }
+        let chunk = &jobs[start..end];
+        let ids: Vec<BlobId> = chunk
+            .iter()
+            .map(|j| vault.master().part_id(&j.manifest.file_id, j.part))
+            .collect();
+        let got = match src.get_blobs(&ids, size).await {
+            Ok(g) => g,
+            Err(e) => {
+                failures.push(format!("{}: {e}", src.name));
+                start = end;
+                continue;
+            }
+        };
+        let mut to_write: HashMap<usize, Vec<(BlobId, Vec<u8>, String)>> = HashMap::new();
+        for ((j, id), blob) in chunk.iter().zip(ids).zip(got) {
+            match blob {
+                Some(b) if open_part(vault, &j.manifest, j.part, &b).is_ok() => {
+                    to_write
+                        .entry(j.to)
+                        .or_default()
+                        .push((id, b, j.manifest.name.clone()));
+                }
+                _ => failures.push(format!(
+                    "{}: part {}: the copy on {} is not good either",
+                    j.manifest.name,
+                    j.part + 1,
+                    src.name
+                )),
+            }
+        }
+        for (to, blobs) in to_write {
+            let Some(dst) = vault.session(to) else {
+                continue;
+            };
+            let refs: Vec<(BlobId, &[u8])> = blobs
+                .iter()
+                .map(|(id, b, _)| (id.clone(), b.as_slice()))
+                .collect();
+            match dst.put_blobs(&refs).await {
+                Ok(failed) => {
+                    for (i, (_, b, name)) in blobs.iter().enumerate() {
+                        match failed.iter().find(|f| f.index == i) {
+                            Some(f) => {
+                                failures.push(format!("{name}: to {}: {}", dst.name, f.error))
+                            }
+                            None => {
+                                copies += 1;
+                                bytes += b.len() as u64;
+                            }
+                        }
+                    }
+                }
+                Err(e) => failures.push(format!("{}: {e}", dst.name)),
+            }
+        }
+        start = end;
+    }
+    (copies, bytes, failures)
+}
+
+/// Streams one large copy from its source to its destination,
+/// authenticating every chunk on the way: a bad source aborts the upload,
+/// and the destination keeps nothing.
+async fn copy_stream(vault: &Vault, j: &Job) -> Result<u64, String> {
+    let src = vault.session(j.from).ok_or("source unreachable")?;
+    let dst = vault.session(j.to).ok_or("destination unreachable")?;
+    let keys = vault.master().part(
+        vault.user(),
+        &j.manifest.file_id,
+        j.manifest.version,
+        j.part,
+    );
+    let expected = part_blob_len(j.manifest.parts()[j.part].1);
+    let mut dl = src
+        .get(&keys.id)
+        .await
+        .map_err(|e| format!("{}: {e}", src.name))?
+        .ok_or_else(|| format!("{}: part missing", src.name))?;
+    if dl.len != expected {
+        dl.cancel();
+        return Err(format!("{}: the copy has the wrong size", src.name));
+    }
+    let mut up = dst
+        .put(&keys.id, expected)
+        .await
+        .map_err(|e| format!("{}: {e}", dst.name))?;
+    let mut dec = Decryptor::new(&keys.key, &keys.ad);
+    let mut header = Vec::with_capacity(HEADER_LEN);
+    let mut ct: Vec<u8> = Vec::with_capacity(CT_CHUNK_LEN);
+    let mut received = 0u64;
+    let result: Result<(), String> = async {
+        while let Some(piece) = dl
+            .next_chunk(if header.len() < HEADER_LEN {
+                HEADER_LEN - header.len()
+            } else {
+                CT_CHUNK_LEN - ct.len()
+            })
+            .await
+            .map_err(|e| format!("{}: {e}", src.name))?
+        {
+            received += piece.len() as u64;
+            if header.len() < HEADER_LEN {
+                header.extend_from_slice(&piece);
+                if header.len() == HEADER_LEN {
+                    if header != PART_HEADER {
+                        return Err(format!("{}: not a format 2 part", src.name));
+                    }
+                    up.write(&header)
+                        .await
+                        .map_err(|e| format!("{}: {e}", dst.name))?;
+                }
+                continue;
+            }
+            ct.extend_from_slice(&piece);
+            let last = received == expected;
+            if ct.len() == CT_CHUNK_LEN || last {
+                // Authenticate a copy of the chunk; forward the ciphertext.
+                let mut check = ct.clone();
+                dec.open_chunk(&mut check, last)
+                    .map_err(|_| format!("{}: the copy fails authentication", src.name))?;
+                up.write(&ct)
+                    .await
+                    .map_err(|e| format!("{}: {e}", dst.name))?;
+                ct.clear();
+            }
+        }
+        Ok(())
+    }
+    .await;
+    match result.and_then(|()| {
+        dec.finish()
+            .map_err(|_| format!("{}: the copy is truncated", src.name))
+    }) {
+        Ok(()) => {
+            up.finish()
+                .await
+                .map_err(|e| format!("{}: {e}", dst.name))?;
+            Ok(expected)
+        }
+        Err(e) => {
+            up.abort();
+            Err(e)
+        }
+    }
+}
+
+async fn remove_orphans(
+    vault: &Vault,
+    survey: &Survey,
+    grace: Duration,
+    report: &mut RepairReport,
+) {
+    let mut per_node: HashMap<usize, Vec<BlobId>> = HashMap::new();
+    for o in check::expired(&survey.orphans, grace, now_secs()) {
+        if let Ok(id) = BlobId::new(o.id.clone()) {
+            per_node.entry(o.node).or_default().push(id);
+        }
+    }
+    let mut set = JoinSet::new();
+    for (node, ids) in per_node {
+        let Some(s) = vault.session(node).cloned() else {
+            continue;
+        };
+        set.spawn(async move { delete_batches(&s, &ids).await });
+    }
+    while let Some(joined) = set.join_next().await {
+        match joined {
+            Ok(Ok(n)) => report.orphans_removed += n,
+            Ok(Err(e)) => report.failures.push(e),
+            Err(e) => report.failures.push(format!("delete task failed: {e}")),
+        }
+    }
+}
+
+/// Deletes `ids` in batches; how many were removed.
+async fn delete_batches(s: &Session, ids: &[BlobId]) -> Result<usize, String> {
+    let mut removed = 0;
+    for chunk in ids.chunks(MAX_BATCH) {
+        let missing = s
+            .delete_blobs(chunk)
+            .await
+            .map_err(|e| format!("{}: removing orphans: {e}", s.name))?;
+        removed += chunk.len() - missing;
+    }
+    Ok(removed)
+}
