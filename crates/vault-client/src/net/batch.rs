@@ -8,7 +8,7 @@ use std::time::Duration;
 use quinn::RecvStream;
 use wire::{BlobId, BlobStat, ListEntry, PutItem, Request, Response, MAX_BATCH, MAX_BATCH_BYTES};
 
-use super::{conn_err, read_frame, unexpected, NetError, Session};
+use super::{conn_err, read_frame, send_bulk, unexpected, NetError, Session};
 
 /// The slowest transfer a batch may run at before the node counts as too
 /// slow (after the request timeout).
@@ -79,10 +79,7 @@ impl Session {
         let run = async {
             let (mut send, mut recv) = self.open(req).await?;
             for piece in bulk {
-                tokio::time::timeout(stall, send.write_all(piece))
-                    .await
-                    .map_err(|_| NetError::Timeout)?
-                    .map_err(conn_err)?;
+                send_bulk(&mut send, &mut recv, piece, self.limits).await?;
             }
             send.finish().map_err(conn_err)?;
             let resp = read_frame(&mut recv).await?;

@@ -37,6 +37,15 @@ pub const LOGIN_TIMEOUT: Duration = Duration::from_secs(5);
 /// How long a bulk transfer may go without progress before the node counts
 /// as stalled.
 pub const STALL_TIMEOUT: Duration = Duration::from_secs(10);
+/// How often the client proves a connection alive when it has nothing else
+/// to send.
+pub const KEEP_ALIVE: Duration = Duration::from_millis(400);
+/// How long a connection may go without hearing from the node before the
+/// node counts as dead: a killed or frozen node fails every request in
+/// flight on it within this time, whatever those requests' own deadlines.
+/// A live node acknowledges the keep-alives even while it is busy, so a
+/// slow transfer is left to [`STALL_TIMEOUT`].
+pub const DEAD_AFTER: Duration = Duration::from_secs(2);
 
 /// Most blobs a client accepts in one node's listing (a hostile node must
 /// not make LIST grow without bound): about 330,000 files' worth.
@@ -108,14 +117,23 @@ pub enum NetError {
     /// The node broke the protocol (malformed or unexpected response).
     #[error("protocol error: {0}")]
     Protocol(String),
-    /// The node refused the request.
-    #[error("{message}")]
+    /// The node refused the request. Codes the client knows are put in its
+    /// own words (a node's text is only a detail).
+    #[error("{}", describe(*code, message))]
     Node {
         /// Reason code.
         code: ErrorCode,
         /// The node's explanation.
         message: String,
     },
+}
+
+/// The message for a node's refusal.
+fn describe(code: ErrorCode, message: &str) -> String {
+    match code {
+        ErrorCode::NoSpace => "no space left on the node".into(),
+        _ => message.to_string(),
+    }
 }
 
 impl NetError {
@@ -194,11 +212,11 @@ fn transport() -> TransportConfig {
     t.receive_window(VarInt::from_u32(16 << 20));
     t.send_window(8 << 20);
     t.max_idle_timeout(Some(
-        Duration::from_secs(30)
+        DEAD_AFTER
             .try_into()
-            .expect("30 s is a valid idle timeout"),
+            .expect("DEAD_AFTER is a valid idle timeout"),
     ));
-    t.keep_alive_interval(Some(Duration::from_secs(5)));
+    t.keep_alive_interval(Some(KEEP_ALIVE));
     t
 }
 
@@ -341,6 +359,12 @@ impl Session {
         tokio::time::timeout(self.limits.request, exchange)
             .await
             .map_err(|_| NetError::Timeout)?
+    }
+
+    /// Whether the connection is gone (closed, lost, or the node went
+    /// silent for [`DEAD_AFTER`]): every request on it fails at once.
+    pub fn is_closed(&self) -> bool {
+        self.conn.close_reason().is_some()
     }
 
     /// The connection's current round-trip time.
@@ -487,6 +511,29 @@ impl Session {
     }
 }
 
+/// Writes bulk bytes of a request, giving up when nothing moves for the
+/// stall timeout. A node that refuses the rest mid-stream (disk full, quota)
+/// stops the stream and answers why: that answer is the error returned,
+/// not the bare "stopped".
+pub(crate) async fn send_bulk(
+    send: &mut SendStream,
+    recv: &mut RecvStream,
+    bytes: &[u8],
+    limits: Limits,
+) -> Result<(), NetError> {
+    match tokio::time::timeout(limits.stall, send.write_all(bytes)).await {
+        Err(_) => Err(NetError::Timeout),
+        Ok(Ok(())) => Ok(()),
+        Ok(Err(e @ quinn::WriteError::Stopped(_))) => {
+            match tokio::time::timeout(limits.request, read_frame(recv)).await {
+                Ok(Err(answer @ NetError::Node { .. })) => Err(answer),
+                _ => Err(conn_err(e)),
+            }
+        }
+        Ok(Err(e)) => Err(conn_err(e)),
+    }
+}
+
 /// An upload in progress. Dropping it without [`Upload::finish`] resets the
 /// stream, and the node discards what it received.
 pub struct Upload {
@@ -502,10 +549,7 @@ impl Upload {
         if bytes.len() as u64 > self.remaining {
             return Err(NetError::Protocol("upload longer than announced".into()));
         }
-        tokio::time::timeout(self.limits.stall, self.send.write_all(bytes))
-            .await
-            .map_err(|_| NetError::Timeout)?
-            .map_err(conn_err)?;
+        send_bulk(&mut self.send, &mut self.recv, bytes, self.limits).await?;
         self.remaining -= bytes.len() as u64;
         Ok(())
     }

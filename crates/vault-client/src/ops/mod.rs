@@ -234,17 +234,20 @@ pub async fn put_everywhere(vault: &Vault, id: &BlobId, bytes: &[u8]) -> Broadca
 
 /// Removes the parts of `m` from every ready node (best effort).
 pub async fn remove_parts(vault: &Vault, m: &Manifest) {
+    let ids: Vec<_> = (0..crate::placement::PARTS)
+        .map(|k| vault.master().part_id(&m.file_id, k))
+        .collect();
     let mut set = JoinSet::new();
-    for s in vault.ready() {
-        for k in 0..crate::placement::PARTS {
-            let s = s.clone();
-            let id = vault.master().part_id(&m.file_id, k);
-            set.spawn(async move {
-                if let Err(e) = s.delete(&id).await {
-                    tracing::warn!(node = %s.name, "could not remove old part: {e}");
-                }
-            });
-        }
+    // One request per node; a node already known dead is not waited on
+    // (what it keeps is an orphan for `repair`).
+    for s in vault.ready().filter(|s| !s.is_closed()) {
+        let s = s.clone();
+        let ids = ids.clone();
+        set.spawn(async move {
+            if let Err(e) = s.delete_blobs(&ids).await {
+                tracing::warn!(node = %s.name, "could not remove parts: {e}");
+            }
+        });
     }
     while set.join_next().await.is_some() {}
 }

@@ -244,7 +244,7 @@ pub(crate) async fn store(
     }
     if !failed.is_empty() {
         warnings.push(format!(
-            "{name}: the manifest could not be written to {}; readers may see the old version there until the next PUT",
+            "{name}: stored, but the manifest could not be written to {}; run `vault-client repair` to restore full redundancy",
             failed.join("; ")
         ));
     }
