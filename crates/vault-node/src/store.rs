@@ -350,17 +350,19 @@ impl BlobStore {
         .await
     }
 
-    /// One page of `user`'s blobs in id order after `after`, at most `limit`
-    /// entries, and whether more follow. Served from the index: the folder
-    /// is not read again.
+    /// One page of `user`'s blobs whose id starts with `prefix` (`""`:
+    /// all), in id order after `after`, at most `limit` entries, and
+    /// whether more follow. Served from the index: the folder is not read
+    /// again.
     pub async fn list(
         &self,
         user: &str,
         after: Option<BlobId>,
+        prefix: &str,
         limit: usize,
     ) -> io::Result<(Vec<ListEntry>, bool)> {
         let index = self.index(user).await?;
-        let page = lock(&index).page(after.as_ref(), limit);
+        let page = lock(&index).page(after.as_ref(), prefix, limit);
         Ok(page)
     }
 

@@ -83,7 +83,21 @@ pub(crate) async fn dispatch(ctx: &Ctx<'_>, req: Request, bulk: BulkIn<'_>) -> R
         Request::Login { user, proof } => login::run(ctx, &user, &proof).await.map(Reply::from),
         Request::PutBlob { id, len } => put_blob::run(ctx, &id, len, bulk).await.map(Reply::from),
         Request::GetBlob { id } => get_blob::run(ctx, &id).await,
-        Request::List { after, limit } => list::run(ctx, after, limit).await.map(Reply::from),
+        Request::List {
+            after,
+            limit,
+            prefix,
+        } => list::run(ctx, after, limit, prefix.as_deref())
+            .await
+            .map(Reply::from),
+        Request::ListData { .. }
+        | Request::GetBlobs { .. }
+        | Request::PutBlobs { .. }
+        | Request::DeleteBlobs { .. }
+        | Request::StatBlobs { .. } => Err(Response::error(
+            ErrorCode::BadRequest,
+            format!("{} is not served by this node yet", kind(&req)),
+        )),
         Request::Delete { id } => delete::run(ctx, &id).await.map(Reply::from),
         Request::Status => status::run(ctx).await.map(Reply::from),
         Request::GetRecord => get_record::run(ctx).await.map(Reply::from),
@@ -105,6 +119,11 @@ fn kind(req: &Request) -> &'static str {
         Request::PutBlob { .. } => "put-blob",
         Request::GetBlob { .. } => "get-blob",
         Request::List { .. } => "list",
+        Request::ListData { .. } => "list-data",
+        Request::GetBlobs { .. } => "get-blobs",
+        Request::PutBlobs { .. } => "put-blobs",
+        Request::DeleteBlobs { .. } => "delete-blobs",
+        Request::StatBlobs { .. } => "stat-blobs",
         Request::Delete { .. } => "delete",
         Request::Status => "status",
         Request::GetRecord => "get-record",

@@ -88,11 +88,28 @@ impl UserIndex {
         self.reserved
     }
 
-    /// Up to `limit` entries after `after` in id order, and whether more
-    /// follow: O(log n + limit).
-    pub(crate) fn page(&self, after: Option<&BlobId>, limit: usize) -> (Vec<ListEntry>, bool) {
-        let start = after.map_or(Bound::Unbounded, Bound::Excluded);
-        let mut range = self.blobs.range::<BlobId, _>((start, Bound::Unbounded));
+    /// Up to `limit` entries after `after` whose id starts with `prefix`
+    /// (`""`: every id), in id order, and whether more such entries follow:
+    /// O(log n + limit). The walk starts at the later of `after` and
+    /// `prefix` and stops at the first id past the prefix.
+    pub(crate) fn page(
+        &self,
+        after: Option<&BlobId>,
+        prefix: &str,
+        limit: usize,
+    ) -> (Vec<ListEntry>, bool) {
+        // A non-empty prefix is itself a valid id: the smallest one it starts.
+        let first = BlobId::new(prefix).ok();
+        let start = match (after, first.as_ref()) {
+            (Some(a), Some(p)) if a < p => Bound::Included(p),
+            (Some(a), _) => Bound::Excluded(a),
+            (None, Some(p)) => Bound::Included(p),
+            (None, None) => Bound::Unbounded,
+        };
+        let mut range = self
+            .blobs
+            .range::<BlobId, _>((start, Bound::Unbounded))
+            .take_while(|(id, _)| id.as_str().starts_with(prefix));
         let entries: Vec<ListEntry> = range
             .by_ref()
             .take(limit)
@@ -187,17 +204,17 @@ mod tests {
         for (name, len) in [("c", 3), ("a", 1), ("b", 2)] {
             ix.committed(id(name), meta(len), 0);
         }
-        let (p, more) = ix.page(None, 2);
+        let (p, more) = ix.page(None, "", 2);
         assert_eq!((ids(&p), more), (vec!["a", "b"], true));
-        let (p, more) = ix.page(Some(&id("b")), 2);
+        let (p, more) = ix.page(Some(&id("b")), "", 2);
         assert_eq!((ids(&p), more), (vec!["c"], false));
         // A resume point that is no longer there still works.
-        let (p, more) = ix.page(Some(&id("bb")), 5);
+        let (p, more) = ix.page(Some(&id("bb")), "", 5);
         assert_eq!((ids(&p), more), (vec!["c"], false));
-        let (p, more) = ix.page(Some(&id("c")), 5);
+        let (p, more) = ix.page(Some(&id("c")), "", 5);
         assert!(p.is_empty() && !more);
         assert_eq!(p.first().map(|e| e.modified), None);
-        assert_eq!(ix.page(None, 1).0[0].modified, 7);
+        assert_eq!(ix.page(None, "", 1).0[0].modified, 7);
     }
 
     #[test]
@@ -238,5 +255,32 @@ mod tests {
         assert_eq!((ix.usage(), ix.reserved()), ((1, 100), 0));
         // No quota: anything goes.
         assert!(ix.reserve(&id("z"), u64::MAX, None).is_ok());
+    }
+
+    #[test]
+    fn prefix_pages_start_at_the_prefix_and_stop_past_it() {
+        let mut ix = UserIndex::default();
+        for name in ["a", "m2-a", "m2-b", "m2-c", "m3-a", "p2-a"] {
+            ix.committed(id(name), meta(1), 0);
+        }
+        let (p, more) = ix.page(None, "m2-", 2);
+        assert_eq!((ids(&p), more), (vec!["m2-a", "m2-b"], true));
+        let (p, more) = ix.page(Some(&id("m2-b")), "m2-", 2);
+        assert_eq!(
+            (ids(&p), more),
+            (vec!["m2-c"], false),
+            "m3-a is past the prefix"
+        );
+        // A resume point before the prefix starts at the prefix; one past
+        // it gives an empty page.
+        let (p, more) = ix.page(Some(&id("a")), "m2-", 10);
+        assert_eq!((ids(&p), more), (vec!["m2-a", "m2-b", "m2-c"], false));
+        let (p, more) = ix.page(Some(&id("n")), "m2-", 10);
+        assert!(p.is_empty() && !more);
+        // A prefix that is itself an id includes it; no match, no page.
+        let (p, _) = ix.page(None, "m2-a", 10);
+        assert_eq!(ids(&p), ["m2-a"]);
+        assert_eq!(ix.page(None, "q", 10), (vec![], false));
+        assert_eq!(ix.page(None, "", 10).0.len(), 6);
     }
 }

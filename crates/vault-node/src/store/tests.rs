@@ -31,10 +31,10 @@ async fn put_list_delete() {
     for name in ["c", "a", "b", "d"] {
         put(&store, name, name.as_bytes(), None).await.unwrap();
     }
-    let (page, more) = store.list("alice", None, 2).await.unwrap();
+    let (page, more) = store.list("alice", None, "", 2).await.unwrap();
     assert_eq!(ids(&page), ["a", "b"]);
     assert!(more);
-    let (page, more) = store.list("alice", Some(id("b")), 2).await.unwrap();
+    let (page, more) = store.list("alice", Some(id("b")), "", 2).await.unwrap();
     assert_eq!(ids(&page), ["c", "d"]);
     assert!(!more);
     assert_eq!(store.usage("alice").await.unwrap(), (4, 4));
@@ -42,7 +42,10 @@ async fn put_list_delete() {
     assert!(!store.delete("alice", &id("a")).await.unwrap());
     assert!(store.open("alice", &id("a")).await.unwrap().is_none());
     assert_eq!(store.usage("alice").await.unwrap(), (3, 3));
-    assert_eq!(store.list("bob", None, 10).await.unwrap(), (vec![], false));
+    assert_eq!(
+        store.list("bob", None, "", 10).await.unwrap(),
+        (vec![], false)
+    );
 }
 
 #[tokio::test]
@@ -63,7 +66,7 @@ async fn listing_every_page_scans_the_folder_once() {
     let store = BlobStore::new(root.path());
     let (mut seen, mut after, mut pages) = (Vec::new(), None, 0);
     loop {
-        let (page, more) = store.list("alice", after.clone(), 7).await.unwrap();
+        let (page, more) = store.list("alice", after.clone(), "", 7).await.unwrap();
         pages += 1;
         after = page.last().map(|e| e.id.clone());
         seen.extend(page);
@@ -83,16 +86,19 @@ async fn listing_every_page_scans_the_folder_once() {
     // Writes and deletes through the store keep the index; still one scan.
     put(&store, "p-new", b"abc", None).await.unwrap();
     assert!(store.delete("alice", &id("p-0000")).await.unwrap());
-    let (page, _) = store.list("alice", None, 1).await.unwrap();
+    let (page, _) = store.list("alice", None, "", 1).await.unwrap();
     assert_eq!(ids(&page), ["p-0001"]);
-    let (page, more) = store.list("alice", Some(id("p-0499")), 5).await.unwrap();
+    let (page, more) = store
+        .list("alice", Some(id("p-0499")), "", 5)
+        .await
+        .unwrap();
     assert_eq!((ids(&page), more), (vec!["p-new"], false));
     assert!(page[0].modified > 0);
     let total: u64 = (0..500u64).map(|i| i % 7).sum();
     assert_eq!(store.usage("alice").await.unwrap(), (500, total + 3));
     assert_eq!(store.directory_scans(), 1);
     // Another user is one more scan.
-    store.list("bob", None, 1).await.unwrap();
+    store.list("bob", None, "", 1).await.unwrap();
     assert_eq!(store.directory_scans(), 2);
 }
 
@@ -298,7 +304,7 @@ async fn pages_stay_consistent_while_blobs_come_and_go() {
     for _ in 0..20 {
         let (mut seen, mut after) = (Vec::new(), None::<BlobId>);
         loop {
-            let (page, more) = store.list("alice", after.clone(), 9).await.unwrap();
+            let (page, more) = store.list("alice", after.clone(), "", 9).await.unwrap();
             if let (Some(a), Some(first)) = (&after, page.first()) {
                 assert!(first.id > *a, "page went backwards");
             }
