@@ -7,10 +7,10 @@
 //! [`wire::normalize_user`] and a [`BlobId`] (one plain component each).
 //!
 //! Each user's folder is read once, the first time the user is touched;
-//! from then on an in-memory `index` answers listings and usage, and
-//! every rename into the folder and every removal from it updates the index
-//! under its lock. The node must be the folder's only writer: files put
-//! there by hand show up after a restart.
+//! from then on an in-memory `index` answers listings, stats and usage,
+//! and every rename into the folder and every removal from it updates the
+//! index under its lock. The node must be the folder's only writer: files
+//! put there by hand show up after a restart.
 //!
 //! Uploads reserve their announced length against the node's per-user
 //! quota before any byte is read; the reservation is settled when the blob
@@ -26,7 +26,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 
 use thiserror::Error;
 use tokio::sync::OnceCell;
-use wire::{BlobId, ListEntry};
+use wire::{BlobId, BlobStat, ListEntry};
 
 use crate::fsutil::{self, random_hex, sync_dir, TempGuard};
 use index::{BlobMeta, OverQuota, UserIndex};
@@ -327,25 +327,38 @@ impl BlobStore {
 
     /// Deletes blob `id`; `false` if there was none.
     pub async fn delete(&self, user: &str, id: &BlobId) -> io::Result<bool> {
+        let missing = self.delete_many(user, std::slice::from_ref(id)).await?;
+        Ok(missing.is_empty())
+    }
+
+    /// Deletes blobs `ids`, each removal recorded in the index under its
+    /// lock, then syncs the folder once; returns the positions of the ids
+    /// that were not there (a repeated id: every time after the first).
+    /// On an error, the blobs before it are deleted (and synced), the rest
+    /// are not.
+    pub async fn delete_many(&self, user: &str, ids: &[BlobId]) -> io::Result<Vec<u32>> {
         let dir = self.user_dir(user)?;
         let index = self.index(user).await?;
-        let path = dir.join(id.as_str());
-        let id = id.clone();
+        let ids = ids.to_vec();
         blocking(move || {
-            let removed = {
+            let (mut missing, mut removed_any) = (Vec::new(), false);
+            let mut failure = None;
+            for (i, id) in (0u32..).zip(&ids) {
                 let mut ix = lock(&index);
-                let removed = match std::fs::remove_file(&path) {
-                    Ok(()) => true,
-                    Err(e) if e.kind() == io::ErrorKind::NotFound => false,
-                    Err(e) => return Err(e),
-                };
-                ix.removed(&id);
-                removed
-            };
-            if removed {
+                match std::fs::remove_file(dir.join(id.as_str())) {
+                    Ok(()) => removed_any = true,
+                    Err(e) if e.kind() == io::ErrorKind::NotFound => missing.push(i),
+                    Err(e) => {
+                        failure = Some(e);
+                        break;
+                    }
+                }
+                ix.removed(id);
+            }
+            if removed_any {
                 sync_dir(&dir)?;
             }
-            Ok(removed)
+            failure.map_or(Ok(missing), Err)
         })
         .await
     }
@@ -364,6 +377,21 @@ impl BlobStore {
         let index = self.index(user).await?;
         let page = lock(&index).page(after.as_ref(), prefix, limit);
         Ok(page)
+    }
+
+    /// Size and time of each of `ids` (`None`: absent), from the index.
+    pub async fn stat_many(&self, user: &str, ids: &[BlobId]) -> io::Result<Vec<Option<BlobStat>>> {
+        let index = self.index(user).await?;
+        let ix = lock(&index);
+        Ok(ids
+            .iter()
+            .map(|id| {
+                ix.get(id).map(|m| BlobStat {
+                    len: m.len,
+                    modified: m.modified,
+                })
+            })
+            .collect())
     }
 
     /// Number of blobs and bytes held for `user`.

@@ -6,6 +6,7 @@
 //! bytes come as a [`BulkIn`].
 
 mod delete;
+mod delete_blobs;
 mod get_blob;
 mod get_record;
 mod hello;
@@ -13,6 +14,7 @@ mod list;
 mod login;
 mod put_blob;
 mod put_record;
+mod stat_blobs;
 mod status;
 
 use std::sync::{Mutex, MutexGuard};
@@ -90,14 +92,14 @@ pub(crate) async fn dispatch(ctx: &Ctx<'_>, req: Request, bulk: BulkIn<'_>) -> R
         } => list::run(ctx, after, limit, prefix.as_deref())
             .await
             .map(Reply::from),
-        Request::ListData { .. }
-        | Request::GetBlobs { .. }
-        | Request::PutBlobs { .. }
-        | Request::DeleteBlobs { .. }
-        | Request::StatBlobs { .. } => Err(Response::error(
-            ErrorCode::BadRequest,
-            format!("{} is not served by this node yet", kind(&req)),
-        )),
+        Request::DeleteBlobs { ids } => delete_blobs::run(ctx, &ids).await.map(Reply::from),
+        Request::StatBlobs { ids } => stat_blobs::run(ctx, &ids).await.map(Reply::from),
+        Request::ListData { .. } | Request::GetBlobs { .. } | Request::PutBlobs { .. } => {
+            Err(Response::error(
+                ErrorCode::BadRequest,
+                format!("{} is not served by this node yet", kind(&req)),
+            ))
+        }
         Request::Delete { id } => delete::run(ctx, &id).await.map(Reply::from),
         Request::Status => status::run(ctx).await.map(Reply::from),
         Request::GetRecord => get_record::run(ctx).await.map(Reply::from),

@@ -122,6 +122,11 @@ impl UserIndex {
         (entries, range.next().is_some())
     }
 
+    /// What the index holds of blob `id`.
+    pub(crate) fn get(&self, id: &BlobId) -> Option<BlobMeta> {
+        self.blobs.get(id).copied()
+    }
+
     /// Reserves `len` bytes for an upload of `id` if the user stays within
     /// `quota`, counting stored bytes, uploads in progress and, as freed,
     /// the blob the upload replaces.

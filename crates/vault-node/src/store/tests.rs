@@ -49,6 +49,23 @@ async fn put_list_delete() {
 }
 
 #[tokio::test]
+async fn batches_delete_and_stat_by_position() {
+    let root = tempfile::tempdir().unwrap();
+    let store = BlobStore::new(root.path());
+    for name in ["a", "b", "c"] {
+        put(&store, name, name.as_bytes(), None).await.unwrap();
+    }
+    let stats = store.stat_many("alice", &[id("c"), id("x")]).await.unwrap();
+    let lens: Vec<Option<u64>> = stats.iter().map(|s| s.map(|s| s.len)).collect();
+    assert_eq!(lens, [Some(1), None]);
+    let gone = [id("a"), id("x"), id("c"), id("a")];
+    assert_eq!(store.delete_many("alice", &gone).await.unwrap(), [1, 3]);
+    assert_eq!(store.usage("alice").await.unwrap(), (1, 1));
+    assert!(store.stat_many("alice", &[id("a")]).await.unwrap()[0].is_none());
+    assert!(!root.path().join("alice/a").exists());
+}
+
+#[tokio::test]
 async fn listing_every_page_scans_the_folder_once() {
     let root = tempfile::tempdir().unwrap();
     // Blobs already on disk when the node starts, plus names that are not
