@@ -6,7 +6,7 @@
 //! body), bulk bytes for `PutBlob`, then FIN. The handlers see a typed
 //! [`Request`] and, for uploads, a [`BulkIn`] that yields exactly the
 //! announced number of bytes; they return a [`Reply`] that this module
-//! writes back, streaming blob contents from disk ([`bulk::send_blob`]).
+//! writes back, streaming blob contents from disk ([`bulk::send_bulk`]).
 //! With [`bulk`], the only code that reads and writes QUIC streams.
 
 use std::sync::{Arc, Mutex};
@@ -112,7 +112,7 @@ async fn read_exact(recv: &mut RecvStream, buf: &mut [u8]) -> Result<(), FrameEr
 async fn write_reply(send: &mut SendStream, reply: Reply) {
     let result = match reply {
         Reply::Message(resp) => send.write_all(&encode_response(&resp)).await.map_err(drop),
-        Reply::Blob { file, len } => bulk::send_blob(send, file, len).await,
+        Reply::Bulk { head, files } => bulk::send_bulk(send, &head, files).await,
     };
     if result.is_err() {
         let _ = send.reset(ABORTED);

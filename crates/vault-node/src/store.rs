@@ -14,9 +14,13 @@
 //!
 //! Uploads reserve their announced length against the node's per-user
 //! quota before any byte is read; the reservation is settled when the blob
-//! is committed and given back when the upload ends otherwise.
+//! is committed and given back when the upload ends otherwise. Reads
+//! (`read`: one blob, several, or a listing page with contents) open
+//! every file before anything is sent, so what is announced is what
+//! streams.
 
 mod index;
+mod read;
 
 use std::collections::HashMap;
 use std::io;
@@ -30,6 +34,7 @@ use wire::{BlobId, BlobStat, ListEntry};
 
 use crate::fsutil::{self, random_hex, sync_dir, TempGuard};
 use index::{BlobMeta, OverQuota, UserIndex};
+pub use read::{DataEntry, DataLimits, DataPage, OpenBlob};
 
 /// Name of the per-user folder of uploads in progress.
 pub const TMP_DIR: &str = ".tmp";
@@ -131,6 +136,24 @@ pub fn is_no_space(e: &io::Error) -> bool {
         code == 39 || code == 112
     }
     #[cfg(not(any(unix, windows)))]
+    {
+        let _ = code;
+        false
+    }
+}
+
+/// Whether `e` says the node has too many files open (`EMFILE`,
+/// `ENFILE`): a passing shortage, not a broken disk.
+pub fn is_out_of_files(e: &io::Error) -> bool {
+    let Some(code) = e.raw_os_error() else {
+        return false;
+    };
+    #[cfg(unix)]
+    {
+        use rustix::io::Errno;
+        code == Errno::MFILE.raw_os_error() || code == Errno::NFILE.raw_os_error()
+    }
+    #[cfg(not(unix))]
     {
         let _ = code;
         false
@@ -302,27 +325,6 @@ impl BlobStore {
             written: 0,
             reservation,
         })
-    }
-
-    /// Opens blob `id` for reading: the file and its length, `None` if absent.
-    /// The open file keeps its contents even if the blob is replaced or
-    /// deleted meanwhile.
-    pub async fn open(
-        &self,
-        user: &str,
-        id: &BlobId,
-    ) -> io::Result<Option<(tokio::fs::File, u64)>> {
-        let path = self.user_dir(user)?.join(id.as_str());
-        let file = match tokio::fs::File::open(&path).await {
-            Ok(f) => f,
-            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
-            Err(e) => return Err(e),
-        };
-        let meta = file.metadata().await?;
-        if !meta.is_file() {
-            return Ok(None);
-        }
-        Ok(Some((file, meta.len())))
     }
 
     /// Deletes blob `id`; `false` if there was none.

@@ -3,14 +3,17 @@
 //! typed request's fields, and returns its answer or, as `Err`, the error
 //! response to send instead; [`dispatch`] turns either into the [`Reply`]
 //! that `handler` writes back. Handlers never see streams: an upload's
-//! bytes come as a [`BulkIn`].
+//! bytes come as a [`BulkIn`], and blob contents go out as open files in a
+//! [`Reply::Bulk`].
 
 mod delete;
 mod delete_blobs;
 mod get_blob;
+mod get_blobs;
 mod get_record;
 mod hello;
 mod list;
+mod list_data;
 mod login;
 mod put_blob;
 mod put_record;
@@ -24,6 +27,7 @@ use wire::{ErrorCode, Request, Response};
 use crate::auth::{LoginMethod, LoginState};
 use crate::bulk::BulkIn;
 use crate::state::Shared;
+use crate::store::OpenBlob;
 
 /// What a handler works with.
 pub(crate) struct Ctx<'a> {
@@ -60,8 +64,14 @@ impl Ctx<'_> {
 pub(crate) enum Reply {
     /// A response frame alone.
     Message(Response),
-    /// `Blob{len}` followed by the contents of `file`.
-    Blob { file: tokio::fs::File, len: u64 },
+    /// A response frame, then the contents of each file in order, each
+    /// exactly its `len` bytes (`Blob`, `Blobs`, `DataListing`).
+    Bulk {
+        /// The frame, announcing the lengths.
+        head: Response,
+        /// The files, opened before `head` was made.
+        files: Vec<OpenBlob>,
+    },
 }
 
 impl From<Response> for Reply {
@@ -74,6 +84,19 @@ impl From<Response> for Reply {
 pub(crate) fn internal(what: &str, err: &dyn std::fmt::Display) -> Response {
     tracing::error!(error = %err, "{what} failed");
     Response::error(ErrorCode::Internal, format!("{what} failed on the node"))
+}
+
+/// [`internal`], except that running out of file handles (a passing
+/// shortage, from opening many blobs at once) is `Busy`.
+pub(crate) fn read_failed(what: &str, err: &std::io::Error) -> Response {
+    if crate::store::is_out_of_files(err) {
+        tracing::warn!(error = %err, "{what} failed: out of file handles");
+        return Response::error(
+            ErrorCode::Busy,
+            format!("{what} failed: the node has too many files open; retry shortly"),
+        );
+    }
+    internal(what, err)
 }
 
 /// Runs the handler for `req`. `bulk` holds the bytes of a `PutBlob`.
@@ -94,12 +117,25 @@ pub(crate) async fn dispatch(ctx: &Ctx<'_>, req: Request, bulk: BulkIn<'_>) -> R
             .map(Reply::from),
         Request::DeleteBlobs { ids } => delete_blobs::run(ctx, &ids).await.map(Reply::from),
         Request::StatBlobs { ids } => stat_blobs::run(ctx, &ids).await.map(Reply::from),
-        Request::ListData { .. } | Request::GetBlobs { .. } | Request::PutBlobs { .. } => {
-            Err(Response::error(
-                ErrorCode::BadRequest,
-                format!("{} is not served by this node yet", kind(&req)),
-            ))
+        Request::ListData {
+            after,
+            prefix,
+            max_entries,
+            max_bytes,
+            max_inline,
+        } => {
+            let limits = list_data::Limits {
+                max_entries,
+                max_bytes,
+                max_inline,
+            };
+            list_data::run(ctx, after, &prefix, limits).await
         }
+        Request::GetBlobs { ids } => get_blobs::run(ctx, &ids).await,
+        Request::PutBlobs { .. } => Err(Response::error(
+            ErrorCode::BadRequest,
+            format!("{} is not served by this node yet", kind(&req)),
+        )),
         Request::Delete { id } => delete::run(ctx, &id).await.map(Reply::from),
         Request::Status => status::run(ctx).await.map(Reply::from),
         Request::GetRecord => get_record::run(ctx).await.map(Reply::from),

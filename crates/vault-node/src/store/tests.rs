@@ -66,6 +66,54 @@ async fn batches_delete_and_stat_by_position() {
 }
 
 #[tokio::test]
+async fn data_pages_list_what_the_open_files_hold() {
+    let root = tempfile::tempdir().unwrap();
+    let store = BlobStore::new(root.path());
+    for (name, len) in [("m-a", 3), ("m-b", 3), ("m-c", 3), ("m-d", 50), ("n-a", 1)] {
+        put(&store, name, &vec![7; len], None).await.unwrap();
+    }
+    // Behind the index's back, as a delete or a replacement racing the
+    // listing would: `m-b` is gone, `m-c` grew.
+    let dir = root.path().join("alice");
+    std::fs::remove_file(dir.join("m-b")).unwrap();
+    std::fs::write(dir.join("m-c"), [8; 5]).unwrap();
+    let limits = DataLimits {
+        max_entries: 10,
+        max_inline: 10,
+        max_bytes: 100,
+    };
+    let page = store.list_data("alice", None, "m-", limits).await.unwrap();
+    assert!(!page.more);
+    let got: Vec<(&str, u64, bool)> = page
+        .entries
+        .iter()
+        .map(|e| (e.entry.id.as_str(), e.entry.len, e.data.is_some()))
+        .collect();
+    assert_eq!(
+        got,
+        [("m-a", 3, true), ("m-c", 5, true), ("m-d", 50, false)]
+    );
+    // The byte budget: the first entry always, then only what fits.
+    let tight = DataLimits {
+        max_bytes: 4,
+        ..limits
+    };
+    let page = store.list_data("alice", None, "m-", tight).await.unwrap();
+    assert!(page.more);
+    assert_eq!(page.entries.len(), 1);
+    let page = store
+        .list_data("alice", Some(id("m-a")), "m-", tight)
+        .await
+        .unwrap();
+    assert_eq!(
+        page.entries.len(),
+        2,
+        "m-c (5 bytes) comes first, m-d costs nothing"
+    );
+    assert!(!page.more);
+}
+
+#[tokio::test]
 async fn listing_every_page_scans_the_folder_once() {
     let root = tempfile::tempdir().unwrap();
     // Blobs already on disk when the node starts, plus names that are not
