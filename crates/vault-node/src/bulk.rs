@@ -1,7 +1,7 @@
 //! The bulk bytes around a request stream's frames, both ways: an
-//! upload's bytes coming in after a `PutBlob` frame ([`BulkIn`]), and
-//! blob contents going out after a `Blob`, `Blobs` or `DataListing` frame
-//! ([`send_bulk`]). Both stop at a pause longer than
+//! upload's bytes coming in after a `PutBlob` or `PutBlobs` frame
+//! ([`BulkIn`]), and blob contents going out after a `Blob`, `Blobs` or
+//! `DataListing` frame ([`send_bulk`]). Both stop at a pause longer than
 //! [`STALL_TIMEOUT`].
 //!
 //! With `handler`, the only code that reads and writes QUIC streams;
@@ -68,7 +68,14 @@ impl<'a> BulkIn<'a> {
 
     /// The next piece; `None` once all announced bytes and the FIN arrived.
     pub(crate) async fn next(&mut self) -> Result<Option<BulkChunk>, BulkError> {
-        let max = usize::try_from(self.remaining)
+        self.next_at_most(self.remaining).await
+    }
+
+    /// The next piece, at most `most` bytes long (for a batch, whose
+    /// blobs' bytes follow one another); `None` once all announced bytes
+    /// and the FIN arrived. With `most` at 0, reads as if it were 1.
+    pub(crate) async fn next_at_most(&mut self, most: u64) -> Result<Option<BulkChunk>, BulkError> {
+        let max = usize::try_from(most.min(self.remaining))
             .unwrap_or(usize::MAX)
             .clamp(1, READ_CHUNK);
         let read = tokio::time::timeout(STALL_TIMEOUT, self.recv.read_chunk(max, true));

@@ -16,6 +16,7 @@ mod list;
 mod list_data;
 mod login;
 mod put_blob;
+mod put_blobs;
 mod put_record;
 mod stat_blobs;
 mod status;
@@ -99,7 +100,8 @@ pub(crate) fn read_failed(what: &str, err: &std::io::Error) -> Response {
     internal(what, err)
 }
 
-/// Runs the handler for `req`. `bulk` holds the bytes of a `PutBlob`.
+/// Runs the handler for `req`. `bulk` holds the bytes of a `PutBlob` or a
+/// `PutBlobs`.
 pub(crate) async fn dispatch(ctx: &Ctx<'_>, req: Request, bulk: BulkIn<'_>) -> Reply {
     let peer = ctx.login().peer();
     tracing::debug!(%peer, request = kind(&req), "request");
@@ -115,8 +117,6 @@ pub(crate) async fn dispatch(ctx: &Ctx<'_>, req: Request, bulk: BulkIn<'_>) -> R
         } => list::run(ctx, after, limit, prefix.as_deref())
             .await
             .map(Reply::from),
-        Request::DeleteBlobs { ids } => delete_blobs::run(ctx, &ids).await.map(Reply::from),
-        Request::StatBlobs { ids } => stat_blobs::run(ctx, &ids).await.map(Reply::from),
         Request::ListData {
             after,
             prefix,
@@ -132,10 +132,9 @@ pub(crate) async fn dispatch(ctx: &Ctx<'_>, req: Request, bulk: BulkIn<'_>) -> R
             list_data::run(ctx, after, &prefix, limits).await
         }
         Request::GetBlobs { ids } => get_blobs::run(ctx, &ids).await,
-        Request::PutBlobs { .. } => Err(Response::error(
-            ErrorCode::BadRequest,
-            format!("{} is not served by this node yet", kind(&req)),
-        )),
+        Request::PutBlobs { items } => put_blobs::run(ctx, &items, bulk).await.map(Reply::from),
+        Request::DeleteBlobs { ids } => delete_blobs::run(ctx, &ids).await.map(Reply::from),
+        Request::StatBlobs { ids } => stat_blobs::run(ctx, &ids).await.map(Reply::from),
         Request::Delete { id } => delete::run(ctx, &id).await.map(Reply::from),
         Request::Status => status::run(ctx).await.map(Reply::from),
         Request::GetRecord => get_record::run(ctx).await.map(Reply::from),

@@ -6,7 +6,7 @@
 //! the folder and every removal from it. Listings and usage come from here,
 //! never from the folder again.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::io;
 use std::ops::Bound;
 use std::path::Path;
@@ -29,8 +29,10 @@ pub(crate) struct OverQuota {
     /// Stored bytes plus bytes reserved by uploads in progress.
     pub used: u64,
     pub requested: u64,
-    /// Size of the blob the upload would replace (0 if none).
+    /// Size of the blobs the upload would replace (0 if none).
     pub replaced: u64,
+    /// Number of distinct blobs the upload would write.
+    pub blobs: usize,
 }
 
 /// One user's blobs.
@@ -136,9 +138,29 @@ impl UserIndex {
         len: u64,
         quota: Option<u64>,
     ) -> Result<(), OverQuota> {
+        self.reserve_many([(id, len)], quota)
+    }
+
+    /// Reserves the total length of several uploads at once, all or
+    /// nothing, as [`UserIndex::reserve`] does for one: every blob they
+    /// replace counts as freed once, however often its id appears.
+    pub(crate) fn reserve_many<'a>(
+        &mut self,
+        items: impl IntoIterator<Item = (&'a BlobId, u64)>,
+        quota: Option<u64>,
+    ) -> Result<(), OverQuota> {
+        let mut ids = BTreeSet::new();
+        let mut len = 0u64;
+        for (id, n) in items {
+            ids.insert(id);
+            len = len.saturating_add(n);
+        }
         if let Some(quota) = quota {
             let used = self.bytes.saturating_add(self.reserved);
-            let replaced = self.blobs.get(id).map_or(0, |m| m.len);
+            let replaced = ids
+                .iter()
+                .filter_map(|id| self.blobs.get(*id))
+                .fold(0u64, |t, m| t.saturating_add(m.len));
             let after = used.saturating_add(len).saturating_sub(replaced);
             if after > quota {
                 return Err(OverQuota {
@@ -146,6 +168,7 @@ impl UserIndex {
                     used,
                     requested: len,
                     replaced,
+                    blobs: ids.len(),
                 });
             }
         }
@@ -247,7 +270,8 @@ mod tests {
                 quota: 100,
                 used: 100,
                 requested: 1,
-                replaced: 0
+                replaced: 0,
+                blobs: 1,
             }
         );
         // Replacing a blob counts only the difference.
@@ -287,5 +311,29 @@ mod tests {
         assert_eq!(ids(&p), ["m2-a"]);
         assert_eq!(ix.page(None, "q", 10), (vec![], false));
         assert_eq!(ix.page(None, "", 10).0.len(), 6);
+    }
+
+    #[test]
+    fn a_batch_reserves_all_or_nothing_and_frees_each_replaced_blob_once() {
+        let mut ix = UserIndex::default();
+        ix.committed(id("a"), meta(30), 0);
+        let (a, b) = (id("a"), id("b"));
+        // 30 stored; a (30) is replaced: 30 + 50 + 40 - 30 = 90 fits in 90.
+        assert!(ix.reserve_many([(&a, 50), (&b, 40)], Some(90)).is_ok());
+        assert_eq!(ix.reserved(), 90);
+        ix.release(90);
+        // `a` twice frees its 30 bytes once: 30 + 50 + 50 - 30 = 100 > 90.
+        let err = ix.reserve_many([(&a, 50), (&a, 50)], Some(90)).unwrap_err();
+        assert_eq!(
+            err,
+            OverQuota {
+                quota: 90,
+                used: 30,
+                requested: 100,
+                replaced: 30,
+                blobs: 1
+            }
+        );
+        assert_eq!(ix.reserved(), 0, "a refused batch reserves nothing");
     }
 }
