@@ -1,24 +1,29 @@
-//! The bulk bytes around a request stream's frames, both ways: an upload's
-//! bytes coming in after a `PutBlob` frame ([`BulkIn`]), and a blob's bytes
-//! going out after its `Blob{len}` frame ([`send_blob`]). Both stop at a
-//! pause longer than [`STALL_TIMEOUT`].
+//! The bulk bytes around a request stream's frames, both ways: an
+//! upload's bytes coming in after a `PutBlob` or `PutBlobs` frame
+//! ([`BulkIn`]), and blob contents going out after a `Blob`, `Blobs` or
+//! `DataListing` frame ([`send_bulk`]). Both stop at a pause longer than
+//! [`STALL_TIMEOUT`].
 //!
 //! With `handler`, the only code that reads and writes QUIC streams;
 //! handlers in `cmd` get a [`BulkIn`] and never the stream under it.
 
+use std::collections::VecDeque;
+use std::io::{self, Read};
 use std::ops::Deref;
 use std::time::Duration;
 
 use quinn::{RecvStream, SendStream};
 use thiserror::Error;
-use tokio::io::AsyncReadExt;
 use wire::{encode_response, Response};
+
+use crate::store::OpenBlob;
 
 /// Longest pause tolerated inside bulk data, either direction.
 const STALL_TIMEOUT: Duration = Duration::from_secs(60);
 /// Largest piece of an upload taken from quinn at once.
 const READ_CHUNK: usize = 256 * 1024;
-/// Buffer for streaming a blob from disk.
+/// Piece of blob contents read from disk at once (from one file or
+/// several small ones).
 const FILE_BUF: usize = 128 * 1024;
 
 /// Why an upload's bytes did not arrive as announced.
@@ -63,7 +68,14 @@ impl<'a> BulkIn<'a> {
 
     /// The next piece; `None` once all announced bytes and the FIN arrived.
     pub(crate) async fn next(&mut self) -> Result<Option<BulkChunk>, BulkError> {
-        let max = usize::try_from(self.remaining)
+        self.next_at_most(self.remaining).await
+    }
+
+    /// The next piece, at most `most` bytes long (for a batch, whose
+    /// blobs' bytes follow one another); `None` once all announced bytes
+    /// and the FIN arrived. With `most` at 0, reads as if it were 1.
+    pub(crate) async fn next_at_most(&mut self, most: u64) -> Result<Option<BulkChunk>, BulkError> {
+        let max = usize::try_from(most.min(self.remaining))
             .unwrap_or(usize::MAX)
             .clamp(1, READ_CHUNK);
         let read = tokio::time::timeout(STALL_TIMEOUT, self.recv.read_chunk(max, true));
@@ -81,37 +93,100 @@ impl<'a> BulkIn<'a> {
     }
 }
 
-/// Writes `Blob{len}` and then `len` bytes of `file`, in bounded pieces.
-/// `Err` if the file ended early, or the peer stalled or went away.
-pub(crate) async fn send_blob(
+/// Writes `head`, then the first `len` bytes of each file in order (see
+/// [`OpenBlob`]), read in pieces of at most [`FILE_BUF`] on blocking
+/// threads, the next piece read while the last one is sent. `Err` if a
+/// file ended early or failed, or the peer stalled or went away.
+pub(crate) async fn send_bulk(
     send: &mut SendStream,
-    mut file: tokio::fs::File,
-    len: u64,
+    head: &Response,
+    files: Vec<OpenBlob>,
 ) -> Result<(), ()> {
-    let stall = |r: Result<Result<(), quinn::WriteError>, _>| match r {
-        Ok(Ok(())) => Ok(()),
-        _ => Err(()),
+    write(send, &encode_response(head)).await?;
+    let total = files.iter().fold(0u64, |t, f| t.saturating_add(f.len));
+    if total == 0 {
+        return Ok(());
+    }
+    let piece = usize::try_from(total).unwrap_or(FILE_BUF).min(FILE_BUF);
+    let pieces = Pieces {
+        files: files.into(),
+        piece,
     };
-    let frame = encode_response(&Response::Blob { len });
-    stall(tokio::time::timeout(STALL_TIMEOUT, send.write_all(&frame)).await)?;
-    let mut buf = vec![
-        0u8;
-        FILE_BUF
-            .min(usize::try_from(len).unwrap_or(FILE_BUF))
-            .max(1)
-    ];
-    let mut left = len;
-    while left > 0 {
-        let want = buf.len().min(usize::try_from(left).unwrap_or(usize::MAX));
-        let n = match file.read(&mut buf[..want]).await {
-            Ok(0) | Err(_) => {
-                tracing::error!("blob ended before its announced length");
+    let mut spare = Vec::with_capacity(piece);
+    let first = Vec::with_capacity(piece);
+    let mut next = Some(tokio::task::spawn_blocking(move || pieces.fill(first)));
+    while let Some(reading) = next.take() {
+        let (pieces, buf) = match reading.await {
+            Ok(Ok(read)) => read,
+            Ok(Err(e)) => {
+                tracing::error!(error = %e, "reading a blob to send failed");
                 return Err(());
             }
-            Ok(n) => n,
+            Err(_) => return Err(()),
         };
-        stall(tokio::time::timeout(STALL_TIMEOUT, send.write_all(&buf[..n])).await)?;
-        left -= n as u64;
+        if !pieces.done() {
+            let spare = std::mem::take(&mut spare);
+            next = Some(tokio::task::spawn_blocking(move || pieces.fill(spare)));
+        }
+        write(send, &buf).await?;
+        spare = buf;
     }
     Ok(())
+}
+
+/// Writes `bytes`, giving up after [`STALL_TIMEOUT`].
+async fn write(send: &mut SendStream, bytes: &[u8]) -> Result<(), ()> {
+    match tokio::time::timeout(STALL_TIMEOUT, send.write_all(bytes)).await {
+        Ok(Ok(())) => Ok(()),
+        _ => Err(()),
+    }
+}
+
+/// The bytes still to send of a reply's files, front first; each file's
+/// `len` counts down as it is read.
+struct Pieces {
+    files: VecDeque<OpenBlob>,
+    /// Bytes per piece.
+    piece: usize,
+}
+
+impl Pieces {
+    fn done(&self) -> bool {
+        self.files.iter().all(|f| f.len == 0)
+    }
+
+    /// Fills `buf` with the next piece (across files as needed):
+    /// blocking, for a blocking thread.
+    fn fill(mut self, mut buf: Vec<u8>) -> io::Result<(Pieces, Vec<u8>)> {
+        buf.clear();
+        while buf.len() < self.piece {
+            let Some(front) = self.files.front_mut() else {
+                break;
+            };
+            if front.len == 0 {
+                self.files.pop_front();
+                continue;
+            }
+            let start = buf.len();
+            let want = usize::try_from(front.len)
+                .unwrap_or(usize::MAX)
+                .min(self.piece - start);
+            buf.resize(start + want, 0);
+            let read = front.file.read(&mut buf[start..]);
+            let n = match read {
+                Ok(0) => {
+                    return Err(io::Error::new(
+                        io::ErrorKind::UnexpectedEof,
+                        "blob ended before its announced length",
+                    ))
+                }
+                Ok(n) => n,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => 0,
+                Err(e) => return Err(e),
+            };
+            buf.truncate(start + n);
+            front.len -= n as u64;
+        }
+        Ok((self, buf))
+    }
 }

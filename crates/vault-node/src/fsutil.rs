@@ -1,11 +1,11 @@
 //! Small file-system helpers: random names, private files, a guard that
 //! removes a temp file unless it was committed, and the crate's one atomic
 //! replacement (temp file, write, `sync_all`, rename, fsync the folder):
-//! [`commit`] for a temp file written piece by piece (uploads), and
 //! [`write_atomic`] for bytes in memory (records, certificates, secrets,
-//! the users file).
+//! the users file), and its steps, [`Synced`] (synced, then renamed) and
+//! [`sync_dir`], for the blob store's uploads, which record each rename in
+//! the index and sync a batch's folder once.
 
-use std::cell::Cell;
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Write};
 use std::path::{Path, PathBuf};
@@ -76,35 +76,38 @@ impl Drop for TempGuard {
     }
 }
 
-/// Makes `file`, a fully written temp file at `guard`'s path, the file at
-/// `target`, durably: `sync_all`, rename over `target`, fsync `target`'s
-/// folder.
-///
-/// The rename is done by `publish`, which gets the synced file's metadata
-/// and the rename to call, so a caller can hold a lock across the rename
-/// and record what it did (the blob index does). If `publish` returns
-/// without renaming, the temp file is removed and the folder left alone.
-pub(crate) fn commit<T>(
-    file: File,
+/// A temp file whose bytes are all written and on disk (`sync_all`),
+/// closed, waiting to be renamed into place; removed if dropped first.
+#[derive(Debug)]
+pub(crate) struct Synced {
     guard: TempGuard,
-    target: &Path,
-    publish: impl FnOnce(&fs::Metadata, &dyn Fn() -> io::Result<()>) -> io::Result<T>,
-) -> io::Result<T> {
-    file.sync_all()?;
-    let meta = file.metadata()?;
-    drop(file);
-    let renamed = Cell::new(false);
-    let rename = || {
-        fs::rename(guard.path(), target)?;
-        renamed.set(true);
-        Ok(())
-    };
-    let published = publish(&meta, &rename)?;
-    if renamed.get() {
-        guard.commit();
-        sync_dir(&parent_dir(target))?;
+    meta: fs::Metadata,
+}
+
+impl Synced {
+    /// Flushes `file`, written in full at `guard`'s path, to disk and
+    /// closes it.
+    pub(crate) fn new(file: File, guard: TempGuard) -> io::Result<Synced> {
+        file.sync_all()?;
+        let meta = file.metadata()?;
+        drop(file);
+        Ok(Synced { guard, meta })
     }
-    Ok(published)
+
+    /// The synced file's metadata (length, modification time).
+    pub(crate) fn metadata(&self) -> &fs::Metadata {
+        &self.meta
+    }
+
+    /// Renames the file over `target`. It is visible at once and durable
+    /// once `target`'s folder is synced ([`sync_dir`]), which the caller
+    /// must do before telling anyone it is stored. On failure the temp
+    /// file is removed.
+    pub(crate) fn rename(self, target: &Path) -> io::Result<()> {
+        fs::rename(self.guard.path(), target)?;
+        self.guard.commit();
+        Ok(())
+    }
 }
 
 /// The folder holding `path` (`.` for a bare file name).
@@ -131,7 +134,8 @@ pub(crate) fn write_atomic(path: &Path, data: &[u8], private: bool) -> io::Resul
         }
     }
     file.write_all(data)?;
-    commit(file, guard, path, |_, rename| rename())
+    Synced::new(file, guard)?.rename(path)?;
+    sync_dir(&parent_dir(path))
 }
 
 #[cfg(test)]
@@ -155,15 +159,22 @@ mod tests {
     }
 
     #[test]
-    fn commit_without_the_rename_removes_the_temp_file() {
+    fn a_synced_file_is_removed_unless_renamed() {
         let dir = tempfile::tempdir().unwrap();
         let (tmp, target) = (dir.path().join("t.tmp"), dir.path().join("t"));
         let guard = TempGuard::new(tmp.clone());
         let mut file = create_new_private(guard.path()).unwrap();
         file.write_all(b"abc").unwrap();
-        let len = commit(file, guard, &target, |meta, _| Ok(meta.len())).unwrap();
-        assert_eq!(len, 3);
+        let synced = Synced::new(file, guard).unwrap();
+        assert_eq!(synced.metadata().len(), 3);
+        drop(synced);
         assert!(!tmp.exists() && !target.exists());
+        // A failed rename removes it too.
+        let guard = TempGuard::new(tmp.clone());
+        let file = create_new_private(guard.path()).unwrap();
+        let synced = Synced::new(file, guard).unwrap();
+        assert!(synced.rename(&dir.path().join("no/such/dir")).is_err());
+        assert!(!tmp.exists());
     }
 
     #[test]

@@ -3,10 +3,11 @@
 //!
 //! Each bidirectional stream carries one request: a bounded frame (read
 //! with [`wire::decode_frame_header`] first, then exactly the announced
-//! body), bulk bytes for `PutBlob`, then FIN. The handlers see a typed
-//! [`Request`] and, for uploads, a [`BulkIn`] that yields exactly the
-//! announced number of bytes; they return a [`Reply`] that this module
-//! writes back, streaming blob contents from disk ([`bulk::send_blob`]).
+//! body), bulk bytes for `PutBlob` and `PutBlobs`, then FIN. The handlers
+//! see a typed [`Request`] and, for uploads, a [`BulkIn`] that yields
+//! exactly the announced number of bytes; they return a [`Reply`] that
+//! this module writes back, streaming blob contents from disk
+//! ([`bulk::send_bulk`]).
 //! With [`bulk`], the only code that reads and writes QUIC streams.
 
 use std::sync::{Arc, Mutex};
@@ -67,10 +68,7 @@ pub(crate) async fn run(
             "node is shutting down",
         ))
     } else {
-        let len = match &request {
-            Request::PutBlob { len, .. } => *len,
-            _ => 0,
-        };
+        let len = bulk_len(&request);
         let ctx = Ctx {
             node: &node,
             login: &login,
@@ -81,6 +79,17 @@ pub(crate) async fn run(
     // upload's bytes included).
     let _ = recv.stop(VarInt::from_u32(0));
     write_reply(&mut send, reply).await;
+}
+
+/// The number of bulk bytes that follow `req`'s frame: a `PutBlob`'s
+/// length, the sum of a `PutBlobs`' (bounded and checked for overflow by
+/// the decoder), 0 for the others.
+fn bulk_len(req: &Request) -> u64 {
+    match req {
+        Request::PutBlob { len, .. } => *len,
+        Request::PutBlobs { items } => items.iter().fold(0u64, |t, i| t.saturating_add(i.len)),
+        _ => 0,
+    }
 }
 
 async fn read_request(recv: &mut RecvStream) -> Result<Request, FrameError> {
@@ -112,7 +121,7 @@ async fn read_exact(recv: &mut RecvStream, buf: &mut [u8]) -> Result<(), FrameEr
 async fn write_reply(send: &mut SendStream, reply: Reply) {
     let result = match reply {
         Reply::Message(resp) => send.write_all(&encode_response(&resp)).await.map_err(drop),
-        Reply::Blob { file, len } => bulk::send_blob(send, file, len).await,
+        Reply::Bulk { head, files } => bulk::send_bulk(send, &head, files).await,
     };
     if result.is_err() {
         let _ = send.reset(ABORTED);

@@ -20,8 +20,10 @@
 //!
 //! - [`auth`]: schemes, challenges, proof checks, [`auth::LoginState`].
 //! - [`throttle`]: slowing of failed logins per source and per user name.
-//! - [`store`]: per-user blob folders: uploads, streamed reads, the quota.
+//! - [`store`]: per-user blob folders: deletes, listings, stats, the quota.
 //! - `store::index`: each user's in-memory ordered index of blobs.
+//! - `store::upload`: one upload or a batch: temp files, renames, syncs.
+//! - `store::read`: blobs opened for sending: one, several, a data page.
 //! - [`records`]: per-user key records, compare-and-swap on generation.
 //! - [`users`]: the users file (`dfs.conf`), every form; `vault-node user`.
 //! - [`kdf`]: Argon2id root and login keys (the client's formulas).

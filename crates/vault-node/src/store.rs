@@ -7,16 +7,21 @@
 //! [`wire::normalize_user`] and a [`BlobId`] (one plain component each).
 //!
 //! Each user's folder is read once, the first time the user is touched;
-//! from then on an in-memory `index` answers listings and usage, and
-//! every rename into the folder and every removal from it updates the index
-//! under its lock. The node must be the folder's only writer: files put
-//! there by hand show up after a restart.
+//! from then on an in-memory `index` answers listings, stats and usage,
+//! and every rename into the folder and every removal from it updates the
+//! index under its lock. The node must be the folder's only writer: files
+//! put there by hand show up after a restart.
 //!
-//! Uploads reserve their announced length against the node's per-user
-//! quota before any byte is read; the reservation is settled when the blob
-//! is committed and given back when the upload ends otherwise.
+//! Uploads (`upload`: one blob, or a batch) reserve their announced length
+//! against the node's per-user quota before any byte is read; the
+//! reservation is settled when the blob is committed and given back when
+//! the upload ends otherwise. Reads (`read`: one blob, several, or a
+//! listing page with contents) open every file before anything is sent,
+//! so what is announced is what streams.
 
 mod index;
+mod read;
+mod upload;
 
 use std::collections::HashMap;
 use std::io;
@@ -26,16 +31,15 @@ use std::sync::{Arc, Mutex, MutexGuard};
 
 use thiserror::Error;
 use tokio::sync::OnceCell;
-use wire::{BlobId, ListEntry};
+use wire::{BlobId, BlobStat, ListEntry};
 
-use crate::fsutil::{self, random_hex, sync_dir, TempGuard};
-use index::{BlobMeta, OverQuota, UserIndex};
+use crate::fsutil::sync_dir;
+use index::{OverQuota, UserIndex};
+pub use read::{DataEntry, DataLimits, DataPage, OpenBlob};
+pub use upload::{PendingBlob, PutBatch};
 
 /// Name of the per-user folder of uploads in progress.
 pub const TMP_DIR: &str = ".tmp";
-
-/// Upload bytes gathered before one blocking write.
-const WRITE_BUF: usize = 512 * 1024;
 
 /// The blob folders under a node's root.
 #[derive(Debug, Clone)]
@@ -62,18 +66,21 @@ pub enum PutError {
     /// The upload would take the user over the node's quota.
     #[error(
         "quota exceeded: this node keeps at most {quota} bytes per user; you use {used} bytes \
-         (uploads in progress included) and this blob needs {requested} bytes{}",
-        replacing(*.replaced)
+         (uploads in progress included) and {} {requested} bytes{}",
+        needing(*.blobs),
+        replacing(*.blobs, *.replaced)
     )]
     Quota {
         /// The node's per-user quota in bytes.
         quota: u64,
         /// Bytes stored plus bytes reserved by uploads in progress.
         used: u64,
-        /// The upload's announced length.
+        /// The upload's announced length (a batch's: all its blobs').
         requested: u64,
-        /// Size of the blob it would replace (0 if none).
+        /// Size of the blobs it would replace (0 if none).
         replaced: u64,
+        /// Number of distinct blobs the upload writes (1 unless a batch).
+        blobs: usize,
     },
     /// The node's disk is full.
     #[error("the node's disk is full")]
@@ -83,11 +90,19 @@ pub enum PutError {
     Io(io::Error),
 }
 
-fn replacing(replaced: u64) -> String {
-    if replaced == 0 {
-        String::new()
+fn needing(blobs: usize) -> String {
+    if blobs == 1 {
+        "this blob needs".into()
     } else {
-        format!(" (replacing one of {replaced} bytes)")
+        format!("these {blobs} blobs need")
+    }
+}
+
+fn replacing(blobs: usize, replaced: u64) -> String {
+    match (replaced, blobs) {
+        (0, _) => String::new(),
+        (_, 1) => format!(" (replacing one of {replaced} bytes)"),
+        _ => format!(" (replacing some of {replaced} bytes in all)"),
     }
 }
 
@@ -108,6 +123,7 @@ impl From<OverQuota> for PutError {
             used: q.used,
             requested: q.requested,
             replaced: q.replaced,
+            blobs: q.blobs,
         }
     }
 }
@@ -137,44 +153,21 @@ pub fn is_no_space(e: &io::Error) -> bool {
     }
 }
 
-/// An upload in progress: bytes go to a temp file that is removed unless
-/// [`PendingBlob::commit`] renames it into place.
-#[derive(Debug)]
-pub struct PendingBlob {
-    /// `None` only while a write is in flight on a blocking thread.
-    file: Option<std::fs::File>,
-    /// Bytes not yet written: QUIC hands over packet-sized pieces, and one
-    /// blocking write per piece would cost more than the copy.
-    buf: Vec<u8>,
-    guard: TempGuard,
-    target: PathBuf,
-    written: u64,
-    reservation: Reservation,
-}
-
-/// Bytes of quota held by an upload; given back on drop unless settled.
-#[derive(Debug)]
-struct Reservation {
-    index: Arc<Mutex<UserIndex>>,
-    id: BlobId,
-    len: u64,
-    settled: bool,
-}
-
-impl Reservation {
-    /// The upload became `meta` in `ix`, the (locked) index this
-    /// reservation was taken from.
-    fn settle(mut self, ix: &mut UserIndex, meta: BlobMeta) {
-        ix.committed(self.id.clone(), meta, self.len);
-        self.settled = true;
+/// Whether `e` says the node has too many files open (`EMFILE`,
+/// `ENFILE`): a passing shortage, not a broken disk.
+pub fn is_out_of_files(e: &io::Error) -> bool {
+    let Some(code) = e.raw_os_error() else {
+        return false;
+    };
+    #[cfg(unix)]
+    {
+        use rustix::io::Errno;
+        code == Errno::MFILE.raw_os_error() || code == Errno::NFILE.raw_os_error()
     }
-}
-
-impl Drop for Reservation {
-    fn drop(&mut self) {
-        if !self.settled {
-            lock(&self.index).release(self.len);
-        }
+    #[cfg(not(unix))]
+    {
+        let _ = code;
+        false
     }
 }
 
@@ -264,104 +257,73 @@ impl BlobStore {
         Ok(removed)
     }
 
-    /// Starts an upload of `len` bytes as blob `id` for `user`, first
-    /// reserving `len` bytes against `quota` (refused with
-    /// [`PutError::Quota`] before anything is written).
-    pub async fn begin_put(
-        &self,
-        user: &str,
-        id: &BlobId,
-        len: u64,
-        quota: Option<u64>,
-    ) -> Result<PendingBlob, PutError> {
-        let dir = self.user_dir(user)?;
-        let index = self.index(user).await?;
-        lock(&index).reserve(id, len, quota)?;
-        let reservation = Reservation {
-            index,
-            id: id.clone(),
-            len,
-            settled: false,
-        };
-        let tmp_dir = dir.join(TMP_DIR);
-        tokio::fs::create_dir_all(&tmp_dir).await?;
-        let guard = TempGuard::new(tmp_dir.join(format!("{}.tmp", random_hex(16)?)));
-        let path = guard.path().to_path_buf();
-        let file = blocking(move || {
-            std::fs::OpenOptions::new()
-                .write(true)
-                .create_new(true)
-                .open(path)
-        })
-        .await?;
-        Ok(PendingBlob {
-            file: Some(file),
-            buf: Vec::with_capacity(WRITE_BUF),
-            guard,
-            target: dir.join(id.as_str()),
-            written: 0,
-            reservation,
-        })
-    }
-
-    /// Opens blob `id` for reading: the file and its length, `None` if absent.
-    /// The open file keeps its contents even if the blob is replaced or
-    /// deleted meanwhile.
-    pub async fn open(
-        &self,
-        user: &str,
-        id: &BlobId,
-    ) -> io::Result<Option<(tokio::fs::File, u64)>> {
-        let path = self.user_dir(user)?.join(id.as_str());
-        let file = match tokio::fs::File::open(&path).await {
-            Ok(f) => f,
-            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
-            Err(e) => return Err(e),
-        };
-        let meta = file.metadata().await?;
-        if !meta.is_file() {
-            return Ok(None);
-        }
-        Ok(Some((file, meta.len())))
-    }
-
     /// Deletes blob `id`; `false` if there was none.
     pub async fn delete(&self, user: &str, id: &BlobId) -> io::Result<bool> {
+        let missing = self.delete_many(user, std::slice::from_ref(id)).await?;
+        Ok(missing.is_empty())
+    }
+
+    /// Deletes blobs `ids`, each removal recorded in the index under its
+    /// lock, then syncs the folder once; returns the positions of the ids
+    /// that were not there (a repeated id: every time after the first).
+    /// On an error, the blobs before it are deleted (and synced), the rest
+    /// are not.
+    pub async fn delete_many(&self, user: &str, ids: &[BlobId]) -> io::Result<Vec<u32>> {
         let dir = self.user_dir(user)?;
         let index = self.index(user).await?;
-        let path = dir.join(id.as_str());
-        let id = id.clone();
+        let ids = ids.to_vec();
         blocking(move || {
-            let removed = {
+            let (mut missing, mut removed_any) = (Vec::new(), false);
+            let mut failure = None;
+            for (i, id) in (0u32..).zip(&ids) {
                 let mut ix = lock(&index);
-                let removed = match std::fs::remove_file(&path) {
-                    Ok(()) => true,
-                    Err(e) if e.kind() == io::ErrorKind::NotFound => false,
-                    Err(e) => return Err(e),
-                };
-                ix.removed(&id);
-                removed
-            };
-            if removed {
+                match std::fs::remove_file(dir.join(id.as_str())) {
+                    Ok(()) => removed_any = true,
+                    Err(e) if e.kind() == io::ErrorKind::NotFound => missing.push(i),
+                    Err(e) => {
+                        failure = Some(e);
+                        break;
+                    }
+                }
+                ix.removed(id);
+            }
+            if removed_any {
                 sync_dir(&dir)?;
             }
-            Ok(removed)
+            failure.map_or(Ok(missing), Err)
         })
         .await
     }
 
-    /// One page of `user`'s blobs in id order after `after`, at most `limit`
-    /// entries, and whether more follow. Served from the index: the folder
-    /// is not read again.
+    /// One page of `user`'s blobs whose id starts with `prefix` (`""`:
+    /// all), in id order after `after`, at most `limit` entries, and
+    /// whether more follow. Served from the index: the folder is not read
+    /// again.
     pub async fn list(
         &self,
         user: &str,
         after: Option<BlobId>,
+        prefix: &str,
         limit: usize,
     ) -> io::Result<(Vec<ListEntry>, bool)> {
         let index = self.index(user).await?;
-        let page = lock(&index).page(after.as_ref(), limit);
+        let page = lock(&index).page(after.as_ref(), prefix, limit);
         Ok(page)
+    }
+
+    /// Size and time of each of `ids` (`None`: absent), from the index.
+    pub async fn stat_many(&self, user: &str, ids: &[BlobId]) -> io::Result<Vec<Option<BlobStat>>> {
+        let index = self.index(user).await?;
+        let ix = lock(&index);
+        Ok(ids
+            .iter()
+            .map(|id| {
+                ix.get(id).map(|m| BlobStat {
+                    len: m.len,
+                    modified: m.modified,
+                })
+            })
+            .collect())
     }
 
     /// Number of blobs and bytes held for `user`.
@@ -394,74 +356,6 @@ impl BlobStore {
         {
             None
         }
-    }
-}
-
-impl PendingBlob {
-    /// Appends bytes to the upload.
-    pub async fn write(&mut self, bytes: &[u8]) -> Result<(), PutError> {
-        self.buf.extend_from_slice(bytes);
-        self.written += bytes.len() as u64;
-        if self.buf.len() >= WRITE_BUF {
-            self.flush_buf().await?;
-        }
-        Ok(())
-    }
-
-    /// Writes the buffered bytes on a blocking thread.
-    async fn flush_buf(&mut self) -> io::Result<()> {
-        if self.buf.is_empty() {
-            return Ok(());
-        }
-        let mut file = self
-            .file
-            .take()
-            .ok_or_else(|| io::Error::other("an earlier write failed"))?;
-        let buf = std::mem::take(&mut self.buf);
-        let (file, mut buf) = blocking(move || {
-            std::io::Write::write_all(&mut file, &buf)?;
-            Ok((file, buf))
-        })
-        .await?;
-        buf.clear();
-        self.buf = buf;
-        self.file = Some(file);
-        Ok(())
-    }
-
-    /// Bytes written so far.
-    pub fn written(&self) -> u64 {
-        self.written
-    }
-
-    /// Makes the upload durable and visible (`fsutil::commit`):
-    /// `sync_all`, rename over the blob's name (recorded in the index under
-    /// its lock, so concurrent uploads of one id leave the index agreeing
-    /// with the folder), fsync the folder.
-    pub async fn commit(mut self) -> Result<(), PutError> {
-        self.flush_buf().await?;
-        let file = self
-            .file
-            .take()
-            .ok_or_else(|| io::Error::other("an earlier write failed"))?;
-        let (guard, target, written) = (self.guard, self.target, self.written);
-        let reservation = self.reservation;
-        blocking(move || {
-            fsutil::commit(file, guard, &target, |meta, rename| {
-                let modified = index::unix_secs(meta);
-                let index = reservation.index.clone();
-                let mut ix = lock(&index);
-                rename()?;
-                let meta = BlobMeta {
-                    len: written,
-                    modified,
-                };
-                reservation.settle(&mut ix, meta);
-                Ok(())
-            })
-        })
-        .await
-        .map_err(PutError::from)
     }
 }
 

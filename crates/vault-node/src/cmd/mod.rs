@@ -3,16 +3,22 @@
 //! typed request's fields, and returns its answer or, as `Err`, the error
 //! response to send instead; [`dispatch`] turns either into the [`Reply`]
 //! that `handler` writes back. Handlers never see streams: an upload's
-//! bytes come as a [`BulkIn`].
+//! bytes come as a [`BulkIn`], and blob contents go out as open files in a
+//! [`Reply::Bulk`].
 
 mod delete;
+mod delete_blobs;
 mod get_blob;
+mod get_blobs;
 mod get_record;
 mod hello;
 mod list;
+mod list_data;
 mod login;
 mod put_blob;
+mod put_blobs;
 mod put_record;
+mod stat_blobs;
 mod status;
 
 use std::sync::{Mutex, MutexGuard};
@@ -22,6 +28,7 @@ use wire::{ErrorCode, Request, Response};
 use crate::auth::{LoginMethod, LoginState};
 use crate::bulk::BulkIn;
 use crate::state::Shared;
+use crate::store::OpenBlob;
 
 /// What a handler works with.
 pub(crate) struct Ctx<'a> {
@@ -58,8 +65,14 @@ impl Ctx<'_> {
 pub(crate) enum Reply {
     /// A response frame alone.
     Message(Response),
-    /// `Blob{len}` followed by the contents of `file`.
-    Blob { file: tokio::fs::File, len: u64 },
+    /// A response frame, then the contents of each file in order, each
+    /// exactly its `len` bytes (`Blob`, `Blobs`, `DataListing`).
+    Bulk {
+        /// The frame, announcing the lengths.
+        head: Response,
+        /// The files, opened before `head` was made.
+        files: Vec<OpenBlob>,
+    },
 }
 
 impl From<Response> for Reply {
@@ -74,7 +87,21 @@ pub(crate) fn internal(what: &str, err: &dyn std::fmt::Display) -> Response {
     Response::error(ErrorCode::Internal, format!("{what} failed on the node"))
 }
 
-/// Runs the handler for `req`. `bulk` holds the bytes of a `PutBlob`.
+/// [`internal`], except that running out of file handles (a passing
+/// shortage, from opening many blobs at once) is `Busy`.
+pub(crate) fn read_failed(what: &str, err: &std::io::Error) -> Response {
+    if crate::store::is_out_of_files(err) {
+        tracing::warn!(error = %err, "{what} failed: out of file handles");
+        return Response::error(
+            ErrorCode::Busy,
+            format!("{what} failed: the node has too many files open; retry shortly"),
+        );
+    }
+    internal(what, err)
+}
+
+/// Runs the handler for `req`. `bulk` holds the bytes of a `PutBlob` or a
+/// `PutBlobs`.
 pub(crate) async fn dispatch(ctx: &Ctx<'_>, req: Request, bulk: BulkIn<'_>) -> Reply {
     let peer = ctx.login().peer();
     tracing::debug!(%peer, request = kind(&req), "request");
@@ -83,7 +110,31 @@ pub(crate) async fn dispatch(ctx: &Ctx<'_>, req: Request, bulk: BulkIn<'_>) -> R
         Request::Login { user, proof } => login::run(ctx, &user, &proof).await.map(Reply::from),
         Request::PutBlob { id, len } => put_blob::run(ctx, &id, len, bulk).await.map(Reply::from),
         Request::GetBlob { id } => get_blob::run(ctx, &id).await,
-        Request::List { after, limit } => list::run(ctx, after, limit).await.map(Reply::from),
+        Request::List {
+            after,
+            limit,
+            prefix,
+        } => list::run(ctx, after, limit, prefix.as_deref())
+            .await
+            .map(Reply::from),
+        Request::ListData {
+            after,
+            prefix,
+            max_entries,
+            max_bytes,
+            max_inline,
+        } => {
+            let limits = list_data::Limits {
+                max_entries,
+                max_bytes,
+                max_inline,
+            };
+            list_data::run(ctx, after, &prefix, limits).await
+        }
+        Request::GetBlobs { ids } => get_blobs::run(ctx, &ids).await,
+        Request::PutBlobs { items } => put_blobs::run(ctx, &items, bulk).await.map(Reply::from),
+        Request::DeleteBlobs { ids } => delete_blobs::run(ctx, &ids).await.map(Reply::from),
+        Request::StatBlobs { ids } => stat_blobs::run(ctx, &ids).await.map(Reply::from),
         Request::Delete { id } => delete::run(ctx, &id).await.map(Reply::from),
         Request::Status => status::run(ctx).await.map(Reply::from),
         Request::GetRecord => get_record::run(ctx).await.map(Reply::from),
@@ -105,6 +156,11 @@ fn kind(req: &Request) -> &'static str {
         Request::PutBlob { .. } => "put-blob",
         Request::GetBlob { .. } => "get-blob",
         Request::List { .. } => "list",
+        Request::ListData { .. } => "list-data",
+        Request::GetBlobs { .. } => "get-blobs",
+        Request::PutBlobs { .. } => "put-blobs",
+        Request::DeleteBlobs { .. } => "delete-blobs",
+        Request::StatBlobs { .. } => "stat-blobs",
         Request::Delete { .. } => "delete",
         Request::Status => "status",
         Request::GetRecord => "get-record",

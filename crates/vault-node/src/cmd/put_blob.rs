@@ -15,6 +15,9 @@ use super::{internal, Ctx};
 use crate::bulk::BulkIn;
 use crate::store::PutError;
 
+/// What a full disk cost.
+const LOST: &str = "the blob was not stored";
+
 /// On `Err`, the bytes not read yet are refused (`handler` stops the
 /// stream before it answers).
 pub(crate) async fn run(
@@ -35,13 +38,13 @@ pub(crate) async fn run(
     let mut pending = blobs
         .begin_put(&user, id, len, ctx.node.quota)
         .await
-        .map_err(|e| refused("creating the upload", &user, e))?;
+        .map_err(|e| refused("creating the upload", &user, e, LOST))?;
     loop {
         match bulk.next().await {
             Ok(Some(chunk)) => pending
                 .write(&chunk)
                 .await
-                .map_err(|e| refused("writing the upload", &user, e))?,
+                .map_err(|e| refused("writing the upload", &user, e, LOST))?,
             Ok(None) => break,
             Err(e) => {
                 tracing::info!(%user, error = %e, received = pending.written(), "upload abandoned");
@@ -52,12 +55,12 @@ pub(crate) async fn run(
     pending
         .commit()
         .await
-        .map_err(|e| refused("storing the upload", &user, e))?;
+        .map_err(|e| refused("storing the upload", &user, e, LOST))?;
     Ok(Response::Stored)
 }
 
-/// The answer to a failed upload.
-fn refused(what: &str, user: &str, e: PutError) -> Response {
+/// The answer to a failed upload; `lost` says what a full disk cost.
+pub(super) fn refused(what: &str, user: &str, e: PutError, lost: &str) -> Response {
     match e {
         PutError::Quota { .. } => {
             tracing::info!(%user, error = %e, "upload refused");
@@ -67,7 +70,7 @@ fn refused(what: &str, user: &str, e: PutError) -> Response {
             tracing::error!(%user, error = %io, "{what} failed: disk full");
             Response::error(
                 ErrorCode::NoSpace,
-                "the node's disk is full; the blob was not stored",
+                format!("the node's disk is full; {lost}"),
             )
         }
         PutError::Io(io) => internal(what, &io),

@@ -6,7 +6,7 @@
 //! the folder and every removal from it. Listings and usage come from here,
 //! never from the folder again.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::io;
 use std::ops::Bound;
 use std::path::Path;
@@ -29,8 +29,10 @@ pub(crate) struct OverQuota {
     /// Stored bytes plus bytes reserved by uploads in progress.
     pub used: u64,
     pub requested: u64,
-    /// Size of the blob the upload would replace (0 if none).
+    /// Size of the blobs the upload would replace (0 if none).
     pub replaced: u64,
+    /// Number of distinct blobs the upload would write.
+    pub blobs: usize,
 }
 
 /// One user's blobs.
@@ -88,11 +90,28 @@ impl UserIndex {
         self.reserved
     }
 
-    /// Up to `limit` entries after `after` in id order, and whether more
-    /// follow: O(log n + limit).
-    pub(crate) fn page(&self, after: Option<&BlobId>, limit: usize) -> (Vec<ListEntry>, bool) {
-        let start = after.map_or(Bound::Unbounded, Bound::Excluded);
-        let mut range = self.blobs.range::<BlobId, _>((start, Bound::Unbounded));
+    /// Up to `limit` entries after `after` whose id starts with `prefix`
+    /// (`""`: every id), in id order, and whether more such entries follow:
+    /// O(log n + limit). The walk starts at the later of `after` and
+    /// `prefix` and stops at the first id past the prefix.
+    pub(crate) fn page(
+        &self,
+        after: Option<&BlobId>,
+        prefix: &str,
+        limit: usize,
+    ) -> (Vec<ListEntry>, bool) {
+        // A non-empty prefix is itself a valid id: the smallest one it starts.
+        let first = BlobId::new(prefix).ok();
+        let start = match (after, first.as_ref()) {
+            (Some(a), Some(p)) if a < p => Bound::Included(p),
+            (Some(a), _) => Bound::Excluded(a),
+            (None, Some(p)) => Bound::Included(p),
+            (None, None) => Bound::Unbounded,
+        };
+        let mut range = self
+            .blobs
+            .range::<BlobId, _>((start, Bound::Unbounded))
+            .take_while(|(id, _)| id.as_str().starts_with(prefix));
         let entries: Vec<ListEntry> = range
             .by_ref()
             .take(limit)
@@ -105,6 +124,11 @@ impl UserIndex {
         (entries, range.next().is_some())
     }
 
+    /// What the index holds of blob `id`.
+    pub(crate) fn get(&self, id: &BlobId) -> Option<BlobMeta> {
+        self.blobs.get(id).copied()
+    }
+
     /// Reserves `len` bytes for an upload of `id` if the user stays within
     /// `quota`, counting stored bytes, uploads in progress and, as freed,
     /// the blob the upload replaces.
@@ -114,9 +138,29 @@ impl UserIndex {
         len: u64,
         quota: Option<u64>,
     ) -> Result<(), OverQuota> {
+        self.reserve_many([(id, len)], quota)
+    }
+
+    /// Reserves the total length of several uploads at once, all or
+    /// nothing, as [`UserIndex::reserve`] does for one: every blob they
+    /// replace counts as freed once, however often its id appears.
+    pub(crate) fn reserve_many<'a>(
+        &mut self,
+        items: impl IntoIterator<Item = (&'a BlobId, u64)>,
+        quota: Option<u64>,
+    ) -> Result<(), OverQuota> {
+        let mut ids = BTreeSet::new();
+        let mut len = 0u64;
+        for (id, n) in items {
+            ids.insert(id);
+            len = len.saturating_add(n);
+        }
         if let Some(quota) = quota {
             let used = self.bytes.saturating_add(self.reserved);
-            let replaced = self.blobs.get(id).map_or(0, |m| m.len);
+            let replaced = ids
+                .iter()
+                .filter_map(|id| self.blobs.get(*id))
+                .fold(0u64, |t, m| t.saturating_add(m.len));
             let after = used.saturating_add(len).saturating_sub(replaced);
             if after > quota {
                 return Err(OverQuota {
@@ -124,6 +168,7 @@ impl UserIndex {
                     used,
                     requested: len,
                     replaced,
+                    blobs: ids.len(),
                 });
             }
         }
@@ -187,17 +232,17 @@ mod tests {
         for (name, len) in [("c", 3), ("a", 1), ("b", 2)] {
             ix.committed(id(name), meta(len), 0);
         }
-        let (p, more) = ix.page(None, 2);
+        let (p, more) = ix.page(None, "", 2);
         assert_eq!((ids(&p), more), (vec!["a", "b"], true));
-        let (p, more) = ix.page(Some(&id("b")), 2);
+        let (p, more) = ix.page(Some(&id("b")), "", 2);
         assert_eq!((ids(&p), more), (vec!["c"], false));
         // A resume point that is no longer there still works.
-        let (p, more) = ix.page(Some(&id("bb")), 5);
+        let (p, more) = ix.page(Some(&id("bb")), "", 5);
         assert_eq!((ids(&p), more), (vec!["c"], false));
-        let (p, more) = ix.page(Some(&id("c")), 5);
+        let (p, more) = ix.page(Some(&id("c")), "", 5);
         assert!(p.is_empty() && !more);
         assert_eq!(p.first().map(|e| e.modified), None);
-        assert_eq!(ix.page(None, 1).0[0].modified, 7);
+        assert_eq!(ix.page(None, "", 1).0[0].modified, 7);
     }
 
     #[test]
@@ -225,7 +270,8 @@ mod tests {
                 quota: 100,
                 used: 100,
                 requested: 1,
-                replaced: 0
+                replaced: 0,
+                blobs: 1,
             }
         );
         // Replacing a blob counts only the difference.
@@ -238,5 +284,56 @@ mod tests {
         assert_eq!((ix.usage(), ix.reserved()), ((1, 100), 0));
         // No quota: anything goes.
         assert!(ix.reserve(&id("z"), u64::MAX, None).is_ok());
+    }
+
+    #[test]
+    fn prefix_pages_start_at_the_prefix_and_stop_past_it() {
+        let mut ix = UserIndex::default();
+        for name in ["a", "m2-a", "m2-b", "m2-c", "m3-a", "p2-a"] {
+            ix.committed(id(name), meta(1), 0);
+        }
+        let (p, more) = ix.page(None, "m2-", 2);
+        assert_eq!((ids(&p), more), (vec!["m2-a", "m2-b"], true));
+        let (p, more) = ix.page(Some(&id("m2-b")), "m2-", 2);
+        assert_eq!(
+            (ids(&p), more),
+            (vec!["m2-c"], false),
+            "m3-a is past the prefix"
+        );
+        // A resume point before the prefix starts at the prefix; one past
+        // it gives an empty page.
+        let (p, more) = ix.page(Some(&id("a")), "m2-", 10);
+        assert_eq!((ids(&p), more), (vec!["m2-a", "m2-b", "m2-c"], false));
+        let (p, more) = ix.page(Some(&id("n")), "m2-", 10);
+        assert!(p.is_empty() && !more);
+        // A prefix that is itself an id includes it; no match, no page.
+        let (p, _) = ix.page(None, "m2-a", 10);
+        assert_eq!(ids(&p), ["m2-a"]);
+        assert_eq!(ix.page(None, "q", 10), (vec![], false));
+        assert_eq!(ix.page(None, "", 10).0.len(), 6);
+    }
+
+    #[test]
+    fn a_batch_reserves_all_or_nothing_and_frees_each_replaced_blob_once() {
+        let mut ix = UserIndex::default();
+        ix.committed(id("a"), meta(30), 0);
+        let (a, b) = (id("a"), id("b"));
+        // 30 stored; a (30) is replaced: 30 + 50 + 40 - 30 = 90 fits in 90.
+        assert!(ix.reserve_many([(&a, 50), (&b, 40)], Some(90)).is_ok());
+        assert_eq!(ix.reserved(), 90);
+        ix.release(90);
+        // `a` twice frees its 30 bytes once: 30 + 50 + 50 - 30 = 100 > 90.
+        let err = ix.reserve_many([(&a, 50), (&a, 50)], Some(90)).unwrap_err();
+        assert_eq!(
+            err,
+            OverQuota {
+                quota: 90,
+                used: 30,
+                requested: 100,
+                replaced: 30,
+                blobs: 1
+            }
+        );
+        assert_eq!(ix.reserved(), 0, "a refused batch reserves nothing");
     }
 }

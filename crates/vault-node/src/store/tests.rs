@@ -31,10 +31,10 @@ async fn put_list_delete() {
     for name in ["c", "a", "b", "d"] {
         put(&store, name, name.as_bytes(), None).await.unwrap();
     }
-    let (page, more) = store.list("alice", None, 2).await.unwrap();
+    let (page, more) = store.list("alice", None, "", 2).await.unwrap();
     assert_eq!(ids(&page), ["a", "b"]);
     assert!(more);
-    let (page, more) = store.list("alice", Some(id("b")), 2).await.unwrap();
+    let (page, more) = store.list("alice", Some(id("b")), "", 2).await.unwrap();
     assert_eq!(ids(&page), ["c", "d"]);
     assert!(!more);
     assert_eq!(store.usage("alice").await.unwrap(), (4, 4));
@@ -42,7 +42,75 @@ async fn put_list_delete() {
     assert!(!store.delete("alice", &id("a")).await.unwrap());
     assert!(store.open("alice", &id("a")).await.unwrap().is_none());
     assert_eq!(store.usage("alice").await.unwrap(), (3, 3));
-    assert_eq!(store.list("bob", None, 10).await.unwrap(), (vec![], false));
+    assert_eq!(
+        store.list("bob", None, "", 10).await.unwrap(),
+        (vec![], false)
+    );
+}
+
+#[tokio::test]
+async fn batches_delete_and_stat_by_position() {
+    let root = tempfile::tempdir().unwrap();
+    let store = BlobStore::new(root.path());
+    for name in ["a", "b", "c"] {
+        put(&store, name, name.as_bytes(), None).await.unwrap();
+    }
+    let stats = store.stat_many("alice", &[id("c"), id("x")]).await.unwrap();
+    let lens: Vec<Option<u64>> = stats.iter().map(|s| s.map(|s| s.len)).collect();
+    assert_eq!(lens, [Some(1), None]);
+    let gone = [id("a"), id("x"), id("c"), id("a")];
+    assert_eq!(store.delete_many("alice", &gone).await.unwrap(), [1, 3]);
+    assert_eq!(store.usage("alice").await.unwrap(), (1, 1));
+    assert!(store.stat_many("alice", &[id("a")]).await.unwrap()[0].is_none());
+    assert!(!root.path().join("alice/a").exists());
+}
+
+#[tokio::test]
+async fn data_pages_list_what_the_open_files_hold() {
+    let root = tempfile::tempdir().unwrap();
+    let store = BlobStore::new(root.path());
+    for (name, len) in [("m-a", 3), ("m-b", 3), ("m-c", 3), ("m-d", 50), ("n-a", 1)] {
+        put(&store, name, &vec![7; len], None).await.unwrap();
+    }
+    // Behind the index's back, as a delete or a replacement racing the
+    // listing would: `m-b` is gone, `m-c` grew.
+    let dir = root.path().join("alice");
+    std::fs::remove_file(dir.join("m-b")).unwrap();
+    std::fs::write(dir.join("m-c"), [8; 5]).unwrap();
+    let limits = DataLimits {
+        max_entries: 10,
+        max_inline: 10,
+        max_bytes: 100,
+    };
+    let page = store.list_data("alice", None, "m-", limits).await.unwrap();
+    assert!(!page.more);
+    let got: Vec<(&str, u64, bool)> = page
+        .entries
+        .iter()
+        .map(|e| (e.entry.id.as_str(), e.entry.len, e.data.is_some()))
+        .collect();
+    assert_eq!(
+        got,
+        [("m-a", 3, true), ("m-c", 5, true), ("m-d", 50, false)]
+    );
+    // The byte budget: the first entry always, then only what fits.
+    let tight = DataLimits {
+        max_bytes: 4,
+        ..limits
+    };
+    let page = store.list_data("alice", None, "m-", tight).await.unwrap();
+    assert!(page.more);
+    assert_eq!(page.entries.len(), 1);
+    let page = store
+        .list_data("alice", Some(id("m-a")), "m-", tight)
+        .await
+        .unwrap();
+    assert_eq!(
+        page.entries.len(),
+        2,
+        "m-c (5 bytes) comes first, m-d costs nothing"
+    );
+    assert!(!page.more);
 }
 
 #[tokio::test]
@@ -63,7 +131,7 @@ async fn listing_every_page_scans_the_folder_once() {
     let store = BlobStore::new(root.path());
     let (mut seen, mut after, mut pages) = (Vec::new(), None, 0);
     loop {
-        let (page, more) = store.list("alice", after.clone(), 7).await.unwrap();
+        let (page, more) = store.list("alice", after.clone(), "", 7).await.unwrap();
         pages += 1;
         after = page.last().map(|e| e.id.clone());
         seen.extend(page);
@@ -83,16 +151,19 @@ async fn listing_every_page_scans_the_folder_once() {
     // Writes and deletes through the store keep the index; still one scan.
     put(&store, "p-new", b"abc", None).await.unwrap();
     assert!(store.delete("alice", &id("p-0000")).await.unwrap());
-    let (page, _) = store.list("alice", None, 1).await.unwrap();
+    let (page, _) = store.list("alice", None, "", 1).await.unwrap();
     assert_eq!(ids(&page), ["p-0001"]);
-    let (page, more) = store.list("alice", Some(id("p-0499")), 5).await.unwrap();
+    let (page, more) = store
+        .list("alice", Some(id("p-0499")), "", 5)
+        .await
+        .unwrap();
     assert_eq!((ids(&page), more), (vec!["p-new"], false));
     assert!(page[0].modified > 0);
     let total: u64 = (0..500u64).map(|i| i % 7).sum();
     assert_eq!(store.usage("alice").await.unwrap(), (500, total + 3));
     assert_eq!(store.directory_scans(), 1);
     // Another user is one more scan.
-    store.list("bob", None, 1).await.unwrap();
+    store.list("bob", None, "", 1).await.unwrap();
     assert_eq!(store.directory_scans(), 2);
 }
 
@@ -127,7 +198,8 @@ async fn quota_is_exact_and_counts_replacements_as_the_difference() {
                 quota: 100,
                 used: 100,
                 requested: 1,
-                replaced: 0
+                replaced: 0,
+                blobs: 1
             }
         ),
         "{err:?}"
@@ -212,50 +284,6 @@ async fn concurrent_uploads_never_exceed_the_quota_together() {
     assert_eq!(store.usage("alice").await.unwrap(), (3, 90));
 }
 
-#[cfg(target_os = "linux")]
-#[tokio::test]
-async fn a_full_disk_is_reported_as_such_and_leaves_nothing() {
-    let root = tempfile::tempdir().unwrap();
-    let store = BlobStore::new(root.path());
-    let mut p = store
-        .begin_put(
-            "alice",
-            &id("big"),
-            WRITE_BUF as u64,
-            Some(WRITE_BUF as u64),
-        )
-        .await
-        .unwrap();
-    // Every write to /dev/full fails with ENOSPC.
-    p.file = Some(
-        std::fs::OpenOptions::new()
-            .write(true)
-            .open("/dev/full")
-            .unwrap(),
-    );
-    let err = p.write(&vec![0; WRITE_BUF]).await.unwrap_err();
-    assert!(matches!(err, PutError::NoSpace(_)), "{err:?}");
-    assert_eq!(err.to_string(), "the node's disk is full");
-    drop(p);
-    assert!(store.open("alice", &id("big")).await.unwrap().is_none());
-    assert_eq!(
-        std::fs::read_dir(root.path().join("alice").join(TMP_DIR))
-            .unwrap()
-            .count(),
-        0
-    );
-    // The reservation was given back.
-    assert!(store
-        .begin_put(
-            "alice",
-            &id("big"),
-            WRITE_BUF as u64,
-            Some(WRITE_BUF as u64)
-        )
-        .await
-        .is_ok());
-}
-
 #[cfg(unix)]
 #[test]
 fn no_space_errors_are_recognised() {
@@ -298,7 +326,7 @@ async fn pages_stay_consistent_while_blobs_come_and_go() {
     for _ in 0..20 {
         let (mut seen, mut after) = (Vec::new(), None::<BlobId>);
         loop {
-            let (page, more) = store.list("alice", after.clone(), 9).await.unwrap();
+            let (page, more) = store.list("alice", after.clone(), "", 9).await.unwrap();
             if let (Some(a), Some(first)) = (&after, page.first()) {
                 assert!(first.id > *a, "page went backwards");
             }

@@ -8,11 +8,12 @@
 //! proxy refuses connections. Every client stream is one request:
 //!
 //! 1. read the request frame (bounded by [`wire::MAX_FRAME_BODY_LEN`]) and,
-//!    for `PutBlob`, its bulk bytes (at most [`MAX_BULK_LEN`]), within
-//!    [`REQUEST_TIMEOUT`];
+//!    for `PutBlob` and `PutBlobs`, its bulk bytes (at most
+//!    [`MAX_BULK_LEN`]), within [`REQUEST_TIMEOUT`];
 //! 2. record it in [`Observed`], ask [`Lie::on_request`];
 //! 3. if forwarded: send the exact bytes received to the node, read its
-//!    response frame and, for `Blob`, its bulk (same bounds, within
+//!    response frame and, for `Blob`, `Blobs` and `DataListing`, the bulk
+//!    it announces ([`response_bulk_len`]; same bounds, within
 //!    [`UPSTREAM_TIMEOUT`]), ask [`Lie::on_response`];
 //! 4. write the [`Reply`].
 //!
@@ -41,7 +42,7 @@ use wire::{
 
 use super::lie::{Lie, Reply, Verdict};
 use super::observed::Observed;
-use super::raw::{client_tls, frame_of};
+use super::raw::{client_tls, frame_of, request_bulk_len, response_bulk_len};
 
 /// Largest upload or served blob the proxy buffers (256 MiB).
 pub const MAX_BULK_LEN: usize = 256 << 20;
@@ -271,7 +272,8 @@ async fn respond(lie: &dyn Lie, up: &Connection, r: Received) -> Reply {
         None => Reply::Reset,
         Some(Verdict::Answer(reply)) => reply,
         Some(Verdict::Forward) => {
-            let answer = tokio::time::timeout(UPSTREAM_TIMEOUT, forward(up, &r.frame, &r.bulk));
+            let answer =
+                tokio::time::timeout(UPSTREAM_TIMEOUT, forward(up, &r.req, &r.frame, &r.bulk));
             match answer.await {
                 Ok(Ok((resp, bulk))) => ask("on_response", || lie.on_response(&r.req, resp, bulk))
                     .unwrap_or(Reply::Reset),
@@ -317,8 +319,8 @@ async fn read_request(recv: &mut RecvStream) -> anyhow::Result<Received> {
     let bulk = match &req {
         // Exactly what the client sent up to its FIN, so the node sees the
         // same short upload; more than announced is refused here.
-        Request::PutBlob { len, .. } => recv
-            .read_to_end(bulk_len(*len, "upload")?)
+        Request::PutBlob { .. } | Request::PutBlobs { .. } => recv
+            .read_to_end(bulk_len(request_bulk_len(&req), "upload")?)
             .await
             .context("reading the upload")?,
         _ => Vec::new(),
@@ -326,8 +328,11 @@ async fn read_request(recv: &mut RecvStream) -> anyhow::Result<Received> {
     Ok(Received { frame, req, bulk })
 }
 
+/// Sends `frame` (which decoded as `req`) and `bulk` to the node; its
+/// answer and the bulk that follows it.
 async fn forward(
     up: &Connection,
+    req: &Request,
     frame: &[u8],
     bulk: &[u8],
 ) -> anyhow::Result<(Response, Vec<u8>)> {
@@ -337,16 +342,10 @@ async fn forward(
     send.finish()?;
     let frame = read_frame(&mut recv).await?;
     let resp = decode_response(&frame[FRAME_PREFIX_LEN..])?;
-    let bulk = match &resp {
-        Response::Blob { len } => {
-            let mut bulk = vec![0u8; bulk_len(*len, "blob")?];
-            recv.read_exact(&mut bulk)
-                .await
-                .context("reading the blob")?;
-            bulk
-        }
-        _ => Vec::new(),
-    };
+    let mut bulk = vec![0u8; bulk_len(response_bulk_len(req, &resp), "answer")?];
+    recv.read_exact(&mut bulk)
+        .await
+        .context("reading the blob contents")?;
     let _ = recv.stop(VarInt::from_u32(0));
     Ok((resp, bulk))
 }

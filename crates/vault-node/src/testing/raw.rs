@@ -15,7 +15,7 @@ use anyhow::{anyhow, bail, Context};
 use serde::Serialize;
 use wire::{
     decode_frame_header, decode_response, encode_request, AuthScheme, BlobId, ErrorCode, Proof,
-    Request, Response, FRAME_PREFIX_LEN,
+    PutItem, Request, Response, FRAME_PREFIX_LEN,
 };
 
 use crate::kdf;
@@ -227,6 +227,63 @@ impl RawClient {
         }
     }
 
+    /// Sends `req` and `bulk`, and splits the answer's bulk into each
+    /// blob's bytes ([`bulk_parts`]): for `GetBlobs`, `ListData`, `GetBlob`.
+    pub async fn request_parts(
+        &self,
+        req: &Request,
+        bulk: &[u8],
+    ) -> anyhow::Result<(Response, Vec<Vec<u8>>)> {
+        let (resp, bytes) = self.request(req, bulk).await?;
+        let parts = bulk_parts(req, &resp, &bytes)?;
+        Ok((resp, parts))
+    }
+
+    /// Stores each `(id, bytes)` with one `PutBlobs`; returns the answer.
+    ///
+    /// # Panics
+    ///
+    /// On an invalid id or a transport error.
+    pub async fn put_blobs(&self, items: &[(&str, &[u8])]) -> Response {
+        let req = Request::PutBlobs {
+            items: items
+                .iter()
+                .map(|(id, data)| PutItem {
+                    id: BlobId::new(*id).expect("valid blob id"),
+                    len: data.len() as u64,
+                })
+                .collect(),
+        };
+        let bulk: Vec<u8> = items
+            .iter()
+            .flat_map(|(_, data)| data.iter().copied())
+            .collect();
+        match self.request(&req, &bulk).await {
+            Ok((resp, _)) => resp,
+            Err(e) => panic!("put_blobs failed: {e:#}"),
+        }
+    }
+
+    /// Reads `ids` with one `GetBlobs`: the answer, and the bytes of each
+    /// blob found, in order.
+    ///
+    /// # Panics
+    ///
+    /// On an invalid id, a transport error, or bytes that do not add up to
+    /// the announced lengths.
+    pub async fn get_blobs(&self, ids: &[&str]) -> (Response, Vec<Vec<u8>>) {
+        let req = Request::GetBlobs {
+            ids: ids
+                .iter()
+                .map(|id| BlobId::new(*id).expect("valid blob id"))
+                .collect(),
+        };
+        match self.request_parts(&req, &[]).await {
+            Ok(answer) => answer,
+            Err(e) => panic!("get_blobs failed: {e:#}"),
+        }
+    }
+
     /// Reads blob `id`: the response and the bytes after it.
     ///
     /// # Panics
@@ -241,6 +298,58 @@ impl RawClient {
             Err(e) => panic!("get {id} failed: {e:#}"),
         }
     }
+}
+
+/// Bulk bytes that follow `req`'s frame: a `PutBlob`'s length, the sum of
+/// a `PutBlobs`' item lengths (saturating), 0 for every other request.
+pub fn request_bulk_len(req: &Request) -> u64 {
+    match req {
+        Request::PutBlob { len, .. } => *len,
+        Request::PutBlobs { items } => items.iter().fold(0u64, |t, i| t.saturating_add(i.len)),
+        _ => 0,
+    }
+}
+
+/// Bulk bytes that follow `resp`'s frame, the answer to `req`: a `Blob`'s
+/// length, the sum of a `Blobs`' found lengths, the sum of the lengths of
+/// a `DataListing`'s entries carried inline (at most the `ListData`'s
+/// `max_inline` bytes long); 0 for every other answer (saturating).
+pub fn response_bulk_len(req: &Request, resp: &Response) -> u64 {
+    bulk_lens(req, resp).fold(0u64, |t, n| t.saturating_add(n))
+}
+
+/// The length of each blob whose bytes follow `resp`, in order.
+fn bulk_lens<'a>(req: &'a Request, resp: &'a Response) -> Box<dyn Iterator<Item = u64> + 'a> {
+    match (resp, req) {
+        (Response::Blob { len }, _) => Box::new(std::iter::once(*len)),
+        (Response::Blobs { lens }, _) => Box::new(lens.iter().flatten().copied()),
+        (Response::DataListing { entries, .. }, Request::ListData { max_inline, .. }) => {
+            let max = u64::from(*max_inline);
+            Box::new(entries.iter().map(|e| e.len).filter(move |n| *n <= max))
+        }
+        _ => Box::new(std::iter::empty()),
+    }
+}
+
+/// Splits the bulk after `resp` (the answer to `req`) into each blob's
+/// bytes, in order (see [`response_bulk_len`]); an error unless the bytes
+/// are exactly as many as announced.
+pub fn bulk_parts(req: &Request, resp: &Response, bulk: &[u8]) -> anyhow::Result<Vec<Vec<u8>>> {
+    let mut rest = bulk;
+    let mut parts = Vec::new();
+    for len in bulk_lens(req, resp) {
+        let n = usize::try_from(len)
+            .ok()
+            .filter(|n| *n <= rest.len())
+            .ok_or_else(|| anyhow!("the answer announces more bytes than followed it"))?;
+        let (part, tail) = rest.split_at(n);
+        parts.push(part.to_vec());
+        rest = tail;
+    }
+    if !rest.is_empty() {
+        bail!("{} bytes followed the announced ones", rest.len());
+    }
+    Ok(parts)
 }
 
 /// Reads a response stream to its FIN (at most [`MAX_RESPONSE_LEN`] bytes)

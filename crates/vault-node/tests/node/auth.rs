@@ -377,6 +377,7 @@ async fn a_rotation_logs_the_users_other_connections_out() {
         let list = Request::List {
             after: None,
             limit: 10,
+            prefix: None,
         };
         assert!(matches!(old.call(&list).await, Response::Listing { .. }));
         // A record without a login key changes nothing for other sessions.

@@ -43,6 +43,7 @@ async fn put_get_list_delete_round_trip() {
             .call(&Request::List {
                 after: None,
                 limit: 256,
+                prefix: None,
             })
             .await;
         let Response::Listing { entries, more } = listing else {
@@ -103,6 +104,7 @@ async fn list_paginates_in_id_order() {
                 .call(&Request::List {
                     after: after.clone(),
                     limit: 5,
+                    prefix: None,
                 })
                 .await;
             let Response::Listing { entries, more } = resp else {
@@ -121,6 +123,7 @@ async fn list_paginates_in_id_order() {
             .call(&Request::List {
                 after: None,
                 limit: 1000,
+                prefix: None,
             })
             .await;
         assert_eq!(error_code(&resp), Some(ErrorCode::BadRequest));
@@ -146,7 +149,8 @@ async fn users_are_isolated() {
             alice
                 .call(&Request::List {
                     after: None,
-                    limit: 10
+                    limit: 10,
+                    prefix: None,
                 })
                 .await,
             Response::Listing {
@@ -178,6 +182,7 @@ async fn requests_need_login() {
             Request::List {
                 after: None,
                 limit: 1,
+                prefix: None,
             },
             Request::Delete { id: id("x") },
             Request::GetRecord,

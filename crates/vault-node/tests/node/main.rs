@@ -5,11 +5,14 @@
 
 mod admission;
 mod auth;
+mod batch;
 mod blobs;
 mod certs;
 mod cli;
 mod cluster_secret;
+mod listing;
 mod quota;
+mod testing_batch;
 mod testing_kit;
 mod testing_lies;
 mod transport;

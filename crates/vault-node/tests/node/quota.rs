@@ -105,6 +105,7 @@ async fn listings_carry_modification_times_and_status_has_no_quota_by_default() 
             .call(&Request::List {
                 after: None,
                 limit: 10,
+                prefix: None,
             })
             .await
         else {

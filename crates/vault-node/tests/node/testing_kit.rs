@@ -25,6 +25,7 @@ fn list_frame() -> Vec<u8> {
     encode_request(&Request::List {
         after: None,
         limit: 256,
+        prefix: None,
     })
 }
 

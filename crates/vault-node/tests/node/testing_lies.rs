@@ -260,7 +260,11 @@ async fn flood_listing_never_ends() {
         let mut after = None;
         let mut last: Option<BlobId> = None;
         for _ in 0..5 {
-            let req = Request::List { after, limit: 256 };
+            let req = Request::List {
+                after,
+                limit: 256,
+                prefix: None,
+            };
             let Response::Listing { entries, more } = client.call(&req).await else {
                 panic!("no listing");
             };

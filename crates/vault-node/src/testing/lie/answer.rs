@@ -100,8 +100,8 @@ pub const FLOOD_ENTRY_LEN: u64 = 1024;
 /// Hex digits of a synthetic id's counter.
 const COUNTER_DIGITS: usize = 64;
 
-/// Answers every `List` itself, forever: a full page (`limit` entries) of
-/// synthetic ids, each [`FLOOD_ENTRY_LEN`] bytes long, modified at 0, and
+/// Answers every `List` itself, forever, whatever its prefix: a full page
+/// (`limit` entries) of synthetic ids, each [`FLOOD_ENTRY_LEN`] bytes long, modified at 0, and
 /// `more: true`.
 ///
 /// Ids are `<base>-<64 hex digits>` and strictly increase, page after page,
@@ -179,7 +179,7 @@ fn increment(hex: &mut [u8]) -> bool {
 
 impl Lie for FloodListing {
     fn on_request(&self, req: &Request, _bulk: &[u8]) -> Verdict {
-        let Request::List { after, limit } = req else {
+        let Request::List { after, limit, .. } = req else {
             return Verdict::Forward;
         };
         self.pages.fetch_add(1, Ordering::SeqCst);
@@ -319,6 +319,7 @@ mod tests {
         let req = Request::List {
             after: after.map(|a| BlobId::new(a).unwrap()),
             limit,
+            prefix: None,
         };
         let Verdict::Answer(Reply::Send(Response::Listing { entries, more }, _)) =
             lie.on_request(&req, &[])

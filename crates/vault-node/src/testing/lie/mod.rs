@@ -62,14 +62,17 @@ pub use login::{ClaimScheme, ForgeRecord};
 /// A hostile node's behaviour, consulted by the proxy for every request.
 pub trait Lie: Send + Sync + 'static {
     /// Before the request reaches the real node. `bulk` holds the upload
-    /// bytes of a `PutBlob` (empty for every other request).
+    /// bytes of a `PutBlob`, or of every item of a `PutBlobs` one after
+    /// the other (empty for every other request).
     fn on_request(&self, req: &Request, bulk: &[u8]) -> Verdict {
         let _ = (req, bulk);
         Verdict::Forward
     }
 
     /// With the real node's answer to a forwarded request; `bulk` holds
-    /// the bytes after a `Blob` frame (empty for every other answer).
+    /// the bytes after a `Blob`, `Blobs` or `DataListing` frame, as many
+    /// as the frame announces (empty for every other answer; see
+    /// [`crate::testing::raw::response_bulk_len`]).
     fn on_response(&self, req: &Request, resp: Response, bulk: Vec<u8>) -> Reply {
         let _ = req;
         Reply::Send(resp, bulk)
@@ -89,7 +92,8 @@ pub enum Verdict {
 #[derive(Debug)]
 pub enum Reply {
     /// A frame holding this response, then these bytes, then FIN. Written
-    /// as given: nothing makes a `Blob { len }` agree with the bytes, and a
+    /// as given: nothing makes a `Blob { len }` (or `Blobs`, or
+    /// `DataListing`) agree with the bytes, and a
     /// response whose CBOR body exceeds [`wire::MAX_FRAME_BODY_LEN`] is
     /// still written, its header announcing the true length.
     Send(Response, Vec<u8>),

@@ -1,0 +1,258 @@
+use std::time::Duration;
+
+use super::*;
+
+fn id(s: &str) -> BlobId {
+    BlobId::new(s).unwrap()
+}
+
+fn item(name: &str, len: usize) -> PutItem {
+    PutItem {
+        id: id(name),
+        len: len as u64,
+    }
+}
+
+fn temp_files(root: &Path) -> usize {
+    std::fs::read_dir(root.join("alice").join(TMP_DIR)).map_or(0, |d| d.count())
+}
+
+/// Polls until the blocking threads a dropped batch left behind are done.
+async fn no_temp_files(root: &Path) -> bool {
+    for _ in 0..500 {
+        if temp_files(root) == 0 {
+            return true;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    false
+}
+
+/// Sends `blobs` through a batch: start, write (in two pieces), end each.
+async fn receive(batch: &mut PutBatch, blobs: &[(&str, &[u8])]) -> Result<(), PutError> {
+    for (name, data) in blobs {
+        batch.start(&id(name), data.len() as u64).await?;
+        let (a, b) = data.split_at(data.len() / 2);
+        batch.write(a).await?;
+        batch.write(b).await?;
+        batch.end().await?;
+    }
+    Ok(())
+}
+
+fn items(blobs: &[(&str, &[u8])]) -> Vec<PutItem> {
+    blobs.iter().map(|(n, d)| item(n, d.len())).collect()
+}
+
+#[tokio::test]
+async fn a_batch_shows_nothing_before_its_commit_and_every_blob_after() {
+    let root = tempfile::tempdir().unwrap();
+    let store = BlobStore::new(root.path());
+    let big = vec![9u8; WRITE_BUF * 2 + 3];
+    let many: Vec<(String, Vec<u8>)> = (0..3 * MAX_SYNCING)
+        .map(|i| (format!("s-{i:02}"), vec![i as u8; i]))
+        .collect();
+    let mut blobs: Vec<(&str, &[u8])> = vec![("big", &big), ("empty", b"")];
+    blobs.extend(many.iter().map(|(n, d)| (n.as_str(), d.as_slice())));
+    let mut batch = store
+        .begin_batch("alice", &items(&blobs), None)
+        .await
+        .unwrap();
+    receive(&mut batch, &blobs).await.unwrap();
+    // Nothing is visible before the commit.
+    assert_eq!(store.usage("alice").await.unwrap(), (0, 0));
+    assert!(!root.path().join("alice/big").exists());
+    let failed = batch.commit().await.unwrap();
+    assert!(failed.is_empty(), "{failed:?}");
+    for (name, data) in &blobs {
+        assert_eq!(
+            std::fs::read(root.path().join("alice").join(name)).unwrap(),
+            *data
+        );
+    }
+    let bytes: usize = blobs.iter().map(|(_, d)| d.len()).sum();
+    assert_eq!(
+        store.usage("alice").await.unwrap(),
+        (blobs.len() as u64, bytes as u64)
+    );
+    assert_eq!(store.reserved("alice").await, 0);
+    assert_eq!(temp_files(root.path()), 0);
+}
+
+#[tokio::test]
+async fn a_repeated_id_ends_as_its_last_copy() {
+    let root = tempfile::tempdir().unwrap();
+    let store = BlobStore::new(root.path());
+    let blobs: [(&str, &[u8]); 2] = [("a", b"first"), ("a", b"second!")];
+    let mut batch = store
+        .begin_batch("alice", &items(&blobs), Some(12))
+        .await
+        .unwrap();
+    receive(&mut batch, &blobs).await.unwrap();
+    assert!(batch.commit().await.unwrap().is_empty());
+    assert_eq!(
+        std::fs::read(root.path().join("alice/a")).unwrap(),
+        b"second!"
+    );
+    assert_eq!(store.usage("alice").await.unwrap(), (1, 7));
+    assert_eq!(store.reserved("alice").await, 0);
+}
+
+#[tokio::test]
+async fn a_dropped_batch_leaves_nothing_and_gives_its_quota_back() {
+    let root = tempfile::tempdir().unwrap();
+    let store = BlobStore::new(root.path());
+    let data = vec![1u8; 1000];
+    let names: Vec<String> = (0..2 * MAX_SYNCING).map(|i| format!("d-{i}")).collect();
+    let blobs: Vec<(&str, &[u8])> = names.iter().map(|n| (n.as_str(), &data[..])).collect();
+    let mut batch = store
+        .begin_batch("alice", &items(&blobs), Some(20_000))
+        .await
+        .unwrap();
+    assert_eq!(store.reserved("alice").await, 16_000);
+    // Every blob received, some still syncing, one more half-way.
+    receive(&mut batch, &blobs[..blobs.len() - 1])
+        .await
+        .unwrap();
+    batch.start(&id("d-last"), 1000).await.unwrap();
+    batch.write(&data[..500]).await.unwrap();
+    drop(batch);
+    assert_eq!(store.reserved("alice").await, 0);
+    assert!(no_temp_files(root.path()).await, "temp files left");
+    assert_eq!(store.usage("alice").await.unwrap(), (0, 0));
+    let files: Vec<_> = std::fs::read_dir(root.path().join("alice"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .collect();
+    assert_eq!(files, [TMP_DIR], "only the temp folder");
+}
+
+#[tokio::test]
+async fn a_batch_over_the_quota_is_refused_whole() {
+    let root = tempfile::tempdir().unwrap();
+    let store = BlobStore::new(root.path());
+    let blobs: [(&str, &[u8]); 2] = [("a", &[1; 60]), ("b", &[2; 41])];
+    let err = store
+        .begin_batch("alice", &items(&blobs), Some(100))
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(
+            err,
+            PutError::Quota {
+                requested: 101,
+                blobs: 2,
+                ..
+            }
+        ),
+        "{err:?}"
+    );
+    assert!(
+        err.to_string().contains("these 2 blobs need 101 bytes"),
+        "{err}"
+    );
+    assert_eq!(store.reserved("alice").await, 0);
+    // The batch holds its quota while it runs.
+    let batch = store
+        .begin_batch("alice", &items(&blobs[..1]), Some(100))
+        .await
+        .unwrap();
+    assert!(matches!(
+        store.begin_put("alice", &id("c"), 41, Some(100)).await,
+        Err(PutError::Quota { .. })
+    ));
+    drop(batch);
+    assert!(store
+        .begin_put("alice", &id("c"), 41, Some(100))
+        .await
+        .is_ok());
+}
+
+#[tokio::test]
+async fn a_blob_that_fails_alone_is_reported_and_the_rest_stored() {
+    let root = tempfile::tempdir().unwrap();
+    let store = BlobStore::new(root.path());
+    let blobs: [(&str, &[u8]); 3] = [("a", b"aaa"), ("b", b"bbb"), ("c", b"ccc")];
+    let mut batch = store
+        .begin_batch("alice", &items(&blobs), None)
+        .await
+        .unwrap();
+    receive(&mut batch, &blobs[..1]).await.unwrap();
+    batch.start(&id("b"), 3).await.unwrap();
+    // Writing to a file opened read-only fails, and not with a full disk.
+    let readonly = root.path().join("readonly");
+    std::fs::write(&readonly, b"").unwrap();
+    poke_file(&mut batch, std::fs::File::open(&readonly).unwrap());
+    batch.write(&vec![0; WRITE_BUF]).await.unwrap();
+    batch.end().await.unwrap();
+    receive(&mut batch, &blobs[2..]).await.unwrap();
+    let failed = batch.commit().await.unwrap();
+    assert_eq!(failed.iter().map(|(i, _)| *i).collect::<Vec<_>>(), [1]);
+    assert!(root.path().join("alice/a").exists() && root.path().join("alice/c").exists());
+    assert!(!root.path().join("alice/b").exists());
+    assert_eq!(store.usage("alice").await.unwrap(), (2, 6));
+    assert_eq!(store.reserved("alice").await, 0);
+    assert_eq!(temp_files(root.path()), 0);
+}
+
+/// Makes the current blob of `batch` write to `file`.
+fn poke_file(batch: &mut PutBatch, file: std::fs::File) {
+    let current = batch.current.as_mut().expect("a current blob");
+    let (writer, _) = current.writing.as_mut().expect("still writing");
+    writer.file = Some(file);
+    writer.created = true;
+}
+
+#[cfg(target_os = "linux")]
+fn dev_full() -> std::fs::File {
+    // Every write to /dev/full fails with ENOSPC.
+    std::fs::OpenOptions::new()
+        .write(true)
+        .open("/dev/full")
+        .unwrap()
+}
+
+#[cfg(target_os = "linux")]
+#[tokio::test]
+async fn a_full_disk_fails_the_batch_and_leaves_nothing() {
+    let root = tempfile::tempdir().unwrap();
+    let store = BlobStore::new(root.path());
+    let blobs: [(&str, &[u8]); 2] = [("a", b"aaa"), ("b", &[0; WRITE_BUF])];
+    let mut batch = store
+        .begin_batch("alice", &items(&blobs), None)
+        .await
+        .unwrap();
+    receive(&mut batch, &blobs[..1]).await.unwrap();
+    batch.start(&id("b"), WRITE_BUF as u64).await.unwrap();
+    poke_file(&mut batch, dev_full());
+    let err = batch.write(&vec![0; WRITE_BUF]).await.unwrap_err();
+    assert!(matches!(err, PutError::NoSpace(_)), "{err:?}");
+    drop(batch);
+    assert!(no_temp_files(root.path()).await);
+    assert_eq!(store.usage("alice").await.unwrap(), (0, 0));
+    assert_eq!(store.reserved("alice").await, 0);
+}
+
+#[cfg(target_os = "linux")]
+#[tokio::test]
+async fn a_full_disk_is_reported_as_such_and_leaves_nothing() {
+    let root = tempfile::tempdir().unwrap();
+    let store = BlobStore::new(root.path());
+    let len = WRITE_BUF as u64;
+    let mut p = store
+        .begin_put("alice", &id("big"), len, Some(len))
+        .await
+        .unwrap();
+    p.writer.file = Some(dev_full());
+    let err = p.write(&vec![0; WRITE_BUF]).await.unwrap_err();
+    assert!(matches!(err, PutError::NoSpace(_)), "{err:?}");
+    assert_eq!(err.to_string(), "the node's disk is full");
+    drop(p);
+    assert!(store.open("alice", &id("big")).await.unwrap().is_none());
+    assert_eq!(temp_files(root.path()), 0);
+    // The reservation was given back.
+    assert!(store
+        .begin_put("alice", &id("big"), len, Some(len))
+        .await
+        .is_ok());
+}
