@@ -565,7 +565,7 @@ async fn escape_sequences_from_a_node_never_reach_the_terminal() {
         let nasty = "no such blob \x1b]0;pwned\x07\x1b[2J\x1b[31m\r\u{9b}1m";
         let parts_and_lists = |r: &wire::Request| match r {
             wire::Request::GetBlob { id } => id.as_str().starts_with("p2-"),
-            wire::Request::List { .. } => true,
+            wire::Request::List { .. } | wire::Request::ListData { .. } => true,
             _ => false,
         };
         let lie = Arc::new(

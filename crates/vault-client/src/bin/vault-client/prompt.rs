@@ -266,6 +266,7 @@ mod tests {
             recursive: false,
             checksum: false,
             verbose: false,
+            degraded: false,
             files: files.iter().map(PathBuf::from).collect(),
         }
     }
@@ -352,6 +353,7 @@ mod tests {
                 recursive: true,
                 checksum: false,
                 verbose: false,
+                degraded: false,
                 files: vec![PathBuf::from("photos")]
             })
         );

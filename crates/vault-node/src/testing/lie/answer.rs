@@ -100,9 +100,11 @@ pub const FLOOD_ENTRY_LEN: u64 = 1024;
 /// Hex digits of a synthetic id's counter.
 const COUNTER_DIGITS: usize = 64;
 
-/// Answers every `List` itself, forever, whatever its prefix: a full page
-/// (`limit` entries) of synthetic ids, each [`FLOOD_ENTRY_LEN`] bytes long, modified at 0, and
-/// `more: true`.
+/// Answers every `List` and `ListData` itself, forever, whatever its
+/// prefix: a full page (`limit` entries; for `ListData` `max_entries`, as
+/// many as its byte budget allows, with zeros as contents when they fit
+/// `max_inline`) of synthetic ids, each [`FLOOD_ENTRY_LEN`] bytes long,
+/// modified at 0, and `more: true`.
 ///
 /// Ids are `<base>-<64 hex digits>` and strictly increase, page after page,
 /// all sorting after the request's `after`: with no `after` the base is the
@@ -179,13 +181,32 @@ fn increment(hex: &mut [u8]) -> bool {
 
 impl Lie for FloodListing {
     fn on_request(&self, req: &Request, _bulk: &[u8]) -> Verdict {
-        let Request::List { after, limit, .. } = req else {
-            return Verdict::Forward;
+        // `ListData` pages carry each entry's bytes (zeros) when they fit
+        // its `max_inline`, and stop at its byte budget.
+        let (after, count, inline) = match req {
+            Request::List { after, limit, .. } => (after, (*limit).min(MAX_LIST_PAGE), None),
+            Request::ListData {
+                after,
+                max_entries,
+                max_bytes,
+                max_inline,
+                ..
+            } => {
+                let inline = FLOOD_ENTRY_LEN <= u64::from(*max_inline);
+                let by_bytes = if inline {
+                    (u64::from(*max_bytes) / FLOOD_ENTRY_LEN).max(1) as u32
+                } else {
+                    u32::MAX
+                };
+                let count = (*max_entries).min(wire::MAX_BATCH as u32).min(by_bytes);
+                (after, count, Some(inline))
+            }
+            _ => return Verdict::Forward,
         };
         self.pages.fetch_add(1, Ordering::SeqCst);
         let mut entries = Vec::new();
         if let Some((base, mut counter)) = self.start(after.as_ref()) {
-            for _ in 0..(*limit).min(MAX_LIST_PAGE) {
+            for _ in 0..count {
                 let id = format!("{base}-{}", String::from_utf8_lossy(&counter));
                 let Ok(id) = BlobId::new(id) else { break };
                 entries.push(ListEntry {
@@ -198,11 +219,23 @@ impl Lie for FloodListing {
                 }
             }
         }
-        let page = Response::Listing {
+        let Some(inline) = inline else {
+            let page = Response::Listing {
+                entries,
+                more: true,
+            };
+            return Verdict::Answer(Reply::Send(page, Vec::new()));
+        };
+        let bulk = if inline {
+            vec![0u8; entries.len() * FLOOD_ENTRY_LEN as usize]
+        } else {
+            Vec::new()
+        };
+        let page = Response::DataListing {
             entries,
             more: true,
         };
-        Verdict::Answer(Reply::Send(page, Vec::new()))
+        Verdict::Answer(Reply::Send(page, bulk))
     }
 }
 
