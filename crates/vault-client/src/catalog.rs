@@ -32,6 +32,8 @@ const PAGE_ENTRIES: u32 = 512;
 const PAGE_BYTES: u32 = 4 << 20;
 /// `StatBlobs` requests in flight per node.
 const STAT_CONCURRENCY: usize = 8;
+/// Files whose part copies are asked about at a time.
+const PRESENCE_WINDOW: usize = 8192;
 
 /// The copies of one manifest: (node, contents; `None` when listed without).
 type Copies = Vec<(usize, Option<Vec<u8>>)>;
@@ -173,6 +175,16 @@ impl Head {
 /// Reads every manifest the reachable nodes hold and keeps the files under
 /// `prefix` (a normalised prefix; empty: all).
 pub async fn scan(vault: &Vault, prefix: &str) -> Catalog {
+    scan_with(vault, prefix, true).await
+}
+
+/// [`scan`] without keeping each entry's sealed bytes ([`Entry::sealed`]
+/// is empty): what reading needs, in less memory.
+pub async fn scan_light(vault: &Vault, prefix: &str) -> Catalog {
+    scan_with(vault, prefix, false).await
+}
+
+async fn scan_with(vault: &Vault, prefix: &str, keep_sealed: bool) -> Catalog {
     let names: Vec<String> = vault.node_names().map(str::to_string).collect();
     let mut heads = Vec::new();
     for s in vault.ready() {
@@ -202,8 +214,11 @@ pub async fn scan(vault: &Vault, prefix: &str) -> Catalog {
                 h.advance(&mut catalog.problems, &names).await;
             }
         }
-        if let Some(entry) = merge(vault, &min, copies, &mut catalog.unreadable) {
+        if let Some(mut entry) = merge(vault, &min, copies, &mut catalog.unreadable) {
             if under(&entry.newest.name, prefix) {
+                if !keep_sealed {
+                    entry.sealed = Vec::new();
+                }
                 catalog.entries.push(entry);
             }
         }
@@ -374,41 +389,50 @@ pub async fn presence(vault: &Vault, files: &[&Manifest], every_copy: bool) -> P
         parts: vec![[0; PARTS]; files.len()],
         problems: Vec::new(),
     };
-    for round in 0..2 {
-        // Per node: (file, part, id, expected stored length).
-        let mut asks: HashMap<usize, Vec<(usize, usize, BlobId, u64)>> = HashMap::new();
-        for (f, m) in files.iter().enumerate() {
-            for (k, (_, len)) in m.parts().into_iter().enumerate() {
-                if !every_copy && out.parts[f][k] != 0 {
-                    continue;
+    // Nodes that failed to answer are not asked again.
+    let mut failed = 0u32;
+    // A window of files at a time: the questions in memory stay bounded
+    // whatever the vault's size.
+    for start in (0..files.len()).step_by(PRESENCE_WINDOW) {
+        let end = (start + PRESENCE_WINDOW).min(files.len());
+        for round in 0..2 {
+            // Per node: (file, part, id, expected stored length).
+            let mut asks: HashMap<usize, Vec<(usize, usize, BlobId, u64)>> = HashMap::new();
+            for (f, m) in files.iter().enumerate().take(end).skip(start) {
+                for (k, (_, len)) in m.parts().into_iter().enumerate() {
+                    if !every_copy && out.parts[f][k] != 0 {
+                        continue;
+                    }
+                    let node = nodes_for_part(m.placement(), k)[round];
+                    if vault.session(node).is_none() || failed & (1 << node) != 0 {
+                        continue;
+                    }
+                    asks.entry(node).or_default().push((
+                        f,
+                        k,
+                        vault.master().part_id(&m.file_id, k),
+                        part_blob_len(len),
+                    ));
                 }
-                let holders = nodes_for_part(m.placement(), k);
-                let node = holders[round];
-                if vault.session(node).is_none() {
-                    continue;
-                }
-                asks.entry(node).or_default().push((
-                    f,
-                    k,
-                    vault.master().part_id(&m.file_id, k),
-                    part_blob_len(len),
-                ));
             }
-        }
-        let mut set = JoinSet::new();
-        for (node, list) in asks {
-            let s = vault.session(node).expect("checked").clone();
-            set.spawn(async move { (node, stat_all(&s, list).await) });
-        }
-        while let Some(joined) = set.join_next().await {
-            let Ok((node, result)) = joined else { continue };
-            match result {
-                Ok(good) => {
-                    for (f, k) in good {
-                        out.parts[f][k] |= 1 << node;
+            let mut set = JoinSet::new();
+            for (node, list) in asks {
+                let s = vault.session(node).expect("checked").clone();
+                set.spawn(async move { (node, stat_all(&s, list).await) });
+            }
+            while let Some(joined) = set.join_next().await {
+                let Ok((node, result)) = joined else { continue };
+                match result {
+                    Ok(good) => {
+                        for (f, k) in good {
+                            out.parts[f][k] |= 1 << node;
+                        }
+                    }
+                    Err(e) => {
+                        failed |= 1 << node;
+                        out.problems.push(format!("{}: {e}", vault.node_name(node)));
                     }
                 }
-                Err(e) => out.problems.push(format!("{}: {e}", vault.node_name(node))),
             }
         }
     }

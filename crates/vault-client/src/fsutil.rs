@@ -6,6 +6,7 @@
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Write};
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 /// Deletes a temporary file when dropped, unless disarmed.
 #[derive(Debug)]
@@ -95,15 +96,76 @@ pub(crate) fn publish(tmp: &Path, target: &Path, replace: bool) -> io::Result<()
     }
 }
 
+/// Extension of the hidden file a download is written to before it is
+/// published: `.NAME.<hex>.vault-partial`.
+pub(crate) const PARTIAL_EXT: &str = "vault-partial";
+
+/// How long a partial download must have gone unwritten, with no process
+/// holding it, before [`sweep_partials`] removes it.
+pub(crate) const PARTIAL_STALE: Duration = Duration::from_secs(60);
+
+/// Creates the hidden partial file a download of `target` is written to,
+/// locked (`flock`) for as long as it is open: while the downloading
+/// process lives, [`sweep_partials`] leaves it alone.
+pub(crate) fn create_partial(target: &Path) -> io::Result<(PathBuf, File)> {
+    let (tmp, file) = create_temp_beside(target, PARTIAL_EXT, false)?;
+    // Where locks are unsupported the file is not locked, and the sweep
+    // (which cannot lock it either) never removes it.
+    let _ = file.try_lock();
+    Ok((tmp, file))
+}
+
+/// Removes the partial downloads in `dir` left by downloads that died
+/// (killed, or the machine stopped): hidden `*.vault-partial` files that
+/// no process holds and that were last written [`PARTIAL_STALE`] ago or
+/// more. Returns how many went. Best effort: anything it cannot read,
+/// lock or remove stays.
+pub(crate) fn sweep_partials(dir: &Path) -> usize {
+    let Ok(entries) = fs::read_dir(dir) else {
+        return 0;
+    };
+    let mut removed = 0;
+    for entry in entries.flatten() {
+        let name = entry.file_name();
+        let Some(name) = name.to_str() else { continue };
+        if !name.starts_with('.') || !name.ends_with(&format!(".{PARTIAL_EXT}")) {
+            continue;
+        }
+        let path = entry.path();
+        let Ok(meta) = fs::symlink_metadata(&path) else {
+            continue;
+        };
+        let stale = meta
+            .modified()
+            .ok()
+            .and_then(|t| t.elapsed().ok())
+            .is_some_and(|age| age >= PARTIAL_STALE);
+        if !meta.is_file() || !stale {
+            continue;
+        }
+        let Ok(file) = File::open(&path) else {
+            continue;
+        };
+        if file.try_lock().is_ok() && fs::remove_file(&path).is_ok() {
+            removed += 1;
+        }
+    }
+    if removed > 0 {
+        tracing::info!(dir = %dir.display(), removed, "removed partial downloads left by interrupted GETs");
+    }
+    removed
+}
+
 /// Writes `contents` to a new file at `target` through a temporary file
 /// beside it (synced), published with [`publish`]; the usual file mode.
 pub(crate) fn write_new(target: &Path, contents: &[u8], replace: bool) -> io::Result<()> {
-    let (tmp, mut file) = create_temp_beside(target, "vault-partial", false)?;
+    let (tmp, mut file) = create_partial(target)?;
     let guard = TempGuard::new(tmp.clone());
     file.write_all(contents)?;
     file.sync_all()?;
-    drop(file);
+    // Published while still open (and locked), so no sweep can take it.
     publish(&tmp, target, replace)?;
+    drop(file);
     if replace {
         // Renamed away: nothing left to remove.
         guard.disarm();
@@ -134,6 +196,46 @@ pub(crate) fn write_atomic(target: &Path, contents: &[u8]) -> io::Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Makes `path` look last written `ago` in the past.
+    fn age(path: &Path, ago: Duration) {
+        let when = std::time::SystemTime::now() - ago;
+        File::options()
+            .write(true)
+            .open(path)
+            .unwrap()
+            .set_modified(when)
+            .unwrap();
+    }
+
+    #[test]
+    fn sweep_removes_only_abandoned_old_partials() {
+        let dir = tempfile::tempdir().unwrap();
+        let old = PARTIAL_STALE + Duration::from_secs(5);
+        // A download still running (its file open and locked), for long.
+        let (live, live_file) = create_partial(&dir.path().join("live.bin")).unwrap();
+        age(&live, old);
+        // One whose process died long ago, and one that died a moment ago.
+        let (dead, file) = create_partial(&dir.path().join("dead.bin")).unwrap();
+        drop(file);
+        age(&dead, old);
+        let (recent, file) = create_partial(&dir.path().join("recent.bin")).unwrap();
+        drop(file);
+        // The user's own files, even hidden and old, are never touched.
+        let own = dir.path().join(".notes.vault-partial.txt");
+        fs::write(&own, b"mine").unwrap();
+        age(&own, old);
+        let plain = dir.path().join("dead.bin");
+        fs::write(&plain, b"mine").unwrap();
+        age(&plain, old);
+
+        assert_eq!(sweep_partials(dir.path()), 1);
+        assert!(!dead.exists());
+        assert!(live.exists() && recent.exists() && own.exists() && plain.exists());
+        drop(live_file);
+        assert_eq!(sweep_partials(dir.path()), 1);
+        assert!(!live.exists());
+    }
 
     #[test]
     fn replaces_keeps_permissions_and_leaves_no_temp() {

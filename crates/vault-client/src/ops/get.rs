@@ -19,7 +19,7 @@ use super::{fetch_versions, io_err, OpError, ProgressRef};
 use crate::crypto::format::{part_blob_len, HEADER_LEN, PART_HEADER};
 use crate::crypto::keys::PartKeys;
 use crate::crypto::stream::{Decryptor, CT_CHUNK_LEN};
-use crate::fsutil::{create_temp_beside, parent_dir, publish, sync_dir, TempGuard};
+use crate::fsutil::{create_partial, parent_dir, publish, sweep_partials, sync_dir, TempGuard};
 use crate::manifest::Manifest;
 use crate::net::Session;
 use crate::placement::nodes_for_part;
@@ -60,6 +60,7 @@ pub async fn get_file(
     progress: ProgressRef,
 ) -> Result<GetReport, OpError> {
     let m = find(vault, name).await?;
+    sweep_partials(&parent_dir(out));
     get_version(vault, &m, out, replace, progress).await
 }
 
@@ -75,7 +76,7 @@ pub async fn get_version(
         return Err(OpError::Exists(out.to_path_buf()));
     }
     let dir = parent_dir(out);
-    let (tmp_path, file) = create_temp_beside(out, "vault-partial", false).map_err(io_err(&dir))?;
+    let (tmp_path, file) = create_partial(out).map_err(io_err(&dir))?;
     let guard = TempGuard::new(tmp_path.clone());
     file.set_len(m.size).map_err(io_err(&tmp_path))?;
     let file = Arc::new(file);
@@ -121,8 +122,8 @@ pub async fn get_version(
         return Err(e);
     }
     file.sync_all().map_err(io_err(&tmp_path))?;
-    drop(file);
-    // Never replace a file that appeared meanwhile unless asked to.
+    // Never replace a file that appeared meanwhile unless asked to. The
+    // partial file stays open (locked against sweeps) until published.
     publish(&tmp_path, out, replace).map_err(|e| {
         if e.kind() == std::io::ErrorKind::AlreadyExists {
             OpError::Exists(out.to_path_buf())
@@ -139,6 +140,7 @@ pub async fn get_version(
         // The link is in place; the temporary name goes with the guard.
         drop(guard);
     }
+    drop(file);
     let _ = sync_dir(&dir);
     Ok(GetReport {
         path: out.to_path_buf(),

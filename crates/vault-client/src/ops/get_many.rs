@@ -68,7 +68,7 @@ pub async fn get_tree(
     progress: ProgressRef,
 ) -> Result<GetSummary, OpError> {
     let prefix = normalize_prefix(prefix).map_err(|e| OpError::BadName(e.to_string()))?;
-    let catalog = catalog::scan(vault, &prefix).await;
+    let catalog = catalog::scan_light(vault, &prefix).await;
     let mut summary = GetSummary {
         problems: catalog.problems.clone(),
         ..GetSummary::default()
@@ -80,6 +80,15 @@ pub async fn get_tree(
         } else {
             prefix
         }));
+    }
+    // Partial downloads an interrupted GET left in the folders written to.
+    let folders: std::collections::BTreeSet<PathBuf> = files
+        .iter()
+        .filter_map(|m| local_path(dir, &prefix, &m.name).ok())
+        .map(|t| crate::fsutil::parent_dir(&t))
+        .collect();
+    for folder in &folders {
+        crate::fsutil::sweep_partials(folder);
     }
     let mut small: Vec<(usize, Manifest, PathBuf)> = Vec::new();
     let mut large: Vec<(usize, Manifest, PathBuf)> = Vec::new();

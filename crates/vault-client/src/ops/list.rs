@@ -43,9 +43,12 @@ pub struct Listed {
 /// [`Vault::unavailable`]).
 pub async fn list(vault: &Vault, prefix: &str) -> Result<Listing, OpError> {
     let prefix = normalize_prefix(prefix).map_err(|e| OpError::BadName(e.to_string()))?;
-    let catalog = catalog::scan(vault, &prefix).await;
+    let started = std::time::Instant::now();
+    let catalog = catalog::scan_light(vault, &prefix).await;
+    tracing::debug!(files = catalog.entries.len(), elapsed = ?started.elapsed(), "manifests read");
     let live: Vec<&Manifest> = catalog.live().collect();
     let presence = catalog::presence(vault, &live, false).await;
+    tracing::debug!(elapsed = ?started.elapsed(), "parts checked");
     let files = live
         .iter()
         .enumerate()
