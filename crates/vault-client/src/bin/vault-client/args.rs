@@ -139,6 +139,10 @@ pub enum Command {
     },
 }
 
+/// `repair --grace` when not given: a PUT running elsewhere takes far
+/// less than an hour between storing a part and its manifest.
+pub const DEFAULT_GRACE: std::time::Duration = std::time::Duration::from_secs(3600);
+
 /// `90`, `90s`, `30m`, `1h`, `2d`, or a sum like `1h30m`.
 pub fn parse_duration(text: &str) -> Result<std::time::Duration, String> {
     let bad = || format!("{text:?} is not a duration (like 0s, 90s, 30m, 1h, 1h30m)");

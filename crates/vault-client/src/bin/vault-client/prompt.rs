@@ -31,8 +31,9 @@ use zeroize::Zeroizing;
 use crate::args::Command;
 use crate::commands::run_command;
 
-const PROMPT_HELP: &str = "commands: PUT [-r] FILE..., GET [-r] [-f] NAME [PATH], LIST [PREFIX], \
-DELETE [-r] NAME, EXIT; quote names with spaces (\"my file.txt\") \
+const PROMPT_HELP: &str = "commands: PUT [-r] [--degraded] FILE..., GET [-r] [-f] NAME [PATH], \
+LIST [PREFIX], DELETE [-r] NAME, STATUS, CHECK [--verify] [PREFIX], \
+REPAIR [--verify] [--grace DURATION] [PREFIX], EXIT; quote names with spaces (\"my file.txt\") \
 (classic forms: -put FILE USER PASS, -get FILE USER PASS, -list USER PASS)";
 
 /// Who the session is: what the classic forms' credentials are checked
@@ -118,17 +119,40 @@ fn parse(line: &str, session_user: &str, exists: impl Fn(&str) -> bool) -> Line 
     let verbose = flag(&["-v", "--verbose"]);
     let checksum = flag(&["--checksum"]);
     let degraded = flag(&["--degraded"]);
+    let verify = flag(&["--verify"]);
+    // `--grace DURATION` takes the word after it.
+    let grace_at = rest.iter().position(|w| w == "--grace");
+    let grace = match grace_at.map(|i| rest.get(i + 1)) {
+        None => None,
+        Some(Some(text)) => match crate::args::parse_duration(text) {
+            Ok(d) => Some(d),
+            Err(_) => return Line::Unknown,
+        },
+        Some(None) => return Line::Unknown,
+    };
     let args: Vec<&str> = rest
         .iter()
-        .map(String::as_str)
+        .enumerate()
+        .filter(|(i, _)| grace_at.is_none_or(|g| *i != g && *i != g + 1))
+        .map(|(_, w)| w.as_str())
         .filter(|w| {
             !matches!(
                 *w,
-                "-r" | "--recursive" | "-f" | "--force" | "-v" | "--verbose" | "--checksum"
+                "-r" | "--recursive"
+                    | "-f"
+                    | "--force"
+                    | "-v"
+                    | "--verbose"
+                    | "--checksum"
+                    | "--degraded"
+                    | "--verify"
             )
         })
         .collect();
-    let plain = !recursive && !force && !verbose && !checksum && !degraded;
+    let plain =
+        !recursive && !force && !verbose && !checksum && !degraded && !verify && grace.is_none();
+    // Only `--verify` (and for REPAIR `--grace`) may go with CHECK/REPAIR.
+    let health = !recursive && !force && !verbose && !checksum && !degraded && !dashed;
     let creds = |command: Command, user: &str, password: &str| Line::WithCredentials {
         command,
         user: user.to_string(),
@@ -177,6 +201,16 @@ fn parse(line: &str, session_user: &str, exists: impl Fn(&str) -> bool) -> Line 
                 name: name.to_string(),
             })
         }
+        ("STATUS", []) if plain && !dashed => Line::Run(Command::Status),
+        ("CHECK", [] | [_]) if health && grace.is_none() => Line::Run(Command::Check {
+            verify,
+            prefix: args.first().map(|p| p.to_string()),
+        }),
+        ("REPAIR", [] | [_]) if health => Line::Run(Command::Repair {
+            verify,
+            grace: grace.unwrap_or(crate::args::DEFAULT_GRACE),
+            prefix: args.first().map(|p| p.to_string()),
+        }),
         ("DELETE" | "DEL" | "RM", [name, user, password]) if plain => creds(
             Command::Delete {
                 recursive: false,
@@ -396,5 +430,62 @@ mod tests {
         assert!(me.matches("ALICE", "Crimson33"));
         assert!(!me.matches("alice", "crimson33"));
         assert!(!me.matches("bob", "Crimson33"));
+    }
+
+    #[test]
+    fn health_commands_and_their_flags() {
+        use std::time::Duration;
+        assert_eq!(p("status"), Line::Run(Command::Status));
+        assert_eq!(
+            p("CHECK --verify photos"),
+            Line::Run(Command::Check {
+                verify: true,
+                prefix: Some("photos".into())
+            })
+        );
+        assert_eq!(
+            p("check"),
+            Line::Run(Command::Check {
+                verify: false,
+                prefix: None
+            })
+        );
+        assert_eq!(
+            p("repair --grace 0s"),
+            Line::Run(Command::Repair {
+                verify: false,
+                grace: Duration::ZERO,
+                prefix: None
+            })
+        );
+        assert_eq!(
+            p("repair photos --verify"),
+            Line::Run(Command::Repair {
+                verify: true,
+                grace: crate::args::DEFAULT_GRACE,
+                prefix: Some("photos".into())
+            })
+        );
+        assert_eq!(
+            p("put --degraded a.txt"),
+            Line::Run(Command::Put {
+                recursive: false,
+                checksum: false,
+                verbose: false,
+                degraded: true,
+                files: vec![PathBuf::from("a.txt")]
+            })
+        );
+        for bad in [
+            "repair --grace",
+            "repair --grace soon",
+            "check --grace 1h",
+            "check -r photos",
+            "check a b",
+            "status --verify",
+            "list --verify",
+        ] {
+            assert_eq!(p(bad), Line::Unknown, "{bad}");
+        }
     }
 }
