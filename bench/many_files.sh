@@ -72,6 +72,9 @@ if [ "${LIST_ONLY:-}" = 1 ]; then
     measure "vault put -r" "${CLIENT[@]}" put -r "$DIR/tree"
     measure "vault list" "${CLIENT[@]}" list
     echo "listed $(wc -l < "$DIR/cmd.out") files"
+    # Right after the PUT part of the nodes' files is read from disk; the
+    # second LIST shows the steady state.
+    measure "vault list (again)" "${CLIENT[@]}" list
     exit 0
 fi
 

@@ -1,5 +1,6 @@
-//! Where every copy of a file version belongs: the one place PUT, GET,
-//! check and repair ask. Today's layout is the brief's (four parts, each on
+//! Where every copy of a file version belongs: check and repair ask only
+//! this module (PUT and GET use [`nodes_for_part`], which it is built on).
+//! Today's layout is the brief's (four parts, each on
 //! two neighbouring nodes chosen by the MD5 placement, the manifest on
 //! every node); a future layout (more nodes, erasure coding) changes this
 //! module, not its callers.

@@ -199,7 +199,9 @@ pub async fn survey(
     if verify {
         verify_all(vault, &mut out, &progress).await;
     }
-    if prefix.is_empty() && vault.ready().count() == n {
+    // Orphans only from a whole, clean survey: a manifest a failed listing
+    // left out must not make its parts look unreferenced.
+    if prefix.is_empty() && vault.ready().count() == n && out.problems.is_empty() {
         match orphans(vault, &out.entries).await {
             Ok(o) => {
                 out.orphans = o;

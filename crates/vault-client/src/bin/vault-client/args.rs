@@ -8,7 +8,8 @@ use clap::{Parser, Subcommand};
 ///
 /// Every file is split in four parts, encrypted on this machine and placed on
 /// two of the four nodes listed in dfc.conf; any three nodes can rebuild it.
-/// Without a command, reads PUT/GET/LIST/DELETE/EXIT commands from a prompt.
+/// Without a command, reads the same commands (PUT, GET, LIST, DELETE,
+/// STATUS, CHECK, REPAIR, EXIT) from a prompt.
 #[derive(Debug, Parser)]
 #[command(name = "vault-client", version, after_help = AFTER_HELP)]
 pub struct Cli {

@@ -96,7 +96,7 @@ pub async fn run(cli: Cli) -> Result<i32> {
                         user: cfg.username.clone(),
                         password: password.clone(),
                     };
-                    crate::prompt::interactive(&vault, &me).await
+                    crate::prompt::interactive(&vault, &cfg, &me).await
                 }
             };
             vault.close();
@@ -353,7 +353,7 @@ pub async fn run_command(
             prefix,
         } => repair(vault, verify, grace, prefix.as_deref().unwrap_or(""), json).await,
         Command::Status => {
-            eprintln!("error: status is not available here; run `vault-client status`");
+            eprintln!("error: status needs the configuration; run `vault-client status`");
             1
         }
         Command::Rotate => {

@@ -25,6 +25,7 @@ use std::io::{BufRead, IsTerminal, Write};
 use std::path::{Path, PathBuf};
 
 use subtle::ConstantTimeEq;
+use vault_client::config::ClientConfig;
 use vault_client::vault::{Vault, AUTH_FAILED_MESSAGE};
 use zeroize::Zeroizing;
 
@@ -225,7 +226,7 @@ fn parse(line: &str, session_user: &str, exists: impl Fn(&str) -> bool) -> Line 
 
 /// Reads commands until EXIT or the end of input; returns the status of
 /// the last command.
-pub async fn interactive(vault: &Vault, me: &Identity) -> i32 {
+pub async fn interactive(vault: &Vault, cfg: &ClientConfig, me: &Identity) -> i32 {
     let tty = std::io::stdin().is_terminal();
     if tty {
         println!("{PROMPT_HELP}");
@@ -274,7 +275,10 @@ pub async fn interactive(vault: &Vault, me: &Identity) -> i32 {
                 command
             }
         };
-        status = run_command(vault, command, false, None).await;
+        status = match command {
+            Command::Status => crate::commands::status(vault, cfg, false).await,
+            command => run_command(vault, command, false, None).await,
+        };
     }
     status
 }
