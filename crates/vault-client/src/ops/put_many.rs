@@ -442,6 +442,22 @@ where
     out
 }
 
+/// Each node's blobs, `(file, id, bytes)`, stored with [`put_all`], every
+/// node at once; the failures per node.
+async fn put_per_node(
+    vault: &Vault,
+    lists: HashMap<usize, Vec<(usize, BlobId, Vec<u8>)>>,
+) -> HashMap<usize, Vec<(usize, NetError)>> {
+    per_node(vault, lists, |s, list| async move {
+        let refs: Vec<(usize, BlobId, &[u8])> = list
+            .iter()
+            .map(|(f, id, b)| (*f, id.clone(), b.as_slice()))
+            .collect();
+        put_all(&s, &refs).await
+    })
+    .await
+}
+
 /// Stores one batch of small files; returns each file's outcome.
 async fn store_batch(
     vault: &Vault,
@@ -469,14 +485,7 @@ async fn store_batch(
                 .push((f, s.part_ids[*k].clone(), blob.clone()));
         }
     }
-    let sent = per_node(vault, parts, |s, list| async move {
-        let refs: Vec<(usize, BlobId, &[u8])> = list
-            .iter()
-            .map(|(f, id, b)| (*f, id.clone(), b.as_slice()))
-            .collect();
-        put_all(&s, &refs).await
-    })
-    .await;
+    let sent = put_per_node(vault, parts).await;
     let mut part_failures: HashMap<usize, Vec<String>> = HashMap::new();
     for (node, fails) in sent {
         for (f, e) in fails {
@@ -516,14 +525,7 @@ async fn store_batch(
             ));
         }
     }
-    let written = per_node(vault, manifests, |s, list| async move {
-        let refs: Vec<(usize, BlobId, &[u8])> = list
-            .iter()
-            .map(|(f, id, b)| (*f, id.clone(), b.as_slice()))
-            .collect();
-        put_all(&s, &refs).await
-    })
-    .await;
+    let written = put_per_node(vault, manifests).await;
     let mut manifest_failures: HashMap<usize, Vec<(String, bool)>> = HashMap::new();
     for (node, fails) in &written {
         for (f, e) in fails {
