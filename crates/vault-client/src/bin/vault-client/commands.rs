@@ -234,6 +234,7 @@ pub async fn run_command(
                 Ok(m) => m,
                 Err(e) => return report_error(&e),
             };
+            ops::get::sweep_beside(&out);
             let bar = Bar::new(m.size, &name, json);
             bar.show();
             let r = ops::get::get_version(vault, &m, &out, force, bar.clone()).await;
