@@ -600,10 +600,12 @@ async fn put(vault: &Vault, started: StartedPut, json: bool, verbose: bool) -> i
     };
     let mut status = 0;
     let mut results = Vec::new();
+    // A warning every file carries (a degraded PUT's) is shown once.
+    let mut warned = std::collections::HashSet::new();
     for (file, outcome) in &summary.files {
         match outcome {
             Outcome::Stored(r) => {
-                warn_all(&r.warnings);
+                warn_all(r.warnings.iter().filter(|w| warned.insert(w.as_str())));
                 if !json && (verbose || !recursive) {
                     println!(
                         "stored {} ({} bytes, version {})",
