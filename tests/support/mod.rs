@@ -3,11 +3,13 @@
 //! certificates made by `vault-node certs` at test time.
 
 use std::io::{BufRead, BufReader};
+use std::net::{SocketAddr, UdpSocket};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::mpsc;
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 /// How long one client command may run.
 pub const COMMAND_TIMEOUT: Duration = Duration::from_secs(120);
@@ -109,6 +111,207 @@ impl Node {
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .is_some()
+    }
+
+    /// Its process id, while it runs.
+    pub fn pid(&self) -> Option<u32> {
+        self.child
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .as_ref()
+            .map(Child::id)
+    }
+}
+
+/// A client started by [`Cluster::spawn_client`], still running.
+pub struct Running {
+    /// Its process id.
+    pub pid: u32,
+    child: Arc<Mutex<Option<Child>>>,
+    what: String,
+}
+
+impl Running {
+    /// Whether it has exited (without collecting its output).
+    pub fn exited(&self) -> bool {
+        match self
+            .child
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .as_mut()
+        {
+            Some(c) => matches!(c.try_wait(), Ok(Some(_))),
+            None => true,
+        }
+    }
+
+    /// Kills it with SIGKILL, by its own pid, and reaps it.
+    pub fn kill(self) -> Output {
+        let status = Command::new("kill")
+            .args(["-KILL", &self.pid.to_string()])
+            .status()
+            .expect("run kill");
+        assert!(
+            status.success() || self.exited(),
+            "kill -KILL {} failed",
+            self.pid
+        );
+        self.wait()
+    }
+
+    /// Waits for it to exit (at most [`COMMAND_TIMEOUT`]; then it is
+    /// killed and the test fails) and returns its output.
+    pub fn wait(self) -> Output {
+        let child = self
+            .child
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .take()
+            .expect("the client was reaped already");
+        let (tx, rx) = mpsc::channel();
+        std::thread::spawn(move || {
+            let _ = tx.send(child.wait_with_output());
+        });
+        match rx.recv_timeout(COMMAND_TIMEOUT) {
+            Ok(out) => out.expect("client output"),
+            Err(_) => {
+                let _ = Command::new("kill")
+                    .args(["-KILL", &self.pid.to_string()])
+                    .status();
+                panic!("vault-client {} timed out", self.what);
+            }
+        }
+    }
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.child.lock().unwrap_or_else(|e| e.into_inner()).take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+/// A UDP relay in front of one node that limits the bytes passing through
+/// it (both ways together) to a rate, dropping what is over it, as a slow
+/// link would: QUIC slows down and stays connected. For one client at a
+/// time (the last one that sent).
+pub struct Relay {
+    /// The address to give clients instead of the node's.
+    pub addr: String,
+    rate: Arc<AtomicU64>,
+    stop: Arc<AtomicBool>,
+    threads: Vec<std::thread::JoinHandle<()>>,
+}
+
+/// A token bucket: bytes may pass while tokens last.
+struct Bucket {
+    tokens: f64,
+    last: Instant,
+}
+
+/// Bytes that may pass at once before the rate applies.
+const RELAY_BURST: f64 = 64.0 * 1024.0;
+
+impl Relay {
+    /// A relay to `target` passing at most `rate` bytes a second
+    /// ([`Relay::UNLIMITED`] for no limit).
+    pub fn start(target: &str, rate: u64) -> Relay {
+        let front = Arc::new(UdpSocket::bind("127.0.0.1:0").expect("relay socket"));
+        let back = Arc::new(UdpSocket::bind("127.0.0.1:0").expect("relay socket"));
+        back.connect(target).expect("relay target");
+        for s in [&front, &back] {
+            s.set_read_timeout(Some(Duration::from_millis(20)))
+                .expect("socket timeout");
+        }
+        let addr = front.local_addr().expect("relay address").to_string();
+        let rate = Arc::new(AtomicU64::new(rate));
+        let stop = Arc::new(AtomicBool::new(false));
+        let bucket = Arc::new(Mutex::new(Bucket {
+            tokens: RELAY_BURST,
+            last: Instant::now(),
+        }));
+        let client: Arc<Mutex<Option<SocketAddr>>> = Arc::new(Mutex::new(None));
+        let pass = {
+            let (rate, bucket) = (rate.clone(), bucket.clone());
+            move |n: usize| -> bool {
+                let rate = rate.load(Ordering::Relaxed);
+                if rate == Relay::UNLIMITED {
+                    return true;
+                }
+                let mut b = bucket.lock().unwrap_or_else(|e| e.into_inner());
+                let now = Instant::now();
+                let refill = now.duration_since(b.last).as_secs_f64() * rate as f64;
+                b.tokens = (b.tokens + refill).min(RELAY_BURST);
+                b.last = now;
+                if b.tokens >= n as f64 {
+                    b.tokens -= n as f64;
+                    true
+                } else {
+                    false
+                }
+            }
+        };
+        let up = {
+            let (front, back, stop, client, pass) = (
+                front.clone(),
+                back.clone(),
+                stop.clone(),
+                client.clone(),
+                pass.clone(),
+            );
+            std::thread::spawn(move || {
+                let mut buf = vec![0u8; 65_536];
+                while !stop.load(Ordering::Relaxed) {
+                    if let Ok((n, from)) = front.recv_from(&mut buf) {
+                        *client.lock().unwrap_or_else(|e| e.into_inner()) = Some(from);
+                        if pass(n) {
+                            let _ = back.send(&buf[..n]);
+                        }
+                    }
+                }
+            })
+        };
+        let down = {
+            let stop = stop.clone();
+            std::thread::spawn(move || {
+                let mut buf = vec![0u8; 65_536];
+                while !stop.load(Ordering::Relaxed) {
+                    if let Ok(n) = back.recv(&mut buf) {
+                        let to = *client.lock().unwrap_or_else(|e| e.into_inner());
+                        if let Some(to) = to {
+                            if pass(n) {
+                                let _ = front.send_to(&buf[..n], to);
+                            }
+                        }
+                    }
+                }
+            })
+        };
+        Relay {
+            addr,
+            rate,
+            stop,
+            threads: vec![up, down],
+        }
+    }
+
+    /// No limit.
+    pub const UNLIMITED: u64 = u64::MAX;
+
+    /// Changes the rate (bytes a second).
+    pub fn set_rate(&self, rate: u64) {
+        self.rate.store(rate, Ordering::Relaxed);
+    }
+}
+
+impl Drop for Relay {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        for t in self.threads.drain(..) {
+            let _ = t.join();
+        }
     }
 }
 
@@ -274,6 +477,74 @@ impl Cluster {
         let (name, addr) = (self.nodes[i].name.clone(), self.nodes[i].addr.clone());
         self.nodes[i] = self.spawn_node(&name, &addr);
         assert_eq!(self.nodes[i].addr, addr);
+    }
+
+    /// Kills node `i` and starts it again on its address with an empty
+    /// root (a replacement disk): nothing of the old root is kept, the key
+    /// records under `.vault/records/` included.
+    pub fn replace_empty(&mut self, i: usize) {
+        self.kill(i);
+        let root = self.nodes[i].root.clone();
+        if root.exists() {
+            std::fs::remove_dir_all(&root).expect("remove the node's root");
+        }
+        self.restart(i);
+    }
+
+    /// Writes a client config at `path` like dfc.conf but with the
+    /// addresses given (`None`: the node's own), e.g. to send one node's
+    /// traffic through a [`Relay`]. Its state file is `<path>.state`.
+    pub fn write_dfc_at(
+        &self,
+        path: &Path,
+        user: &str,
+        password_line: &str,
+        addrs: &[Option<String>],
+    ) {
+        let mut text = String::from("# test cluster, some nodes through relays\n");
+        for (i, n) in self.nodes.iter().enumerate() {
+            let addr = addrs
+                .get(i)
+                .cloned()
+                .flatten()
+                .unwrap_or_else(|| n.addr.clone());
+            text.push_str(&format!("Server {} {}\n", n.name, addr));
+        }
+        text.push_str(&format!("Username: {user}\n"));
+        if !password_line.is_empty() {
+            text.push_str(password_line);
+            text.push('\n');
+        }
+        std::fs::write(path, text).expect("write client config");
+    }
+
+    /// Starts the client with `args` (the cluster's dfc.conf unless `args`
+    /// name one with `-c`) and `password` in VAULT_PASSWORD, without
+    /// waiting for it: the running process, to wait for or kill by its pid.
+    pub fn spawn_client(&self, password: &str, args: &[&str]) -> Running {
+        let mut cmd = Command::new(bin("vault-client"));
+        if !args.contains(&"-c") {
+            cmd.arg("-c").arg(&self.dfc);
+        }
+        cmd.args(args)
+            .current_dir(self.dir.path())
+            .env_remove("VAULT_NEW_PASSWORD")
+            .env("VAULT_PASSWORD", password)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        let child = cmd.spawn().expect("spawn vault-client");
+        let pid = child.id();
+        let child = Arc::new(Mutex::new(Some(child)));
+        REGISTRY
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push(child.clone());
+        Running {
+            pid,
+            child,
+            what: format!("{args:?}"),
+        }
     }
 
     /// Runs the client with `args`, the cluster's dfc.conf and `password` in

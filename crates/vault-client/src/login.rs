@@ -351,15 +351,17 @@ pub async fn log_in(attempt: &Attempt<'_>, ring: &mut KeyRing) -> LoginReport {
         let Some(p) = slot.take() else { continue };
         let exempt = rotation
             .is_some_and(|r| r.pending.is_some() && r.legacy_nodes.contains(&report.names[i]));
+        // What such a node most likely is: one that lost its key records.
+        let replaced = "a node replaced, or restored, without its key records does this: copy <root>/.vault/records/ from a healthy node to its root and restart it";
         let refusal = if exempt {
             None
         } else if state.upgraded {
             Some(format!(
-                "announces the legacy login for an account this client knows is upgraded; not sending it an MD5 of the password (if the account really went back to the legacy login, remove {})",
+                "announces the legacy login for an account this client knows is upgraded; not sending it an MD5 of the password ({replaced}; if the account really went back to the legacy login, remove {})",
                 state_path.display()
             ))
         } else if evidence {
-            Some("announces the legacy login while other nodes hold an upgraded key record; not sending it an MD5 of the password".into())
+            Some(format!("announces the legacy login while other nodes hold an upgraded key record; not sending it an MD5 of the password ({replaced})"))
         } else if legacy < 2 || legacy <= upgraded {
             Some(format!(
                 "announces the legacy login, but only {legacy} of the {answered} nodes that answered agree; an MD5 of the password goes only where at least two nodes and a majority announce it"

@@ -60,8 +60,16 @@ pub async fn get_file(
     progress: ProgressRef,
 ) -> Result<GetReport, OpError> {
     let m = find(vault, name).await?;
-    sweep_partials(&parent_dir(out));
+    sweep_beside(out);
     get_version(vault, &m, out, replace, progress).await
+}
+
+/// Removes the partial downloads interrupted GETs left in the folder `out`
+/// is to be written to (abandoned ones only, see
+/// [`crate::fsutil::sweep_partials`]); how many went. [`get_file`] does
+/// this itself; a caller of [`get_version`] does it first.
+pub fn sweep_beside(out: &Path) -> usize {
+    sweep_partials(&parent_dir(out))
 }
 
 /// Fetches the file version `m` (from [`find`]) into `out`.

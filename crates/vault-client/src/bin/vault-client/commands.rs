@@ -234,6 +234,7 @@ pub async fn run_command(
                 Ok(m) => m,
                 Err(e) => return report_error(&e),
             };
+            ops::get::sweep_beside(&out);
             let bar = Bar::new(m.size, &name, json);
             bar.show();
             let r = ops::get::get_version(vault, &m, &out, force, bar.clone()).await;
@@ -599,10 +600,12 @@ async fn put(vault: &Vault, started: StartedPut, json: bool, verbose: bool) -> i
     };
     let mut status = 0;
     let mut results = Vec::new();
+    // A warning every file carries (a degraded PUT's) is shown once.
+    let mut warned = std::collections::HashSet::new();
     for (file, outcome) in &summary.files {
         match outcome {
             Outcome::Stored(r) => {
-                warn_all(&r.warnings);
+                warn_all(r.warnings.iter().filter(|w| warned.insert(w.as_str())));
                 if !json && (verbose || !recursive) {
                     println!(
                         "stored {} ({} bytes, version {})",
