@@ -143,8 +143,19 @@ impl NetError {
     }
 }
 
-fn conn_err(e: impl std::fmt::Display) -> NetError {
-    let text = e.to_string();
+/// A connection-level failure in words, with its cause ("connection
+/// lost: timed out" for a node that went silent).
+fn conn_err(e: impl std::error::Error) -> NetError {
+    let mut text = e.to_string();
+    let mut cause = e.source();
+    while let Some(c) = cause {
+        let more = c.to_string();
+        if !text.contains(&more) {
+            text.push_str(": ");
+            text.push_str(&more);
+        }
+        cause = c.source();
+    }
     // TLS alert 120: no application protocol in common, i.e. a node of
     // another protocol version (Vault 0.1 spoke `vault/1`).
     if text.contains("error 120") || text.contains("no_application_protocol") {
