@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use vault_tests::*;
 
+mod failfast;
 mod trees;
 
 const LIMIT: Duration = Duration::from_secs(300);

@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::sync::mpsc;
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 /// How long one client command may run.
 pub const COMMAND_TIMEOUT: Duration = Duration::from_secs(120);
@@ -109,6 +109,15 @@ impl Node {
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .is_some()
+    }
+
+    /// The process id, while the node runs.
+    pub fn pid(&self) -> Option<u32> {
+        self.child
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .as_ref()
+            .map(Child::id)
     }
 }
 
@@ -268,6 +277,24 @@ impl Cluster {
         self.nodes[i].kill();
     }
 
+    /// Sends `signal` (a `kill -s` name: `STOP`, `CONT`...) to node `i`'s
+    /// process. To kill it, [`Cluster::kill`] (which also reaps it).
+    pub fn signal(&self, i: usize, signal: &str) {
+        let pid = self.nodes[i].pid().expect("the node is running");
+        signal_pid(pid, signal);
+    }
+
+    /// Freezes node `i` (SIGSTOP): its process and sockets stay, nothing
+    /// answers. [`Cluster::thaw`] it before the test ends.
+    pub fn freeze(&self, i: usize) {
+        self.signal(i, "STOP");
+    }
+
+    /// Lets a frozen node `i` run again (SIGCONT).
+    pub fn thaw(&self, i: usize) {
+        self.signal(i, "CONT");
+    }
+
     /// Restarts node `i` on the address it had.
     pub fn restart(&mut self, i: usize) {
         assert!(!self.nodes[i].is_running());
@@ -321,6 +348,34 @@ impl Cluster {
         }
     }
 
+    /// Starts the client with `args` like [`Cluster::client`], without
+    /// waiting for it.
+    pub fn spawn_client(&self, password: &str, args: &[&str]) -> Running {
+        let mut cmd = Command::new(bin("vault-client"));
+        cmd.arg("-c").arg(&self.dfc);
+        cmd.args(args).current_dir(self.dir.path());
+        cmd.env_remove("VAULT_NEW_PASSWORD")
+            .env("VAULT_PASSWORD", password);
+        cmd.stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        let started = Instant::now();
+        let child = cmd.spawn().expect("spawn vault-client");
+        let pid = child.id();
+        let (tx, rx) = mpsc::channel();
+        std::thread::spawn(move || {
+            let out = child.wait_with_output();
+            let _ = tx.send((Instant::now(), out));
+        });
+        Running {
+            pid,
+            started,
+            args: args.iter().map(|a| a.to_string()).collect(),
+            exit: rx,
+            result: None,
+        }
+    }
+
     /// Every regular file under the node roots.
     pub fn stored_files(&self) -> Vec<PathBuf> {
         let mut out = Vec::new();
@@ -342,6 +397,67 @@ impl Cluster {
         }
         out.sort();
         out
+    }
+}
+
+/// Sends `signal` (a `kill -s` name) to process `pid`.
+pub fn signal_pid(pid: u32, signal: &str) {
+    let status = Command::new("kill")
+        .args(["-s", signal, &pid.to_string()])
+        .status()
+        .expect("run kill");
+    assert!(status.success(), "kill -s {signal} {pid} failed");
+}
+
+/// A client started by [`Cluster::spawn_client`]. Dropped before it
+/// exits, it is killed.
+pub struct Running {
+    /// Its process id.
+    pub pid: u32,
+    /// When it was started.
+    pub started: Instant,
+    args: Vec<String>,
+    exit: mpsc::Receiver<Exit>,
+    result: Option<Exit>,
+}
+
+/// When a client exited, and its output.
+type Exit = (Instant, std::io::Result<Output>);
+
+impl Running {
+    /// Whether it has exited.
+    pub fn exited(&mut self) -> bool {
+        if self.result.is_none() {
+            self.result = self.exit.try_recv().ok();
+        }
+        self.result.is_some()
+    }
+
+    /// Waits for it to exit (killing it after [`COMMAND_TIMEOUT`]);
+    /// returns its output and when it exited.
+    pub fn wait(mut self) -> (Output, Instant) {
+        let exit = match self.result.take() {
+            Some(exit) => Ok(exit),
+            None => self.exit.recv_timeout(COMMAND_TIMEOUT),
+        };
+        match exit {
+            Ok((at, out)) => {
+                // Nothing left to kill on drop.
+                self.result = Some((at, Err(std::io::ErrorKind::Other.into())));
+                (out.expect("client output"), at)
+            }
+            Err(_) => panic!("vault-client {:?} timed out", self.args),
+        }
+    }
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        if !self.exited() {
+            let _ = Command::new("kill")
+                .args(["-9", &self.pid.to_string()])
+                .status();
+        }
     }
 }
 

@@ -10,6 +10,7 @@
 //! [`sanitize`] before it can reach a terminal.
 
 use std::net::{Ipv6Addr, SocketAddr, UdpSocket};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -262,6 +263,8 @@ pub struct Session {
     pub name: String,
     conn: Connection,
     limits: Limits,
+    /// Shared by every clone: see [`Session::mark_quiet`].
+    quiet: Arc<AtomicBool>,
 }
 
 /// Dials `server` and completes the TLS handshake within the connect
@@ -292,6 +295,7 @@ pub async fn dial(
         name: server.name.clone(),
         conn,
         limits,
+        quiet: Arc::new(AtomicBool::new(false)),
     })
 }
 
@@ -363,7 +367,11 @@ impl Session {
         let exchange = async {
             let (mut send, mut recv) = self.open(req).await?;
             send.finish().map_err(conn_err)?;
-            let resp = read_frame(&mut recv).await?;
+            let resp = read_frame(&mut recv).await;
+            if !matches!(resp, Err(NetError::Connection(_))) {
+                self.heard();
+            }
+            let resp = resp?;
             let _ = recv.read_to_end(0).await;
             Ok(resp)
         };
@@ -376,6 +384,24 @@ impl Session {
     /// silent for [`DEAD_AFTER`]): every request on it fails at once.
     pub fn is_closed(&self) -> bool {
         self.conn.close_reason().is_some()
+    }
+
+    /// Notes that the node left a request unanswered while the other
+    /// nodes answered theirs: operations with a choice of nodes try the
+    /// others first. Its next answer clears the note.
+    pub fn mark_quiet(&self) {
+        self.quiet.store(true, Ordering::Relaxed);
+    }
+
+    /// Whether the node is better avoided: marked quiet and silent since,
+    /// or its connection is gone.
+    pub fn is_quiet(&self) -> bool {
+        self.quiet.load(Ordering::Relaxed) || self.is_closed()
+    }
+
+    /// The node answered.
+    fn heard(&self) {
+        self.quiet.store(false, Ordering::Relaxed);
     }
 
     /// The connection's current round-trip time.
@@ -418,7 +444,11 @@ impl Session {
         let opened = async {
             let (mut send, mut recv) = self.open(&req).await?;
             send.finish().map_err(conn_err)?;
-            match read_frame(&mut recv).await {
+            let resp = read_frame(&mut recv).await;
+            if !matches!(resp, Err(NetError::Connection(_))) {
+                self.heard();
+            }
+            match resp {
                 Ok(Response::Blob { len }) => Ok(Some(Download {
                     recv,
                     remaining: len,
