@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use vault_tests::*;
 
+mod failfast;
 mod health;
 mod trees;
 

@@ -471,6 +471,24 @@ impl Cluster {
         self.nodes[i].kill();
     }
 
+    /// Sends `signal` (a `kill -s` name: `STOP`, `CONT`...) to node `i`'s
+    /// process. To kill it, [`Cluster::kill`] (which also reaps it).
+    pub fn signal(&self, i: usize, signal: &str) {
+        let pid = self.nodes[i].pid().expect("the node is running");
+        signal_pid(pid, signal);
+    }
+
+    /// Freezes node `i` (SIGSTOP): its process and sockets stay, nothing
+    /// answers. [`Cluster::thaw`] it before the test ends.
+    pub fn freeze(&self, i: usize) {
+        self.signal(i, "STOP");
+    }
+
+    /// Lets a frozen node `i` run again (SIGCONT).
+    pub fn thaw(&self, i: usize) {
+        self.signal(i, "CONT");
+    }
+
     /// Restarts node `i` on the address it had.
     pub fn restart(&mut self, i: usize) {
         assert!(!self.nodes[i].is_running());
@@ -614,6 +632,15 @@ impl Cluster {
         out.sort();
         out
     }
+}
+
+/// Sends `signal` (a `kill -s` name) to process `pid`.
+pub fn signal_pid(pid: u32, signal: &str) {
+    let status = Command::new("kill")
+        .args(["-s", signal, &pid.to_string()])
+        .status()
+        .expect("run kill");
+    assert!(status.success(), "kill -s {signal} {pid} failed");
 }
 
 impl Drop for Cluster {

@@ -23,7 +23,8 @@
 //! - [`vault`]: an opened vault: sessions plus the unwrapped master key.
 //! - [`catalog`]: every file of the vault or of a prefix, manifests read
 //!   many per round trip; which part copies the nodes hold.
-//! - [`ops`]: PUT, GET, LIST, DELETE and ROTATE; every operation takes a
+//! - [`ops`]: PUT, GET (a file or a tree), LIST, DELETE, ROTATE, and
+//!   STATUS, CHECK and REPAIR; every operation takes a
 //!   `&Vault`, reports progress through [`ops::Progress`] and returns partial
 //!   successes as `Ok` with warnings.
 //! - `fsutil` (private): the crate's one atomic file replacement.

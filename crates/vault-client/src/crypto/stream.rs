@@ -193,9 +193,12 @@ impl Decryptor {
         }
     }
 
-    /// A stream whose next chunk uses counter value `counter`.
-    #[cfg(test)]
-    fn with_counter(key: &StreamKey, ad: &[u8], counter: u128) -> Self {
+    /// A stream whose next chunk uses counter value `counter`: resumes a
+    /// stream whose first `counter` chunks another decryptor opened (a
+    /// GET taking over a part from the other copy). Those chunks are not
+    /// checked again; the last-chunk flag and the counter still bind every
+    /// chunk from here on to its place.
+    pub(crate) fn with_counter(key: &StreamKey, ad: &[u8], counter: u128) -> Self {
         let mut d = Self::new(key, ad);
         d.counter = Counter(counter);
         d

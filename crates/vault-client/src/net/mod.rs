@@ -10,6 +10,7 @@
 //! [`sanitize`] before it can reach a terminal.
 
 use std::net::{Ipv6Addr, SocketAddr, UdpSocket};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -143,8 +144,19 @@ impl NetError {
     }
 }
 
-fn conn_err(e: impl std::fmt::Display) -> NetError {
-    let text = e.to_string();
+/// A connection-level failure in words, with its cause ("connection
+/// lost: timed out" for a node that went silent).
+fn conn_err(e: impl std::error::Error) -> NetError {
+    let mut text = e.to_string();
+    let mut cause = e.source();
+    while let Some(c) = cause {
+        let more = c.to_string();
+        if !text.contains(&more) {
+            text.push_str(": ");
+            text.push_str(&more);
+        }
+        cause = c.source();
+    }
     // TLS alert 120: no application protocol in common, i.e. a node of
     // another protocol version (Vault 0.1 spoke `vault/1`).
     if text.contains("error 120") || text.contains("no_application_protocol") {
@@ -251,6 +263,8 @@ pub struct Session {
     pub name: String,
     conn: Connection,
     limits: Limits,
+    /// Shared by every clone: see [`Session::mark_quiet`].
+    quiet: Arc<AtomicBool>,
 }
 
 /// Dials `server` and completes the TLS handshake within the connect
@@ -281,6 +295,7 @@ pub async fn dial(
         name: server.name.clone(),
         conn,
         limits,
+        quiet: Arc::new(AtomicBool::new(false)),
     })
 }
 
@@ -352,7 +367,11 @@ impl Session {
         let exchange = async {
             let (mut send, mut recv) = self.open(req).await?;
             send.finish().map_err(conn_err)?;
-            let resp = read_frame(&mut recv).await?;
+            let resp = read_frame(&mut recv).await;
+            if !matches!(resp, Err(NetError::Connection(_))) {
+                self.heard();
+            }
+            let resp = resp?;
             let _ = recv.read_to_end(0).await;
             Ok(resp)
         };
@@ -365,6 +384,24 @@ impl Session {
     /// silent for [`DEAD_AFTER`]): every request on it fails at once.
     pub fn is_closed(&self) -> bool {
         self.conn.close_reason().is_some()
+    }
+
+    /// Notes that the node left a request unanswered while the other
+    /// nodes answered theirs: operations with a choice of nodes try the
+    /// others first. Its next answer clears the note.
+    pub fn mark_quiet(&self) {
+        self.quiet.store(true, Ordering::Relaxed);
+    }
+
+    /// Whether the node is better avoided: marked quiet and silent since,
+    /// or its connection is gone.
+    pub fn is_quiet(&self) -> bool {
+        self.quiet.load(Ordering::Relaxed) || self.is_closed()
+    }
+
+    /// The node answered.
+    fn heard(&self) {
+        self.quiet.store(false, Ordering::Relaxed);
     }
 
     /// The connection's current round-trip time.
@@ -407,7 +444,11 @@ impl Session {
         let opened = async {
             let (mut send, mut recv) = self.open(&req).await?;
             send.finish().map_err(conn_err)?;
-            match read_frame(&mut recv).await {
+            let resp = read_frame(&mut recv).await;
+            if !matches!(resp, Err(NetError::Connection(_))) {
+                self.heard();
+            }
+            match resp {
                 Ok(Response::Blob { len }) => Ok(Some(Download {
                     recv,
                     remaining: len,

@@ -393,6 +393,8 @@ pub(crate) async fn authenticate_stream(
             plain += buf.len() as u64;
             progress.advance(buf.len() as u64);
             buf.clear();
+            // As in GET: the connections' drivers run between chunks.
+            tokio::task::yield_now().await;
         }
     }
     dec.finish().map_err(|e| e.to_string())?;

@@ -5,8 +5,16 @@
 //! offset in a temporary file beside the target. Only authenticated
 //! plaintext is ever written; the temporary file becomes the target only
 //! when all four parts decrypted completely, and is removed otherwise.
+//!
+//! A node that dies mid-GET (killed, frozen, cut off) costs about a second,
+//! not its connection's idle timeout: the manifest lookup goes on without
+//! a last node silent for [`SWITCH_AFTER`] after the others answered, and
+//! a part whose holder sends nothing for [`SWITCH_AFTER`] is taken over by
+//! the other copy, from the first chunk not yet written.
 
+use std::collections::VecDeque;
 use std::fs::File;
+use std::future::Future;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -15,19 +23,27 @@ use std::time::Duration;
 
 use tokio::task::JoinSet;
 
-use super::{fetch_versions, io_err, OpError, ProgressRef};
+use super::{fetch_versions_within, io_err, OpError, ProgressRef};
 use crate::crypto::format::{part_blob_len, HEADER_LEN, PART_HEADER};
 use crate::crypto::keys::PartKeys;
-use crate::crypto::stream::{Decryptor, CT_CHUNK_LEN};
+use crate::crypto::stream::{Decryptor, CHUNK_LEN, CT_CHUNK_LEN};
 use crate::fsutil::{create_partial, parent_dir, publish, sweep_partials, sync_dir, TempGuard};
 use crate::manifest::Manifest;
-use crate::net::Session;
+use crate::net::{NetError, Session};
 use crate::placement::nodes_for_part;
 use crate::vault::Vault;
 
 /// Slowest transfer rate (bytes/s) a node may serve a part at before the
 /// other copy is tried.
 const MIN_RATE: u64 = 1 << 20;
+
+/// How long a node may stay silent while another could serve instead: the
+/// last node to answer the manifest lookup, or a part's holder (its answer,
+/// or the next bytes) while the other holder is left to try. Half the
+/// connection's idle timeout ([`crate::net::DEAD_AFTER`]), so a dead node
+/// costs a GET about a second; a live node silent this long is merely
+/// passed over (the other copy serves; it is tried again if that fails).
+pub const SWITCH_AFTER: Duration = Duration::from_secs(1);
 
 /// What a successful GET wrote.
 #[derive(Debug, Clone)]
@@ -40,10 +56,12 @@ pub struct GetReport {
     pub failovers: Vec<String>,
 }
 
-/// Looks up the newest live version of `name`.
+/// Looks up the newest live version of `name`. A last node silent
+/// [`SWITCH_AFTER`] after the others answered is left out (and its copies
+/// are then tried last).
 pub async fn find(vault: &Vault, name: &str) -> Result<Manifest, OpError> {
     let id = vault.master().manifest_id(name);
-    let versions = fetch_versions(vault, &id, None).await;
+    let versions = fetch_versions_within(vault, &id, None, Some(SWITCH_AFTER)).await;
     versions
         .live()
         .cloned()
@@ -166,28 +184,97 @@ struct PartFetch {
     progress: ProgressRef,
 }
 
+/// Why an attempt at a part ended.
+enum Failure {
+    /// The holder sent nothing for [`SWITCH_AFTER`] while the other could
+    /// serve.
+    Silent,
+    /// Anything else, in words.
+    Failed(String),
+}
+
+impl From<String> for Failure {
+    fn from(why: String) -> Self {
+        Failure::Failed(why)
+    }
+}
+
+impl From<&str> for Failure {
+    fn from(why: &str) -> Self {
+        Failure::Failed(why.to_string())
+    }
+}
+
+/// `step`, given up as [`Failure::Silent`] after `silence` if that is set.
+async fn within<T>(
+    silence: Option<Duration>,
+    step: impl Future<Output = Result<T, NetError>>,
+) -> Result<T, Failure> {
+    let result = match silence {
+        Some(limit) => tokio::time::timeout(limit, step)
+            .await
+            .map_err(|_| Failure::Silent)?,
+        None => step.await,
+    };
+    result.map_err(|e| Failure::Failed(e.to_string()))
+}
+
+/// How much of a part is written: whole chunks, so another copy can take
+/// over at the next one.
+#[derive(Debug, Default)]
+struct Written {
+    /// Chunks decrypted and written.
+    chunks: u64,
+    /// The last chunk among them: the part is complete.
+    complete: bool,
+}
+
 impl PartFetch {
-    /// Tries each holder in turn; returns the failures it recovered from.
+    /// Tries the holders in turn (quiet ones last), each taking over from
+    /// the first chunk not yet written; returns the failures it recovered
+    /// from. A holder passed over for silence is tried again, without the
+    /// silence limit, if the others fail.
     async fn run(
         self,
         candidates: Vec<Session>,
         holders: Vec<String>,
     ) -> Result<Vec<String>, OpError> {
         let mut failures = Vec::new();
-        for s in &candidates {
+        let mut order = candidates.clone();
+        order.sort_by_key(Session::is_quiet);
+        let mut queue: VecDeque<(Session, bool)> = order.into_iter().map(|s| (s, false)).collect();
+        let mut written = Written::default();
+        while let Some((s, again)) = queue.pop_front() {
+            let silence = (!queue.is_empty()).then_some(SWITCH_AFTER);
             // A node must deliver at least MIN_RATE (after a grace period)
             // or the other copy is used.
             let deadline = Duration::from_secs(30) + Duration::from_secs(self.len / MIN_RATE);
-            let attempt = tokio::time::timeout(deadline, self.fetch_from(s))
-                .await
-                .unwrap_or_else(|_| Err(format!("too slow (over {deadline:?})")));
-            match attempt {
-                Ok(()) => return Ok(failures),
-                Err(why) => {
-                    tracing::warn!(node = %s.name, part = self.k + 1, "falling back to the other copy: {why}");
-                    failures.push(format!("{}: {why}", s.name));
+            let attempt =
+                tokio::time::timeout(deadline, self.fetch_from(&s, &mut written, silence))
+                    .await
+                    .unwrap_or_else(|_| Err(format!("too slow (over {deadline:?})").into()));
+            let why = match attempt {
+                Ok(()) => {
+                    // A holder passed over for being quiet is a failover
+                    // the user hears about too.
+                    for (q, _) in queue.iter().filter(|(q, again)| !again && q.is_quiet()) {
+                        failures.push(format!(
+                            "{}: not answering, the other copy was used",
+                            q.name
+                        ));
+                    }
+                    return Ok(failures);
                 }
-            }
+                Err(Failure::Silent) => {
+                    if !again {
+                        queue.push_back((s.clone(), true));
+                    }
+                    format!("sent nothing for {SWITCH_AFTER:?}")
+                }
+                Err(Failure::Failed(why)) => why,
+            };
+            tracing::warn!(node = %s.name, part = self.k + 1, "falling back to the other copy: {why}");
+            failures.push(format!("{}: {why}", s.name));
         }
         let down: Vec<&String> = holders
             .iter()
@@ -202,13 +289,22 @@ impl PartFetch {
         )))
     }
 
-    async fn fetch_from(&self, s: &Session) -> Result<(), String> {
+    /// Fetches the part from `s`, from the first chunk not yet `written`
+    /// (the chunks before it are read past, not decrypted again). With
+    /// `silence`, gives up when `s` sends nothing for that long.
+    async fn fetch_from(
+        &self,
+        s: &Session,
+        written: &mut Written,
+        silence: Option<Duration>,
+    ) -> Result<(), Failure> {
+        if written.complete {
+            return Ok(());
+        }
         let expected = part_blob_len(self.len);
-        let mut dl = s
-            .get(&self.keys.id)
-            .await
-            .map_err(|e| e.to_string())?
-            .ok_or_else(|| "part missing".to_string())?;
+        let mut dl = within(silence, s.get(&self.keys.id))
+            .await?
+            .ok_or("part missing")?;
         if dl.len != expected {
             dl.cancel();
             return Err("part has the wrong size".into());
@@ -217,26 +313,31 @@ impl PartFetch {
         // decryption (it is also bound into every chunk's associated data).
         let mut header: Vec<u8> = Vec::with_capacity(HEADER_LEN);
         while header.len() < HEADER_LEN {
-            let piece = dl
-                .next_chunk(HEADER_LEN - header.len())
-                .await
-                .map_err(|e| e.to_string())?
-                .ok_or_else(|| "part ended early".to_string())?;
+            let piece = within(silence, dl.next_chunk(HEADER_LEN - header.len()))
+                .await?
+                .ok_or("part ended early")?;
             header.extend_from_slice(&piece);
         }
         if header != PART_HEADER {
             dl.cancel();
             return Err("part is not in storage format 2".into());
         }
-        let mut dec = Decryptor::new(&self.keys.key, &self.keys.ad);
+        // Taking over: past the chunks another copy delivered.
+        let skip = written.chunks * CT_CHUNK_LEN as u64;
+        let mut skipped = 0u64;
+        while skipped < skip {
+            let want = (skip - skipped).min(1 << 20) as usize;
+            let piece = within(silence, dl.next_chunk(want))
+                .await?
+                .ok_or("part ended early")?;
+            skipped += piece.len() as u64;
+        }
+        let mut dec = Decryptor::with_counter(&self.keys.key, &self.keys.ad, written.chunks.into());
         let mut buf: Vec<u8> = Vec::with_capacity(CT_CHUNK_LEN);
-        let mut received = HEADER_LEN as u64;
-        let mut written = 0u64;
+        let mut received = HEADER_LEN as u64 + skip;
+        let mut done = written.chunks * CHUNK_LEN as u64;
         loop {
-            let Some(piece) = dl
-                .next_chunk(CT_CHUNK_LEN - buf.len())
-                .await
-                .map_err(|e| e.to_string())?
+            let Some(piece) = within(silence, dl.next_chunk(CT_CHUNK_LEN - buf.len())).await?
             else {
                 break;
             };
@@ -246,15 +347,21 @@ impl PartFetch {
             if buf.len() == CT_CHUNK_LEN || last {
                 dec.open_chunk(&mut buf, last).map_err(|e| e.to_string())?;
                 self.file
-                    .write_all_at(&buf, self.offset + written)
+                    .write_all_at(&buf, self.offset + done)
                     .map_err(|e| format!("writing the output: {e}"))?;
-                written += buf.len() as u64;
+                done += buf.len() as u64;
+                written.chunks += 1;
+                written.complete = last;
                 self.progress.advance(buf.len() as u64);
                 buf.clear();
+                // Decryption is the CPU-heavy part of a GET: let the
+                // connections' drivers run between chunks, or a busy
+                // client stops hearing its nodes and takes them for dead.
+                tokio::task::yield_now().await;
             }
         }
         dec.finish().map_err(|e| e.to_string())?;
-        if written != self.len {
+        if done != self.len {
             return Err("part is shorter than the manifest says".into());
         }
         Ok(())

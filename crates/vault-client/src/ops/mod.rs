@@ -166,18 +166,58 @@ impl Versions {
 /// `nodes` is `None`), in parallel. Nodes that fail or serve something that
 /// does not open are skipped: a bad copy never wins.
 pub async fn fetch_versions(vault: &Vault, id: &BlobId, nodes: Option<&[usize]>) -> Versions {
+    fetch_versions_within(vault, id, nodes, None).await
+}
+
+/// [`fetch_versions`] that, with `straggler`, waits only that long for the
+/// last node once every other one has answered (or failed): a node that
+/// died since the login is left behind in that time instead of when its
+/// connection times out. The node left behind is marked quiet
+/// ([`Session::mark_quiet`]). What it alone holds (a newer manifest that
+/// reached no other node) is missed, as when it is down.
+///
+/// [`Session::mark_quiet`]: crate::net::Session::mark_quiet
+pub async fn fetch_versions_within(
+    vault: &Vault,
+    id: &BlobId,
+    nodes: Option<&[usize]>,
+    straggler: Option<std::time::Duration>,
+) -> Versions {
     let mut set = JoinSet::new();
+    let mut pending = Vec::new();
     for s in vault.ready() {
         if nodes.is_some_and(|n| !n.contains(&s.node)) {
             continue;
         }
         let s = s.clone();
         let id = id.clone();
+        pending.push(s.node);
         set.spawn(async move { (s.node, s.get_bytes(&id, MAX_SEALED_LEN).await) });
     }
+    let total = pending.len();
     let mut found = Vec::new();
-    while let Some(joined) = set.join_next().await {
+    let mut last_since = None;
+    loop {
+        let joined = match straggler {
+            Some(grace) if total > 1 && pending.len() == 1 => {
+                let since = *last_since.get_or_insert_with(tokio::time::Instant::now);
+                match tokio::time::timeout_at(since + grace, set.join_next()).await {
+                    Ok(joined) => joined,
+                    Err(_) => {
+                        let node = pending[0];
+                        tracing::warn!(node = %vault.node_name(node), "no answer {grace:?} after the other nodes; going on without it");
+                        if let Some(s) = vault.session(node) {
+                            s.mark_quiet();
+                        }
+                        break;
+                    }
+                }
+            }
+            _ => set.join_next().await,
+        };
+        let Some(joined) = joined else { break };
         let Ok((node, result)) = joined else { continue };
+        pending.retain(|&n| n != node);
         match result {
             Ok(Some(sealed)) => match Manifest::open(&sealed, vault.master(), vault.user(), id) {
                 Ok(m) => found.push((node, m)),
