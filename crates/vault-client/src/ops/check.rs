@@ -21,10 +21,11 @@ use serde::Serialize;
 use tokio::task::JoinSet;
 use wire::{BlobId, MAX_BATCH};
 
+use super::part_stream::{PartReader, ReadOptions};
 use super::{OpError, ProgressRef};
 use crate::catalog::{self, Entry};
 use crate::crypto::format::{part_blob_len, HEADER_LEN, PART_HEADER, PART_ID_PREFIX};
-use crate::crypto::stream::{open_all, Decryptor, CT_CHUNK_LEN};
+use crate::crypto::stream::open_all;
 use crate::layout::{self, Copy};
 use crate::manifest::Manifest;
 use crate::net::Session;
@@ -345,7 +346,7 @@ pub(crate) fn open_part(vault: &Vault, m: &Manifest, k: usize, blob: &[u8]) -> R
 
 /// Streams one copy of part `k` of `m` from `s` and authenticates it,
 /// keeping nothing: the plaintext bytes it held.
-pub(crate) async fn authenticate_stream(
+async fn authenticate_stream(
     vault: &Vault,
     s: &Session,
     m: &Manifest,
@@ -353,53 +354,13 @@ pub(crate) async fn authenticate_stream(
     progress: &ProgressRef,
 ) -> Result<u64, String> {
     let keys = vault.master().part(vault.user(), &m.file_id, m.version, k);
-    let plain_len = m.parts()[k].1;
-    let expected = part_blob_len(plain_len);
-    let mut dl = s
-        .get(&keys.id)
+    let mut part = PartReader::open(s, &keys, m.parts()[k].1, ReadOptions::default())
         .await
-        .map_err(|e| e.to_string())?
-        .ok_or("part missing")?;
-    if dl.len != expected {
-        dl.cancel();
-        return Err("wrong size".into());
-    }
-    let mut header = Vec::with_capacity(HEADER_LEN);
-    let mut dec = Decryptor::new(&keys.key, &keys.ad);
-    let mut buf: Vec<u8> = Vec::with_capacity(CT_CHUNK_LEN);
-    let mut received = 0u64;
+        .map_err(|e| e.to_string())?;
     let mut plain = 0u64;
-    while let Some(piece) = dl
-        .next_chunk(if header.len() < HEADER_LEN {
-            HEADER_LEN - header.len()
-        } else {
-            CT_CHUNK_LEN - buf.len()
-        })
-        .await
-        .map_err(|e| e.to_string())?
-    {
-        received += piece.len() as u64;
-        if header.len() < HEADER_LEN {
-            header.extend_from_slice(&piece);
-            if header.len() == HEADER_LEN && header != PART_HEADER {
-                return Err("not a format 2 part".into());
-            }
-            continue;
-        }
-        buf.extend_from_slice(&piece);
-        let last = received == expected;
-        if buf.len() == CT_CHUNK_LEN || last {
-            dec.open_chunk(&mut buf, last).map_err(|e| e.to_string())?;
-            plain += buf.len() as u64;
-            progress.advance(buf.len() as u64);
-            buf.clear();
-            // As in GET: the connections' drivers run between chunks.
-            tokio::task::yield_now().await;
-        }
-    }
-    dec.finish().map_err(|e| e.to_string())?;
-    if plain != plain_len {
-        return Err("shorter than the manifest says".into());
+    while let Some(chunk) = part.next().await.map_err(|e| e.to_string())? {
+        plain += chunk.len() as u64;
+        progress.advance(chunk.len() as u64);
     }
     Ok(plain)
 }

@@ -14,7 +14,6 @@
 
 use std::collections::VecDeque;
 use std::fs::File;
-use std::future::Future;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -23,13 +22,13 @@ use std::time::Duration;
 
 use tokio::task::JoinSet;
 
+use super::part_stream::{PartError, PartReader, ReadOptions};
 use super::{fetch_versions_within, io_err, OpError, ProgressRef};
-use crate::crypto::format::{part_blob_len, HEADER_LEN, PART_HEADER};
 use crate::crypto::keys::PartKeys;
-use crate::crypto::stream::{Decryptor, CHUNK_LEN, CT_CHUNK_LEN};
+use crate::crypto::stream::CHUNK_LEN;
 use crate::fsutil::{create_partial, parent_dir, publish, sweep_partials, sync_dir, TempGuard};
 use crate::manifest::Manifest;
-use crate::net::{NetError, Session};
+use crate::net::Session;
 use crate::placement::nodes_for_part;
 use crate::vault::Vault;
 
@@ -83,8 +82,8 @@ pub async fn get_file(
 }
 
 /// Removes the partial downloads interrupted GETs left in the folder `out`
-/// is to be written to (abandoned ones only, see
-/// [`crate::fsutil::sweep_partials`]); how many went. [`get_file`] does
+/// is to be written to (abandoned ones only: no process holds their lock
+/// and they were not written for a minute); how many went. [`get_file`] does
 /// this itself; a caller of [`get_version`] does it first.
 pub fn sweep_beside(out: &Path) -> usize {
     sweep_partials(&parent_dir(out))
@@ -193,30 +192,19 @@ enum Failure {
     Failed(String),
 }
 
+impl From<PartError> for Failure {
+    fn from(e: PartError) -> Self {
+        match e {
+            PartError::Silent(_) => Failure::Silent,
+            other => Failure::Failed(other.to_string()),
+        }
+    }
+}
+
 impl From<String> for Failure {
     fn from(why: String) -> Self {
         Failure::Failed(why)
     }
-}
-
-impl From<&str> for Failure {
-    fn from(why: &str) -> Self {
-        Failure::Failed(why.to_string())
-    }
-}
-
-/// `step`, given up as [`Failure::Silent`] after `silence` if that is set.
-async fn within<T>(
-    silence: Option<Duration>,
-    step: impl Future<Output = Result<T, NetError>>,
-) -> Result<T, Failure> {
-    let result = match silence {
-        Some(limit) => tokio::time::timeout(limit, step)
-            .await
-            .map_err(|_| Failure::Silent)?,
-        None => step.await,
-    };
-    result.map_err(|e| Failure::Failed(e.to_string()))
 }
 
 /// How much of a part is written: whole chunks, so another copy can take
@@ -301,68 +289,21 @@ impl PartFetch {
         if written.complete {
             return Ok(());
         }
-        let expected = part_blob_len(self.len);
-        let mut dl = within(silence, s.get(&self.keys.id))
-            .await?
-            .ok_or("part missing")?;
-        if dl.len != expected {
-            dl.cancel();
-            return Err("part has the wrong size".into());
-        }
-        // The header first: a part in another format is refused before any
-        // decryption (it is also bound into every chunk's associated data).
-        let mut header: Vec<u8> = Vec::with_capacity(HEADER_LEN);
-        while header.len() < HEADER_LEN {
-            let piece = within(silence, dl.next_chunk(HEADER_LEN - header.len()))
-                .await?
-                .ok_or("part ended early")?;
-            header.extend_from_slice(&piece);
-        }
-        if header != PART_HEADER {
-            dl.cancel();
-            return Err("part is not in storage format 2".into());
-        }
-        // Taking over: past the chunks another copy delivered.
-        let skip = written.chunks * CT_CHUNK_LEN as u64;
-        let mut skipped = 0u64;
-        while skipped < skip {
-            let want = (skip - skipped).min(1 << 20) as usize;
-            let piece = within(silence, dl.next_chunk(want))
-                .await?
-                .ok_or("part ended early")?;
-            skipped += piece.len() as u64;
-        }
-        let mut dec = Decryptor::with_counter(&self.keys.key, &self.keys.ad, written.chunks.into());
-        let mut buf: Vec<u8> = Vec::with_capacity(CT_CHUNK_LEN);
-        let mut received = HEADER_LEN as u64 + skip;
+        let options = ReadOptions {
+            from_chunk: written.chunks,
+            silence,
+            keep_ciphertext: false,
+        };
+        let mut part = PartReader::open(s, &self.keys, self.len, options).await?;
         let mut done = written.chunks * CHUNK_LEN as u64;
-        loop {
-            let Some(piece) = within(silence, dl.next_chunk(CT_CHUNK_LEN - buf.len())).await?
-            else {
-                break;
-            };
-            received += piece.len() as u64;
-            buf.extend_from_slice(&piece);
-            let last = received == expected;
-            if buf.len() == CT_CHUNK_LEN || last {
-                dec.open_chunk(&mut buf, last).map_err(|e| e.to_string())?;
-                self.file
-                    .write_all_at(&buf, self.offset + done)
-                    .map_err(|e| format!("writing the output: {e}"))?;
-                done += buf.len() as u64;
-                written.chunks += 1;
-                written.complete = last;
-                self.progress.advance(buf.len() as u64);
-                buf.clear();
-                // Decryption is the CPU-heavy part of a GET: let the
-                // connections' drivers run between chunks, or a busy
-                // client stops hearing its nodes and takes them for dead.
-                tokio::task::yield_now().await;
-            }
-        }
-        dec.finish().map_err(|e| e.to_string())?;
-        if done != self.len {
-            return Err("part is shorter than the manifest says".into());
+        while let Some(plain) = part.next().await? {
+            self.file
+                .write_all_at(plain, self.offset + done)
+                .map_err(|e| format!("writing the output: {e}"))?;
+            done += plain.len() as u64;
+            written.chunks += 1;
+            self.progress.advance(plain.len() as u64);
+            written.complete = part.opened_last();
         }
         Ok(())
     }

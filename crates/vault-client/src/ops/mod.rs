@@ -23,6 +23,7 @@ pub mod delete;
 pub mod get;
 pub mod get_many;
 pub mod list;
+mod part_stream;
 pub mod put;
 pub mod put_many;
 pub mod repair;

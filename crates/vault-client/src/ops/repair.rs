@@ -1,7 +1,7 @@
 //! REPAIR: bring every file back to full redundancy, from the copies that
 //! are good, re-encrypting nothing.
 //!
-//! From a [`check`](super::check) survey:
+//! From a [`check`] survey:
 //! 1. nodes missing a file's newest manifest (or holding an older one, or
 //!    missing a tombstone) get the sealed bytes another node holds;
 //! 2. every missing or corrupt part copy is copied from the other copy of
@@ -20,9 +20,9 @@ use tokio::task::JoinSet;
 use wire::{BlobId, MAX_BATCH};
 
 use super::check::{self, open_part, CopyState, Survey};
+use super::part_stream::{PartReader, ReadOptions};
 use super::{no_progress, OpError, ProgressRef};
-use crate::crypto::format::{part_blob_len, HEADER_LEN, PART_HEADER};
-use crate::crypto::stream::{Decryptor, CT_CHUNK_LEN};
+use crate::crypto::format::{part_blob_len, PART_HEADER};
 use crate::manifest::Manifest;
 use crate::net::Session;
 use crate::vault::Vault;
@@ -313,67 +313,42 @@ async fn copy_stream(vault: &Vault, j: &Job) -> Result<u64, String> {
         j.manifest.version,
         j.part,
     );
-    let expected = part_blob_len(j.manifest.parts()[j.part].1);
-    let mut dl = src
-        .get(&keys.id)
+    let plain_len = j.manifest.parts()[j.part].1;
+    let options = ReadOptions {
+        keep_ciphertext: true,
+        ..ReadOptions::default()
+    };
+    let mut part = PartReader::open(src, &keys, plain_len, options)
         .await
-        .map_err(|e| format!("{}: {e}", src.name))?
-        .ok_or_else(|| format!("{}: part missing", src.name))?;
-    if dl.len != expected {
-        dl.cancel();
-        return Err(format!("{}: the copy has the wrong size", src.name));
-    }
-    let mut up = dst
-        .put(&keys.id, expected)
-        .await
-        .map_err(|e| format!("{}: {e}", dst.name))?;
-    let mut dec = Decryptor::new(&keys.key, &keys.ad);
-    let mut header = Vec::with_capacity(HEADER_LEN);
-    let mut ct: Vec<u8> = Vec::with_capacity(CT_CHUNK_LEN);
-    let mut received = 0u64;
+        .map_err(|e| format!("{}: {e}", src.name))?;
+    let expected = part_blob_len(plain_len);
+    let mut up = match dst.put(&keys.id, expected).await {
+        Ok(up) => up,
+        Err(e) => {
+            part.cancel();
+            return Err(format!("{}: {e}", dst.name));
+        }
+    };
+    // Only what authenticated is forwarded: the header the reader checked,
+    // then each chunk once it opened.
     let result: Result<(), String> = async {
-        while let Some(piece) = dl
-            .next_chunk(if header.len() < HEADER_LEN {
-                HEADER_LEN - header.len()
-            } else {
-                CT_CHUNK_LEN - ct.len()
-            })
+        up.write(&PART_HEADER)
+            .await
+            .map_err(|e| format!("{}: {e}", dst.name))?;
+        while part
+            .next()
             .await
             .map_err(|e| format!("{}: {e}", src.name))?
+            .is_some()
         {
-            received += piece.len() as u64;
-            if header.len() < HEADER_LEN {
-                header.extend_from_slice(&piece);
-                if header.len() == HEADER_LEN {
-                    if header != PART_HEADER {
-                        return Err(format!("{}: not a format 2 part", src.name));
-                    }
-                    up.write(&header)
-                        .await
-                        .map_err(|e| format!("{}: {e}", dst.name))?;
-                }
-                continue;
-            }
-            ct.extend_from_slice(&piece);
-            let last = received == expected;
-            if ct.len() == CT_CHUNK_LEN || last {
-                // Authenticate a copy of the chunk; forward the ciphertext.
-                let mut check = ct.clone();
-                dec.open_chunk(&mut check, last)
-                    .map_err(|_| format!("{}: the copy fails authentication", src.name))?;
-                up.write(&ct)
-                    .await
-                    .map_err(|e| format!("{}: {e}", dst.name))?;
-                ct.clear();
-            }
+            up.write(part.ciphertext())
+                .await
+                .map_err(|e| format!("{}: {e}", dst.name))?;
         }
         Ok(())
     }
     .await;
-    match result.and_then(|()| {
-        dec.finish()
-            .map_err(|_| format!("{}: the copy is truncated", src.name))
-    }) {
+    match result {
         Ok(()) => {
             up.finish()
                 .await
