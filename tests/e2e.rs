@@ -6,7 +6,6 @@ use std::time::Duration;
 
 use vault_tests::*;
 
-mod failfast;
 mod health;
 mod trees;
 

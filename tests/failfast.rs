@@ -9,7 +9,7 @@
 //! temp file on the node, the blocks of the client's partial file), never
 //! by sleeping. A client's time is taken when its output is collected,
 //! which the test waits for at once. The tests time themselves, so they
-//! run one at a time.
+//! run one at a time, in a test binary of their own.
 
 use std::io::Read;
 use std::path::{Path, PathBuf};
@@ -23,8 +23,8 @@ use vault_client::vault::Vault;
 use vault_tests::*;
 use zeroize::Zeroizing;
 
-use super::LIMIT;
-
+/// How long one test may run.
+const LIMIT: Duration = Duration::from_secs(300);
 /// The file stored and fetched: four parts of 50 MiB.
 const SIZE: usize = 200 << 20;
 /// A PUT must have failed this long after the node died.
