@@ -17,6 +17,8 @@
 //! - [`status`]: every node, up or down, with what it says of itself.
 //! - [`repair`]: restore missing and corrupt copies from good ones, bring
 //!   stale nodes up to date, collect old orphans.
+//! - `part_stream` (private): reading one stored copy of a part, chunks
+//!   authenticated in order; GET, check and repair all read through it.
 
 pub mod check;
 pub mod delete;
