@@ -168,18 +168,25 @@ impl Running {
             .unwrap_or_else(|e| e.into_inner())
             .take()
             .expect("the client was reaped already");
-        let (tx, rx) = mpsc::channel();
-        std::thread::spawn(move || {
-            let _ = tx.send(child.wait_with_output());
-        });
-        match rx.recv_timeout(COMMAND_TIMEOUT) {
-            Ok(out) => out.expect("client output"),
-            Err(_) => {
-                let _ = Command::new("kill")
-                    .args(["-KILL", &self.pid.to_string()])
-                    .status();
-                panic!("vault-client {} timed out", self.what);
-            }
+        collect(child, &self.what)
+    }
+}
+
+/// Waits for `child` (a client) to exit, at most [`COMMAND_TIMEOUT`]; then
+/// it is killed by its pid and the test fails, naming `what` it ran.
+fn collect(child: Child, what: &str) -> Output {
+    let pid = child.id();
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        let _ = tx.send(child.wait_with_output());
+    });
+    match rx.recv_timeout(COMMAND_TIMEOUT) {
+        Ok(out) => out.expect("client output"),
+        Err(_) => {
+            let _ = Command::new("kill")
+                .args(["-KILL", &pid.to_string()])
+                .status();
+            panic!("vault-client {what} timed out");
         }
     }
 }
@@ -596,18 +603,7 @@ impl Cluster {
             let mut s = child.stdin.take().expect("stdin");
             s.write_all(input.as_bytes()).expect("write stdin");
         }
-        let id = child.id();
-        let (tx, rx) = mpsc::channel();
-        std::thread::spawn(move || {
-            let _ = tx.send(child.wait_with_output());
-        });
-        match rx.recv_timeout(COMMAND_TIMEOUT) {
-            Ok(out) => out.expect("client output"),
-            Err(_) => {
-                let _ = Command::new("kill").args(["-9", &id.to_string()]).status();
-                panic!("vault-client {args:?} timed out");
-            }
-        }
+        collect(child, &format!("{args:?}"))
     }
 
     /// Every regular file under the node roots.
