@@ -304,6 +304,73 @@ fn a_flipped_byte_is_found_by_verify_and_repaired() {
     });
 }
 
+/// The node, other than `not`, that holds a blob named like `blob`
+/// (both copies of a part share the blob id).
+fn other_holder(c: &Cluster, not: usize, blob: &Path) -> usize {
+    let id = blob.file_name().unwrap();
+    (0..4)
+        .find(|&i| i != not && c.nodes[i].root.join("alice").join(id).exists())
+        .unwrap_or_else(|| panic!("no other copy of {id:?}"))
+}
+
+#[test]
+fn repair_never_copies_a_tampered_copy() {
+    with_timeout(LIMIT, || {
+        let mut c = Cluster::start();
+        // One file repaired in batches, one streamed (parts over 4 MiB).
+        let files = make(
+            c.dir.path(),
+            &[("small.bin", 200_000), ("large.bin", 17 << 20)],
+        );
+        put(&c, &files);
+        let mut parts: Vec<PathBuf> = c
+            .blobs(0, "alice")
+            .into_iter()
+            .filter(|p| p.file_name().unwrap().to_string_lossy().starts_with("p2-"))
+            .collect();
+        parts.sort_by_key(|p| std::fs::metadata(p).unwrap().len());
+        assert_eq!(parts.len(), 4, "{parts:?}");
+        // One part of each file: DFS1 tampers with its copy, and the other
+        // copy is lost (its node's disk, behind the node's back).
+        let mut lost = Vec::new();
+        for p in [&parts[0], &parts[3]] {
+            flip_middle(p);
+            let other = other_holder(&c, 0, p);
+            let copy = c.nodes[other]
+                .root
+                .join("alice")
+                .join(p.file_name().unwrap());
+            c.kill(other);
+            std::fs::remove_file(&copy).unwrap();
+            c.restart(other);
+            lost.push(copy);
+        }
+
+        // Repair has only the tampered copy to restore from: it must refuse
+        // it, write nothing, and say the vault is not whole.
+        let o = c.client(PW, &["repair"]);
+        show("repair with only a tampered copy left", &o);
+        assert_ne!(code(&o), Some(0), "repair claimed success");
+        for copy in &lost {
+            assert!(!copy.exists(), "repair wrote a tampered copy to {copy:?}");
+        }
+        let o = c.client(PW, &["check", "--verify"]);
+        assert_eq!(code(&o), Some(2), "{}", stdout(&o));
+        for (name, _) in &files {
+            assert!(
+                stdout(&o).lines().any(|l| l.contains(name.as_str())),
+                "check --verify does not name {name}:\n{}",
+                stdout(&o)
+            );
+            // GET fails and leaves nothing: no wrong bytes reach the user.
+            let out = c.dir.path().join(format!("back-{name}"));
+            let g = c.client(PW, &["get", name, "-o", out.to_str().unwrap()]);
+            assert!(!g.status.success(), "GET {name} succeeded");
+            assert!(!out.exists(), "GET {name} left a file");
+        }
+    });
+}
+
 #[test]
 fn a_degraded_put_is_completed_by_repair() {
     with_timeout(LIMIT, || {
