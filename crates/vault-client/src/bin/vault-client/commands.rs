@@ -413,6 +413,11 @@ pub async fn status(vault: &Vault, cfg: &ClientConfig, json: bool) -> i32 {
     i32::from(reports.iter().any(|r| !r.up))
 }
 
+/// `n` and the noun for it: "1 file", "3 files".
+fn count(n: usize, one: &str, many: &str) -> String {
+    format!("{n} {}", if n == 1 { one } else { many })
+}
+
 /// Bytes for people: 1.5 MiB.
 fn bytes(n: u64) -> String {
     const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
@@ -506,9 +511,17 @@ fn print_survey(vault: &Vault, s: &Survey, json: bool) -> i32 {
                 bytes(orphan_bytes)
             );
         }
+        // Deleted files count too: their tombstones belong on every node.
+        let deleted = s.files.iter().filter(|f| f.deleted).count();
+        let live = s.files.len() - deleted;
         println!(
-            "checked {} files: {} fully redundant, {} degraded, {} lost{}",
-            s.files.len(),
+            "checked {}{}: {} fully redundant, {} degraded, {} lost{}",
+            count(live, "file", "files"),
+            if deleted > 0 {
+                format!(" and {}", count(deleted, "deletion", "deletions"))
+            } else {
+                String::new()
+            },
             s.files.len() - s.degraded(),
             s.degraded() - s.lost(),
             s.lost(),
