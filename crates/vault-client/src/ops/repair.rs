@@ -20,11 +20,11 @@ use tokio::task::JoinSet;
 use wire::{BlobId, MAX_BATCH};
 
 use super::check::{self, open_part, CopyState, Survey};
-use super::part_stream::{PartReader, ReadOptions};
+use super::part_stream::{PartError, PartReader, ReadOptions};
 use super::{no_progress, OpError, ProgressRef};
 use crate::crypto::format::{part_blob_len, PART_HEADER};
 use crate::manifest::Manifest;
-use crate::net::Session;
+use crate::net::{NetError, Session};
 use crate::vault::Vault;
 
 /// Parts up to this size are copied in batches; larger ones streamed.
@@ -84,12 +84,42 @@ pub async fn repair(
     let survey = check::survey(vault, prefix, options.verify, progress).await?;
     let mut report = RepairReport::default();
     fix_manifests(vault, &survey, &mut report).await;
-    fix_parts(vault, &survey, &mut report).await;
+    let bad = fix_parts(vault, &survey, &mut report).await;
     if survey.orphans_checked {
         remove_orphans(vault, &survey, options.grace, &mut report).await;
     }
     report.after = check::survey(vault, prefix, false, no_progress()).await?;
+    mark_bad(&mut report.after, &bad);
     Ok(report)
+}
+
+/// A source copy that failed while being copied: not there, or not
+/// authentic.
+struct BadCopy {
+    file_id: Vec<u8>,
+    version: u64,
+    part: usize,
+    node: usize,
+    state: CopyState,
+}
+
+/// Marks the copies repair found bad in the survey taken after it (which
+/// does not download anything): a file whose only copy of a part failed
+/// authentication is reported lost, not merely degraded.
+fn mark_bad(after: &mut Survey, bad: &[BadCopy]) {
+    for b in bad {
+        for (f, h) in after.files.iter_mut().enumerate() {
+            let m = &after.entries[f].newest;
+            if m.deleted || m.file_id != b.file_id || m.version != b.version {
+                continue;
+            }
+            for (part, node, state) in &mut h.parts {
+                if *part == b.part && *node == b.node && *state == CopyState::Good {
+                    *state = b.state;
+                }
+            }
+        }
+    }
 }
 
 async fn fix_manifests(vault: &Vault, survey: &Survey, report: &mut RepairReport) {
@@ -144,7 +174,21 @@ struct Job {
     to: usize,
 }
 
-async fn fix_parts(vault: &Vault, survey: &Survey, report: &mut RepairReport) {
+impl Job {
+    /// The source copy, found in `state`.
+    fn bad_source(&self, state: CopyState) -> BadCopy {
+        BadCopy {
+            file_id: self.manifest.file_id.clone(),
+            version: self.manifest.version,
+            part: self.part,
+            node: self.from,
+            state,
+        }
+    }
+}
+
+async fn fix_parts(vault: &Vault, survey: &Survey, report: &mut RepairReport) -> Vec<BadCopy> {
+    let mut bad = Vec::new();
     let mut small: Vec<Job> = Vec::new();
     let mut large: Vec<Job> = Vec::new();
     for (f, h) in survey.files.iter().enumerate() {
@@ -193,10 +237,11 @@ async fn fix_parts(vault: &Vault, survey: &Survey, report: &mut RepairReport) {
     }
     while let Some(joined) = set.join_next().await {
         match joined {
-            Ok((copies, bytes, mut failures)) => {
+            Ok((copies, bytes, mut failures, mut found)) => {
                 report.copies_restored += copies;
                 report.bytes_moved += bytes;
                 report.failures.append(&mut failures);
+                bad.append(&mut found);
             }
             Err(e) => report.failures.push(format!("copy task failed: {e}")),
         }
@@ -207,26 +252,37 @@ async fn fix_parts(vault: &Vault, survey: &Survey, report: &mut RepairReport) {
                 report.copies_restored += 1;
                 report.bytes_moved += bytes;
             }
-            Err(e) => report.failures.push(format!(
-                "{}: part {} to {}: {e}",
-                j.manifest.name,
-                j.part + 1,
-                vault.node_name(j.to)
-            )),
+            Err((e, source)) => {
+                report.failures.push(format!(
+                    "{}: part {} to {}: {e}",
+                    j.manifest.name,
+                    j.part + 1,
+                    vault.node_name(j.to)
+                ));
+                if let Some(state) = source {
+                    bad.push(j.bad_source(state));
+                }
+            }
         }
     }
+    bad
 }
 
 /// Copies small parts from node `from`: fetch in batches, authenticate,
 /// then store on each destination in batches. Returns (copies, bytes,
-/// failures).
-async fn copy_small(vault: &Vault, from: usize, jobs: Vec<Job>) -> (usize, u64, Vec<String>) {
-    let (mut copies, mut bytes, mut failures) = (0usize, 0u64, Vec::new());
+/// failures, source copies found bad).
+async fn copy_small(
+    vault: &Vault,
+    from: usize,
+    jobs: Vec<Job>,
+) -> (usize, u64, Vec<String>, Vec<BadCopy>) {
+    let (mut copies, mut bytes, mut failures, mut bad) = (0usize, 0u64, Vec::new(), Vec::new());
     let Some(src) = vault.session(from).cloned() else {
         return (
             0,
             0,
             vec![format!("{}: unreachable", vault.node_name(from))],
+            bad,
         );
     };
     let mut start = 0;
@@ -263,12 +319,19 @@ async fn copy_small(vault: &Vault, from: usize, jobs: Vec<Job>) -> (usize, u64, 
                         .or_default()
                         .push((id, b, j.manifest.name.clone()));
                 }
-                _ => failures.push(format!(
-                    "{}: part {}: the copy on {} is not good either",
-                    j.manifest.name,
-                    j.part + 1,
-                    src.name
-                )),
+                found => {
+                    failures.push(format!(
+                        "{}: part {}: the copy on {} is not good either",
+                        j.manifest.name,
+                        j.part + 1,
+                        src.name
+                    ));
+                    bad.push(j.bad_source(if found.is_some() {
+                        CopyState::Corrupt
+                    } else {
+                        CopyState::Missing
+                    }));
+                }
             }
         }
         for (to, blobs) in to_write {
@@ -298,15 +361,33 @@ async fn copy_small(vault: &Vault, from: usize, jobs: Vec<Job>) -> (usize, u64, 
         }
         start = end;
     }
-    (copies, bytes, failures)
+    (copies, bytes, failures, bad)
 }
 
 /// Streams one large copy from its source to its destination,
 /// authenticating every chunk on the way: a bad source aborts the upload,
 /// and the destination keeps nothing.
-async fn copy_stream(vault: &Vault, j: &Job) -> Result<u64, String> {
-    let src = vault.session(j.from).ok_or("source unreachable")?;
-    let dst = vault.session(j.to).ok_or("destination unreachable")?;
+/// A copy's state, if reading it proved it bad (rather than the
+/// connection failing).
+fn judged(e: &PartError) -> Option<CopyState> {
+    match e {
+        PartError::Missing => Some(CopyState::Missing),
+        PartError::WrongSize | PartError::NotFormat2 | PartError::Auth => Some(CopyState::Corrupt),
+        PartError::Silent(_) | PartError::Net(_) => None,
+    }
+}
+
+/// Why a streamed copy failed, and the source's state if that proved it
+/// bad.
+type CopyFailure = (String, Option<CopyState>);
+
+async fn copy_stream(vault: &Vault, j: &Job) -> Result<u64, CopyFailure> {
+    let src = vault
+        .session(j.from)
+        .ok_or(("source unreachable".to_string(), None))?;
+    let dst = vault
+        .session(j.to)
+        .ok_or(("destination unreachable".to_string(), None))?;
     let keys = vault.master().part(
         vault.user(),
         &j.manifest.file_id,
@@ -318,41 +399,32 @@ async fn copy_stream(vault: &Vault, j: &Job) -> Result<u64, String> {
         keep_ciphertext: true,
         ..ReadOptions::default()
     };
+    let from_src = |e: PartError| (format!("{}: {e}", src.name), judged(&e));
+    let at_dst = |e: NetError| (format!("{}: {e}", dst.name), None);
     let mut part = PartReader::open(src, &keys, plain_len, options)
         .await
-        .map_err(|e| format!("{}: {e}", src.name))?;
+        .map_err(from_src)?;
     let expected = part_blob_len(plain_len);
     let mut up = match dst.put(&keys.id, expected).await {
         Ok(up) => up,
         Err(e) => {
             part.cancel();
-            return Err(format!("{}: {e}", dst.name));
+            return Err(at_dst(e));
         }
     };
     // Only what authenticated is forwarded: the header the reader checked,
     // then each chunk once it opened.
-    let result: Result<(), String> = async {
-        up.write(&PART_HEADER)
-            .await
-            .map_err(|e| format!("{}: {e}", dst.name))?;
-        while part
-            .next()
-            .await
-            .map_err(|e| format!("{}: {e}", src.name))?
-            .is_some()
-        {
-            up.write(part.ciphertext())
-                .await
-                .map_err(|e| format!("{}: {e}", dst.name))?;
+    let result: Result<(), CopyFailure> = async {
+        up.write(&PART_HEADER).await.map_err(at_dst)?;
+        while part.next().await.map_err(from_src)?.is_some() {
+            up.write(part.ciphertext()).await.map_err(at_dst)?;
         }
         Ok(())
     }
     .await;
     match result {
         Ok(()) => {
-            up.finish()
-                .await
-                .map_err(|e| format!("{}: {e}", dst.name))?;
+            up.finish().await.map_err(at_dst)?;
             Ok(expected)
         }
         Err(e) => {

@@ -125,7 +125,8 @@ pub enum Command {
     },
     /// Restore every missing or corrupt copy from a good one, bring nodes
     /// that missed a change up to date, and remove old orphaned parts.
-    /// Exits 0 only when the vault is fully redundant afterwards.
+    /// Exits 0 when the vault is fully redundant afterwards, 2 when some
+    /// file cannot be rebuilt, 1 otherwise (as check).
     Repair {
         /// Authenticate every copy first, so corrupt ones are replaced too.
         #[arg(long)]

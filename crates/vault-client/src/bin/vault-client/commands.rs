@@ -591,7 +591,9 @@ async fn repair(
         );
         print_survey(vault, &r.after, false);
     }
-    i32::from(r.after.exit_code() != 0 || !r.failures.is_empty())
+    // As check: 2 when some file cannot be rebuilt, 1 when not fully
+    // redundant (or something failed), 0 when whole.
+    r.after.exit_code().max(i32::from(!r.failures.is_empty()))
 }
 
 async fn put(vault: &Vault, started: StartedPut, json: bool, verbose: bool) -> i32 {
