@@ -211,25 +211,35 @@ fn flip_middle(path: &Path) {
     std::fs::write(path, bytes).unwrap();
 }
 
+/// Files stored: names and contents.
+type Files = Vec<(String, Vec<u8>)>;
+
+/// A cluster holding `small.bin` (checked and repaired in batches) and
+/// `large.bin` (parts over 4 MiB: streamed), and DFS1's four part copies
+/// by size: the first two are small.bin's, the last two large.bin's.
+fn two_files_stored() -> (Cluster, Files, Vec<PathBuf>) {
+    let c = Cluster::start();
+    let files = make(
+        c.dir.path(),
+        &[("small.bin", 200_000), ("large.bin", 17 << 20)],
+    );
+    put(&c, &files);
+    let mut parts: Vec<PathBuf> = c
+        .blobs(0, "alice")
+        .into_iter()
+        .filter(|p| p.file_name().unwrap().to_string_lossy().starts_with("p2-"))
+        .collect();
+    parts.sort_by_key(|p| std::fs::metadata(p).unwrap().len());
+    assert_eq!(parts.len(), 4, "{parts:?}");
+    (c, files, parts)
+}
+
 #[test]
 fn a_flipped_byte_is_found_by_verify_and_repaired() {
     with_timeout(LIMIT, || {
-        let mut c = Cluster::start();
-        // One file verified in batches, one streamed (parts over 4 MiB).
-        let files = make(
-            c.dir.path(),
-            &[("small.bin", 200_000), ("large.bin", 17 << 20)],
-        );
-        put(&c, &files);
+        let (mut c, files, parts) = two_files_stored();
         // DFS1 holds two parts of each file; flip a byte in one part of
-        // each (told apart by size).
-        let mut parts: Vec<PathBuf> = c
-            .blobs(0, "alice")
-            .into_iter()
-            .filter(|p| p.file_name().unwrap().to_string_lossy().starts_with("p2-"))
-            .collect();
-        parts.sort_by_key(|p| std::fs::metadata(p).unwrap().len());
-        assert_eq!(parts.len(), 4, "{parts:?}");
+        // each.
         flip_middle(&parts[0]);
         flip_middle(&parts[3]);
 
@@ -316,20 +326,7 @@ fn other_holder(c: &Cluster, not: usize, blob: &Path) -> usize {
 #[test]
 fn repair_never_copies_a_tampered_copy() {
     with_timeout(LIMIT, || {
-        let mut c = Cluster::start();
-        // One file repaired in batches, one streamed (parts over 4 MiB).
-        let files = make(
-            c.dir.path(),
-            &[("small.bin", 200_000), ("large.bin", 17 << 20)],
-        );
-        put(&c, &files);
-        let mut parts: Vec<PathBuf> = c
-            .blobs(0, "alice")
-            .into_iter()
-            .filter(|p| p.file_name().unwrap().to_string_lossy().starts_with("p2-"))
-            .collect();
-        parts.sort_by_key(|p| std::fs::metadata(p).unwrap().len());
-        assert_eq!(parts.len(), 4, "{parts:?}");
+        let (mut c, files, parts) = two_files_stored();
         // One part of each file: DFS1 tampers with its copy, and the other
         // copy is lost (its node's disk, behind the node's back).
         let mut lost = Vec::new();
