@@ -18,31 +18,7 @@ cd "$(dirname "$0")/.."
 N=${1:-5000}
 MIN_KIB=${2:-1}
 MAX_KIB=${3:-32}
-cargo build --release --bins -q
-BIN=$PWD/target/release
-DIR=$(mktemp -d)
-PIDS=()
-cleanup() {
-    for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done
-    wait 2>/dev/null || true
-    rm -rf "$DIR"
-}
-trap cleanup EXIT
-
-"$BIN/vault-node" certs --dir "$DIR/certs" --node DFS1 --node DFS2 --node DFS3 --node DFS4 --san 127.0.0.1 >/dev/null
-printf 'Username: Alice\nPassword: %s\n' "$(printf Crimson33 | md5sum | cut -d' ' -f1)" > "$DIR/dfs.conf"
-: > "$DIR/dfc.conf"
-for i in 1 2 3 4; do
-    mkfifo "$DIR/out$i"
-    RUST_LOG=warn "$BIN/vault-node" serve --root "$DIR/DFS$i" --name "DFS$i" --port 0 \
-        --listen 127.0.0.1:0 --users "$DIR/dfs.conf" --certs "$DIR/certs" > "$DIR/out$i" &
-    PIDS+=($!)
-    read -r line < "$DIR/out$i"
-    echo "Server DFS$i ${line##* }" >> "$DIR/dfc.conf"
-done
-echo "Username: Alice" >> "$DIR/dfc.conf"
-export VAULT_PASSWORD=Crimson33
-CLIENT=("$BIN/vault-client" -c "$DIR/dfc.conf")
+. bench/cluster.sh
 
 # The tree: N files in folders of 50, two levels deep.
 python3 - "$DIR/tree" "$N" "$MIN_KIB" "$MAX_KIB" <<'EOF'
@@ -98,6 +74,4 @@ if command -v restic >/dev/null; then
 else
     echo "restic not installed: no comparison (apt-get install restic)"
 fi
-for i in 1 2 3 4; do
-    awk -v n="DFS$i" '/VmHWM/ { printf "%s peak RSS %.1f MiB\n", n, $2 / 1024 }' "/proc/${PIDS[$((i - 1))]}/status"
-done
+node_rss

@@ -14,40 +14,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 TOTAL_MIB=${1:-1024}
 LARGE=${2:-64}
-cargo build --release --bins -q
-BIN=$PWD/target/release
-DIR=$(mktemp -d)
-PIDS=(0 0 0 0)
-PORTS=(0 0 0 0)
-cleanup() {
-    for p in "${PIDS[@]}"; do [ "$p" != 0 ] && kill "$p" 2>/dev/null || true; done
-    wait 2>/dev/null || true
-    [ -n "${KEEP_LOGS:-}" ] && cat "$DIR"/node*.log
-    rm -rf "$DIR"
-}
-trap cleanup EXIT
-
-"$BIN/vault-node" certs --dir "$DIR/certs" --node DFS1 --node DFS2 --node DFS3 --node DFS4 --san 127.0.0.1 >/dev/null
-printf 'Username: Alice\nPassword: %s\n' "$(printf Crimson33 | md5sum | cut -d' ' -f1)" > "$DIR/dfs.conf"
-start_node() { # index (1-4), port (0: any)
-    local i=$1 port=$2
-    rm -f "$DIR/out$i"
-    mkfifo "$DIR/out$i"
-    RUST_LOG=warn "$BIN/vault-node" serve --root "$DIR/DFS$i" --name "DFS$i" \
-        --listen "127.0.0.1:$port" --users "$DIR/dfs.conf" --certs "$DIR/certs" > "$DIR/out$i" 2>>"$DIR/node$i.log" &
-    PIDS[$((i - 1))]=$!
-    local line
-    read -r line < "$DIR/out$i"
-    PORTS[$((i - 1))]=${line##*:}
-}
-: > "$DIR/dfc.conf"
-for i in 1 2 3 4; do
-    start_node "$i" 0
-    echo "Server DFS$i 127.0.0.1:${PORTS[$((i - 1))]}" >> "$DIR/dfc.conf"
-done
-echo "Username: Alice" >> "$DIR/dfc.conf"
-export VAULT_PASSWORD=Crimson33
-CLIENT=("$BIN/vault-client" -c "$DIR/dfc.conf")
+. bench/cluster.sh
 
 python3 - "$DIR/tree" "$TOTAL_MIB" "$LARGE" <<'EOF'
 import os, sys
