@@ -32,6 +32,24 @@ pub struct PutFailure {
     pub error: NetError,
 }
 
+/// Checks positions a node reports in a batch of `n`: each inside the
+/// batch and named once, in order. A node repeating a position could
+/// otherwise make one failure count many times (and a committed file look
+/// refused everywhere, so its new parts would be removed).
+fn positions(indices: impl Iterator<Item = u32>, n: usize) -> Result<(), NetError> {
+    let mut next = 0usize;
+    for i in indices {
+        let i = i as usize;
+        if i < next || i >= n {
+            return Err(protocol(
+                "blob positions outside the batch, repeated or out of order",
+            ));
+        }
+        next = i + 1;
+    }
+    Ok(())
+}
+
 fn protocol(what: impl Into<String>) -> NetError {
     NetError::Protocol(what.into())
 }
@@ -212,22 +230,17 @@ impl Session {
         let Response::BatchStored { failed } = resp else {
             unreachable!("checked by exchange")
         };
-        failed
+        positions(failed.iter().map(|f| f.index), blobs.len())?;
+        Ok(failed
             .into_iter()
-            .map(|f| {
-                let index = f.index as usize;
-                if index >= blobs.len() {
-                    return Err(protocol("failure reported for a blob not in the batch"));
-                }
-                Ok(PutFailure {
-                    index,
-                    error: NetError::Node {
-                        code: f.code,
-                        message: super::sanitize(&f.message),
-                    },
-                })
+            .map(|f| PutFailure {
+                index: f.index as usize,
+                error: NetError::Node {
+                    code: f.code,
+                    message: super::sanitize(&f.message),
+                },
             })
-            .collect()
+            .collect())
     }
 
     /// Deletes several blobs (at most [`MAX_BATCH`]); returns how many
@@ -248,9 +261,7 @@ impl Session {
         let Response::BatchDeleted { missing } = resp else {
             unreachable!("checked by exchange")
         };
-        if missing.iter().any(|&i| i as usize >= n) {
-            return Err(protocol("missing blob reported outside the batch"));
-        }
+        positions(missing.iter().copied(), n)?;
         Ok(missing.len())
     }
 

@@ -15,7 +15,7 @@ use vault_node::testing::lie::{
     when, ClaimScheme, FlipBlob, FloodListing, ForgeRecord, RawAnswer, ReplayBlob, ServeInstead,
     StallOn, TruncateBlob,
 };
-use vault_node::testing::{self, timed, TestCluster};
+use vault_node::testing::{self, timed, Lie, Reply, TestCluster};
 use wire::{AuthScheme, KdfParams, UserRecord};
 
 use super::common::*;
@@ -249,6 +249,88 @@ async fn oversized_and_malformed_frames_are_refused_and_failed_over() {
             failovers.iter().all(|f| f.contains("protocol error")),
             "{failovers:?}"
         );
+    })
+    .await
+}
+
+/// Rewrites every `PutBlobs` answer (after the real node stored the
+/// blobs) to report the first blob as failed 500 times over.
+#[derive(Debug)]
+struct RepeatFailure {
+    hits: std::sync::atomic::AtomicUsize,
+}
+
+impl Lie for RepeatFailure {
+    fn on_response(&self, req: &wire::Request, resp: wire::Response, bulk: Vec<u8>) -> Reply {
+        if !matches!(req, wire::Request::PutBlobs { .. }) {
+            return Reply::Send(resp, bulk);
+        }
+        self.hits.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        let failure = wire::BatchFailure {
+            index: 0,
+            code: wire::ErrorCode::Internal,
+            message: "refused".into(),
+        };
+        Reply::Send(
+            wire::Response::BatchStored {
+                failed: vec![failure; 500],
+            },
+            bulk,
+        )
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_repeating_a_batch_failure_cannot_get_new_parts_removed() {
+    timed(async {
+        let mut c = TestCluster::start(&testing::plain_user("Alice", ALICE))
+            .await
+            .unwrap();
+        let v = open(&c, "alice", ALICE).await.unwrap();
+        let tree = c.dir().join("tree");
+        std::fs::create_dir(&tree).unwrap();
+        let put_tree = |v: Vault| {
+            let tree = tree.clone();
+            async move {
+                let walk = vault_client::path::walk(&tree).unwrap();
+                let options = ops::put_many::PutOptions::default();
+                ops::put_many::PutPlan::start(walk.files, options, progress())
+                    .run(&v)
+                    .await
+                    .unwrap()
+            }
+        };
+        let old: Vec<Vec<u8>> = (0..6).map(|i| data(3_000 + i, i as u64 + 1)).collect();
+        for (i, d) in old.iter().enumerate() {
+            std::fs::write(tree.join(format!("f{i}")), d).unwrap();
+        }
+        assert_eq!(put_tree(v.clone()).await.stored(), 6);
+
+        // DFS1 stores every blob it is sent, then says the first of each
+        // batch failed, 500 times: one failure must not count as 500 (the
+        // honest nodes took the new manifest; removing its parts would
+        // leave the file unreadable).
+        let lie = Arc::new(RepeatFailure {
+            hits: Default::default(),
+        });
+        c.make_hostile(0, lie.clone()).await.unwrap();
+        let v = open(&c, "alice", ALICE).await.unwrap();
+        let new: Vec<Vec<u8>> = (0..6).map(|i| data(4_000 + i, i as u64 + 50)).collect();
+        for (i, d) in new.iter().enumerate() {
+            std::fs::write(tree.join(format!("f{i}")), d).unwrap();
+        }
+        let summary = put_tree(v.clone()).await;
+        std::fs::create_dir(c.dir().join("out-tree")).unwrap();
+        assert!(lie.hits.load(std::sync::atomic::Ordering::SeqCst) > 0);
+        for (i, (file, outcome)) in summary.files.iter().enumerate() {
+            // Whatever PUT said, the file reads back: new bytes if it was
+            // stored, old ones if not.
+            let want = match outcome {
+                ops::put_many::Outcome::Stored(_) => &new[i],
+                _ => &old[i],
+            };
+            get_ok(&v, &c, &file.name, want).await;
+        }
     })
     .await
 }
