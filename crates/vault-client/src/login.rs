@@ -25,6 +25,7 @@
 use std::sync::Arc;
 
 use quinn::Endpoint;
+use subtle::ConstantTimeEq;
 use tokio::task::JoinSet;
 use wire::{AuthScheme, ErrorCode, KdfParams, Proof, Request, Response, UserRecord};
 use zeroize::Zeroizing;
@@ -68,6 +69,13 @@ pub struct KeyRing {
 }
 
 impl KeyRing {
+    /// Whether the current password is the new one of a rotation.
+    fn current_is_new(&self) -> bool {
+        self.new
+            .as_ref()
+            .is_some_and(|n| bool::from(n.as_bytes().ct_eq(self.current.as_bytes())))
+    }
+
     /// A ring for `current` and, during a rotation, `new`.
     pub fn new(current: &Zeroizing<String>, new: Option<&Zeroizing<String>>) -> Self {
         KeyRing {
@@ -349,8 +357,11 @@ pub async fn log_in(attempt: &Attempt<'_>, ring: &mut KeyRing) -> LoginReport {
             continue;
         }
         let Some(p) = slot.take() else { continue };
+        // A node that had the legacy login when a pending rotation began
+        // still takes the old password's MD5; never the new one's.
         let exempt = rotation
-            .is_some_and(|r| r.pending.is_some() && r.legacy_nodes.contains(&report.names[i]));
+            .is_some_and(|r| r.pending.is_some() && r.legacy_nodes.contains(&report.names[i]))
+            && !ring.current_is_new();
         // What such a node most likely is: one that lost its key records.
         let replaced = "a node replaced, or restored, without its key records does this: copy <root>/.vault/records/ from a healthy node to its root and restart it";
         let refusal = if exempt {

@@ -17,6 +17,7 @@
 //! - dfc.conf is rewritten last, then the pending rotation is cleared.
 
 use quinn::Endpoint;
+use subtle::ConstantTimeEq;
 use tokio::task::JoinSet;
 use wire::{AuthScheme, ErrorCode, Request, UserRecord};
 use zeroize::Zeroizing;
@@ -55,6 +56,13 @@ pub async fn rotate(
     options: &OpenOptions,
 ) -> Result<RotateReport, OpError> {
     let user = cfg.username.to_ascii_lowercase();
+    // Also keeps a resumed rotation given the new password as the old one
+    // from sending the new password's MD5 to nodes not yet switched.
+    if bool::from(old.as_bytes().ct_eq(new.as_bytes())) {
+        return Err(OpError::Refused(
+            "the new password is the current one; give the password the nodes accept now as the old one (nothing was changed)".into(),
+        ));
+    }
     if let Some(PasswordSetting::Plain(_)) = cfg.password {
         if let Some(problem) = config::plain_password_problem(new) {
             return Err(OpError::Refused(format!(

@@ -548,6 +548,24 @@ async fn rotate_sends_no_md5_to_a_node_claiming_legacy() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rotate_to_the_current_password_sends_no_md5() {
+    timed(async {
+        // A legacy account: its nodes take an MD5 of the old password
+        // during a rotation, and must never get one of the new password.
+        // Given the same password twice (as a user resuming a rotation
+        // may), nothing reaches any node.
+        let mut c = TestCluster::start(&testing::plain_user("Alice", ALICE))
+            .await
+            .unwrap();
+        let seen = c.make_hostile(0, Arc::new(testing::Honest)).await.unwrap();
+        let err = rotate(&c, "alice", ALICE, ALICE).await.unwrap_err();
+        assert!(err.to_string().contains("is the current one"), "{err}");
+        no_md5_reached(&seen);
+    })
+    .await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn absurd_costs_announced_by_a_node_are_refused_before_argon2() {
     timed(async {
         let mut c = upgraded_alice("Saffron-99").await;
