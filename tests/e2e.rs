@@ -306,13 +306,27 @@ fn interactive_prompt_takes_classic_commands() {
     });
 }
 
+#[test]
+fn the_prompt_reads_commands_after_a_password_from_stdin() {
+    with_timeout(LIMIT, || {
+        let c = Cluster::start();
+        let files = make_files(c.dir.path(), &[1234]);
+        // The password line, then the prompt's commands, on one stdin.
+        let script = format!("Crimson33\nput {}\nlist\nexit\n", files[0].0);
+        let out = c.client_env(&[], &["--password-stdin"], Some(&script));
+        let text = ok(&out);
+        assert!(text.contains(&files[0].0), "{text}");
+    });
+}
+
 /// Bytes of every stored part (not manifests or records), sorted.
 fn part_bytes(c: &Cluster) -> Vec<Vec<u8>> {
     let mut out: Vec<Vec<u8>> = (0..4)
         .flat_map(|i| c.blobs(i, "alice"))
-        .filter(|p| p.file_name().unwrap().to_string_lossy().starts_with("p-"))
+        .filter(|p| p.file_name().unwrap().to_string_lossy().starts_with("p2-"))
         .map(|p| std::fs::read(p).unwrap())
         .collect();
+    assert!(!out.is_empty(), "no part blobs found (id prefix changed?)");
     out.sort();
     out
 }

@@ -179,7 +179,15 @@ fn split_keyword<'a>(line: &Line<'a>) -> Result<Option<(Keyword, Value<'a>)>, St
         return Ok(None);
     }
     let Some((keyword, after)) = classic_keyword(text) else {
+        // Never quote what may be a password: not past an `=`, and not a
+        // line of one word (a password on a line of its own).
         let token = text.split_whitespace().next().unwrap_or(text);
+        let token = token.find('=').map_or(token, |i| &token[..=i]);
+        if token.len() == text.trim_end().len() && !token.ends_with([':', '=']) {
+            return Err(
+                "a line of one word that is not a keyword (not shown: it may be a password; expected Server, Username, Password or CA)".into(),
+            );
+        }
         return Err(format!(
             "unknown keyword {} (expected Server, Username, Password or CA)",
             quote(token)

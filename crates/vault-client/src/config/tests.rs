@@ -215,6 +215,19 @@ fn with_line(n: usize, line: &str) -> String {
 }
 
 #[test]
+fn errors_never_quote_what_may_be_a_password() {
+    for (line, secret) in [
+        ("Crimson33", "Crimson33"),
+        ("  Hunter2!  ", "Hunter2!"),
+        ("password=Crimson33", "Crimson33"),
+    ] {
+        let msg = err(&with_line(6, line));
+        assert!(msg.starts_with(&format!("{P}:6: ")), "{line}: {msg}");
+        assert!(!msg.contains(secret), "{line}: {msg}");
+    }
+}
+
+#[test]
 fn syntax_errors_name_file_line_and_problem() {
     for (n, line, expected) in [
         (2, "Sever DFS2 127.0.0.1:10002", "unknown keyword `Sever`"),

@@ -64,6 +64,8 @@ pub async fn run(cli: Cli) -> Result<i32> {
             }
         }
         command => {
+            // Standard input is the prompt's from here on.
+            drop(sources);
             // PUT's MD5 pass runs while the nodes are dialled and Argon2id runs.
             let batch = match &command {
                 Some(Command::Put {

@@ -256,7 +256,9 @@ pub async fn interactive(vault: &Vault, cfg: &ClientConfig, me: &Identity) -> i3
                 continue;
             }
             Line::Unknown => {
-                eprintln!("unknown command: {line}\n{PROMPT_HELP}");
+                // Only the first word: the rest may hold a password.
+                let word = line.split_whitespace().next().unwrap_or_default();
+                eprintln!("unknown command: {word}\n{PROMPT_HELP}");
                 status = 1;
                 continue;
             }
