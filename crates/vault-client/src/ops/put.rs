@@ -47,9 +47,29 @@ pub struct PutReport {
 
 /// Size and modification time: enough to notice a file rewritten while
 /// being stored.
-fn fingerprint(path: &Path) -> Option<(u64, std::time::SystemTime)> {
-    let m = std::fs::metadata(path).ok()?;
+/// A file's size and modification time: what tells that it changed.
+type Fingerprint = (u64, std::time::SystemTime);
+
+fn fingerprint_of(m: &std::fs::Metadata) -> Option<Fingerprint> {
     Some((m.len(), m.modified().ok()?))
+}
+
+fn fingerprint(path: &Path) -> Option<Fingerprint> {
+    fingerprint_of(&std::fs::metadata(path).ok()?)
+}
+
+/// A file's size and MD5, and its fingerprint while they were computed.
+pub(crate) struct Hashed {
+    size: u64,
+    md5: [u8; 16],
+    fingerprint: Fingerprint,
+}
+
+fn changed(path: &Path) -> OpError {
+    OpError::Refused(format!(
+        "{} changed while it was being stored; nothing was changed in the vault",
+        path.display()
+    ))
 }
 
 /// Chunks in flight per part between the reader/encryptor and the network.
@@ -60,8 +80,12 @@ pub fn name_for(path: &Path) -> Result<String, OpError> {
     crate::path::file_name(path).map_err(|e| OpError::BadName(e.to_string()))
 }
 
-fn md5_file(path: &Path, progress: &ProgressRef) -> Result<(u64, [u8; 16]), std::io::Error> {
+/// The MD5 pass. A file that changes during it is refused (its size and
+/// MD5 would describe no version of it).
+fn md5_file(path: &Path, progress: &ProgressRef) -> Result<Hashed, std::io::Error> {
     let mut file = File::open(path)?;
+    let unreadable = || std::io::Error::other("cannot read the file's modification time");
+    let before = fingerprint_of(&file.metadata()?).ok_or_else(unreadable)?;
     let mut hasher = Md5::new();
     let mut buf = vec![0u8; 1 << 20];
     let mut total = 0u64;
@@ -74,11 +98,20 @@ fn md5_file(path: &Path, progress: &ProgressRef) -> Result<(u64, [u8; 16]), std:
         total += n as u64;
         progress.advance(n as u64);
     }
-    Ok((total, hasher.finalize().into()))
+    if total != before.0 || fingerprint(path) != Some(before) {
+        return Err(std::io::Error::other(
+            "the file changed while it was being read; nothing was stored",
+        ));
+    }
+    Ok(Hashed {
+        size: total,
+        md5: hasher.finalize().into(),
+        fingerprint: before,
+    })
 }
 
 /// A file's size and MD5, being computed ahead of time.
-pub(crate) type Hashing = tokio::sync::oneshot::Receiver<std::io::Result<(u64, [u8; 16])>>;
+pub(crate) type Hashing = tokio::sync::oneshot::Receiver<std::io::Result<Hashed>>;
 
 /// A file waiting in a [`PutBatch`].
 struct Queued {
@@ -176,16 +209,21 @@ pub(crate) async fn store(
             path.display()
         )));
     }
-    let before = fingerprint(path).ok_or_else(|| OpError::Io {
-        path: path.to_path_buf(),
-        source: std::io::Error::other("cannot read the file's metadata"),
-    })?;
     let mtime_ns = crate::path::mtime_ns(&meta);
 
     let hashed = hashing
         .await
         .map_err(|_| OpError::Unavailable("hashing task failed".into()))?;
-    let (size, md5) = hashed.map_err(io_err(path))?;
+    let Hashed {
+        size,
+        md5,
+        fingerprint: hashed_as,
+    } = hashed.map_err(io_err(path))?;
+    // The MD5 pass may have run well before: the file must still be the
+    // one it read, now and after the parts are sent.
+    if fingerprint_of(&meta) != Some(hashed_as) {
+        return Err(changed(path));
+    }
 
     let manifest_id = vault.master().manifest_id(&name);
     let previous = fetch_versions(vault, &manifest_id, None).await;
@@ -205,12 +243,9 @@ pub(crate) async fn store(
     }
     // The MD5 pass and the encrypt pass read the file separately: if it
     // changed in between, the parts and the manifest disagree.
-    if fingerprint(path) != Some(before) {
+    if fingerprint(path) != Some(hashed_as) {
         remove_parts(vault, &manifest).await;
-        return Err(OpError::Refused(format!(
-            "{} changed while it was being stored; nothing was changed in the vault",
-            path.display()
-        )));
+        return Err(changed(path));
     }
 
     // Commit: the manifest goes to every node.

@@ -250,3 +250,56 @@ async fn no_keystream_is_shared_between_parts_or_versions() {
     })
     .await;
 }
+
+/// Progress that says when `goal` bytes have gone by.
+struct Reached {
+    done: std::sync::atomic::AtomicU64,
+    goal: u64,
+    tx: std::sync::Mutex<Option<tokio::sync::oneshot::Sender<()>>>,
+}
+
+impl ops::Progress for Reached {
+    fn advance(&self, bytes: u64) {
+        let done = self
+            .done
+            .fetch_add(bytes, std::sync::atomic::Ordering::SeqCst)
+            + bytes;
+        if done >= self.goal {
+            if let Some(tx) = self.tx.lock().unwrap().take() {
+                let _ = tx.send(());
+            }
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_file_changed_after_its_md5_pass_is_refused_not_stored_short() {
+    timed(async {
+        let c = TestCluster::start(&format!("Alice {}\n", "Crimson33"))
+            .await
+            .unwrap();
+        let v = open(&c, "alice", "Crimson33").await.unwrap();
+        let first = data(2 << 20, 7);
+        let path = write(&c, "grows.bin", &first);
+        // The MD5 pass (the first 2 MiB of progress) ends, then the file
+        // grows before it is stored: storing its first 2 MiB under the old
+        // MD5 would report a file the vault does not hold.
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        let progress = std::sync::Arc::new(Reached {
+            done: Default::default(),
+            goal: first.len() as u64,
+            tx: std::sync::Mutex::new(Some(tx)),
+        });
+        let mut batch = ops::put::PutBatch::start(vec![(path.clone(), progress)]);
+        rx.await.unwrap();
+        let mut longer = first.clone();
+        longer.extend_from_slice(&data(4096, 8));
+        std::fs::write(&path, &longer).unwrap();
+        let (_, result) = batch.next(&v).await.unwrap();
+        let err = result.unwrap_err();
+        assert!(err.to_string().contains("changed"), "{err}");
+        let listed = ops::list::list(&v, "").await.unwrap();
+        assert!(listed.files.is_empty(), "{listed:?}");
+    })
+    .await
+}
