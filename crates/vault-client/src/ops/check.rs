@@ -111,6 +111,10 @@ pub struct Survey {
     pub orphans_checked: bool,
     /// Bytes downloaded and authenticated.
     pub verified_bytes: u64,
+    /// When the manifests were read (seconds since the Unix epoch): a part
+    /// is an orphan only if no manifest read then refers to it, so only
+    /// parts older than that by the grace period may go.
+    pub taken_at: u64,
     /// `node: problem` for nodes that could not be asked everything.
     pub problems: Vec<String>,
 }
@@ -149,8 +153,10 @@ pub async fn survey(
     progress: ProgressRef,
 ) -> Result<Survey, OpError> {
     let prefix = normalize_prefix(prefix).map_err(|e| OpError::BadName(e.to_string()))?;
+    let taken_at = super::unix_now();
     let catalog = catalog::scan(vault, &prefix).await;
     let mut out = Survey {
+        taken_at,
         problems: catalog.problems.clone(),
         ..Survey::default()
     };
@@ -426,11 +432,11 @@ async fn orphans(vault: &Vault, entries: &[Entry]) -> Result<Vec<Orphan>, String
     Ok(all)
 }
 
-/// Orphans older than `grace`, given the time now in seconds since the
-/// Unix epoch.
-pub fn expired(orphans: &[Orphan], grace: Duration, now: u64) -> Vec<&Orphan> {
+/// Orphans written at least `grace` before `at` (seconds since the Unix
+/// epoch; repair passes [`Survey::taken_at`]).
+pub fn expired(orphans: &[Orphan], grace: Duration, at: u64) -> Vec<&Orphan> {
     orphans
         .iter()
-        .filter(|o| o.modified.saturating_add(grace.as_secs()) <= now)
+        .filter(|o| o.modified.saturating_add(grace.as_secs()) <= at)
         .collect()
 }

@@ -115,6 +115,13 @@ impl Progress for std::sync::atomic::AtomicU64 {
 /// A shareable progress sink.
 pub type ProgressRef = Arc<dyn Progress>;
 
+/// Seconds since the Unix epoch, by this machine's clock.
+pub(crate) fn unix_now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+}
+
 /// Progress nobody watches, shareable.
 pub fn no_progress() -> ProgressRef {
     Arc::new(NoProgress)

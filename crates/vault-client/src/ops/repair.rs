@@ -67,12 +67,6 @@ pub struct RepairReport {
     pub after: Survey,
 }
 
-fn now_secs() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs())
-}
-
 /// Repairs the files under `prefix` ("" for the whole vault, the only case
 /// in which orphans are collected).
 pub async fn repair(
@@ -441,7 +435,7 @@ async fn remove_orphans(
     report: &mut RepairReport,
 ) {
     let mut per_node: HashMap<usize, Vec<BlobId>> = HashMap::new();
-    for o in check::expired(&survey.orphans, grace, now_secs()) {
+    for o in check::expired(&survey.orphans, grace, survey.taken_at) {
         if let Ok(id) = BlobId::new(o.id.clone()) {
             per_node.entry(o.node).or_default().push(id);
         }

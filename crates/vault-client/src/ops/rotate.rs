@@ -41,12 +41,6 @@ pub struct RotateReport {
     pub resumed: bool,
 }
 
-fn unix_now() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs())
-}
-
 /// Changes the password of `cfg`'s user from `old` to `new` on all nodes.
 pub async fn rotate(
     endpoint: &Endpoint,
@@ -212,7 +206,7 @@ async fn finish(
                 _ => None,
             };
             let p = PendingRotation {
-                started: unix_now(),
+                started: super::unix_now(),
                 record: PendingRotation::encode_record(&record),
                 legacy_nodes,
                 new_md5,
