@@ -21,7 +21,7 @@ use serde::Serialize;
 use tokio::task::JoinSet;
 use wire::{BlobId, MAX_BATCH};
 
-use super::part_stream::{PartReader, ReadOptions};
+use super::part_stream::{PartError, PartReader, ReadOptions};
 use super::{OpError, ProgressRef};
 use crate::catalog::{self, Entry};
 use crate::crypto::format::{part_blob_len, HEADER_LEN, PART_HEADER, PART_ID_PREFIX};
@@ -250,7 +250,7 @@ async fn verify_all(vault: &Vault, survey: &mut Survey, progress: &ProgressRef) 
         .map(|&(f, i)| survey.entries[f].newest.parts()[survey.files[f].parts[i].0].1)
         .sum();
     progress.set_total(total);
-    let mut bad: Vec<(usize, usize)> = Vec::new();
+    let mut bad: Vec<(usize, usize, CopyState)> = Vec::new();
     let mut set = JoinSet::new();
     for (node, list) in small {
         let Some(s) = vault.session(node).cloned() else {
@@ -269,11 +269,11 @@ async fn verify_all(vault: &Vault, survey: &mut Survey, progress: &ProgressRef) 
     }
     while let Some(joined) = set.join_next().await {
         match joined {
-            Ok(Ok((mut b, bytes))) => {
+            Ok((mut b, bytes, problem)) => {
                 bad.append(&mut b);
                 survey.verified_bytes += bytes;
+                survey.problems.extend(problem);
             }
-            Ok(Err(e)) => survey.problems.push(e),
             Err(e) => survey.problems.push(format!("verify task failed: {e}")),
         }
     }
@@ -285,22 +285,39 @@ async fn verify_all(vault: &Vault, survey: &mut Survey, progress: &ProgressRef) 
         let m = &survey.entries[f].newest;
         match authenticate_stream(vault, s, m, part, progress).await {
             Ok(bytes) => survey.verified_bytes += bytes,
-            Err(_) => bad.push((f, i)),
+            Err(e) => {
+                let state = judged(&e).unwrap_or_else(|| {
+                    survey.problems.push(format!("{}: {e}", s.name));
+                    CopyState::Unknown
+                });
+                bad.push((f, i, state));
+            }
         }
     }
-    for (f, i) in bad {
-        survey.files[f].parts[i].2 = CopyState::Corrupt;
+    for (f, i, state) in bad {
+        survey.files[f].parts[i].2 = state;
+    }
+}
+
+/// A copy's state, if reading it proved it bad (rather than the
+/// connection failing, which proves nothing about the copy).
+pub(crate) fn judged(e: &PartError) -> Option<CopyState> {
+    match e {
+        PartError::Missing => Some(CopyState::Missing),
+        PartError::WrongSize | PartError::NotFormat2 | PartError::Auth => Some(CopyState::Corrupt),
+        PartError::Silent(_) | PartError::Net(_) => None,
     }
 }
 
 /// Verifies small copies on one node in batches: the (file, index) pairs
-/// that fail, and the bytes authenticated.
+/// found not good and their state, the bytes authenticated, and why the
+/// node could not be asked about the rest (left `Unknown`).
 async fn verify_small(
     vault: &Vault,
     s: &Session,
     jobs: Vec<(usize, usize, BlobId, Manifest, usize)>,
     progress: &ProgressRef,
-) -> Result<(Vec<(usize, usize)>, u64), String> {
+) -> (Vec<(usize, usize, CopyState)>, u64, Option<String>) {
     let mut bad = Vec::new();
     let mut bytes = 0u64;
     let mut start = 0;
@@ -317,23 +334,27 @@ async fn verify_small(
         }
         let chunk = &jobs[start..end];
         let ids: Vec<BlobId> = chunk.iter().map(|j| j.2.clone()).collect();
-        let got = s
-            .get_blobs(&ids, size)
-            .await
-            .map_err(|e| format!("{}: {e}", s.name))?;
+        let got = match s.get_blobs(&ids, size).await {
+            Ok(got) => got,
+            Err(e) => {
+                bad.extend(jobs[start..].iter().map(|j| (j.0, j.1, CopyState::Unknown)));
+                return (bad, bytes, Some(format!("{}: {e}", s.name)));
+            }
+        };
         for ((f, i, _, m, part), blob) in chunk.iter().zip(got) {
-            let ok = blob.is_some_and(|b| open_part(vault, m, *part, &b).is_ok());
-            if ok {
-                let n = m.parts()[*part].1;
-                bytes += n;
-                progress.advance(n);
-            } else {
-                bad.push((*f, *i));
+            match blob {
+                Some(b) if open_part(vault, m, *part, &b).is_ok() => {
+                    let n = m.parts()[*part].1;
+                    bytes += n;
+                    progress.advance(n);
+                }
+                Some(_) => bad.push((*f, *i, CopyState::Corrupt)),
+                None => bad.push((*f, *i, CopyState::Missing)),
             }
         }
         start = end;
     }
-    Ok((bad, bytes))
+    (bad, bytes, None)
 }
 
 /// Checks a part blob's header and opens it; the plaintext must have the
@@ -358,13 +379,11 @@ async fn authenticate_stream(
     m: &Manifest,
     k: usize,
     progress: &ProgressRef,
-) -> Result<u64, String> {
+) -> Result<u64, PartError> {
     let keys = vault.master().part(vault.user(), &m.file_id, m.version, k);
-    let mut part = PartReader::open(s, &keys, m.parts()[k].1, ReadOptions::default())
-        .await
-        .map_err(|e| e.to_string())?;
+    let mut part = PartReader::open(s, &keys, m.parts()[k].1, ReadOptions::default()).await?;
     let mut plain = 0u64;
-    while let Some(chunk) = part.next().await.map_err(|e| e.to_string())? {
+    while let Some(chunk) = part.next().await? {
         plain += chunk.len() as u64;
         progress.advance(chunk.len() as u64);
     }

@@ -19,7 +19,7 @@ use std::time::Duration;
 use tokio::task::JoinSet;
 use wire::{BlobId, MAX_BATCH};
 
-use super::check::{self, open_part, CopyState, Survey};
+use super::check::{self, judged, open_part, CopyState, Survey};
 use super::part_stream::{PartError, PartReader, ReadOptions};
 use super::{no_progress, OpError, ProgressRef};
 use crate::crypto::format::{part_blob_len, PART_HEADER};
@@ -358,23 +358,13 @@ async fn copy_small(
     (copies, bytes, failures, bad)
 }
 
-/// Streams one large copy from its source to its destination,
-/// authenticating every chunk on the way: a bad source aborts the upload,
-/// and the destination keeps nothing.
-/// A copy's state, if reading it proved it bad (rather than the
-/// connection failing).
-fn judged(e: &PartError) -> Option<CopyState> {
-    match e {
-        PartError::Missing => Some(CopyState::Missing),
-        PartError::WrongSize | PartError::NotFormat2 | PartError::Auth => Some(CopyState::Corrupt),
-        PartError::Silent(_) | PartError::Net(_) => None,
-    }
-}
-
 /// Why a streamed copy failed, and the source's state if that proved it
 /// bad.
 type CopyFailure = (String, Option<CopyState>);
 
+/// Streams one large copy from its source to its destination,
+/// authenticating every chunk on the way: a bad source aborts the upload,
+/// and the destination keeps nothing.
 async fn copy_stream(vault: &Vault, j: &Job) -> Result<u64, CopyFailure> {
     let src = vault
         .session(j.from)
