@@ -3,8 +3,8 @@
 //! in `lens`: no such blob).
 //!
 //! At most [`wire::MAX_BATCH`] ids (checked by the decoder); blobs found
-//! adding up to more than [`wire::MAX_BATCH_BYTES`] are refused with
-//! `TooLarge`, nothing sent.
+//! adding up to more than [`wire::MAX_BATCH_BYTES`] (by the index, before
+//! any file is opened) are refused with `TooLarge`, nothing sent.
 
 use wire::{BlobId, ErrorCode, Response, MAX_BATCH_BYTES};
 
@@ -12,13 +12,14 @@ use super::{read_failed, Ctx, Reply};
 
 pub(crate) async fn run(ctx: &Ctx<'_>, ids: &[BlobId]) -> Result<Reply, Response> {
     let (user, _) = ctx.user()?;
-    let found = ctx
+    // Sized from the index before any file is opened.
+    let stats = ctx
         .node
         .blobs
-        .open_many(&user, ids)
+        .stat_many(&user, ids)
         .await
         .map_err(|e| read_failed("reading the blobs", &e))?;
-    let total = found
+    let total = stats
         .iter()
         .flatten()
         .fold(0u64, |t, b| t.saturating_add(b.len));
@@ -31,6 +32,12 @@ pub(crate) async fn run(ctx: &Ctx<'_>, ids: &[BlobId]) -> Result<Reply, Response
             ),
         ));
     }
+    let found = ctx
+        .node
+        .blobs
+        .open_many(&user, ids)
+        .await
+        .map_err(|e| read_failed("reading the blobs", &e))?;
     let lens = found.iter().map(|b| b.as_ref().map(|b| b.len)).collect();
     Ok(Reply::Bulk {
         head: Response::Blobs { lens },

@@ -210,8 +210,7 @@ impl BlobStore {
         let index = self.index(user).await?;
         lock(&index).reserve(id, len, quota)?;
         let reservation = Reservation { index, len };
-        let tmp_dir = dir.join(TMP_DIR);
-        tokio::fs::create_dir_all(&tmp_dir).await?;
+        let tmp_dir = self.tmp_dir(&dir).await?;
         let writer = TempWriter::create(temp_path(&tmp_dir)?, len).await?;
         Ok(PendingBlob {
             writer,
@@ -219,6 +218,27 @@ impl BlobStore {
             id: id.clone(),
             reservation,
         })
+    }
+
+    /// The user folder's `.tmp`, made if missing, with the root synced so
+    /// a user folder made here (the user's first upload) is durable.
+    async fn tmp_dir(&self, dir: &Path) -> io::Result<PathBuf> {
+        let tmp_dir = dir.join(TMP_DIR);
+        if tokio::fs::metadata(&tmp_dir).await.is_err() {
+            let (dir, tmp) = (dir.to_path_buf(), tmp_dir.clone());
+            // Synced whenever `.tmp` was missing (rare: once per user
+            // folder), so no upload is acknowledged before its folder is
+            // durable, however two first uploads interleave.
+            blocking(move || {
+                std::fs::create_dir_all(&tmp)?;
+                if let Some(root) = dir.parent() {
+                    sync_dir(root)?;
+                }
+                Ok(())
+            })
+            .await?;
+        }
+        Ok(tmp_dir)
     }
 
     /// Starts a batch upload of `items` for `user`, first reserving their
@@ -235,8 +255,7 @@ impl BlobStore {
         let total = items.iter().fold(0u64, |t, i| t.saturating_add(i.len));
         lock(&index).reserve_many(items.iter().map(|i| (&i.id, i.len)), quota)?;
         let reservation = Reservation { index, len: total };
-        let tmp_dir = dir.join(TMP_DIR);
-        tokio::fs::create_dir_all(&tmp_dir).await?;
+        let tmp_dir = self.tmp_dir(&dir).await?;
         Ok(PutBatch {
             dir,
             tmp_dir,
