@@ -17,8 +17,8 @@ use std::time::Duration;
 use quinn::{Connection, Endpoint, RecvStream, SendStream, TransportConfig, VarInt};
 use thiserror::Error;
 use wire::{
-    decode_frame_header, decode_response, encode_request, BlobId, ErrorCode, ListEntry, Request,
-    Response, FRAME_PREFIX_LEN, MAX_LIST_PAGE,
+    decode_frame_header, decode_response, encode_request, BlobId, ErrorCode, Request, Response,
+    FRAME_PREFIX_LEN,
 };
 
 use crate::config::ServerEntry;
@@ -489,66 +489,6 @@ impl Session {
         tokio::time::timeout(self.limits.request, read)
             .await
             .map_err(|_| NetError::Timeout)?
-    }
-
-    /// Lists every blob the user has on this node: at most the limit's
-    /// entries, within the listing deadline. A node that sends more, or
-    /// takes longer, is reported instead of exhausting memory or time.
-    pub async fn list_all(&self) -> Result<Vec<ListEntry>, NetError> {
-        let deadline = self.limits.listing;
-        tokio::time::timeout(deadline, self.list_pages())
-            .await
-            .map_err(|_| {
-                NetError::Protocol(format!(
-                    "listing took longer than {} s; ignoring this node's listing",
-                    deadline.as_secs()
-                ))
-            })?
-    }
-
-    async fn list_pages(&self) -> Result<Vec<ListEntry>, NetError> {
-        let mut out = Vec::new();
-        let mut after = None;
-        loop {
-            let resp = self
-                .call(&Request::List {
-                    after: after.clone(),
-                    limit: MAX_LIST_PAGE,
-                    prefix: None,
-                })
-                .await?;
-            let Response::Listing { entries, more } = resp else {
-                return Err(unexpected("Listing", &resp));
-            };
-            let last = entries.last().map(|e| e.id.clone());
-            // A node must make progress: ids strictly increase across pages.
-            if let (Some(prev), Some(first)) = (&after, entries.first()) {
-                if first.id <= *prev {
-                    return Err(NetError::Protocol("listing did not advance".into()));
-                }
-            }
-            let max = self.limits.listing_entries;
-            if out.len() + entries.len() > max {
-                return Err(NetError::Protocol(format!(
-                    "listing exceeds {max} entries; ignoring this node's listing"
-                )));
-            }
-            out.extend(entries);
-            match (more, last) {
-                (true, Some(last)) => after = Some(last),
-                _ => return Ok(out),
-            }
-        }
-    }
-
-    /// Deletes blob `id`; `Ok(false)` if it was not there.
-    pub async fn delete(&self, id: &BlobId) -> Result<bool, NetError> {
-        match self.call(&Request::Delete { id: id.clone() }).await {
-            Ok(Response::Deleted) => Ok(true),
-            Ok(other) => Err(unexpected("Deleted", &other)),
-            Err(e) if e.is_code(ErrorCode::NotFound) => Ok(false),
-            Err(e) => Err(e),
-        }
     }
 }
 
