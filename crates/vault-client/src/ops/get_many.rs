@@ -59,7 +59,8 @@ impl GetSummary {
 
 /// Fetches every live file under `prefix` into `dir`: `photos/2024/a.jpg`
 /// with prefix `photos` goes to `dir/photos/2024/a.jpg`. Existing files are
-/// replaced only with `replace`. `progress` advances by each file's size.
+/// replaced only with `replace`. `progress` is told the total of the
+/// files to fetch, then advances by each file's size.
 pub async fn get_tree(
     vault: &Vault,
     prefix: &str,
@@ -113,6 +114,7 @@ pub async fn get_tree(
         }
     }
 
+    progress.set_total(small.iter().chain(&large).map(|(_, m, _)| m.size).sum());
     let limit = Arc::new(Semaphore::new(IN_FLIGHT));
     let mut set = JoinSet::new();
     for batch in batches(small) {

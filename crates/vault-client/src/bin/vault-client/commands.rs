@@ -544,6 +544,9 @@ async fn check(vault: &Vault, verify: bool, prefix: &str, json: bool) -> i32 {
     bar.finish();
     match survey {
         Ok(s) => print_survey(vault, &s, json),
+        // A bad prefix is a usage error; anything else left the vault
+        // unsurveyed, which check reports as unreachable.
+        Err(e @ OpError::BadName(_)) => report_error(&e),
         Err(e) => {
             report_error(&e);
             2
@@ -666,10 +669,14 @@ async fn get_tree(
     json: bool,
 ) -> i32 {
     let dir = output.unwrap_or_else(|| PathBuf::from("."));
-    let bar = Bar::new(0, "get", json);
+    let bar = Bar::unknown("get", json);
+    bar.show();
     let summary = match ops::get_many::get_tree(vault, prefix, &dir, force, bar.clone()).await {
         Ok(s) => s,
-        Err(e) => return report_error(&e),
+        Err(e) => {
+            bar.finish();
+            return report_error(&e);
+        }
     };
     bar.finish();
     warn_all(&summary.problems);
