@@ -78,11 +78,11 @@ pub async fn rotate(
                     store.path().display()
                 ))
             })?;
-            let matches = match ring.get(Which::New, &record.kdf).await {
-                Ok(k) => record.login_key.as_deref() == Some(&k.login_public_key()[..]),
-                Err(RingError::Key(e)) => return Err(OpError::Key(e)),
-                Err(_) => false,
-            };
+            // The record is pushed to every node: it must open, with the
+            // new password (so its wrapped key, generation and login key
+            // are the ones that password sealed), not merely carry the
+            // right login key.
+            let matches = matches!(ring.open_record(&record, &user).await, Ok((_, Which::New)));
             Some((p.clone(), record, matches))
         }
         None => None,
