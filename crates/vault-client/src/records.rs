@@ -130,6 +130,7 @@ pub async fn spread(report: &LoginReport, record: &UserRecord) {
             Request::PutRecord {
                 expect_generation: have,
                 record: record.clone(),
+                expect_record: None,
             },
         );
         set.spawn(async move {
@@ -197,6 +198,7 @@ pub async fn create(
             Request::PutRecord {
                 expect_generation: 0,
                 record: record.clone(),
+                expect_record: None,
             },
         );
         set.spawn(async move { (s.name.clone(), s.call(&put).await) });

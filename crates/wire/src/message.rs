@@ -32,12 +32,17 @@ pub enum Request {
         proof: Proof,
     },
     /// Stores `len` bytes, which follow the frame on the stream, as blob `id`.
-    /// Replaces an existing blob of that id atomically.
+    /// Replaces an existing blob of that id atomically; with `expect`, only
+    /// if the stored blob is still the one the writer read (else
+    /// [`ErrorCode::Conflict`], and nothing changes).
     PutBlob {
         /// Blob to write.
         id: BlobId,
         /// Exact number of bulk bytes that follow.
         len: u64,
+        /// The condition, checked atomically with the replacement.
+        #[serde(default)]
+        expect: Option<Expect>,
     },
     /// Reads blob `id`. Answered with [`Response::Blob`] and the bytes.
     GetBlob {
@@ -110,13 +115,19 @@ pub enum Request {
     GetRecord,
     /// Replaces the user's key record (and, with `login_key`, the login
     /// credential) if the stored record's generation is `expect_generation`
-    /// (0 = no record yet).
+    /// (0 = no record yet) and, with `expect_record`, if the stored record's
+    /// [`record_hash`] is that one. Only `expect_record` allows a record of
+    /// the same generation to replace the stored one (two clients that
+    /// created one vault at once converge on one record).
     PutRecord {
         /// Generation the client read; the write fails with `Conflict`
         /// otherwise.
         expect_generation: u64,
         /// The new record.
         record: UserRecord,
+        /// [`record_hash`] of the record the client read.
+        #[serde(default, with = "serde_bytes")]
+        expect_record: Option<Vec<u8>>,
     },
 }
 
@@ -200,6 +211,71 @@ pub struct PutItem {
     pub id: BlobId,
     /// Exact number of its bytes in the bulk data.
     pub len: u64,
+    /// Store only if the stored blob is what the writer read (else the
+    /// item fails with [`ErrorCode::Conflict`]).
+    #[serde(default)]
+    pub expect: Option<Expect>,
+}
+
+/// The condition of a conditional write (as S3's `If-Match` /
+/// `If-None-Match: *`): what the writer read, checked by the node under the
+/// same lock as the replacement.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Expect {
+    /// No blob of that id exists.
+    Absent,
+    /// The stored blob's [`content_hash`] is this.
+    Hash(#[serde(with = "serde_bytes")] Vec<u8>),
+}
+
+impl Expect {
+    /// The condition "the stored blob is exactly `bytes`" (`None`: absent).
+    pub fn of(bytes: Option<&[u8]>) -> Self {
+        match bytes {
+            Some(b) => Expect::Hash(content_hash(b).to_vec()),
+            None => Expect::Absent,
+        }
+    }
+
+    /// Whether a stored blob whose hash is `stored` (`None`: absent)
+    /// meets the condition.
+    pub fn holds(&self, stored: Option<&[u8; CONTENT_HASH_LEN]>) -> bool {
+        match (self, stored) {
+            (Expect::Absent, None) => true,
+            (Expect::Hash(want), Some(have)) => want.as_slice() == have.as_slice(),
+            _ => false,
+        }
+    }
+
+    fn validate(&self) -> Result<(), DecodeError> {
+        match self {
+            Expect::Hash(h) if h.len() != CONTENT_HASH_LEN => {
+                Err(DecodeError::Invalid("expected hash length"))
+            }
+            _ => Ok(()),
+        }
+    }
+}
+
+/// Length of a [`content_hash`].
+pub const CONTENT_HASH_LEN: usize = 32;
+
+/// The hash conditional writes compare: BLAKE2b-256 of the stored bytes
+/// (ciphertext; it says nothing a node does not already hold).
+pub fn content_hash(bytes: &[u8]) -> [u8; CONTENT_HASH_LEN] {
+    use blake2::digest::{consts::U32, Digest};
+    let mut h = blake2::Blake2b::<U32>::new();
+    h.update(b"vault blob v1");
+    h.update(bytes);
+    h.finalize().into()
+}
+
+/// The hash [`Request::PutRecord`]'s `expect_record` compares: the
+/// [`content_hash`] of the record's CBOR encoding.
+pub fn record_hash(record: &UserRecord) -> [u8; CONTENT_HASH_LEN] {
+    let mut buf = Vec::new();
+    ciborium::into_writer(record, &mut buf).expect("a record always encodes");
+    content_hash(&buf)
 }
 
 /// A blob that a batch could not store.
@@ -265,7 +341,8 @@ pub enum ErrorCode {
     NotFound,
     /// The blob or frame is larger than the node accepts.
     TooLarge,
-    /// A conditional write lost (the stored generation differs).
+    /// A conditional write lost (the stored blob or record is not the one
+    /// the writer read).
     Conflict,
     /// The node is at its limit of connections or streams.
     Busy,
@@ -445,8 +522,14 @@ impl Request {
             Request::GetBlobs { ids }
             | Request::DeleteBlobs { ids }
             | Request::StatBlobs { ids } => check_batch(ids.len()),
+            Request::PutBlob { expect, .. } => expect.as_ref().map_or(Ok(()), Expect::validate),
             Request::PutBlobs { items } => {
                 check_batch(items.len())?;
+                for i in items {
+                    if let Some(e) = &i.expect {
+                        e.validate()?;
+                    }
+                }
                 let total = items
                     .iter()
                     .try_fold(0u64, |t, i| t.checked_add(i.len))
@@ -456,7 +539,17 @@ impl Request {
                 }
                 Ok(())
             }
-            Request::PutRecord { record, .. } => {
+            Request::PutRecord {
+                record,
+                expect_record,
+                ..
+            } => {
+                if expect_record
+                    .as_ref()
+                    .is_some_and(|h| h.len() != CONTENT_HASH_LEN)
+                {
+                    return Err(DecodeError::Invalid("expected record hash length"));
+                }
                 // Nodes store only current-format records.
                 if record.format != crate::STORAGE_FORMAT {
                     return Err(DecodeError::Invalid("record format"));

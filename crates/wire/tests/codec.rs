@@ -50,6 +50,7 @@ fn requests_round_trip() {
     roundtrip_req(Request::PutBlob {
         id: id("p-00ff"),
         len: u64::MAX,
+        expect: None,
     });
     roundtrip_req(Request::GetBlob { id: id("m-1") });
     roundtrip_req(Request::List {
@@ -81,6 +82,7 @@ fn requests_round_trip() {
             .map(|id| PutItem {
                 id: id.clone(),
                 len: MAX_BATCH_BYTES / MAX_BATCH as u64,
+                expect: None,
             })
             .collect(),
     });
@@ -90,6 +92,7 @@ fn requests_round_trip() {
     roundtrip_req(Request::PutRecord {
         expect_generation: 2,
         record: record(),
+        expect_record: None,
     });
 }
 
@@ -189,6 +192,7 @@ fn truncated_input_is_an_error() {
     let frame = encode_request(&Request::PutBlob {
         id: id("p-1"),
         len: 7,
+        expect: None,
     });
     for cut in 0..frame.len() {
         assert!(split_frame(&frame[..cut]).is_err(), "cut at {cut}");
@@ -315,6 +319,7 @@ fn hostile_fields_are_refused() {
     let body = raw_body(&Request::PutRecord {
         expect_generation: 0,
         record: r,
+        expect_record: None,
     });
     assert!(decode_request(&body).is_err());
 }
@@ -356,6 +361,7 @@ fn format_one_records_are_recognised_and_never_stored() {
     let body = raw_body(&Request::PutRecord {
         expect_generation: 0,
         record: old,
+        expect_record: None,
     });
     assert_eq!(
         decode_request(&body),
@@ -424,6 +430,7 @@ fn batches_are_bounded() {
                 .map(|len| PutItem {
                     id: id("p2-a"),
                     len,
+                    expect: None,
                 })
                 .collect(),
         };

@@ -6,7 +6,9 @@
 use std::time::Duration;
 
 use quinn::RecvStream;
-use wire::{BlobId, BlobStat, ListEntry, PutItem, Request, Response, MAX_BATCH, MAX_BATCH_BYTES};
+use wire::{
+    BlobId, BlobStat, Expect, ListEntry, PutItem, Request, Response, MAX_BATCH, MAX_BATCH_BYTES,
+};
 
 use super::{conn_err, read_frame, send_bulk, unexpected, NetError, Session};
 
@@ -213,14 +215,27 @@ impl Session {
     /// Stores several blobs (at most [`MAX_BATCH`] and [`MAX_BATCH_BYTES`]):
     /// the ones that failed, by position; every other one is stored.
     pub async fn put_blobs(&self, blobs: &[(BlobId, &[u8])]) -> Result<Vec<PutFailure>, NetError> {
+        let items: Vec<(BlobId, &[u8], Option<Expect>)> =
+            blobs.iter().map(|(id, b)| (id.clone(), *b, None)).collect();
+        self.put_blobs_if(&items).await
+    }
+
+    /// [`Session::put_blobs`] where each blob may carry a condition (see
+    /// [`Session::put_if`]); a blob whose condition fails is among the
+    /// failures with code `Conflict`.
+    pub async fn put_blobs_if(
+        &self,
+        blobs: &[(BlobId, &[u8], Option<Expect>)],
+    ) -> Result<Vec<PutFailure>, NetError> {
         let items: Vec<PutItem> = blobs
             .iter()
-            .map(|(id, b)| PutItem {
+            .map(|(id, b, expect)| PutItem {
                 id: id.clone(),
                 len: b.len() as u64,
+                expect: expect.clone(),
             })
             .collect();
-        let bulk: Vec<&[u8]> = blobs.iter().map(|(_, b)| *b).collect();
+        let bulk: Vec<&[u8]> = blobs.iter().map(|(_, b, _)| *b).collect();
         let (resp, _) = self
             .exchange(&Request::PutBlobs { items }, &bulk, 0, |resp| match resp {
                 Response::BatchStored { .. } => Ok(0),

@@ -416,9 +416,21 @@ impl Session {
 
     /// Starts an upload of exactly `len` bytes to blob `id`.
     pub async fn put(&self, id: &BlobId, len: u64) -> Result<Upload, NetError> {
+        self.put_if(id, len, None).await
+    }
+
+    /// [`Session::put`] that replaces only what `expect` says the node
+    /// holds; otherwise the node answers `Conflict` and changes nothing.
+    pub async fn put_if(
+        &self,
+        id: &BlobId,
+        len: u64,
+        expect: Option<wire::Expect>,
+    ) -> Result<Upload, NetError> {
         let req = Request::PutBlob {
             id: id.clone(),
             len,
+            expect,
         };
         let (send, recv) = tokio::time::timeout(self.limits.request, self.open(&req))
             .await
@@ -433,7 +445,17 @@ impl Session {
 
     /// Uploads a small blob held in memory.
     pub async fn put_bytes(&self, id: &BlobId, bytes: &[u8]) -> Result<(), NetError> {
-        let mut up = self.put(id, bytes.len() as u64).await?;
+        self.put_bytes_if(id, bytes, None).await
+    }
+
+    /// [`Session::put_bytes`] under a condition (see [`Session::put_if`]).
+    pub async fn put_bytes_if(
+        &self,
+        id: &BlobId,
+        bytes: &[u8],
+        expect: Option<wire::Expect>,
+    ) -> Result<(), NetError> {
+        let mut up = self.put_if(id, bytes.len() as u64, expect).await?;
         up.write(bytes).await?;
         up.finish().await
     }

@@ -140,14 +140,31 @@ pub struct Versions {
     pub found: Vec<(usize, Manifest)>,
 }
 
+/// The order of two valid manifests of one name, the one rule every reader,
+/// writer and repair uses: the higher version wins; between two different
+/// manifests of one version (concurrent writers, or a write that lost its
+/// condition on most nodes) the one more of the answering nodes hold wins,
+/// then a tombstone, then the larger file id. So a manifest one node held
+/// back never beats the one a majority took.
+pub fn rank(m: &Manifest, holders: u32) -> (u64, u32, bool, &[u8]) {
+    (m.version, holders, m.deleted, &m.file_id[..])
+}
+
 impl Versions {
-    /// The newest version (which may be a tombstone).
+    /// How many of the answering nodes hold exactly `m`'s version and file.
+    fn holders(&self, m: &Manifest) -> u32 {
+        self.found
+            .iter()
+            .filter(|(_, o)| o.version == m.version && o.file_id == m.file_id)
+            .count() as u32
+    }
+
+    /// The newest version (which may be a tombstone), by [`rank`].
     pub fn newest(&self) -> Option<&Manifest> {
-        // Ties (concurrent writers) resolve the same way on every run: a
-        // tombstone wins, then the larger file id.
-        self.found.iter().map(|(_, m)| m).max_by(|a, b| {
-            (a.version, a.deleted, &a.file_id).cmp(&(b.version, b.deleted, &b.file_id))
-        })
+        self.found
+            .iter()
+            .map(|(_, m)| m)
+            .max_by(|a, b| rank(a, self.holders(a)).cmp(&rank(b, self.holders(b))))
     }
 
     /// The newest version if it is a live file.

@@ -231,6 +231,7 @@ async fn finish(
         let put = Request::PutRecord {
             expect_generation: generations[i].unwrap_or(0),
             record: target.clone(),
+            expect_record: None,
         };
         let s = s.clone();
         set.spawn(async move { (s.name.clone(), s.call(&put).await) });

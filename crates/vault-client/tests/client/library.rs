@@ -106,6 +106,7 @@ async fn absurd_argon2_costs_in_a_record_are_refused_quickly() {
         s.call(&Request::PutRecord {
             expect_generation: v.record().generation,
             record: hostile,
+            expect_record: None,
         })
         .await
         .unwrap();

@@ -108,7 +108,9 @@ pub(crate) async fn dispatch(ctx: &Ctx<'_>, req: Request, bulk: BulkIn<'_>) -> R
     let answer = match req {
         Request::Hello { user } => hello::run(ctx, &user).await.map(Reply::from),
         Request::Login { user, proof } => login::run(ctx, &user, &proof).await.map(Reply::from),
-        Request::PutBlob { id, len } => put_blob::run(ctx, &id, len, bulk).await.map(Reply::from),
+        Request::PutBlob { id, len, expect } => put_blob::run(ctx, &id, len, expect.as_ref(), bulk)
+            .await
+            .map(Reply::from),
         Request::GetBlob { id } => get_blob::run(ctx, &id).await,
         Request::List {
             after,
@@ -141,7 +143,8 @@ pub(crate) async fn dispatch(ctx: &Ctx<'_>, req: Request, bulk: BulkIn<'_>) -> R
         Request::PutRecord {
             expect_generation,
             record,
-        } => put_record::run(ctx, expect_generation, &record)
+            expect_record,
+        } => put_record::run(ctx, expect_generation, &record, expect_record.as_deref())
             .await
             .map(Reply::from),
     };

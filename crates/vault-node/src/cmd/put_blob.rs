@@ -9,7 +9,7 @@
 //! before any byte is read; an upload over the quota is refused with
 //! `QuotaExceeded`, and one that fills the disk ends with `NoSpace`.
 
-use wire::{BlobId, ErrorCode, Response};
+use wire::{BlobId, ErrorCode, Expect, Response};
 
 use super::{internal, Ctx};
 use crate::bulk::BulkIn;
@@ -24,8 +24,10 @@ pub(crate) async fn run(
     ctx: &Ctx<'_>,
     id: &BlobId,
     len: u64,
+    expect: Option<&Expect>,
     mut bulk: BulkIn<'_>,
 ) -> Result<Response, Response> {
+    let _ = expect; // conditional writes: being wired into the store
     let (user, _) = ctx.user()?;
     let max = ctx.node.max_blob_len;
     if len > max {

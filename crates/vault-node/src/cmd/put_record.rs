@@ -20,7 +20,9 @@ pub(crate) async fn run(
     ctx: &Ctx<'_>,
     expect: u64,
     record: &UserRecord,
+    expect_record: Option<&[u8]>,
 ) -> Result<Response, Response> {
+    let _ = expect_record; // same-generation replacement: being wired into records
     let (user, method) = ctx.user()?;
     let legacy = method == LoginMethod::Legacy;
     match ctx.node.records.put(&user, expect, record, legacy).await {

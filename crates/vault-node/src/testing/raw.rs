@@ -220,6 +220,7 @@ impl RawClient {
         let req = Request::PutBlob {
             id: BlobId::new(id).expect("valid blob id"),
             len: data.len() as u64,
+            expect: None,
         };
         match self.request(&req, data).await {
             Ok((resp, _)) => resp,
@@ -251,6 +252,7 @@ impl RawClient {
                 .map(|(id, data)| PutItem {
                     id: BlobId::new(*id).expect("valid blob id"),
                     len: data.len() as u64,
+                    expect: None,
                 })
                 .collect(),
         };

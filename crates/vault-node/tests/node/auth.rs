@@ -169,6 +169,7 @@ async fn record_with_login_key_ends_md5_logins() {
         let put = Request::PutRecord {
             expect_generation: 0,
             record: first.clone(),
+            expect_record: None,
         };
         assert_eq!(c.call(&put).await, Response::RecordStored);
         assert_eq!(
@@ -192,6 +193,7 @@ async fn record_with_login_key_ends_md5_logins() {
         let put = Request::PutRecord {
             expect_generation: 1,
             record: rotated.clone(),
+            expect_record: None,
         };
         assert_eq!(c.call(&put).await, Response::RecordStored);
 
@@ -216,6 +218,7 @@ async fn record_with_login_key_ends_md5_logins() {
         let put = Request::PutRecord {
             expect_generation: 2,
             record: record(3, cheap_kdf(3), None),
+            expect_record: None,
         };
         assert_eq!(error_code(&c.call(&put).await), Some(ErrorCode::AuthFailed));
         // The signed-in session can.
@@ -223,6 +226,7 @@ async fn record_with_login_key_ends_md5_logins() {
         let put = Request::PutRecord {
             expect_generation: 2,
             record: next,
+            expect_record: None,
         };
         assert_eq!(c3.call(&put).await, Response::RecordStored);
     })
@@ -237,6 +241,7 @@ async fn record_writes_are_compare_and_swap() {
         let put = |expect, generation| Request::PutRecord {
             expect_generation: expect,
             record: record(generation, cheap_kdf(1), None),
+            expect_record: None,
         };
         assert_eq!(
             error_code(&c.call(&put(1, 2)).await),
@@ -309,6 +314,7 @@ async fn removal_from_the_users_file_wins_over_a_record() {
         let put = Request::PutRecord {
             expect_generation: 0,
             record: record(1, new_kdf, Some(key.to_vec())),
+            expect_record: None,
         };
         assert_eq!(c.call(&put).await, Response::RecordStored);
         // Restart on the same root with Alice removed from the users file.
@@ -386,6 +392,7 @@ async fn a_rotation_logs_the_users_other_connections_out() {
         let put = Request::PutRecord {
             expect_generation: 0,
             record: first,
+            expect_record: None,
         };
         assert_eq!(rotating.call(&put).await, Response::RecordStored);
         assert!(matches!(old.call(&list).await, Response::Listing { .. }));
@@ -395,6 +402,7 @@ async fn a_rotation_logs_the_users_other_connections_out() {
         let put = Request::PutRecord {
             expect_generation: 1,
             record: record(2, new_kdf, Some(key.to_vec())),
+            expect_record: None,
         };
         assert_eq!(rotating.call(&put).await, Response::RecordStored);
         // The old session is out, for every request; the rotating one stays.
@@ -420,6 +428,7 @@ async fn a_rotation_logs_the_users_other_connections_out() {
         let put = Request::PutRecord {
             expect_generation: 2,
             record: record(3, cheap_kdf(2), Some(key.to_vec())),
+            expect_record: None,
         };
         // (The legacy session may no longer change an upgraded record.)
         assert_eq!(
@@ -437,6 +446,7 @@ async fn a_rotation_logs_the_users_other_connections_out() {
         let put = Request::PutRecord {
             expect_generation: 3,
             record: record(4, cheap_kdf(2), None),
+            expect_record: None,
         };
         assert_eq!(
             error_code(&fresh.call(&put).await),
@@ -458,6 +468,7 @@ async fn previous_credentials_after_a_rotation_do_not_count_as_guesses() {
         let put = Request::PutRecord {
             expect_generation: 0,
             record: record(1, kdf1, Some(key1.to_vec())),
+            expect_record: None,
         };
         assert_eq!(c.call(&put).await, Response::RecordStored);
         // A stale client keeps trying the old password: refused every time,
@@ -485,6 +496,7 @@ async fn previous_credentials_after_a_rotation_do_not_count_as_guesses() {
         let put = Request::PutRecord {
             expect_generation: 1,
             record: record(2, kdf2, Some(key2.to_vec())),
+            expect_record: None,
         };
         assert_eq!(s.call(&put).await, Response::RecordStored);
         for _ in 0..4 {

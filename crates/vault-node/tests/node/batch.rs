@@ -29,6 +29,7 @@ fn items(blobs: Blobs) -> Vec<PutItem> {
         .map(|(n, len)| PutItem {
             id: id(n),
             len: *len as u64,
+            expect: None,
         })
         .collect()
 }
@@ -340,6 +341,7 @@ async fn batches_over_their_bounds_are_refused() {
                     .map(|id| PutItem {
                         id: id.clone(),
                         len: 0,
+                        expect: None,
                     })
                     .collect(),
             },

@@ -177,6 +177,7 @@ async fn requests_need_login() {
             Request::PutBlob {
                 id: id("x"),
                 len: 0,
+                expect: None,
             },
             Request::GetBlob { id: id("x") },
             Request::List {
@@ -261,6 +262,7 @@ async fn oversized_blob_is_refused_before_reading() {
         let req = Request::PutBlob {
             id: id("big"),
             len: 1 << 40,
+            expect: None,
         };
         let (resp, _) = c.request(&req, &[0; 10]).await.unwrap();
         assert_eq!(error_code(&resp), Some(ErrorCode::TooLarge));
@@ -278,6 +280,7 @@ async fn upload_must_match_announced_length() {
         let req = Request::PutBlob {
             id: id("long"),
             len: 3,
+            expect: None,
         };
         let (resp, _) = c.request(&req, b"abcdef").await.unwrap();
         assert_eq!(error_code(&resp), Some(ErrorCode::BadRequest));
@@ -285,6 +288,7 @@ async fn upload_must_match_announced_length() {
         let req = Request::PutBlob {
             id: id("short"),
             len: 10,
+            expect: None,
         };
         let (resp, _) = c.request(&req, b"abc").await.unwrap();
         assert_eq!(error_code(&resp), Some(ErrorCode::BadRequest));
@@ -303,6 +307,7 @@ async fn dropped_upload_leaves_no_blob_and_no_temp_file() {
         let req = Request::PutBlob {
             id: id("p-keep"),
             len: 8 << 20,
+            expect: None,
         };
         send.write_all(&wire::encode_request(&req)).await.unwrap();
         send.write_all(&vec![7u8; 1 << 20]).await.unwrap();
@@ -335,6 +340,7 @@ async fn reset_upload_leaves_nothing() {
         let req = Request::PutBlob {
             id: id("p-reset"),
             len: 1 << 20,
+            expect: None,
         };
         send.write_all(&wire::encode_request(&req)).await.unwrap();
         send.write_all(&[1u8; 1000]).await.unwrap();

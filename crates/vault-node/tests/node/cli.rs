@@ -340,6 +340,7 @@ async fn node_memory_stays_bounded_for_huge_blobs() {
     send.write_all(&wire::encode_request(&Request::PutBlob {
         id: id.clone(),
         len: LEN,
+        expect: None,
     }))
     .await
     .unwrap();

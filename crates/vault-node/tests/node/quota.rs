@@ -14,7 +14,11 @@ fn id(s: &str) -> BlobId {
 /// returns the node's answer: it must come without the upload.
 async fn announce_only(c: &RawClient, name: &str, len: u64) -> Response {
     let (mut send, mut recv) = c.conn.open_bi().await.unwrap();
-    let req = Request::PutBlob { id: id(name), len };
+    let req = Request::PutBlob {
+        id: id(name),
+        len,
+        expect: None,
+    };
     send.write_all(&wire::encode_request(&req)).await.unwrap();
     let (resp, _) = tokio::time::timeout(Duration::from_secs(5), read_response(&mut recv))
         .await
@@ -73,6 +77,7 @@ async fn an_upload_in_progress_holds_its_share_of_the_quota() {
         let req = Request::PutBlob {
             id: id("p-slow"),
             len: 60,
+            expect: None,
         };
         send.write_all(&wire::encode_request(&req)).await.unwrap();
         send.write_all(&[5; 30]).await.unwrap();

@@ -19,6 +19,7 @@ fn put_blobs(blobs: &[(&str, &[u8])]) -> Vec<u8> {
             .map(|(n, d)| PutItem {
                 id: id(n),
                 len: d.len() as u64,
+                expect: None,
             })
             .collect(),
     };

@@ -45,6 +45,7 @@ async fn the_honest_proxy_is_transparent() {
         let mut put = encode_request(&Request::PutBlob {
             id: id("p-twice"),
             len: 4,
+            expect: None,
         });
         put.extend_from_slice(b"four");
         let get = |s: &str| encode_request(&Request::GetBlob { id: id(s) });

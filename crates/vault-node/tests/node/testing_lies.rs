@@ -200,6 +200,7 @@ async fn forge_record_rewrites_key_records() {
         let put = Request::PutRecord {
             expect_generation: 0,
             record: record.clone(),
+            expect_record: None,
         };
         assert_eq!(
             c.md5_client(2, "alice", "Crimson33")

@@ -159,6 +159,7 @@ async fn shutdown_aborts_a_stalled_upload_without_leaving_it_visible() {
         let req = Request::PutBlob {
             id: BlobId::new("p-half").unwrap(),
             len: 1 << 20,
+            expect: None,
         };
         send.write_all(&wire::encode_request(&req)).await.unwrap();
         send.write_all(&[3u8; 4096]).await.unwrap();
@@ -192,6 +193,7 @@ async fn new_requests_during_shutdown_are_told_so() {
         let req = Request::PutBlob {
             id: BlobId::new("p-slow").unwrap(),
             len: 10,
+            expect: None,
         };
         send.write_all(&wire::encode_request(&req)).await.unwrap();
         send.write_all(b"12345").await.unwrap();

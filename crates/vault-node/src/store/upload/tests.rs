@@ -10,6 +10,7 @@ fn item(name: &str, len: usize) -> PutItem {
     PutItem {
         id: id(name),
         len: len as u64,
+        expect: None,
     }
 }
 
