@@ -53,6 +53,16 @@ fn listing(c: &Cluster) -> Vec<String> {
         .collect()
 }
 
+/// Turns dfc.conf's `Password:` line from the MD5 digest into the plain
+/// password, as a user who keeps it in the file would have it.
+fn plain_password_line(c: &Cluster) {
+    let text = std::fs::read_to_string(&c.dfc).unwrap().replace(
+        &format!("Password: {}", md5_hex(b"Crimson33")),
+        "Password: Crimson33",
+    );
+    std::fs::write(&c.dfc, text).unwrap();
+}
+
 /// Names of files left in `dir` that look like partial downloads.
 fn partials(dir: &Path) -> Vec<String> {
     std::fs::read_dir(dir)
@@ -113,29 +123,56 @@ fn any_single_node_down_lists_complete_and_gets() {
 }
 
 #[test]
-fn two_neighbouring_nodes_down_marks_incomplete_and_get_fails_cleanly() {
+fn two_nodes_down_reads_are_refused_naming_them_unless_stale_is_allowed() {
     with_timeout(LIMIT, || {
-        let c = Cluster::start();
+        let mut c = Cluster::start();
+        plain_password_line(&c);
         let files = make_files(c.dir.path(), &[5000, 70_000, 300_001]);
         put_all(&c, &files);
         c.kill(1);
         c.kill(2);
-        let text = ok(&c.client("Crimson33", &["list"]));
-        assert_eq!(text.lines().count(), files.len());
-        assert!(text.lines().all(|l| l.ends_with(" [incomplete]")), "{text}");
+        // A legacy (MD5) account: no MD5 goes out without three nodes.
+        let out = c.client("Crimson33", &["list"]);
+        assert!(!out.status.success(), "LIST with two nodes down succeeded");
+        let text = stderr(&out);
+        assert!(text.contains("DFS2") && text.contains("DFS3"), "{text}");
         for (name, _) in &files {
             let target = c.dir.path().join(format!("fetched-{name}"));
             let out = c.client("Crimson33", &["get", name, "-o", target.to_str().unwrap()]);
-            assert!(
-                !out.status.success(),
-                "GET with two neighbours down succeeded"
-            );
+            assert!(!out.status.success(), "GET with two nodes down succeeded");
             assert!(!target.exists(), "a failed GET must not leave a file");
             assert!(
                 partials(c.dir.path()).is_empty(),
                 "partial file left behind"
             );
         }
+        // An upgraded account logs in, but reads need three nodes: refused,
+        // naming them; with --allow-stale, marked and exit 3.
+        c.restart(1);
+        c.restart(2);
+        let env = [
+            ("VAULT_PASSWORD", "Crimson33"),
+            ("VAULT_NEW_PASSWORD", "Topaz-12"),
+        ];
+        ok(&c.client_env(&env, &["rotate"], None));
+        c.kill(1);
+        c.kill(2);
+        let out = c.client("Topaz-12", &["list"]);
+        assert!(!out.status.success());
+        let text = stderr(&out);
+        assert!(
+            text.contains("DFS2") && text.contains("DFS3") && text.contains("--allow-stale"),
+            "{text}"
+        );
+        let out = c.client("Topaz-12", &["list", "--allow-stale"]);
+        assert_eq!(out.status.code(), Some(3), "{}", stderr(&out));
+        assert!(stderr(&out).contains("may be stale"), "{}", stderr(&out));
+        let listed = stdout(&out);
+        assert_eq!(listed.lines().count(), files.len(), "{listed}");
+        assert!(
+            listed.lines().all(|l| l.ends_with(" [incomplete]")),
+            "{listed}"
+        );
     });
 }
 
@@ -394,10 +431,12 @@ fn rotate_changes_the_password_without_reencrypting() {
             text.push_str("Username: Alice\n");
             let single = c.dir.path().join(format!("single{i}.conf"));
             std::fs::write(&single, text).unwrap();
+            // One node is not a quorum: the list is read anyway and marked
+            // stale (exit 3), which shows the login itself went through.
             let run = |pw: &str| {
                 c.client_env(
                     &[("VAULT_PASSWORD", pw)],
-                    &["-c", single.to_str().unwrap(), "list"],
+                    &["-c", single.to_str().unwrap(), "list", "--allow-stale"],
                     None,
                 )
             };
@@ -407,7 +446,8 @@ fn rotate_changes_the_password_without_reencrypting() {
                 "DFS{} took the old password",
                 i + 1
             );
-            ok(&run("Saffron-99"));
+            let new = run("Saffron-99");
+            assert_eq!(new.status.code(), Some(3), "{}", stderr(&new));
         }
         assert_secret_absent(&c, b"Crimson33");
         assert_secret_absent(&c, b"Saffron-99");
@@ -418,14 +458,7 @@ fn rotate_changes_the_password_without_reencrypting() {
 fn rotate_refuses_with_a_node_down_and_changes_nothing() {
     with_timeout(LIMIT, || {
         let mut c = Cluster::start();
-        std::fs::write(
-            c.dfc.clone(),
-            std::fs::read_to_string(&c.dfc).unwrap().replace(
-                &format!("Password: {}", md5_hex(b"Crimson33")),
-                "Password: Crimson33",
-            ),
-        )
-        .unwrap();
+        plain_password_line(&c);
         let files = make_files(c.dir.path(), &[9999]);
         put_all(&c, &files);
         let env = [

@@ -13,16 +13,31 @@
 //! 4. Nodes announcing `Legacy` get an MD5 of the password, which is
 //!    password-equivalent, only when nothing says the account is upgraded:
 //!    not when this client's state file says so, not when a verified record
-//!    from this run says so, and only when at least two nodes and a
-//!    majority of those that answered announce `Legacy`. So one lying node
-//!    can neither phish the MD5 of an upgraded account nor, by claiming
-//!    `Upgraded`, lock a legacy account out of its honest nodes.
+//!    from this run says so, and only when a majority of the *configured*
+//!    nodes (3 of 4: `n/2 + 1` of the dfc.conf servers, at least two), not
+//!    merely of those that answered, announce `Legacy`. So no pair of
+//!    nodes, even with the other two unreachable, can phish the MD5 of an
+//!    upgraded account. The price: a legacy account needs three of four
+//!    nodes that announce `Legacy` to log in.
+//!
+//! Once the state file knows the account's Argon2id parameters and salt, a
+//! node announcing others is skipped (no Argon2 run for them, nothing
+//! signed under them), unless a pending rotation's record carries them or
+//! a majority of the configured nodes announce exactly them (the password
+//! was changed on another machine). So a node cannot have users sign under
+//! a salt it chose to precompute one dictionary for all of them.
+//!
+//! A node answering `Throttled` is waited for (the time it asks, at most
+//! [`MAX_THROTTLE_WAIT`] and the request time limit in all per node, at
+//! most [`MAX_THROTTLE_RETRIES`] times) and asked again, while the other
+//! nodes' logins go on.
 //!
 //! During a password change the old password's MD5 also goes to the nodes
 //! the rotation recorded as still holding the legacy credential (they hold
 //! that MD5 in `dfs.conf` already); the new password's MD5 is never sent.
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use quinn::Endpoint;
 use subtle::ConstantTimeEq;
@@ -33,12 +48,29 @@ use zeroize::Zeroizing;
 use crate::config::ClientConfig;
 use crate::crypto::keys::{self, KeyError, MasterKey, PasswordKeys};
 use crate::net::{self, unexpected, Limits, NetError, Session};
-use crate::state::AccountState;
+use crate::state::{AccountState, KdfState};
 
 /// Most distinct Argon2id parameter sets derived per password in one run:
 /// a hostile node must not make the client run Argon2 without end. Two
-/// honest ones (before and after a rotation) are all a login needs.
-const MAX_KDF_SETS: usize = 3;
+/// honest ones (before and after a rotation) are all a login needs; a
+/// first-use race between clients of a legacy account (each first record
+/// has its own salt) may show one per node besides this client's own.
+const MAX_KDF_SETS: usize = 6;
+
+/// Most time spent waiting out one node's throttle in one login (also
+/// never more than the request time limit).
+pub const MAX_THROTTLE_WAIT: Duration = Duration::from_secs(15);
+
+/// Most logins retried on one node after `Throttled` answers.
+pub const MAX_THROTTLE_RETRIES: u32 = 4;
+
+/// Slack added to a node's announced wait, so the retry is not early.
+const THROTTLE_SLACK: Duration = Duration::from_millis(20);
+
+/// How many of `n` configured nodes are a majority (`n/2 + 1`).
+pub fn majority(n: usize) -> usize {
+    n / 2 + 1
+}
 
 /// Which of the user's passwords.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -300,21 +332,40 @@ pub async fn log_in(attempt: &Attempt<'_>, ring: &mut KeyRing) -> LoginReport {
         }
     }
 
-    // 2. Signatures for the nodes announcing the upgraded login.
-    let mut proofs: Vec<(usize, Pending, Proof, Method)> = Vec::new();
+    // 2. Signatures for the nodes announcing the upgraded login, under the
+    //    parameters this client knows (or that are explained).
+    let mut proofs: Vec<(usize, Pending, Prover, Method)> = Vec::new();
     for (i, slot) in pending.iter_mut().enumerate() {
         let Some(AuthScheme::Upgraded(kdf)) = report.schemes[i].clone() else {
             continue;
         };
         let Some(p) = slot.take() else { continue };
-        let which = match rotation.and_then(|r| r.pending.as_ref()) {
-            Some(new) if new.kdf == kdf => Which::New,
-            _ => Which::Current,
+        let rotating_to = rotation
+            .and_then(|r| r.pending.as_ref())
+            .is_some_and(|new| new.kdf == kdf);
+        let which = if rotating_to {
+            Which::New
+        } else {
+            Which::Current
         };
+        if let Err(e) = keys::check_cost(&kdf) {
+            p.session.close();
+            report.outcomes[i] = NodeLogin::Withheld(format!(
+                "announces unusable key-derivation parameters ({e})"
+            ));
+            continue;
+        }
+        if !rotating_to && !kdf_explained(state, &report.schemes, &kdf) {
+            p.session.close();
+            report.outcomes[i] = NodeLogin::Withheld(format!(
+                "announces key parameters that differ from the ones this client knows for {user}; skipped (if the password was changed on another machine and most nodes agree, this resolves itself; otherwise remove {} to trust the nodes again)",
+                state_path.display()
+            ));
+            continue;
+        }
         match ring.get(which, &kdf).await {
             Ok(keys) => {
-                let sig = keys.sign_login(&p.session.name, user, &p.challenge);
-                proofs.push((i, p, Proof::Signature(sig), Method::Signature(which)));
+                proofs.push((i, p, Prover::Sign(keys), Method::Signature(which)));
             }
             Err(e) => {
                 p.session.close();
@@ -329,7 +380,7 @@ pub async fn log_in(attempt: &Attempt<'_>, ring: &mut KeyRing) -> LoginReport {
             }
         }
     }
-    prove_all(&mut report, proofs, user).await;
+    prove_all(&mut report, proofs, user, limits).await;
     fetch_records(&mut report, |m| matches!(m, Method::Signature(_))).await;
 
     // 3. Evidence that the account is upgraded, from records that open.
@@ -349,8 +400,9 @@ pub async fn log_in(attempt: &Attempt<'_>, ring: &mut KeyRing) -> LoginReport {
         .flatten()
         .filter(|s| **s == AuthScheme::Legacy)
         .count();
-    let answered = report.schemes.iter().flatten().count();
-    let upgraded = answered - legacy;
+    // A majority of the configured nodes, not of those that answered: two
+    // nodes claiming `Legacy` while the others are unreachable get nothing.
+    let needed = majority(n).max(2);
     let mut proofs = Vec::new();
     for (i, slot) in pending.iter_mut().enumerate() {
         if report.schemes[i] != Some(AuthScheme::Legacy) {
@@ -373,9 +425,9 @@ pub async fn log_in(attempt: &Attempt<'_>, ring: &mut KeyRing) -> LoginReport {
             ))
         } else if evidence {
             Some(format!("announces the legacy login while other nodes hold an upgraded key record; not sending it an MD5 of the password ({replaced})"))
-        } else if legacy < 2 || legacy <= upgraded {
+        } else if legacy < needed {
             Some(format!(
-                "announces the legacy login, but only {legacy} of the {answered} nodes that answered agree; an MD5 of the password goes only where at least two nodes and a majority announce it"
+                "announces the legacy login, but only {legacy} of the {n} configured nodes do; an MD5 of the password goes out only when a majority of the configured nodes ({needed} of {n}) announce the legacy login, so fewer nodes cannot obtain it"
             ))
         } else {
             None
@@ -386,12 +438,12 @@ pub async fn log_in(attempt: &Attempt<'_>, ring: &mut KeyRing) -> LoginReport {
                 report.outcomes[i] = NodeLogin::Withheld(why);
             }
             None => {
-                let md5 = keys::md5_of(ring.current.as_bytes()).to_vec();
-                proofs.push((i, p, Proof::LegacyMd5(md5), Method::Md5));
+                let md5 = Zeroizing::new(keys::md5_of(ring.current.as_bytes()).to_vec());
+                proofs.push((i, p, Prover::Md5(md5), Method::Md5));
             }
         }
     }
-    prove_all(&mut report, proofs, user).await;
+    prove_all(&mut report, proofs, user, limits).await;
     fetch_records(&mut report, |m| m == Method::Md5).await;
     report
 }
@@ -409,17 +461,105 @@ async fn hello(session: &Session, user: &str) -> Result<(Vec<u8>, AuthScheme), N
     }
 }
 
-/// Sends the proofs, all at once, and records the outcomes.
+/// Whether a node announcing `kdf` may be sent a signature under it: the
+/// state file knows no parameters for the account, or these are them, or a
+/// majority of the configured nodes announce exactly these (the password
+/// was changed elsewhere; no pair of nodes can make that so).
+fn kdf_explained(state: &AccountState, schemes: &[Option<AuthScheme>], kdf: &KdfParams) -> bool {
+    let Some(known) = &state.kdf else {
+        return true;
+    };
+    if *known == KdfState::of(kdf) {
+        return true;
+    }
+    let agreeing = schemes
+        .iter()
+        .filter(|s| matches!(s, Some(AuthScheme::Upgraded(k)) if k == kdf))
+        .count();
+    agreeing >= majority(schemes.len())
+}
+
+/// How to prove the password to one node (again, after a throttle).
+enum Prover {
+    /// The MD5 of the current password.
+    Md5(Zeroizing<Vec<u8>>),
+    /// Signatures with these keys.
+    Sign(Arc<PasswordKeys>),
+}
+
+impl Prover {
+    fn proof(&self, node: &str, user: &str, challenge: &[u8]) -> Proof {
+        match self {
+            Prover::Md5(md5) => Proof::LegacyMd5(md5.to_vec()),
+            Prover::Sign(keys) => Proof::Signature(keys.sign_login(node, user, challenge)),
+        }
+    }
+}
+
+/// Logs in to one node, waiting out `Throttled` answers within the
+/// budget: each retry starts with a new `Hello` on the same connection,
+/// which must announce the same scheme as before.
+async fn prove_one(
+    session: &Session,
+    mut challenge: Vec<u8>,
+    scheme: &AuthScheme,
+    prover: &Prover,
+    user: &str,
+    budget: Duration,
+) -> Result<Response, NetError> {
+    let mut waited = Duration::ZERO;
+    for retry in 0..=MAX_THROTTLE_RETRIES {
+        let proof = prover.proof(&session.name, user, &challenge);
+        let result = session
+            .call_login(&Request::Login {
+                user: user.to_string(),
+                proof,
+            })
+            .await;
+        let ms = match &result {
+            Err(NetError::Node {
+                code: ErrorCode::Throttled(ms),
+                ..
+            }) => *ms,
+            _ => return result,
+        };
+        let wait = Duration::from_millis(ms).saturating_add(THROTTLE_SLACK);
+        if retry == MAX_THROTTLE_RETRIES || waited.saturating_add(wait) > budget {
+            return result;
+        }
+        tracing::info!(node = %session.name, wait_ms = ms, "login throttled; waiting");
+        tokio::time::sleep(wait).await;
+        waited += wait;
+        let (fresh, announced) = hello(session, user).await?;
+        // The same scheme (and parameters) the decision was made on.
+        if announced != *scheme {
+            return Err(NetError::Protocol(
+                "changed its announced login scheme while throttling".into(),
+            ));
+        }
+        challenge = fresh;
+    }
+    unreachable!("the loop returns on its last round")
+}
+
+/// Sends the proofs, all at once, and records the outcomes. A throttled
+/// node is waited for and asked again (see [`prove_one`]) while the others
+/// go on.
 async fn prove_all(
     report: &mut LoginReport,
-    proofs: Vec<(usize, Pending, Proof, Method)>,
+    proofs: Vec<(usize, Pending, Prover, Method)>,
     user: &str,
+    limits: Limits,
 ) {
+    let budget = MAX_THROTTLE_WAIT.min(limits.request);
     let mut set = JoinSet::new();
-    for (i, p, proof, method) in proofs {
+    for (i, p, prover, method) in proofs {
         let user = user.to_string();
+        let Some(scheme) = report.schemes[i].clone() else {
+            continue;
+        };
         set.spawn(async move {
-            let r = p.session.call_login(&Request::Login { user, proof }).await;
+            let r = prove_one(&p.session, p.challenge, &scheme, &prover, &user, budget).await;
             (i, p.session, method, r)
         });
     }

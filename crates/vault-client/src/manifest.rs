@@ -21,6 +21,10 @@ pub use crate::path::MAX_NAME_LEN;
 pub const MAX_SEALED_LEN: usize = 16 * 1024;
 const NONCE_LEN: usize = 24;
 const TAG_LEN: usize = 16;
+/// The lengths a sealed manifest is padded to, so that a node learns
+/// neither the length of a name nor which manifests are tombstones: a
+/// name of up to about 400 bytes gives 512, the longest one 8 KiB.
+pub const SEALED_SIZES: [usize; 5] = [512, 1024, 2048, 4096, 8192];
 
 /// Why a stored manifest was not accepted.
 #[derive(Debug, Error, Clone, Copy, PartialEq, Eq)]
@@ -104,6 +108,14 @@ impl Manifest {
     ) -> Result<Vec<u8>, KeyError> {
         let mut plain = Vec::new();
         ciborium::into_writer(self, &mut plain).expect("writing CBOR to a Vec cannot fail");
+        // Zeros after the CBOR item, up to the next size class.
+        let overhead = HEADER_LEN + NONCE_LEN + TAG_LEN;
+        let class = SEALED_SIZES
+            .iter()
+            .copied()
+            .find(|&c| c >= plain.len() + overhead)
+            .unwrap_or(plain.len() + overhead);
+        plain.resize(class - overhead, 0);
         let sealed = keys::seal_with_nonce(&master.manifest_key(), &ad(user, id), &plain, nonce)?;
         let mut out = MANIFEST_HEADER.to_vec();
         out.extend_from_slice(&sealed);
@@ -129,8 +141,13 @@ impl Manifest {
         }
         let plain = keys::open(&master.manifest_key(), &ad(user, id), &sealed[HEADER_LEN..])
             .map_err(|_| ManifestError::Decryption)?;
+        // One CBOR item, then only zero padding (none in Vault 0.2's).
+        let mut rest: &[u8] = plain.as_slice();
         let m: Manifest =
-            ciborium::from_reader(plain.as_slice()).map_err(|_| ManifestError::Decryption)?;
+            ciborium::from_reader(&mut rest).map_err(|_| ManifestError::Decryption)?;
+        if rest.iter().any(|&b| b != 0) {
+            return Err(ManifestError::Decryption);
+        }
         if !m.well_formed() || master.manifest_id(&m.name) != *id {
             return Err(ManifestError::Decryption);
         }
@@ -174,6 +191,58 @@ mod tests {
         assert!(sealed.starts_with(b"VLTm\x02"));
         assert!(!sealed.windows(10).any(|w| w == b"report.pdf"));
         assert_eq!(Manifest::open(&sealed, &master, "Alice", &id).unwrap(), m);
+    }
+
+    #[test]
+    fn name_length_and_tombstones_do_not_show_in_the_sealed_length() {
+        let master = MasterKey::generate().unwrap();
+        let sealed_len = |m: &Manifest| {
+            let id = master.manifest_id(&m.name);
+            m.seal(&master, "alice", &id).unwrap().len()
+        };
+        let (mut m, _) = sample(&master);
+        m.name = "a".into();
+        let short = sealed_len(&m);
+        m.name = "n".repeat(200);
+        let long = sealed_len(&m);
+        let tomb = sealed_len(&m.tombstone().unwrap());
+        assert_eq!(short, long, "names of 1 and 200 bytes seal to one length");
+        assert_eq!(long, tomb, "a tombstone seals to a manifest's length");
+        assert!(SEALED_SIZES.contains(&short));
+        m.name = "n".repeat(MAX_NAME_LEN);
+        let longest = sealed_len(&m);
+        assert!(SEALED_SIZES.contains(&longest) && longest <= MAX_SEALED_LEN);
+    }
+
+    #[test]
+    fn unpadded_manifests_open_and_nonzero_padding_is_refused() {
+        let master = MasterKey::generate().unwrap();
+        let (m, id) = sample(&master);
+        let seal_plain = |plain: &[u8]| {
+            let mut out = MANIFEST_HEADER.to_vec();
+            let sealed =
+                keys::seal_with_nonce(&master.manifest_key(), &ad("alice", &id), plain, [9; 24]);
+            out.extend_from_slice(&sealed.unwrap());
+            out
+        };
+        let mut plain = Vec::new();
+        ciborium::into_writer(&m, &mut plain).unwrap();
+        // What Vault 0.2 sealed: the CBOR item alone.
+        assert_eq!(
+            Manifest::open(&seal_plain(&plain), &master, "alice", &id).unwrap(),
+            m
+        );
+        let mut padded = plain.clone();
+        padded.resize(400, 0);
+        assert_eq!(
+            Manifest::open(&seal_plain(&padded), &master, "alice", &id).unwrap(),
+            m
+        );
+        padded[399] = 1;
+        assert_eq!(
+            Manifest::open(&seal_plain(&padded), &master, "alice", &id),
+            Err(ManifestError::Decryption)
+        );
     }
 
     #[test]

@@ -69,7 +69,8 @@ pub struct KdfState {
 }
 
 impl KdfState {
-    fn of(k: &KdfParams) -> Self {
+    /// The stored form of `k`.
+    pub fn of(k: &KdfParams) -> Self {
         KdfState {
             salt: hex::encode(&k.salt),
             m_kib: k.m_kib,

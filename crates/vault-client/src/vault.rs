@@ -79,8 +79,9 @@ pub enum OpenError {
         /// Nodes logged in.
         ready: usize,
     },
-    /// Another client made the first record at the same moment.
-    #[error("another client created this vault at the same moment; try again")]
+    /// Clients that created the vault at the same moment did not converge
+    /// on one key record in time.
+    #[error("other clients are creating this vault at the same moment and the nodes did not agree on one key record in time; try again")]
     Raced,
 }
 
@@ -176,6 +177,17 @@ impl Vault {
         }
         let found = records::newest(&report, &mut ring, &user, &state, store.path()).await;
         let trusted = match found {
+            // A first record on only some nodes may still lose a race
+            // between clients creating the vault: settle it before use.
+            Ok(Found::Trusted(t)) if records::racing(&report, &t.record) => {
+                match records::settle(&report, &mut ring, &user, t).await {
+                    Ok(t) => t,
+                    Err(e) => {
+                        report.close();
+                        return Err(e);
+                    }
+                }
+            }
             Ok(Found::Trusted(t)) => {
                 records::spread(&report, &t.record).await;
                 t

@@ -18,6 +18,17 @@
 //! Eviction is a signal ([`Slot::evicted`]): the connection's task closes
 //! the connection with a reason and ends. The slot is free as soon as the
 //! eviction is decided.
+//!
+//! Logged-in connections are never evicted, so one account could hold
+//! every slot by logging in over and over. [`UserCaps`] prevents that: a
+//! user may hold at most [`UserLimits::connections`] logged-in connections
+//! on the node (default: an eighth of the node's cap, at least 8); a login
+//! over it is refused with `Busy` and the connection stays logged out (the
+//! connections already logged in are kept: the client closes one it no
+//! longer needs). A user may also have at most [`UserLimits::requests`]
+//! requests running at once over all their connections (default: four
+//! connections' worth of streams); a request over it is answered `Busy`
+//! without being run.
 
 use std::collections::{BTreeMap, HashMap};
 use std::fmt;
@@ -272,6 +283,144 @@ impl Drop for Slot {
     }
 }
 
+/// The per-user caps.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct UserLimits {
+    /// Logged-in connections per user.
+    pub connections: usize,
+    /// Requests running at once per user, over all their connections.
+    pub requests: usize,
+}
+
+impl UserLimits {
+    /// No per-user caps.
+    pub(crate) const UNLIMITED: UserLimits = UserLimits {
+        connections: usize::MAX,
+        requests: usize::MAX,
+    };
+}
+
+/// What each logged-in user holds on the node.
+pub(crate) struct UserCaps {
+    limits: UserLimits,
+    table: Mutex<HashMap<String, Held>>,
+}
+
+#[derive(Debug, Default)]
+struct Held {
+    connections: usize,
+    requests: usize,
+}
+
+impl fmt::Debug for UserCaps {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("UserCaps")
+            .field("limits", &self.limits)
+            .finish_non_exhaustive()
+    }
+}
+
+/// One logged-in connection's place in its user's cap; dropping it (the
+/// connection closed or logged out) frees the place.
+#[derive(Debug)]
+pub(crate) struct UserConn {
+    caps: Arc<UserCaps>,
+    user: String,
+}
+
+/// One running request's place in its user's cap; dropped when the
+/// request is done.
+#[derive(Debug)]
+pub(crate) struct UserRequest {
+    caps: Arc<UserCaps>,
+    user: String,
+}
+
+impl UserCaps {
+    /// Empty counts under `limits` (each cap at least 1).
+    pub(crate) fn new(limits: UserLimits) -> Arc<Self> {
+        Arc::new(UserCaps {
+            limits: UserLimits {
+                connections: limits.connections.max(1),
+                requests: limits.requests.max(1),
+            },
+            table: Mutex::new(HashMap::new()),
+        })
+    }
+
+    fn table(&self) -> std::sync::MutexGuard<'_, HashMap<String, Held>> {
+        self.table.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// The caps.
+    pub(crate) fn limits(&self) -> UserLimits {
+        self.limits
+    }
+
+    /// A place for one more logged-in connection of `user`; `None` if the
+    /// user already holds their cap.
+    pub(crate) fn connect(self: &Arc<Self>, user: &str) -> Option<UserConn> {
+        let mut t = self.table();
+        let held = t.entry(user.to_string()).or_default();
+        if held.connections >= self.limits.connections {
+            return None;
+        }
+        held.connections += 1;
+        Some(UserConn {
+            caps: self.clone(),
+            user: user.to_string(),
+        })
+    }
+
+    /// Drops `user`'s entry once it holds nothing.
+    fn release(&self, user: &str, what: impl FnOnce(&mut Held)) {
+        let mut t = self.table();
+        if let Some(held) = t.get_mut(user) {
+            what(held);
+            if held.connections == 0 && held.requests == 0 {
+                t.remove(user);
+            }
+        }
+    }
+}
+
+impl UserConn {
+    /// The user.
+    pub(crate) fn user(&self) -> &str {
+        &self.user
+    }
+
+    /// A place for one more running request of this user; `None` if the
+    /// user already has their cap of requests running.
+    pub(crate) fn request(&self) -> Option<UserRequest> {
+        let mut t = self.caps.table();
+        let held = t.entry(self.user.clone()).or_default();
+        if held.requests >= self.caps.limits.requests {
+            return None;
+        }
+        held.requests += 1;
+        Some(UserRequest {
+            caps: self.caps.clone(),
+            user: self.user.clone(),
+        })
+    }
+}
+
+impl Drop for UserConn {
+    fn drop(&mut self) {
+        self.caps.release(&self.user, |h| {
+            h.connections = h.connections.saturating_sub(1)
+        });
+    }
+}
+
+impl Drop for UserRequest {
+    fn drop(&mut self) {
+        self.caps
+            .release(&self.user, |h| h.requests = h.requests.saturating_sub(1));
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -402,6 +551,31 @@ mod tests {
         drop(b1);
         assert_eq!(adm.len(), 0);
         assert!(adm.table().per_source.is_empty());
+    }
+
+    #[test]
+    fn users_are_capped_in_connections_and_requests() {
+        let caps = UserCaps::new(UserLimits {
+            connections: 2,
+            requests: 3,
+        });
+        let b1 = caps.connect("bob").unwrap();
+        let b2 = caps.connect("bob").unwrap();
+        assert!(caps.connect("bob").is_none(), "a third bob connection");
+        // Other users are unaffected.
+        let a1 = caps.connect("alice").unwrap();
+        let reqs: Vec<_> = (0..3)
+            .map(|i| [&b1, &b2][i % 2].request().unwrap())
+            .collect();
+        assert!(b1.request().is_none() && b2.request().is_none());
+        let a_req = a1.request().expect("alice's request");
+        drop(reqs);
+        assert!(b2.request().is_some());
+        // A closed connection frees its place.
+        drop(b1);
+        let b3 = caps.connect("bob").unwrap();
+        drop((b2, b3, a1, a_req));
+        assert!(caps.table().is_empty(), "entries left behind");
     }
 
     #[tokio::test]

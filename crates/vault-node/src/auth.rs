@@ -24,6 +24,7 @@
 //! caught up with a rotation as a password guesser.
 
 use std::net::SocketAddr;
+use std::sync::Arc;
 
 use blake2::digest::{consts::U16, Mac};
 use blake2::Blake2bMac;
@@ -31,6 +32,7 @@ use ring::signature::{UnparsedPublicKey, ED25519};
 use subtle::ConstantTimeEq;
 use wire::{AuthScheme, KdfParams, Proof, CHALLENGE_LEN};
 
+use crate::admission::{UserCaps, UserConn, UserLimits, UserRequest};
 use crate::records::{RecordError, RecordStore};
 use crate::users::{Credential, UserDb};
 
@@ -225,9 +227,10 @@ enum Phase {
         challenge: [u8; CHALLENGE_LEN],
     },
     /// Logged in: every request acts as `user`, while the user's
-    /// credential epoch is still `epoch`.
+    /// credential epoch is still `epoch`. `place` holds the connection's
+    /// place in the user's connection cap until it logs out or closes.
     LoggedIn {
-        user: String,
+        place: UserConn,
         method: LoginMethod,
         epoch: u64,
     },
@@ -238,14 +241,30 @@ enum Phase {
 pub struct LoginState {
     peer: SocketAddr,
     phase: Phase,
+    caps: Arc<UserCaps>,
+}
+
+/// Why a connection could not log in although its proof was right.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct UserFull {
+    /// The user's cap of logged-in connections.
+    pub cap: usize,
 }
 
 impl LoginState {
-    /// A connection from `peer` that has not logged in.
+    /// A connection from `peer` that has not logged in, with no per-user
+    /// caps.
     pub fn new(peer: SocketAddr) -> Self {
+        Self::with_caps(peer, UserCaps::new(UserLimits::UNLIMITED))
+    }
+
+    /// A connection from `peer` that has not logged in, counted in the
+    /// node's per-user caps `caps`.
+    pub(crate) fn with_caps(peer: SocketAddr, caps: Arc<UserCaps>) -> Self {
         LoginState {
             peer,
             phase: Phase::Fresh,
+            caps,
         }
     }
 
@@ -257,8 +276,20 @@ impl LoginState {
     /// The logged-in user (lower case) and how they proved it.
     pub fn user(&self) -> Option<(&str, LoginMethod)> {
         match &self.phase {
-            Phase::LoggedIn { user, method, .. } => Some((user, *method)),
+            Phase::LoggedIn { place, method, .. } => Some((place.user(), *method)),
             _ => None,
+        }
+    }
+
+    /// A place for one more running request of the logged-in user:
+    /// `Ok(None)` before login (nothing to count), `Err(cap)` if the user
+    /// already has `cap` requests running.
+    pub(crate) fn request(&self) -> Result<Option<UserRequest>, usize> {
+        match &self.phase {
+            Phase::LoggedIn { place, .. } => {
+                place.request().map(Some).ok_or(self.caps.limits().requests)
+            }
+            _ => Ok(None),
         }
     }
 
@@ -300,13 +331,24 @@ impl LoginState {
         }
     }
 
-    /// Marks the connection logged in under credential epoch `epoch`.
-    pub fn logged_in(&mut self, user: String, method: LoginMethod, epoch: u64) {
+    /// Marks the connection logged in under credential epoch `epoch`, if
+    /// `user` holds fewer logged-in connections than the per-user cap;
+    /// otherwise the connection stays logged out.
+    pub fn logged_in(
+        &mut self,
+        user: String,
+        method: LoginMethod,
+        epoch: u64,
+    ) -> Result<(), UserFull> {
+        let place = self.caps.connect(&user).ok_or(UserFull {
+            cap: self.caps.limits().connections,
+        })?;
         self.phase = Phase::LoggedIn {
-            user,
+            place,
             method,
             epoch,
         };
+        Ok(())
     }
 }
 

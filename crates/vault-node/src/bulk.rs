@@ -2,7 +2,8 @@
 //! upload's bytes coming in after a `PutBlob` or `PutBlobs` frame
 //! ([`BulkIn`]), and blob contents going out after a `Blob`, `Blobs` or
 //! `DataListing` frame ([`send_bulk`]). Both stop at a pause longer than
-//! [`STALL_TIMEOUT`].
+//! [`STALL_TIMEOUT`]; a reply with files also stops at its deadline
+//! ([`OpenBlob::reply_by`]), however steadily the reader trickles.
 //!
 //! With `handler`, the only code that reads and writes QUIC streams;
 //! handlers in `cmd` get a [`BulkIn`] and never the stream under it.
@@ -96,8 +97,27 @@ impl<'a> BulkIn<'a> {
 /// Writes `head`, then the first `len` bytes of each file in order (see
 /// [`OpenBlob`]), read in pieces of at most [`FILE_BUF`] on blocking
 /// threads, the next piece read while the last one is sent. `Err` if a
-/// file ended early or failed, or the peer stalled or went away.
+/// file ended early or failed, the peer stalled or went away, or the
+/// reply was not sent whole by the earliest of the files' deadlines
+/// ([`OpenBlob::reply_by`]); the files are closed when this returns.
 pub(crate) async fn send_bulk(
+    send: &mut SendStream,
+    head: &Response,
+    files: Vec<OpenBlob>,
+) -> Result<(), ()> {
+    let Some(deadline) = files.iter().map(OpenBlob::reply_by).min() else {
+        return send_files(send, head, files).await;
+    };
+    match tokio::time::timeout_at(deadline, send_files(send, head, files)).await {
+        Ok(sent) => sent,
+        Err(_) => {
+            tracing::info!("reply not taken by its deadline; stream reset");
+            Err(())
+        }
+    }
+}
+
+async fn send_files(
     send: &mut SendStream,
     head: &Response,
     files: Vec<OpenBlob>,

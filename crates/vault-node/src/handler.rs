@@ -9,6 +9,13 @@
 //! this module writes back, streaming blob contents from disk
 //! ([`bulk::send_bulk`]).
 //! With [`bulk`], the only code that reads and writes QUIC streams.
+//!
+//! A frame body is read as its bytes arrive, never allocated up front from
+//! the announced length. Before the connection logs in, a frame may
+//! announce at most [`PRE_LOGIN_MAX_FRAME`] bytes (a `Hello` or a `Login`
+//! is far smaller); a longer one is answered `TooLarge` at once. After
+//! login, each request takes a place in its user's cap of running requests
+//! (see `admission`); over it, the request is answered `Busy` unrun.
 
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -30,6 +37,8 @@ const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
 const FLUSH_TIMEOUT: Duration = Duration::from_secs(5);
 /// Stream error code for a response abandoned half-way.
 const ABORTED: VarInt = VarInt::from_u32(1);
+/// Largest frame body accepted before the connection logged in.
+pub(crate) const PRE_LOGIN_MAX_FRAME: usize = 1024;
 
 /// A bad frame, answered (best effort) with this response.
 enum FrameError {
@@ -49,7 +58,8 @@ pub(crate) async fn run(
     mut recv: RecvStream,
     shutting: bool,
 ) {
-    let request = match tokio::time::timeout(REQUEST_TIMEOUT, read_request(&mut recv)).await {
+    let read = read_request(&mut recv, &login);
+    let request = match tokio::time::timeout(REQUEST_TIMEOUT, read).await {
         Ok(Ok(req)) => req,
         Ok(Err(FrameError::Gone)) => return,
         Ok(Err(FrameError::Bad(resp))) => {
@@ -62,10 +72,17 @@ pub(crate) async fn run(
             return write_reply(&mut send, Reply::Message(resp)).await;
         }
     };
+    // Held until the reply is written.
+    let place = login.lock().unwrap_or_else(|p| p.into_inner()).request();
     let reply = if shutting {
         Reply::Message(Response::error(
             ErrorCode::ShuttingDown,
             "node is shutting down",
+        ))
+    } else if let Err(cap) = &place {
+        Reply::Message(Response::error(
+            ErrorCode::Busy,
+            format!("too many requests running for this user (at most {cap}); retry shortly"),
         ))
     } else {
         let len = bulk_len(&request);
@@ -79,6 +96,7 @@ pub(crate) async fn run(
     // upload's bytes included).
     let _ = recv.stop(VarInt::from_u32(0));
     write_reply(&mut send, reply).await;
+    drop(place);
 }
 
 /// The number of bulk bytes that follow `req`'s frame: a `PutBlob`'s
@@ -92,7 +110,12 @@ fn bulk_len(req: &Request) -> u64 {
     }
 }
 
-async fn read_request(recv: &mut RecvStream) -> Result<Request, FrameError> {
+/// Reads one request frame, whose body may be at most
+/// [`PRE_LOGIN_MAX_FRAME`] bytes unless the connection is logged in.
+async fn read_request(
+    recv: &mut RecvStream,
+    login: &Mutex<LoginState>,
+) -> Result<Request, FrameError> {
     let bad = |e: DecodeError| {
         let code = match e {
             DecodeError::TooLarge(_) => ErrorCode::TooLarge,
@@ -103,9 +126,43 @@ async fn read_request(recv: &mut RecvStream) -> Result<Request, FrameError> {
     let mut prefix = [0u8; FRAME_PREFIX_LEN];
     read_exact(recv, &mut prefix).await?;
     let len = decode_frame_header(&prefix).map_err(bad)?;
-    let mut body = vec![0u8; len];
-    read_exact(recv, &mut body).await?;
+    let logged_in = login
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .user()
+        .is_some();
+    let max_body = if logged_in {
+        wire::MAX_FRAME_BODY_LEN
+    } else {
+        PRE_LOGIN_MAX_FRAME
+    };
+    if len > max_body {
+        return Err(FrameError::Bad(Response::error(
+            ErrorCode::TooLarge,
+            format!("frame of {len} bytes exceeds the limit of {max_body} bytes before login"),
+        )));
+    }
+    let body = read_body(recv, len).await?;
     decode_request(&body).map_err(bad)
+}
+
+/// Reads exactly `len` bytes, growing the buffer as they arrive (an
+/// announced length costs nothing until the bytes are sent).
+async fn read_body(recv: &mut RecvStream, len: usize) -> Result<Vec<u8>, FrameError> {
+    let mut body = Vec::new();
+    while body.len() < len {
+        match recv.read_chunk(len - body.len(), true).await {
+            Ok(Some(chunk)) => body.extend_from_slice(&chunk.bytes),
+            Ok(None) => {
+                return Err(FrameError::Bad(Response::error(
+                    ErrorCode::BadRequest,
+                    DecodeError::Truncated.to_string(),
+                )))
+            }
+            Err(_) => return Err(FrameError::Gone),
+        }
+    }
+    Ok(body)
 }
 
 async fn read_exact(recv: &mut RecvStream, buf: &mut [u8]) -> Result<(), FrameError> {

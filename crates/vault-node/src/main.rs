@@ -103,6 +103,10 @@ enum Command {
         /// same eviction rule [default: max(4, max-connections / 4)].
         #[arg(long, value_name = "N")]
         max_connections_per_source: Option<usize>,
+        /// Most connections logged in as one user; a login over it is
+        /// refused as busy [default: max(8, max-connections / 8)].
+        #[arg(long, value_name = "N")]
+        max_connections_per_user: Option<usize>,
         /// Seconds a connection has to log in before it is closed.
         #[arg(long, value_name = "SECS", default_value = "10", value_parser = parse_secs)]
         login_timeout: Duration,
@@ -110,6 +114,10 @@ enum Command {
         /// included [default: no limit].
         #[arg(long, value_name = "BYTES")]
         quota: Option<u64>,
+        /// Most blobs one user may keep on this node; an upload of a new
+        /// blob over it is refused (replacing one is always allowed).
+        #[arg(long, value_name = "N", default_value_t = vault_node::store::DEFAULT_MAX_BLOBS)]
+        max_blobs: u64,
     },
     /// Run four local nodes with certificates, demo users and a ready dfc.conf.
     DevCluster {
@@ -240,8 +248,10 @@ fn run(command: Command) -> anyhow::Result<()> {
             max_blob,
             max_connections,
             max_connections_per_source,
+            max_connections_per_user,
             login_timeout,
             quota,
+            max_blobs,
         } => {
             let root =
                 invocation::root(folder.as_deref(), root.as_deref()).map_err(anyhow::Error::msg)?;
@@ -264,8 +274,10 @@ fn run(command: Command) -> anyhow::Result<()> {
             config.max_blob_len = max_blob;
             config.max_connections = max_connections;
             config.max_connections_per_source = max_connections_per_source;
+            config.max_connections_per_user = max_connections_per_user;
             config.login_timeout = login_timeout;
             config.quota = quota;
+            config.store.max_blobs = max_blobs;
             runtime()?.block_on(async {
                 let signal = server::shutdown_signal();
                 let server = Server::bind(config)?;

@@ -2,8 +2,12 @@
 //!
 //! A record holds the Argon2id salt and costs, the wrapped master key and
 //! (once the account is upgraded) the Ed25519 login key. Writes are
-//! compare-and-swap on the generation, serialised per user, and atomic
-//! (temp file, `sync_all`, rename, fsync the folder).
+//! compare-and-swap on the generation (and, when the client names it, on
+//! the stored record's [`wire::record_hash`]), serialised per user, and
+//! atomic (temp file, `sync_all`, rename, fsync the folder). Only a write
+//! naming the stored record's hash may replace it with a record of the
+//! same generation: that is how clients that created one vault at the same
+//! moment converge on one record.
 //!
 //! Beside the record the file keeps the login key it replaced, so a client
 //! that has not caught up with a rotation is recognised and not counted as
@@ -51,8 +55,9 @@ pub enum RecordError {
     /// The stored record does not decode or is out of bounds.
     #[error("stored record is corrupt: {0}")]
     Corrupt(String),
-    /// The stored generation is not the expected one, or the new one does
-    /// not increase.
+    /// The stored generation is not the expected one, the new one does not
+    /// increase (or, with an expected record hash, goes back), or the
+    /// stored record is not the one the client named.
     #[error("record generation conflict: stored {stored}, expected {expected}, new {new}")]
     Conflict {
         /// Generation on disk (0: no record).
@@ -140,6 +145,31 @@ impl RecordStore {
         record: &UserRecord,
         legacy_login: bool,
     ) -> Result<u64, RecordError> {
+        self.put_if(user, expect_generation, None, record, legacy_login, None)
+            .await
+    }
+
+    /// [`RecordStore::put`], and with `expect_record` also only if a record
+    /// is stored and its [`wire::record_hash`] is `expect_record`; then
+    /// `record.generation` may equal the stored one (a same-generation
+    /// replacement), never be smaller. Every other rule of
+    /// [`RecordStore::put`] holds.
+    ///
+    /// `file_key` is the login key the node checks while the stored record
+    /// has none (the users-file entry's, for an account made upgraded by
+    /// `vault-node user add`). The epoch moves on only when the login key
+    /// the node checks really changes: a first record carrying the very
+    /// key the users file already checks logs nobody out (clients creating
+    /// one upgraded vault at once would otherwise log each other out).
+    pub async fn put_if(
+        &self,
+        user: &str,
+        expect_generation: u64,
+        expect_record: Option<&[u8]>,
+        record: &UserRecord,
+        legacy_login: bool,
+        file_key: Option<&[u8]>,
+    ) -> Result<u64, RecordError> {
         let path = self.path(user)?;
         let lock = self.lock_for(user);
         let _held = lock.lock().await;
@@ -152,15 +182,23 @@ impl RecordStore {
             return Err(RecordError::Downgrade);
         }
         let stored = current.as_ref().map_or(0, |c| c.record.generation);
-        if stored != expect_generation || record.generation <= expect_generation {
+        let allowed = match expect_record {
+            None => record.generation > expect_generation,
+            Some(want) => {
+                let held = current.as_ref().map(|c| wire::record_hash(&c.record));
+                held.is_some_and(|h| h.as_slice() == want) && record.generation >= expect_generation
+            }
+        };
+        if stored != expect_generation || !allowed {
             return Err(RecordError::Conflict {
                 stored,
                 expected: expect_generation,
                 new: record.generation,
             });
         }
-        let key_changed = current_key != record.login_key;
-        let previous_login_key = if key_changed {
+        let checked = current_key.as_deref().or(file_key);
+        let key_changed = checked != record.login_key.as_deref();
+        let previous_login_key = if current_key != record.login_key {
             current_key
         } else {
             current
@@ -279,6 +317,82 @@ mod tests {
         ));
         assert!(store.get("Alice").await.is_err());
         assert_eq!(store.epoch("bob"), 0);
+    }
+
+    #[tokio::test]
+    async fn same_generation_replacement_needs_the_stored_records_hash() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = RecordStore::new(dir.path());
+        let ours = rec(1, false);
+        let mut theirs = rec(1, false);
+        theirs.wrapped_key = vec![6; 72];
+        // Nothing stored: no hash can match.
+        let h = wire::record_hash(&ours);
+        assert!(matches!(
+            store
+                .put_if("erin", 0, Some(&h), &theirs, false, None)
+                .await,
+            Err(RecordError::Conflict { .. })
+        ));
+        store.put("erin", 0, &ours, false).await.unwrap();
+        // Without the hash, or with another one: refused.
+        assert!(store.put("erin", 1, &theirs, false).await.is_err());
+        let wrong = wire::record_hash(&theirs);
+        assert!(matches!(
+            store
+                .put_if("erin", 1, Some(&wrong), &theirs, false, None)
+                .await,
+            Err(RecordError::Conflict { .. })
+        ));
+        // Never backwards, even with the right hash.
+        assert!(store
+            .put_if("erin", 1, Some(&h), &rec(0, false), false, None)
+            .await
+            .is_err());
+        assert_eq!(store.get("erin").await.unwrap(), Some(ours));
+        store
+            .put_if("erin", 1, Some(&h), &theirs, false, None)
+            .await
+            .unwrap();
+        assert_eq!(store.get("erin").await.unwrap(), Some(theirs));
+    }
+
+    #[tokio::test]
+    async fn a_first_record_with_the_users_file_key_keeps_the_epoch() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = RecordStore::new(dir.path());
+        let file_key = [9u8; 32];
+        // The key the users file already checks: nobody is logged out.
+        let first = rec(1, true);
+        let epoch = store
+            .put_if("gina", 0, None, &first, false, Some(&file_key))
+            .await
+            .unwrap();
+        assert_eq!(epoch, 0);
+        // Racing clients replacing one first record with another of the
+        // same key: still nobody logged out.
+        let mut other = rec(1, true);
+        other.wrapped_key = vec![6; 72];
+        let h = wire::record_hash(&first);
+        store
+            .put_if("gina", 1, Some(&h), &other, false, Some(&file_key))
+            .await
+            .unwrap();
+        assert_eq!(store.epoch("gina"), 0);
+        // A real change of the key moves the epoch on.
+        let mut rotated = rec(2, true);
+        rotated.login_key = Some(vec![8; 32]);
+        store
+            .put_if("gina", 1, None, &rotated, false, Some(&file_key))
+            .await
+            .unwrap();
+        assert_eq!(store.epoch("gina"), 1);
+        // Without a users-file key, a first login key is a change.
+        store
+            .put_if("hal", 0, None, &first, false, None)
+            .await
+            .unwrap();
+        assert_eq!(store.epoch("hal"), 1);
     }
 
     #[tokio::test]

@@ -14,7 +14,10 @@
 //! attempts take one of the [`NodeConfig::max_connections`] slots (see
 //! `admission` for the per-source cap and eviction). Each connection then
 //! runs in a task of its own (`connection`); one that has not logged in
-//! within [`NodeConfig::login_timeout`] is closed.
+//! within [`NodeConfig::login_timeout`] is closed. One user may hold at
+//! most [`NodeConfig::max_connections_per_user`] logged-in connections
+//! (a login over it is answered `Busy`) and run at most
+//! [`NodeConfig::max_requests_per_user`] requests at once (over it: `Busy`).
 //!
 //! Shutdown: when the future given to [`Server::run`] completes, the accept
 //! loop stops, connections stop taking new requests (answering
@@ -36,13 +39,13 @@ use socket2::{Domain, Protocol, Socket, Type};
 use tokio::sync::{watch, Semaphore};
 use tokio::task::JoinSet;
 
-use crate::admission::{Admission, Limits, Source};
+use crate::admission::{Admission, Limits, Source, UserCaps, UserLimits};
 use crate::auth::LoginState;
 use crate::connection::{refuse, ConnTask, MAX_REFUSING};
 use crate::records::RecordStore;
 use crate::secret::ClusterSecret;
 use crate::state::{prepare_root, Shared, META_DIR};
-use crate::store::BlobStore;
+use crate::store::{BlobStore, StoreLimits};
 use crate::throttle::{Throttle, ThrottleConfig};
 use crate::users::UserDb;
 
@@ -58,6 +61,19 @@ pub const DEFAULT_LOGIN_TIMEOUT: Duration = Duration::from_secs(10);
 /// cap, at least 4.
 pub fn default_max_connections_per_source(max_connections: usize) -> usize {
     (max_connections / 4).max(4)
+}
+/// The per-user cap on logged-in connections when none is configured: an
+/// eighth of the node's cap, at least 8.
+pub fn default_max_connections_per_user(max_connections: usize) -> usize {
+    (max_connections / 8).max(8)
+}
+/// The per-user cap on requests running at once when none is configured:
+/// four connections' worth of streams.
+pub fn default_max_requests_per_user(max_streams_per_connection: u32) -> usize {
+    usize::try_from(max_streams_per_connection)
+        .unwrap_or(usize::MAX)
+        .saturating_mul(4)
+        .max(1)
 }
 /// UDP socket buffer size asked of the kernel (both directions).
 const SOCKET_BUFFER: usize = 4 << 20;
@@ -84,6 +100,9 @@ pub struct NodeConfig {
     /// Most bytes one user may keep on this node, uploads in progress
     /// included (`None`: no limit).
     pub quota: Option<u64>,
+    /// The blob store's limits: blobs per user, files held open for
+    /// replies and the reply deadline, blocking file work of uploads.
+    pub store: StoreLimits,
     /// Most simultaneous connections. A new one over the cap evicts the
     /// oldest connection that has not logged in; it is refused (closed
     /// with `node busy`) only if every connection has logged in.
@@ -92,6 +111,15 @@ pub struct NodeConfig {
     /// an IPv6 /64), with the same eviction rule; `None`:
     /// [`default_max_connections_per_source`].
     pub max_connections_per_source: Option<usize>,
+    /// Most connections logged in as one user at once; a login over it is
+    /// answered `Busy` (logged-in connections are never evicted, so this
+    /// keeps one account from holding every slot). `None`:
+    /// [`default_max_connections_per_user`].
+    pub max_connections_per_user: Option<usize>,
+    /// Most requests one user may have running at once, over all their
+    /// connections; one over it is answered `Busy`. `None`:
+    /// [`default_max_requests_per_user`].
+    pub max_requests_per_user: Option<usize>,
     /// Time a connection has to log in (counted from its first packet)
     /// before it is closed.
     pub login_timeout: Duration,
@@ -122,6 +150,8 @@ impl std::fmt::Debug for NodeConfig {
                 "max_connections_per_source",
                 &self.max_connections_per_source,
             )
+            .field("max_connections_per_user", &self.max_connections_per_user)
+            .field("max_requests_per_user", &self.max_requests_per_user)
             .field("login_timeout", &self.login_timeout)
             .field(
                 "max_streams_per_connection",
@@ -152,8 +182,11 @@ impl NodeConfig {
             key_pem: key_pem.into(),
             max_blob_len: wire::DEFAULT_MAX_BLOB_LEN,
             quota: None,
+            store: StoreLimits::default(),
             max_connections: DEFAULT_MAX_CONNECTIONS,
             max_connections_per_source: None,
+            max_connections_per_user: None,
+            max_requests_per_user: None,
             login_timeout: DEFAULT_LOGIN_TIMEOUT,
             max_streams_per_connection: DEFAULT_MAX_STREAMS,
             throttle: ThrottleConfig::default(),
@@ -170,6 +203,7 @@ pub struct Server {
     local_addr: SocketAddr,
     quic: quinn::ServerConfig,
     limits: Limits,
+    user_caps: Arc<UserCaps>,
     login_timeout: Duration,
     grace: Duration,
 }
@@ -196,6 +230,12 @@ impl Server {
         if config.max_connections_per_source == Some(0) {
             bail!("max connections per source must be at least 1");
         }
+        if config.max_connections_per_user == Some(0) {
+            bail!("max connections per user must be at least 1");
+        }
+        if config.max_requests_per_user == Some(0) {
+            bail!("max requests per user must be at least 1");
+        }
         if config.login_timeout.is_zero() {
             bail!("login timeout must be longer than zero");
         }
@@ -205,6 +245,14 @@ impl Server {
                 .max_connections_per_source
                 .unwrap_or_else(|| default_max_connections_per_source(config.max_connections)),
         };
+        let user_caps = UserCaps::new(UserLimits {
+            connections: config
+                .max_connections_per_user
+                .unwrap_or_else(|| default_max_connections_per_user(config.max_connections)),
+            requests: config.max_requests_per_user.unwrap_or_else(|| {
+                default_max_requests_per_user(config.max_streams_per_connection)
+            }),
+        });
         let quic = quic_config(&config)?;
         let node_secret = prepare_root(&config.root)?;
         let secret = match config.cluster_secret {
@@ -218,7 +266,7 @@ impl Server {
         let node = Shared {
             name: config.name,
             users: config.users,
-            blobs: BlobStore::new(&config.root),
+            blobs: BlobStore::with_limits(&config.root, config.store.clone()),
             records: RecordStore::new(config.root.join(META_DIR).join("records")),
             throttle: Throttle::new(config.throttle),
             secret,
@@ -231,6 +279,7 @@ impl Server {
             local_addr,
             quic,
             limits,
+            user_caps,
             login_timeout: config.login_timeout,
             grace: config.shutdown_grace,
         })
@@ -278,7 +327,7 @@ impl Server {
                         continue;
                     }
                     let peer = incoming.remote_address();
-                    let login = Arc::new(Mutex::new(LoginState::new(peer)));
+                    let login = Arc::new(Mutex::new(LoginState::with_caps(peer, self.user_caps.clone())));
                     match admission.admit(Source::of(peer.ip()), login.clone()) {
                         Ok(slot) => {
                             let task = ConnTask {

@@ -13,11 +13,22 @@
 //! put there by hand show up after a restart.
 //!
 //! Uploads (`upload`: one blob, or a batch) reserve their announced length
-//! against the node's per-user quota before any byte is read; the
-//! reservation is settled when the blob is committed and given back when
-//! the upload ends otherwise. Reads (`read`: one blob, several, or a
-//! listing page with contents) open every file before anything is sent,
-//! so what is announced is what streams.
+//! plus [`BLOB_OVERHEAD`] per blob against the node's per-user quota, and
+//! a place per new id under the per-user blob count cap
+//! ([`StoreLimits::max_blobs`]), before any byte is read; the reservation
+//! is settled when the blob is committed and given back when the upload
+//! ends otherwise. A conditional upload ([`wire::Expect`]) is checked
+//! under the index lock, together with the rename that replaces the blob,
+//! so no other writer of the user can slip in between. The blocking file
+//! work of uploads runs under a node-wide bound
+//! ([`StoreLimits::max_upload_io`]), so uploads cannot take every
+//! blocking thread.
+//!
+//! Reads (`read`: one blob, several, or a listing page with contents)
+//! open every file before anything is sent, so what is announced is what
+//! streams. The files held open for replies are bounded node-wide
+//! ([`StoreLimits::max_reply_files`]), and each open file carries the
+//! deadline of the whole reply ([`StoreLimits::reply_deadline`]).
 
 mod index;
 mod read;
@@ -28,24 +39,96 @@ use std::io;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
 
 use thiserror::Error;
-use tokio::sync::OnceCell;
+use tokio::sync::{OnceCell, Semaphore};
 use wire::{BlobId, BlobStat, ListEntry};
 
 use crate::fsutil::sync_dir;
-use index::{OverQuota, UserIndex};
+pub use index::BLOB_OVERHEAD;
+use index::{Refusal, UserIndex};
 pub use read::{DataEntry, DataLimits, DataPage, OpenBlob};
-pub use upload::{PendingBlob, PutBatch};
+pub use upload::{PendingBlob, PutBatch, MAX_EXPECT_LEN};
 
 /// Name of the per-user folder of uploads in progress.
 pub const TMP_DIR: &str = ".tmp";
+
+/// Default [`StoreLimits::max_blobs`]: one million blobs per user. The
+/// index keeps about 150 bytes of memory per blob, so one user's index
+/// stays under about 150 MB; a classic layout puts about three blobs of a
+/// file on each node (its manifest and two parts), so this is about
+/// 330,000 files per user. With [`BLOB_OVERHEAD`], a quota below 4 GiB
+/// bites first.
+pub const DEFAULT_MAX_BLOBS: u64 = 1_000_000;
+/// Default [`StoreLimits::max_reply_files`]: two full `GetBlobs` answers'
+/// worth ([`wire::MAX_BATCH`] files each). The process's open-file limit
+/// (`ulimit -n`) must leave room above it for uploads and connections.
+pub const DEFAULT_MAX_REPLY_FILES: usize = 1024;
+/// Default [`StoreLimits::reply_files_wait`].
+pub const DEFAULT_REPLY_FILES_WAIT: Duration = Duration::from_secs(5);
+/// Default [`StoreLimits::reply_deadline`]: a full answer
+/// ([`wire::MAX_BATCH_BYTES`], 64 MiB) at about 2 Mbit/s.
+pub const DEFAULT_REPLY_DEADLINE: Duration = Duration::from_secs(300);
+/// Default [`StoreLimits::max_upload_io`]: an eighth of tokio's default
+/// pool of 512 blocking threads.
+pub const DEFAULT_MAX_UPLOAD_IO: usize = 64;
+
+/// The store's resource limits.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoreLimits {
+    /// Most blobs one user may keep on the node, new ids being uploaded
+    /// included; an upload of a new id over it is refused
+    /// ([`PutError::TooManyBlobs`]). Replacing a blob is always allowed.
+    pub max_blobs: u64,
+    /// Most files held open at once, node-wide, for replies (`GetBlob`,
+    /// `GetBlobs`, `ListData`). A reply's files are counted from when they
+    /// are opened until each has been sent (or the reply ends). A read
+    /// that needs more than are free waits up to
+    /// [`StoreLimits::reply_files_wait`], then is refused as busy; one
+    /// that needs more than the bound is refused at once.
+    pub max_reply_files: usize,
+    /// How long a read waits for its share of
+    /// [`StoreLimits::max_reply_files`].
+    pub reply_files_wait: Duration,
+    /// Time a reply has to be sent whole, counted from when its files were
+    /// opened; a reader that does not take the bytes in time has the
+    /// stream reset and the files closed.
+    pub reply_deadline: Duration,
+    /// Most blocking file operations of uploads (writes, syncs, renames)
+    /// at once, node-wide; one user's uploads take at most a quarter of
+    /// them (at least one).
+    pub max_upload_io: usize,
+}
+
+impl Default for StoreLimits {
+    fn default() -> Self {
+        StoreLimits {
+            max_blobs: DEFAULT_MAX_BLOBS,
+            max_reply_files: DEFAULT_MAX_REPLY_FILES,
+            reply_files_wait: DEFAULT_REPLY_FILES_WAIT,
+            reply_deadline: DEFAULT_REPLY_DEADLINE,
+            max_upload_io: DEFAULT_MAX_UPLOAD_IO,
+        }
+    }
+}
 
 /// The blob folders under a node's root.
 #[derive(Debug, Clone)]
 pub struct BlobStore {
     root: PathBuf,
     indexes: Arc<Indexes>,
+    limits: StoreLimits,
+    /// Permits for files held open for replies.
+    reply_files: Arc<Semaphore>,
+    /// Permits for blocking file operations of uploads.
+    upload_io: Arc<Semaphore>,
+}
+
+/// Each user's share of [`BlobStore::upload_io`]: a quarter of it, at
+/// least 1.
+fn upload_share(max_upload_io: usize) -> usize {
+    (max_upload_io / 4).max(1)
 }
 
 /// One user's index once its folder was scanned.
@@ -58,6 +141,8 @@ struct Indexes {
     users: Mutex<HashMap<String, IndexCell>>,
     /// Folder scans made to build indexes (instrumentation).
     scans: AtomicU64,
+    /// Each user's share of the upload I/O bound, made on first use.
+    upload_shares: Mutex<HashMap<String, Arc<Semaphore>>>,
 }
 
 /// Why an upload could not be stored.
@@ -65,23 +150,45 @@ struct Indexes {
 pub enum PutError {
     /// The upload would take the user over the node's quota.
     #[error(
-        "quota exceeded: this node keeps at most {quota} bytes per user; you use {used} bytes \
-         (uploads in progress included) and {} {requested} bytes{}",
+        "quota exceeded: this node keeps at most {quota} bytes per user, each blob counting as \
+         its length plus {BLOB_OVERHEAD} bytes; you use {used} bytes (uploads in progress \
+         included) and {} {requested} bytes{}",
         needing(*.blobs),
         replacing(*.blobs, *.replaced)
     )]
     Quota {
         /// The node's per-user quota in bytes.
         quota: u64,
-        /// Bytes stored plus bytes reserved by uploads in progress.
+        /// What the stored blobs and the uploads in progress count.
         used: u64,
-        /// The upload's announced length (a batch's: all its blobs').
+        /// What the upload counts (a batch's: all its blobs').
         requested: u64,
-        /// Size of the blobs it would replace (0 if none).
+        /// What the blobs it would replace count (0 if none).
         replaced: u64,
         /// Number of distinct blobs the upload writes (1 unless a batch).
         blobs: usize,
     },
+    /// The upload would take the user over the node's blob count cap.
+    #[error(
+        "too many blobs: this node keeps at most {max} blobs per user; you have {held} \
+         (new ones being uploaded included) and this upload adds {adding}; delete some first"
+    )]
+    TooManyBlobs {
+        /// The cap.
+        max: u64,
+        /// Blobs stored plus new ones being uploaded.
+        held: u64,
+        /// New blobs the upload adds.
+        adding: u64,
+    },
+    /// The write's condition ([`wire::Expect`]) did not hold: nothing
+    /// changed.
+    #[error("the stored blob changed since it was read")]
+    Conflict,
+    /// A condition the node does not check (on a stored blob over
+    /// [`MAX_EXPECT_LEN`] bytes).
+    #[error("{0}")]
+    BadCondition(String),
     /// The node's disk is full.
     #[error("the node's disk is full")]
     NoSpace(#[source] io::Error),
@@ -116,14 +223,21 @@ impl From<io::Error> for PutError {
     }
 }
 
-impl From<OverQuota> for PutError {
-    fn from(q: OverQuota) -> Self {
-        PutError::Quota {
-            quota: q.quota,
-            used: q.used,
-            requested: q.requested,
-            replaced: q.replaced,
-            blobs: q.blobs,
+impl From<Refusal> for PutError {
+    fn from(r: Refusal) -> Self {
+        match r {
+            Refusal::Quota(q) => PutError::Quota {
+                quota: q.quota,
+                used: q.used,
+                requested: q.requested,
+                replaced: q.replaced,
+                blobs: q.blobs,
+            },
+            Refusal::TooMany(t) => PutError::TooManyBlobs {
+                max: t.max,
+                held: t.held,
+                adding: t.adding,
+            },
         }
     }
 }
@@ -154,8 +268,14 @@ pub fn is_no_space(e: &io::Error) -> bool {
 }
 
 /// Whether `e` says the node has too many files open (`EMFILE`,
-/// `ENFILE`): a passing shortage, not a broken disk.
+/// `ENFILE`, or every [`StoreLimits::max_reply_files`] permit taken): a
+/// passing shortage, not a broken disk.
 pub fn is_out_of_files(e: &io::Error) -> bool {
+    if e.get_ref()
+        .is_some_and(|inner| inner.is::<read::FilesBusy>())
+    {
+        return true;
+    }
     let Some(code) = e.raw_os_error() else {
         return false;
     };
@@ -188,11 +308,44 @@ async fn blocking<T: Send + 'static>(
 }
 
 impl BlobStore {
-    /// Blob folders under `root`.
+    /// Blob folders under `root`, with the default limits.
     pub fn new(root: impl Into<PathBuf>) -> Self {
+        Self::with_limits(root, StoreLimits::default())
+    }
+
+    /// Blob folders under `root`, with `limits` (a bound of 0 counts as 1).
+    pub fn with_limits(root: impl Into<PathBuf>, mut limits: StoreLimits) -> Self {
+        limits.max_reply_files = limits.max_reply_files.clamp(1, Semaphore::MAX_PERMITS);
+        limits.max_upload_io = limits.max_upload_io.clamp(1, Semaphore::MAX_PERMITS);
         BlobStore {
             root: root.into(),
             indexes: Arc::default(),
+            reply_files: Arc::new(Semaphore::new(limits.max_reply_files)),
+            upload_io: Arc::new(Semaphore::new(limits.max_upload_io)),
+            limits,
+        }
+    }
+
+    /// The store's limits.
+    pub fn limits(&self) -> &StoreLimits {
+        &self.limits
+    }
+
+    /// The bound on `user`'s uploads' blocking file work.
+    fn upload_bound(&self, user: &str) -> upload::IoBound {
+        let mut shares = self
+            .indexes
+            .upload_shares
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
+        let share = upload_share(self.limits.max_upload_io);
+        let user = shares
+            .entry(user.to_string())
+            .or_insert_with(|| Arc::new(Semaphore::new(share)))
+            .clone();
+        upload::IoBound {
+            user,
+            node: self.upload_io.clone(),
         }
     }
 
@@ -333,7 +486,7 @@ impl BlobStore {
         Ok(usage)
     }
 
-    /// Bytes reserved by `user`'s uploads in progress.
+    /// What `user`'s uploads in progress reserved against the quota.
     #[cfg(test)]
     async fn reserved(&self, user: &str) -> u64 {
         let index = self.index(user).await.unwrap();

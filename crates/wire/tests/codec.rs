@@ -449,3 +449,82 @@ fn batches_are_bounded() {
         Err(DecodeError::Invalid("batch length"))
     );
 }
+
+#[test]
+fn conditions_round_trip_and_bad_hash_lengths_are_refused() {
+    let h = content_hash(b"sealed manifest").to_vec();
+    roundtrip_req(Request::PutBlob {
+        id: id("m2-00"),
+        len: 10,
+        expect: Some(Expect::Hash(h.clone())),
+    });
+    roundtrip_req(Request::PutBlobs {
+        items: vec![
+            PutItem {
+                id: id("m2-01"),
+                len: 1,
+                expect: Some(Expect::Absent),
+            },
+            PutItem {
+                id: id("m2-02"),
+                len: 1,
+                expect: None,
+            },
+        ],
+    });
+    roundtrip_req(Request::PutRecord {
+        expect_generation: 1,
+        record: record(),
+        expect_record: Some(record_hash(&record()).to_vec()),
+    });
+    // What the condition compares.
+    assert!(Expect::of(Some(b"sealed manifest")).holds(Some(&content_hash(b"sealed manifest"))));
+    assert!(!Expect::of(Some(b"sealed manifest")).holds(Some(&content_hash(b"other"))));
+    assert!(!Expect::of(Some(b"x")).holds(None));
+    assert!(Expect::Absent.holds(None));
+    assert!(!Expect::Absent.holds(Some(&content_hash(b"x"))));
+    // A hash of the wrong length is refused on decode, wherever it is.
+    let short = Some(Expect::Hash(vec![0; 31]));
+    for req in [
+        Request::PutBlob {
+            id: id("m2-00"),
+            len: 1,
+            expect: short.clone(),
+        },
+        Request::PutBlobs {
+            items: vec![PutItem {
+                id: id("m2-00"),
+                len: 1,
+                expect: short.clone(),
+            }],
+        },
+        Request::PutRecord {
+            expect_generation: 1,
+            record: record(),
+            expect_record: Some(vec![0; 33]),
+        },
+    ] {
+        assert!(matches!(
+            decode_request(&raw_body(&req)),
+            Err(DecodeError::Invalid(_))
+        ));
+    }
+    // A request from a 0.2 client (no condition) still decodes.
+    #[derive(serde::Serialize)]
+    enum Old {
+        PutBlob { id: BlobId, len: u64 },
+    }
+    let old = decode_request(&raw_body(&Old::PutBlob {
+        id: id("p2-1"),
+        len: 3,
+    }))
+    .unwrap();
+    assert_eq!(
+        old,
+        Request::PutBlob {
+            id: id("p2-1"),
+            len: 3,
+            expect: None
+        }
+    );
+}

@@ -52,6 +52,13 @@ fn positions(indices: impl Iterator<Item = u32>, n: usize) -> Result<(), NetErro
     Ok(())
 }
 
+/// The total of lengths a node announced, refused when it overflows (the
+/// caller then also refuses it for being more than asked for).
+fn sum(mut lens: impl Iterator<Item = u64>) -> Result<u64, NetError> {
+    lens.try_fold(0u64, u64::checked_add)
+        .ok_or_else(|| protocol("announced lengths overflow"))
+}
+
 fn protocol(what: impl Into<String>) -> NetError {
     NetError::Protocol(what.into())
 }
@@ -139,7 +146,7 @@ impl Session {
         let (resp, bytes) = self
             .exchange(&req, &[], limit, |resp| match resp {
                 Response::DataListing { entries, .. } => {
-                    Ok(entries.iter().filter(|e| inline(e)).map(|e| e.len).sum())
+                    sum(entries.iter().filter(|e| inline(e)).map(|e| e.len))
                 }
                 other => Err(unexpected("DataListing", other)),
             })
@@ -159,7 +166,9 @@ impl Session {
             }
             last = Some(e.id.clone());
             let data = if inline(&e) {
-                let n = e.len as usize;
+                let n = usize::try_from(e.len)
+                    .unwrap_or(usize::MAX)
+                    .min(bytes.len() - at);
                 let piece = bytes[at..at + n].to_vec();
                 at += n;
                 Some(piece)
@@ -190,7 +199,9 @@ impl Session {
                 &[],
                 max_bytes.min(MAX_BATCH_BYTES),
                 |resp| match resp {
-                    Response::Blobs { lens } if lens.len() == n => Ok(lens.iter().flatten().sum()),
+                    Response::Blobs { lens } if lens.len() == n => {
+                        sum(lens.iter().flatten().copied())
+                    }
                     Response::Blobs { .. } => Err(protocol("answer for another number of blobs")),
                     other => Err(unexpected("Blobs", other)),
                 },
@@ -204,8 +215,12 @@ impl Session {
             .into_iter()
             .map(|l| {
                 l.map(|l| {
-                    let piece = bytes[at..at + l as usize].to_vec();
-                    at += l as usize;
+                    // `l` is within the bytes read: their total was checked.
+                    let l = usize::try_from(l)
+                        .unwrap_or(usize::MAX)
+                        .min(bytes.len() - at);
+                    let piece = bytes[at..at + l].to_vec();
+                    at += l;
                     piece
                 })
             })

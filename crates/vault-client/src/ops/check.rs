@@ -9,10 +9,16 @@
 //! (orphans: a client killed during PUT, a node that finished an upload
 //! after its client died).
 //!
+//! A copy is *unknown* when its node could not say: the node is down, or
+//! its listing (or `StatBlobs` answer) failed, timed out or was cut short
+//! before that id. Unknown is never missing: a node that was not heard is
+//! never judged, and repair never writes to it.
+//!
 //! A file is *degraded* when any copy is not good (missing, corrupt,
-//! stale, or on a node that cannot be asked) and *lost* when some part has
-//! no good copy on any reachable node. [`crate::ops::repair`] works from
-//! the same survey.
+//! stale, or unknown), *unreachable* when some part has no good copy but
+//! one on a node that could not say, and *lost* when some part has no good
+//! copy and every node that should hold one answered that it does not (or
+//! holds a corrupt one). [`crate::ops::repair`] works from the same survey.
 
 use std::collections::{HashMap, HashSet};
 use std::time::Duration;
@@ -49,7 +55,8 @@ pub enum CopyState {
     Corrupt,
     /// A manifest copy of an older version.
     Stale,
-    /// Its node could not be asked.
+    /// Its node could not be asked, or its answer (a listing cut short)
+    /// did not reach this copy: it may be there, in any version.
     Unknown,
 }
 
@@ -73,15 +80,47 @@ impl FileHealth {
             || self.parts.iter().any(|(_, _, s)| *s != CopyState::Good)
     }
 
-    /// Some part has no good copy: the reachable nodes cannot rebuild it.
+    /// Some part has no good copy, and every node that should hold one
+    /// answered (none is unknown): the evidence says it is gone.
     pub fn lost(&self) -> bool {
-        !self.deleted
-            && (0..layout::parts()).any(|k| {
-                !self
-                    .parts
-                    .iter()
-                    .any(|(p, _, s)| *p == k && *s == CopyState::Good)
-            })
+        self.short_parts().any(|k| {
+            !self
+                .parts
+                .iter()
+                .any(|(p, _, s)| *p == k && *s == CopyState::Unknown)
+        })
+    }
+
+    /// Not [`FileHealth::lost`], but some part has no good copy and a copy
+    /// on a node that could not say (down, or its answer cut short): it
+    /// cannot be rebuilt now, and may be whole once that node answers.
+    pub fn unreachable(&self) -> bool {
+        !self.lost() && self.short_parts().next().is_some()
+    }
+
+    /// The nodes whose copies are unknown, sorted, each once.
+    pub fn unknown_on(&self) -> Vec<usize> {
+        let mut nodes: Vec<usize> = self
+            .manifests
+            .iter()
+            .copied()
+            .chain(self.parts.iter().map(|&(_, n, s)| (n, s)))
+            .filter(|(_, s)| *s == CopyState::Unknown)
+            .map(|(n, _)| n)
+            .collect();
+        nodes.sort_unstable();
+        nodes.dedup();
+        nodes
+    }
+
+    /// The parts (of a live file) without a good copy.
+    fn short_parts(&self) -> impl Iterator<Item = usize> + '_ {
+        (0..if self.deleted { 0 } else { layout::parts() }).filter(|&k| {
+            !self
+                .parts
+                .iter()
+                .any(|(p, _, s)| *p == k && *s == CopyState::Good)
+        })
     }
 }
 
@@ -111,6 +150,8 @@ pub struct Survey {
     pub orphans_checked: bool,
     /// Bytes downloaded and authenticated.
     pub verified_bytes: u64,
+    /// Nodes (bit i = node i) whose manifest listing ran to its end.
+    pub complete: u32,
     /// When the manifests were read (seconds since the Unix epoch): a part
     /// is an orphan only if no manifest read then refers to it, so only
     /// parts older than that by the grace period may go.
@@ -125,15 +166,23 @@ impl Survey {
         self.files.iter().filter(|f| f.degraded()).count()
     }
 
-    /// Files the reachable nodes cannot rebuild.
+    /// Files lost: some part has no good copy on any node that answered,
+    /// and no node that could not say might hold one.
     pub fn lost(&self) -> usize {
         self.files.iter().filter(|f| f.lost()).count()
     }
 
-    /// 0: fully redundant; 1: degraded but every file can be rebuilt; 2:
-    /// some file is lost.
+    /// Files that cannot be rebuilt now, but only because a node that
+    /// should hold a copy could not say ([`FileHealth::unreachable`]).
+    pub fn unreachable(&self) -> usize {
+        self.files.iter().filter(|f| f.unreachable()).count()
+    }
+
+    /// 0: fully redundant; 1: degraded (some copy missing, stale, corrupt
+    /// or unknown) but every file can be rebuilt; 2: some file is lost or
+    /// unreachable (cannot be rebuilt from the nodes that answered).
     pub fn exit_code(&self) -> i32 {
-        if self.lost() > 0 {
+        if self.lost() > 0 || self.unreachable() > 0 {
             2
         } else if self.degraded() > 0 || !self.problems.is_empty() {
             1
@@ -158,6 +207,7 @@ pub async fn survey(
     let mut out = Survey {
         taken_at,
         problems: catalog.problems.clone(),
+        complete: catalog.complete,
         ..Survey::default()
     };
     let n = vault.node_count();
@@ -167,28 +217,17 @@ pub async fn survey(
     let mut live_index = 0usize;
     for e in &catalog.entries {
         let manifests = layout::manifest_nodes(n)
-            .map(|node| {
-                let state = if vault.session(node).is_none() {
-                    CopyState::Unknown
-                } else if e.current_on & (1 << node) != 0 {
-                    CopyState::Good
-                } else if e.listed_on & (1 << node) != 0 {
-                    CopyState::Stale
-                } else {
-                    CopyState::Missing
-                };
-                (node, state)
-            })
+            .map(|node| (node, manifest_state(vault, e, node)))
             .collect();
         let mut parts = Vec::new();
         if let Some(m) = e.live() {
             let bits = presence.parts[live_index];
             live_index += 1;
             for Copy { part, node } in layout::part_copies(m) {
-                let state = if vault.session(node).is_none() {
-                    CopyState::Unknown
-                } else if bits[part] & (1 << node) != 0 {
+                let state = if bits[part] & (1 << node) != 0 {
                     CopyState::Good
+                } else if vault.session(node).is_none() || presence.failed & (1 << node) != 0 {
+                    CopyState::Unknown
                 } else {
                     CopyState::Missing
                 };
@@ -206,9 +245,17 @@ pub async fn survey(
     if verify {
         verify_all(vault, &mut out, &progress).await;
     }
-    // Orphans only from a whole, clean survey: a manifest a failed listing
-    // left out must not make its parts look unreferenced.
-    if prefix.is_empty() && vault.ready().count() == n && out.problems.is_empty() {
+    // Orphans only from a whole, clean survey: every node up, every
+    // manifest listing run to its end, every presence question answered.
+    // A manifest a cut listing left out must not make its parts look
+    // unreferenced.
+    let all = (1u32 << n) - 1;
+    if prefix.is_empty()
+        && vault.ready().count() == n
+        && out.complete == all
+        && presence.failed == 0
+        && out.problems.is_empty()
+    {
         match orphans(vault, &out.entries).await {
             Ok(o) => {
                 out.orphans = o;
@@ -220,6 +267,27 @@ pub async fn survey(
     out.problems.sort();
     out.problems.dedup();
     Ok(out)
+}
+
+/// The state of `e`'s manifest copy on `node`: unknown unless the node's
+/// answer covered the id ([`Entry::known_on`]).
+fn manifest_state(vault: &Vault, e: &Entry, node: usize) -> CopyState {
+    let bit = 1u32 << node;
+    if vault.session(node).is_none() {
+        CopyState::Unknown
+    } else if e.current_on & bit != 0 {
+        CopyState::Good
+    } else if let Some(c) = e.copy_on(node) {
+        if c.manifest.is_some() {
+            CopyState::Stale
+        } else {
+            CopyState::Corrupt
+        }
+    } else if e.known_on & bit != 0 {
+        CopyState::Missing
+    } else {
+        CopyState::Unknown
+    }
 }
 
 /// Downloads and authenticates every copy the survey found good; marks
@@ -390,11 +458,16 @@ async fn authenticate_stream(
     Ok(plain)
 }
 
-/// Every node's parts that no live file's newest version references.
+/// Every node's parts that no manifest copy references: no version of
+/// any file, on any node, newest or not.
 async fn orphans(vault: &Vault, entries: &[Entry]) -> Result<Vec<Orphan>, String> {
     let mut referenced: HashSet<BlobId> = HashSet::new();
     for e in entries {
-        if let Some(m) = e.live() {
+        let copies = e.copies.iter().filter_map(|c| c.manifest.as_ref());
+        for m in e.versions().chain(copies) {
+            if m.deleted {
+                continue;
+            }
             for k in 0..layout::parts() {
                 referenced.insert(vault.master().part_id(&m.file_id, k));
             }
@@ -458,4 +531,51 @@ pub fn expired(orphans: &[Orphan], grace: Duration, at: u64) -> Vec<&Orphan> {
         .iter()
         .filter(|o| o.modified.saturating_add(grace.as_secs()) <= at)
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use CopyState::*;
+
+    fn file(parts: &[(usize, usize, CopyState)]) -> FileHealth {
+        FileHealth {
+            name: "f".into(),
+            deleted: false,
+            manifests: vec![(0, Good), (1, Unknown), (2, Good), (3, Good)],
+            parts: parts.to_vec(),
+        }
+    }
+
+    /// Both copies of every part good, but part 1's copies as given.
+    fn with_part1(a: CopyState, b: CopyState) -> FileHealth {
+        let mut parts = vec![(0, 0, a), (0, 1, b)];
+        for k in 1..4 {
+            parts.push((k, k, Good));
+            parts.push((k, (k + 1) % 4, Good));
+        }
+        file(&parts)
+    }
+
+    #[test]
+    fn unknown_copies_make_a_file_unreachable_or_degraded_never_lost() {
+        let f = with_part1(Unknown, Missing);
+        assert!(!f.lost() && f.unreachable() && f.degraded());
+        assert_eq!(f.unknown_on(), [0, 1]);
+        let f = with_part1(Missing, Corrupt);
+        assert!(f.lost() && !f.unreachable());
+        let f = with_part1(Good, Unknown);
+        assert!(!f.lost() && !f.unreachable() && f.degraded());
+        let survey = Survey {
+            files: vec![with_part1(Unknown, Missing)],
+            ..Survey::default()
+        };
+        assert_eq!((survey.lost(), survey.unreachable()), (0, 1));
+        assert_eq!(survey.exit_code(), 2, "cannot be rebuilt now");
+        let survey = Survey {
+            files: vec![with_part1(Good, Unknown)],
+            ..Survey::default()
+        };
+        assert_eq!(survey.exit_code(), 1);
+    }
 }

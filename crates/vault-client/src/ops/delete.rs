@@ -12,10 +12,11 @@ use std::collections::HashMap;
 use tokio::task::JoinSet;
 use wire::{BlobId, MAX_BATCH};
 
-use super::{fetch_versions, put_everywhere, remove_parts, Broadcast, OpError};
+use super::commit::{commit, Outcome, Write};
+use super::put::conflict;
+use super::{check_quorum, fetch_versions, quorum, remove_parts, OpError};
 use crate::catalog::{self, Entry};
 use crate::path::normalize_prefix;
-use crate::placement::{nodes_for_part, PARTS};
 use crate::vault::Vault;
 
 /// What DELETE did.
@@ -28,36 +29,51 @@ pub struct DeleteReport {
     pub warnings: Vec<String>,
 }
 
-/// Deletes `name`.
+/// Deletes `name`. The tombstone must reach a quorum of the manifest
+/// holders (it is written like a PUT's manifest, conditionally); only then
+/// do the parts go.
 pub async fn delete_file(vault: &Vault, name: &str) -> Result<DeleteReport, OpError> {
     let id = vault.master().manifest_id(name);
     let versions = fetch_versions(vault, &id, None).await;
+    check_quorum(vault, versions.answered, &versions.problems, false)?;
     let Some(newest) = versions.live().cloned() else {
         return Err(OpError::NotFound(name.to_string()));
     };
-    let tombstone = newest
-        .tombstone()?
-        .seal(vault.master(), vault.user(), &id)?;
-    let Broadcast {
-        written, failed, ..
-    } = put_everywhere(vault, &id, &tombstone).await;
-    if written == 0 {
-        return Err(OpError::Unavailable(format!(
-            "{name}: no node accepted the delete ({}); nothing was changed",
-            failed.join("; ")
-        )));
-    }
+    let tombstone = newest.tombstone()?;
+    let write = Write {
+        sealed: tombstone.seal(vault.master(), vault.user(), &id)?,
+        id,
+        manifest: tombstone,
+        seen: Write::seen_from(vault.node_count(), &versions.copies),
+    };
+    let outcome = commit(vault, std::slice::from_ref(&write))
+        .await
+        .pop()
+        .expect("one write, one outcome");
+    let (missed, replaced) = match outcome {
+        Outcome::Committed { missed, replaced } => (missed, replaced),
+        Outcome::Lost { winner, .. } => return Err(conflict(name, &winner)),
+        Outcome::NotCommitted { why, .. } => {
+            return Err(OpError::Unavailable(format!(
+            "{name}: not deleted: the delete reached fewer than {} nodes ({}); run DELETE again",
+            quorum(vault),
+            why.join("; ")
+        )))
+        }
+    };
     // The file is gone for every reader from here on; its parts can go.
-    for m in versions.distinct() {
-        if !m.deleted {
+    let mut removed: Vec<&[u8]> = Vec::new();
+    for m in versions.distinct().into_iter().chain(&replaced) {
+        if !m.deleted && !removed.contains(&&m.file_id[..]) {
+            removed.push(&m.file_id);
             remove_parts(vault, m).await;
         }
     }
     let mut warnings = Vec::new();
-    if !failed.is_empty() {
+    if !missed.is_empty() {
         warnings.push(format!(
-            "{name}: {} kept the old manifest (the tombstone elsewhere overrides it)",
-            failed.join("; ")
+            "{name}: {} kept the old manifest (the tombstone on the others overrides it; repair brings it up to date)",
+            missed.join("; ")
         ));
     }
     let unreachable = vault.unavailable().into_iter().map(|(n, _)| n).collect();
@@ -104,83 +120,62 @@ pub async fn delete_tree(vault: &Vault, prefix: &str) -> Result<DeleteSummary, O
         warnings: catalog.problems.clone(),
         ..DeleteSummary::default()
     };
-    let mut tombstones = Vec::with_capacity(entries.len());
+    // 1. Tombstones, conditionally, many per request; each counts once a
+    //    quorum holds it.
+    let mut writes = Vec::with_capacity(entries.len());
     for e in &entries {
         let t = e.newest.tombstone()?;
-        tombstones.push(t.seal(vault.master(), vault.user(), &e.id)?);
-    }
-    // 1. Tombstones, one request per node.
-    let mut set = JoinSet::new();
-    for s in vault.ready() {
-        let s = s.clone();
-        let blobs: Vec<(BlobId, Vec<u8>)> = entries
-            .iter()
-            .zip(&tombstones)
-            .map(|(e, t)| (e.id.clone(), t.clone()))
-            .collect();
-        set.spawn(async move {
-            let mut failed = Vec::new();
-            for (start, chunk) in blobs
-                .chunks(MAX_BATCH)
-                .enumerate()
-                .map(|(i, c)| (i * MAX_BATCH, c))
-            {
-                let refs: Vec<(BlobId, &[u8])> = chunk
-                    .iter()
-                    .map(|(id, b)| (id.clone(), b.as_slice()))
-                    .collect();
-                match s.put_blobs(&refs).await {
-                    Ok(fails) => failed.extend(
-                        fails
-                            .into_iter()
-                            .map(|f| (start + f.index, f.error.to_string())),
-                    ),
-                    Err(e) => {
-                        failed.extend((start..start + chunk.len()).map(|i| (i, e.to_string())))
-                    }
-                }
-            }
-            (s.name.clone(), failed)
+        writes.push(Write {
+            sealed: t.seal(vault.master(), vault.user(), &e.id)?,
+            id: e.id.clone(),
+            manifest: t,
+            seen: seen_from_entry(vault, e),
         });
     }
-    let ready = vault.ready().count();
-    let mut missed: Vec<Vec<String>> = vec![Vec::new(); entries.len()];
-    while let Some(joined) = set.join_next().await {
-        let Ok((node, failed)) = joined else { continue };
-        for (i, why) in failed {
-            missed[i].push(format!("{node}: {why}"));
-        }
-    }
-    // 2. Every version's parts, for the files whose tombstone landed.
+    let outcomes = commit(vault, &writes).await;
+    // 2. Every version's parts, for the files whose tombstone counted.
     let mut remove: HashMap<usize, Vec<BlobId>> = HashMap::new();
-    for (i, e) in entries.iter().enumerate() {
-        if missed[i].len() == ready {
-            summary.failed.push((
-                e.newest.name.clone(),
-                OpError::Unavailable(format!(
-                    "no node took the delete ({}); nothing was changed",
-                    missed[i].join("; ")
-                )),
-            ));
-            continue;
-        }
-        if !missed[i].is_empty() {
-            summary.warnings.push(format!(
-                "{}: {} kept the old manifest (the tombstone elsewhere overrides it)",
-                e.newest.name,
-                missed[i].join("; ")
-            ));
+    for (e, outcome) in entries.iter().zip(outcomes) {
+        let name = e.newest.name.clone();
+        let mut superseded: Vec<crate::manifest::Manifest> = Vec::new();
+        match outcome {
+            Outcome::Committed { missed, replaced } => {
+                superseded.extend(replaced);
+                if !missed.is_empty() {
+                    summary.warnings.push(format!(
+                        "{name}: {} kept the old manifest (the tombstone on the others overrides it; repair brings it up to date)",
+                        missed.join("; ")
+                    ));
+                }
+            }
+            Outcome::Lost { winner, .. } => {
+                let e = conflict(&name, &winner);
+                summary.failed.push((name, e));
+                continue;
+            }
+            Outcome::NotCommitted { why, .. } => {
+                summary.failed.push((
+                    name,
+                    OpError::Unavailable(format!(
+                        "not deleted: the delete reached fewer than {} nodes ({}); run DELETE again",
+                        quorum(vault),
+                        why.join("; ")
+                    )),
+                ));
+                continue;
+            }
         }
         summary.deleted.push(e.newest.name.clone());
-        for m in std::iter::once(&e.newest).chain(&e.older) {
+        for m in std::iter::once(&e.newest)
+            .chain(&e.older)
+            .chain(&superseded)
+        {
             if m.deleted {
                 continue;
             }
-            for k in 0..PARTS {
-                let id = vault.master().part_id(&m.file_id, k);
-                for node in nodes_for_part(m.placement(), k) {
-                    remove.entry(node).or_default().push(id.clone());
-                }
+            for c in crate::layout::part_copies(m) {
+                let id = vault.master().part_id(&m.file_id, c.part);
+                remove.entry(c.node).or_default().push(id);
             }
         }
     }
@@ -200,4 +195,17 @@ pub async fn delete_tree(vault: &Vault, prefix: &str) -> Result<DeleteSummary, O
     while set.join_next().await.is_some() {}
     summary.unreachable = vault.unavailable().into_iter().map(|(n, _)| n).collect();
     Ok(summary)
+}
+
+/// What a catalog entry says each node holds, as the condition of a write
+/// over it: the copy the node listed, nothing where its answer covered the
+/// id without one, not known where it did not answer for the id.
+pub(crate) fn seen_from_entry(vault: &Vault, e: &Entry) -> Vec<Option<wire::Expect>> {
+    (0..vault.node_count())
+        .map(|node| match e.copy_on(node) {
+            Some(copy) => copy.hash.map(|h| wire::Expect::Hash(h.to_vec())),
+            None if e.known_on & (1 << node) != 0 => Some(wire::Expect::Absent),
+            None => None,
+        })
+        .collect()
 }

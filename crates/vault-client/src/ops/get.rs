@@ -23,7 +23,7 @@ use std::time::Duration;
 use tokio::task::JoinSet;
 
 use super::part_stream::{PartError, PartReader, ReadOptions};
-use super::{fetch_versions_within, io_err, OpError, ProgressRef};
+use super::{check_quorum, fetch_versions_within, io_err, OpError, ProgressRef};
 use crate::crypto::keys::PartKeys;
 use crate::crypto::stream::CHUNK_LEN;
 use crate::fsutil::{create_partial, parent_dir, publish, sweep_partials, sync_dir, TempGuard};
@@ -58,13 +58,29 @@ pub struct GetReport {
 /// Looks up the newest live version of `name`. A last node silent
 /// [`SWITCH_AFTER`] after the others answered is left out (and its copies
 /// are then tried last).
+///
+/// Refuses ([`OpError::NoQuorum`]) unless a majority of the manifest
+/// holders answered: with fewer, an old version or a deleted file could be
+/// all that is left to see.
 pub async fn find(vault: &Vault, name: &str) -> Result<Manifest, OpError> {
+    find_with(vault, name, false).await.map(|(m, _)| m)
+}
+
+/// [`find`] that, with `allow_stale`, goes on with fewer answers than a
+/// quorum and returns the warning to show (the version may be old).
+pub async fn find_with(
+    vault: &Vault,
+    name: &str,
+    allow_stale: bool,
+) -> Result<(Manifest, Option<String>), OpError> {
     let id = vault.master().manifest_id(name);
     let versions = fetch_versions_within(vault, &id, None, Some(SWITCH_AFTER)).await;
-    versions
+    let stale = check_quorum(vault, versions.answered, &versions.problems, allow_stale)?;
+    let m = versions
         .live()
         .cloned()
-        .ok_or_else(|| OpError::NotFound(name.to_string()))
+        .ok_or_else(|| OpError::NotFound(name.to_string()))?;
+    Ok((m, stale))
 }
 
 /// Fetches `name` into `out`. Refuses to replace an existing file unless

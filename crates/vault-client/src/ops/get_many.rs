@@ -21,7 +21,7 @@ use wire::{BlobId, MAX_BATCH};
 use super::check::open_part;
 use super::get::get_version;
 use super::put_many::SMALL_FILE;
-use super::{OpError, ProgressRef};
+use super::{NodeTasks, OpError, ProgressRef};
 use crate::catalog;
 use crate::fsutil::write_new;
 use crate::manifest::Manifest;
@@ -43,6 +43,9 @@ pub struct GetSummary {
     pub files: Vec<(String, PathBuf, Result<u64, OpError>)>,
     /// `node: problem` for nodes whose listing could not be used.
     pub problems: Vec<String>,
+    /// Set when fewer than a quorum of nodes could be listed and the
+    /// caller allowed it: why the files may be old versions.
+    pub stale: Option<String>,
 }
 
 impl GetSummary {
@@ -61,6 +64,9 @@ impl GetSummary {
 /// with prefix `photos` goes to `dir/photos/2024/a.jpg`. Existing files are
 /// replaced only with `replace`. `progress` is told the total of the
 /// files to fetch, then advances by each file's size.
+///
+/// Refuses ([`OpError::NoQuorum`]) unless a majority of the manifest
+/// holders could be listed whole.
 pub async fn get_tree(
     vault: &Vault,
     prefix: &str,
@@ -68,10 +74,26 @@ pub async fn get_tree(
     replace: bool,
     progress: ProgressRef,
 ) -> Result<GetSummary, OpError> {
+    get_tree_with(vault, prefix, dir, replace, progress, false).await
+}
+
+/// [`get_tree`] that, with `allow_stale`, goes on with fewer nodes than a
+/// quorum and says so in [`GetSummary::stale`].
+pub async fn get_tree_with(
+    vault: &Vault,
+    prefix: &str,
+    dir: &Path,
+    replace: bool,
+    progress: ProgressRef,
+    allow_stale: bool,
+) -> Result<GetSummary, OpError> {
     let prefix = normalize_prefix(prefix).map_err(|e| OpError::BadName(e.to_string()))?;
     let catalog = catalog::scan_light(vault, &prefix).await;
+    let answered = super::catalog_answered(vault, &catalog);
+    let stale = super::check_quorum(vault, answered, &catalog.problems, allow_stale)?;
     let mut summary = GetSummary {
         problems: catalog.problems.clone(),
+        stale,
         ..GetSummary::default()
     };
     let files: Vec<Manifest> = catalog.live().cloned().collect();
@@ -267,7 +289,8 @@ async fn fetch_batch(
         if asks.is_empty() {
             break;
         }
-        let mut set = JoinSet::new();
+        let mut set = NodeTasks::new();
+        let mut asked: HashMap<usize, Vec<(usize, usize)>> = HashMap::new();
         for (node, list) in asks {
             let ids: Vec<(BlobId, u64)> = list
                 .iter()
@@ -278,12 +301,12 @@ async fn fetch_batch(
                 })
                 .collect();
             let v = vault.clone();
-            set.spawn(async move { (node, list, get_all(&v, node, ids).await) });
+            asked.insert(node, list.clone());
+            set.spawn(node, async move { get_all(&v, node, ids).await });
         }
-        while let Some(joined) = set.join_next().await {
-            let Ok((node, list, got)) = joined else {
-                continue;
-            };
+        while let Some((node, joined)) = set.next(vault).await {
+            let list = asked.remove(&node).unwrap_or_default();
+            let got = joined.and_then(|r| r);
             match got {
                 Ok(blobs) => {
                     for ((f, k), blob) in list.into_iter().zip(blobs) {

@@ -23,6 +23,9 @@ pub struct Listing {
     pub unreadable: usize,
     /// `node: problem` for each node whose listing could not be used.
     pub problems: Vec<String>,
+    /// Set when fewer than a quorum of nodes could be listed and the
+    /// caller allowed it: why the listing may be stale.
+    pub stale: Option<String>,
 }
 
 /// One file in the listing.
@@ -41,10 +44,22 @@ pub struct Listed {
 /// Lists the files under `prefix` ("" for all). Nodes that could not be
 /// listed are named in [`Listing::problems`] (the caller also reports
 /// [`Vault::unavailable`]).
+///
+/// Refuses ([`OpError::NoQuorum`]) unless a majority of the manifest
+/// holders could be listed whole: with fewer, old versions and deleted
+/// files could be all that is left to see.
 pub async fn list(vault: &Vault, prefix: &str) -> Result<Listing, OpError> {
+    list_with(vault, prefix, false).await
+}
+
+/// [`list`] that, with `allow_stale`, goes on with fewer nodes than a
+/// quorum and says so in [`Listing::stale`].
+pub async fn list_with(vault: &Vault, prefix: &str, allow_stale: bool) -> Result<Listing, OpError> {
     let prefix = normalize_prefix(prefix).map_err(|e| OpError::BadName(e.to_string()))?;
     let started = std::time::Instant::now();
     let catalog = catalog::scan_light(vault, &prefix).await;
+    let answered = super::catalog_answered(vault, &catalog);
+    let stale = super::check_quorum(vault, answered, &catalog.problems, allow_stale)?;
     tracing::debug!(files = catalog.entries.len(), elapsed = ?started.elapsed(), "manifests read");
     let live: Vec<&Manifest> = catalog.live().collect();
     let presence = catalog::presence(vault, &live, false).await;
@@ -68,5 +83,6 @@ pub async fn list(vault: &Vault, prefix: &str) -> Result<Listing, OpError> {
         format1_objects: catalog.format1_objects,
         unreadable: catalog.unreadable,
         problems,
+        stale,
     })
 }

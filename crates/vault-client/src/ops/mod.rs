@@ -21,6 +21,7 @@
 //!   authenticated in order; GET, check and repair all read through it.
 
 pub mod check;
+pub(crate) mod commit;
 pub mod delete;
 pub mod get;
 pub mod get_many;
@@ -75,6 +76,14 @@ pub enum OpError {
     /// The file cannot be stored under that name.
     #[error("bad file name: {0}")]
     BadName(String),
+    /// Too few nodes answered to know the current version (a majority of
+    /// the manifest holders must); the message names the missing nodes.
+    #[error("{0}")]
+    NoQuorum(String),
+    /// Another client stored or deleted the same name at the same moment,
+    /// and its version was kept.
+    #[error("{0}")]
+    Conflict(String),
     /// The request cannot be carried out as given.
     #[error("{0}")]
     Refused(String),
@@ -122,6 +131,47 @@ pub(crate) fn unix_now() -> u64 {
         .map_or(0, |d| d.as_secs())
 }
 
+/// Tasks each working for one node. A task that panics (a bug, or a node
+/// answer no check foresaw) comes back as an error naming its node, never
+/// silently dropped.
+pub(crate) struct NodeTasks<T> {
+    set: JoinSet<T>,
+    nodes: std::collections::HashMap<tokio::task::Id, usize>,
+}
+
+impl<T: Send + 'static> NodeTasks<T> {
+    pub(crate) fn new() -> Self {
+        NodeTasks {
+            set: JoinSet::new(),
+            nodes: std::collections::HashMap::new(),
+        }
+    }
+
+    /// Runs `f` for node `node`.
+    pub(crate) fn spawn(
+        &mut self,
+        node: usize,
+        f: impl std::future::Future<Output = T> + Send + 'static,
+    ) {
+        let task = self.set.spawn(f);
+        self.nodes.insert(task.id(), node);
+    }
+
+    /// The next task to end: its node, and its output or why it failed.
+    pub(crate) async fn next(&mut self, vault: &Vault) -> Option<(usize, Result<T, String>)> {
+        let joined = self.set.join_next_with_id().await?;
+        Some(match joined {
+            Ok((id, out)) => (self.nodes.remove(&id).unwrap_or(usize::MAX), Ok(out)),
+            Err(e) => {
+                let node = self.nodes.remove(&e.id()).unwrap_or(usize::MAX);
+                let name = vault.node_names().nth(node).unwrap_or("a node");
+                tracing::warn!(node = %name, "a task failed: {e}");
+                (node, Err(format!("{name}: the client's task failed ({e})")))
+            }
+        })
+    }
+}
+
 /// Progress nobody watches, shareable.
 pub fn no_progress() -> ProgressRef {
     Arc::new(NoProgress)
@@ -134,10 +184,81 @@ pub(crate) fn io_err(path: &std::path::Path) -> impl FnOnce(std::io::Error) -> O
     }
 }
 
+/// How many of the manifest holders must answer a read, and take a write,
+/// for it to count: a majority of the nodes the layout keeps manifests on
+/// (3 of 4). Any two such majorities share a node, so a write that counted
+/// is seen by every read that counts.
+pub fn quorum(vault: &Vault) -> usize {
+    crate::layout::manifest_nodes(vault.node_count()).count() / 2 + 1
+}
+
+/// Whether a read that heard from the nodes in `answered` (a bit per node)
+/// may be believed. With fewer than [`quorum`] answers the read is refused,
+/// naming the nodes missing and why; with `allow_stale` it goes on and the
+/// same text comes back as the warning to show (the result may be old).
+pub fn check_quorum(
+    vault: &Vault,
+    answered: u32,
+    problems: &[String],
+    allow_stale: bool,
+) -> Result<Option<String>, OpError> {
+    let need = quorum(vault);
+    let got = answered.count_ones() as usize;
+    if got >= need {
+        return Ok(None);
+    }
+    let mut missing: Vec<String> = Vec::new();
+    for node in crate::layout::manifest_nodes(vault.node_count()) {
+        if answered & (1 << node) != 0 {
+            continue;
+        }
+        let name = vault.node_name(node);
+        let why = vault
+            .unavailable()
+            .into_iter()
+            .find(|(n, _)| n == name)
+            .map(|(_, why)| why)
+            .or_else(|| {
+                problems
+                    .iter()
+                    .find(|p| p.starts_with(&format!("{name}:")))
+                    .map(|p| p[name.len() + 1..].trim().to_string())
+            })
+            .unwrap_or_else(|| "did not answer".into());
+        missing.push(format!("{name} {why}"));
+    }
+    let text = format!(
+        "only {got} of {} nodes answered ({}); a read needs {need} so that an old version or a deleted file is never taken for the current one",
+        vault.node_count(),
+        missing.join("; ")
+    );
+    if allow_stale {
+        Ok(Some(format!("{text}: what follows may be stale")))
+    } else {
+        Err(OpError::NoQuorum(format!(
+            "{text} (--allow-stale reads anyway, marked as possibly stale)"
+        )))
+    }
+}
+
+/// The nodes (bit i = node i) whose manifest listing a catalog could use
+/// whole.
+pub fn catalog_answered(vault: &Vault, catalog: &crate::catalog::Catalog) -> u32 {
+    let ready = vault.ready().fold(0u32, |bits, s| bits | 1 << s.node);
+    catalog.complete & ready
+}
+
 /// Every valid manifest version the reachable nodes hold for one name.
 pub struct Versions {
     /// `(node, manifest)` for each node that served a valid manifest.
     pub found: Vec<(usize, Manifest)>,
+    /// Nodes (bit i = node i) that answered: with a copy, valid or not, or
+    /// with none.
+    pub answered: u32,
+    /// What each answering node holds: its sealed copy, or `None`.
+    pub copies: Vec<(usize, Option<Vec<u8>>)>,
+    /// `node: problem` for each node asked that did not answer.
+    pub problems: Vec<String>,
 }
 
 /// The order of two valid manifests of one name, the one rule every reader,
@@ -210,7 +331,7 @@ pub async fn fetch_versions_within(
     nodes: Option<&[usize]>,
     straggler: Option<std::time::Duration>,
 ) -> Versions {
-    let mut set = JoinSet::new();
+    let mut set = NodeTasks::new();
     let mut pending = Vec::new();
     for s in vault.ready() {
         if nodes.is_some_and(|n| !n.contains(&s.node)) {
@@ -219,16 +340,22 @@ pub async fn fetch_versions_within(
         let s = s.clone();
         let id = id.clone();
         pending.push(s.node);
-        set.spawn(async move { (s.node, s.get_bytes(&id, MAX_SEALED_LEN).await) });
+        set.spawn(
+            s.node,
+            async move { s.get_bytes(&id, MAX_SEALED_LEN).await },
+        );
     }
     let total = pending.len();
     let mut found = Vec::new();
+    let mut answered = 0u32;
+    let mut copies = Vec::new();
+    let mut problems = Vec::new();
     let mut last_since = None;
     loop {
         let joined = match straggler {
             Some(grace) if total > 1 && pending.len() == 1 => {
                 let since = *last_since.get_or_insert_with(tokio::time::Instant::now);
-                match tokio::time::timeout_at(since + grace, set.join_next()).await {
+                match tokio::time::timeout_at(since + grace, set.next(vault)).await {
                     Ok(joined) => joined,
                     Err(_) => {
                         let node = pending[0];
@@ -236,80 +363,79 @@ pub async fn fetch_versions_within(
                         if let Some(s) = vault.session(node) {
                             s.mark_quiet();
                         }
+                        problems.push(format!(
+                            "{}: no answer {grace:?} after the other nodes",
+                            vault.node_name(node)
+                        ));
                         break;
                     }
                 }
             }
-            _ => set.join_next().await,
+            _ => set.next(vault).await,
         };
-        let Some(joined) = joined else { break };
-        let Ok((node, result)) = joined else { continue };
+        let Some((node, joined)) = joined else { break };
+        let result = match joined {
+            Ok(result) => result,
+            Err(why) => {
+                pending.retain(|&n| n != node);
+                problems.push(why);
+                continue;
+            }
+        };
         pending.retain(|&n| n != node);
+        if result.is_ok() {
+            answered |= 1 << node;
+        }
         match result {
             Ok(Some(sealed)) => match Manifest::open(&sealed, vault.master(), vault.user(), id) {
-                Ok(m) => found.push((node, m)),
+                Ok(m) => {
+                    found.push((node, m));
+                    copies.push((node, Some(sealed)));
+                }
                 Err(ManifestError::OtherFormat) => {
-                    tracing::warn!(node = %vault.node_name(node), "ignoring a manifest that is not in storage format 2")
+                    tracing::warn!(node = %vault.node_name(node), "ignoring a manifest that is not in storage format 2");
+                    copies.push((node, Some(sealed)));
                 }
                 Err(ManifestError::Decryption) => {
-                    tracing::warn!(node = %vault.node_name(node), "ignoring a manifest that fails authentication")
+                    tracing::warn!(node = %vault.node_name(node), "ignoring a manifest that fails authentication");
+                    copies.push((node, Some(sealed)));
                 }
             },
-            Ok(None) => {}
-            Err(e) => tracing::warn!(node = %vault.node_name(node), "manifest read failed: {e}"),
-        }
-    }
-    Versions { found }
-}
-
-/// The outcome of writing one small blob to every ready node.
-pub struct Broadcast {
-    /// Nodes that stored it.
-    pub written: usize,
-    /// Nodes that answered with a refusal (as opposed to no answer).
-    pub refused: usize,
-    /// `node: reason` for each failure.
-    pub failed: Vec<String>,
-}
-
-/// Writes `bytes` as blob `id` on every ready node, in parallel.
-pub async fn put_everywhere(vault: &Vault, id: &BlobId, bytes: &[u8]) -> Broadcast {
-    let mut set = JoinSet::new();
-    for s in vault.ready() {
-        let (s, id, bytes) = (s.clone(), id.clone(), bytes.to_vec());
-        set.spawn(async move { (s.name.clone(), s.put_bytes(&id, &bytes).await) });
-    }
-    let mut out = Broadcast {
-        written: 0,
-        refused: 0,
-        failed: Vec::new(),
-    };
-    while let Some(joined) = set.join_next().await {
-        match joined {
-            Ok((_, Ok(()))) => out.written += 1,
-            Ok((node, Err(e))) => {
-                if matches!(e, NetError::Node { .. }) {
-                    out.refused += 1;
-                }
-                out.failed.push(format!("{node}: {e}"));
+            Ok(None) => copies.push((node, None)),
+            Err(e) => {
+                tracing::warn!(node = %vault.node_name(node), "manifest read failed: {e}");
+                problems.push(format!("{}: {e}", vault.node_name(node)));
             }
-            Err(e) => out.failed.push(format!("write task: {e}")),
         }
     }
-    out
+    Versions {
+        found,
+        answered,
+        copies,
+        problems,
+    }
 }
 
-/// Removes the parts of `m` from every ready node (best effort).
+/// Removes the parts of `m` (best effort), asking each ready node only for
+/// the copies the layout put there: a node never learns which other ids
+/// belong to the same file.
 pub async fn remove_parts(vault: &Vault, m: &Manifest) {
-    let ids: Vec<_> = (0..crate::placement::PARTS)
-        .map(|k| vault.master().part_id(&m.file_id, k))
-        .collect();
+    let mut per_node: std::collections::HashMap<usize, Vec<BlobId>> =
+        std::collections::HashMap::new();
+    for c in crate::layout::part_copies(m) {
+        per_node
+            .entry(c.node)
+            .or_default()
+            .push(vault.master().part_id(&m.file_id, c.part));
+    }
     let mut set = JoinSet::new();
     // One request per node; a node already known dead is not waited on
     // (what it keeps is an orphan for `repair`).
     for s in vault.ready().filter(|s| !s.is_closed()) {
+        let Some(ids) = per_node.remove(&s.node) else {
+            continue;
+        };
         let s = s.clone();
-        let ids = ids.clone();
         set.spawn(async move {
             if let Err(e) = s.delete_blobs(&ids).await {
                 tracing::warn!(node = %s.name, "could not remove parts: {e}");

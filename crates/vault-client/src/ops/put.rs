@@ -21,8 +21,8 @@ use tokio::sync::mpsc;
 use tokio::task::JoinSet;
 
 use super::{
-    fetch_versions, io_err, put_everywhere, remove_parts, require_nodes, Broadcast, OpError,
-    ProgressRef,
+    commit::{commit, Outcome, Write},
+    fetch_versions, io_err, quorum, remove_parts, require_nodes, OpError, ProgressRef,
 };
 use crate::crypto::format::{part_blob_len, PART_HEADER};
 use crate::crypto::keys::{random_bytes, PartKeys, FILE_ID_LEN};
@@ -248,40 +248,64 @@ pub(crate) async fn store(
         return Err(changed(path));
     }
 
-    // Commit: the manifest goes to every node.
+    // Commit: the manifest, conditionally, on every node; it counts once
+    // a quorum holds it.
     let sealed = manifest.seal(vault.master(), vault.user(), &manifest_id)?;
-    let Broadcast {
-        written: committed,
-        refused,
-        failed,
-    } = put_everywhere(vault, &manifest_id, &sealed).await;
-    if committed == 0 && refused < failed.len() {
-        // A timeout or lost connection may hide a manifest that did land:
-        // keep the parts it would point at.
-        return Err(OpError::Unavailable(format!(
-            "{name}: the outcome is unknown ({}); run PUT again",
-            failed.join("; ")
-        )));
-    }
-    if committed == 0 {
-        remove_parts(vault, &manifest).await;
-        return Err(OpError::Unavailable(format!(
-            "{name}: no node accepted the manifest ({}); nothing was changed",
-            failed.join("; ")
-        )));
-    }
-    // Every part copy landed, so the new version is complete wherever its
-    // manifest is; the old parts can go.
-    for old in previous.distinct() {
-        if old.file_id != manifest.file_id {
-            remove_parts(vault, old).await;
+    let write = Write {
+        id: manifest_id,
+        manifest: manifest.clone(),
+        sealed,
+        seen: Write::seen_from(vault.node_count(), &previous.copies),
+    };
+    let outcome = commit(vault, std::slice::from_ref(&write))
+        .await
+        .pop()
+        .expect("one write, one outcome");
+    match outcome {
+        Outcome::Committed { missed, replaced } => {
+            // Every part copy landed, so the new version is complete
+            // wherever its manifest is; the versions it replaces can go
+            // (those read first, and any it outranked on the way).
+            let mut gone: Vec<&Manifest> = previous.distinct();
+            gone.extend(&replaced);
+            let mut removed: Vec<&[u8]> = Vec::new();
+            for old in gone {
+                if old.file_id != manifest.file_id
+                    && !old.deleted
+                    && !removed.contains(&&old.file_id[..])
+                {
+                    removed.push(&old.file_id);
+                    remove_parts(vault, old).await;
+                }
+            }
+            if !missed.is_empty() {
+                warnings.push(format!(
+                    "{name}: stored, but the manifest could not be written to {}; run `vault-client repair` to restore full redundancy",
+                    missed.join("; ")
+                ));
+            }
         }
-    }
-    if !failed.is_empty() {
-        warnings.push(format!(
-            "{name}: stored, but the manifest could not be written to {}; run `vault-client repair` to restore full redundancy",
-            failed.join("; ")
-        ));
+        Outcome::Lost { winner, left } => {
+            if !left {
+                remove_parts(vault, &manifest).await;
+            }
+            return Err(conflict(&name, &winner));
+        }
+        Outcome::NotCommitted { why, left } => {
+            if !left {
+                remove_parts(vault, &manifest).await;
+            }
+            return Err(OpError::Unavailable(format!(
+                "{name}: not stored: the manifest reached fewer than {} nodes ({}); {}",
+                quorum(vault),
+                why.join("; "),
+                if left {
+                    "run `vault-client repair`, then PUT again"
+                } else {
+                    "nothing was changed"
+                }
+            )));
+        }
     }
     Ok(PutReport {
         name,
@@ -434,4 +458,17 @@ impl PartJob {
         }
         Ok(())
     }
+}
+
+/// The error of a writer whose version lost to another client's.
+pub(crate) fn conflict(name: &str, winner: &Manifest) -> OpError {
+    let what = if winner.deleted {
+        "deleted it"
+    } else {
+        "stored another version"
+    };
+    OpError::Conflict(format!(
+        "{name}: another client {what} at the same moment (now version {}); this one was not kept: run the command again to store it on top",
+        winner.version
+    ))
 }

@@ -24,10 +24,12 @@ use std::sync::Arc;
 use md5::{Digest, Md5};
 use tokio::sync::Semaphore;
 use tokio::task::JoinSet;
-use wire::{BlobId, MAX_BATCH};
+use wire::{BlobId, Expect, MAX_BATCH};
 
-use super::put::{hash_all, store, Hashing, PutReport};
-use super::{require_nodes, OpError, ProgressRef};
+use super::commit::{commit, Outcome as CommitOutcome, Write};
+use super::delete::seen_from_entry;
+use super::put::{conflict, hash_all, store, Hashing, PutReport};
+use super::{quorum, require_nodes, NodeTasks, OpError, ProgressRef};
 use crate::catalog::{self, Entry};
 use crate::crypto::format::PART_HEADER;
 use crate::crypto::keys::{random_bytes, FILE_ID_LEN};
@@ -418,26 +420,28 @@ async fn delete_all(s: &Session, ids: &[BlobId]) {
     }
 }
 
-/// Runs `f` for every ready node at once, with that node's items.
-async fn per_node<T, R, F, Fut>(vault: &Vault, items: HashMap<usize, T>, f: F) -> HashMap<usize, R>
+/// Runs `f` for every ready node at once, with that node's items; per
+/// node, its result or why its task failed.
+async fn per_node<T, R, F, Fut>(
+    vault: &Vault,
+    items: HashMap<usize, T>,
+    f: F,
+) -> HashMap<usize, Result<R, String>>
 where
     T: Send + 'static,
     R: Send + 'static,
     F: Fn(Session, T) -> Fut,
     Fut: std::future::Future<Output = R> + Send + 'static,
 {
-    let mut set = JoinSet::new();
+    let mut set = NodeTasks::new();
     for (node, t) in items {
         if let Some(s) = vault.session(node) {
-            let fut = f(s.clone(), t);
-            set.spawn(async move { (node, fut.await) });
+            set.spawn(node, f(s.clone(), t));
         }
     }
     let mut out = HashMap::new();
-    while let Some(joined) = set.join_next().await {
-        if let Ok((node, r)) = joined {
-            out.insert(node, r);
-        }
+    while let Some((node, joined)) = set.next(vault).await {
+        out.insert(node, joined);
     }
     out
 }
@@ -448,14 +452,28 @@ async fn put_per_node(
     vault: &Vault,
     lists: HashMap<usize, Vec<(usize, BlobId, Vec<u8>)>>,
 ) -> HashMap<usize, Vec<(usize, NetError)>> {
-    per_node(vault, lists, |s, list| async move {
+    let owners: HashMap<usize, Vec<usize>> = lists
+        .iter()
+        .map(|(node, list)| (*node, list.iter().map(|(f, ..)| *f).collect()))
+        .collect();
+    let done = per_node(vault, lists, |s, list| async move {
         let refs: Vec<(usize, BlobId, &[u8])> = list
             .iter()
             .map(|(f, id, b)| (*f, id.clone(), b.as_slice()))
             .collect();
         put_all(&s, &refs).await
     })
-    .await
+    .await;
+    done.into_iter()
+        .map(|(node, r)| {
+            let failures = r.unwrap_or_else(|why| {
+                // A failed task: every blob it was to store counts as failed.
+                let e = NetError::Connection(why);
+                owners[&node].iter().map(|&f| (f, e.clone())).collect()
+            });
+            (node, failures)
+        })
+        .collect()
 }
 
 /// Stores one batch of small files; returns each file's outcome.
@@ -511,89 +529,107 @@ async fn store_batch(
         }
     }
 
-    // 2. The commit: manifests of the files whose copies all landed.
-    let mut manifests: HashMap<usize, Vec<(usize, BlobId, Vec<u8>)>> = HashMap::new();
-    for (f, s) in sealed.iter().enumerate() {
-        if part_failures.contains_key(&f) {
-            continue;
-        }
-        for node in (0..vault.node_count()).filter(|&n| vault.session(n).is_some()) {
-            manifests.entry(node).or_default().push((
-                f,
-                s.manifest_id.clone(),
-                s.sealed_manifest.clone(),
-            ));
-        }
-    }
-    let written = put_per_node(vault, manifests).await;
-    let mut manifest_failures: HashMap<usize, Vec<(String, bool)>> = HashMap::new();
-    for (node, fails) in &written {
-        for (f, e) in fails {
-            manifest_failures.entry(*f).or_default().push((
-                format!("{}: {e}", vault.node_name(*node)),
-                matches!(e, NetError::Node { .. }),
-            ));
-        }
-    }
+    // 2. The commit: manifests of the files whose copies all landed,
+    //    conditionally; each counts once a quorum holds it.
+    let committing: Vec<usize> = (0..sealed.len())
+        .filter(|f| !part_failures.contains_key(f))
+        .collect();
+    let writes: Vec<Write> = committing
+        .iter()
+        .map(|&f| {
+            let s = &sealed[f];
+            Write {
+                id: s.manifest_id.clone(),
+                manifest: s.manifest.clone(),
+                sealed: s.sealed_manifest.clone(),
+                seen: match &s.previous {
+                    Some(e) => seen_from_entry(vault, e),
+                    None => vec![Some(Expect::Absent); vault.node_count()],
+                },
+            }
+        })
+        .collect();
+    let mut committed: HashMap<usize, CommitOutcome> = committing
+        .into_iter()
+        .zip(commit(vault, &writes).await)
+        .collect();
 
     // 3. Outcomes, and what to remove: new parts of failed files, old parts
     //    of committed ones.
     let mut remove: HashMap<usize, Vec<BlobId>> = HashMap::new();
     let mut doomed = |m: &Manifest| {
-        for k in 0..PARTS {
-            let id = vault.master().part_id(&m.file_id, k);
-            for node in nodes_for_part(m.placement(), k) {
-                remove.entry(node).or_default().push(id.clone());
-            }
+        for c in crate::layout::part_copies(m) {
+            remove
+                .entry(c.node)
+                .or_default()
+                .push(vault.master().part_id(&m.file_id, c.part));
         }
     };
     for (f, s) in sealed.iter().enumerate() {
+        let name = &s.file.name;
         let outcome = if let Some(why) = part_failures.get(&f) {
             doomed(&s.manifest);
             Outcome::Failed(OpError::Unavailable(format!(
-                "{}: not stored ({}); nothing was changed",
-                s.file.name,
+                "{name}: not stored ({}); nothing was changed",
                 why.join("; ")
             )))
         } else {
-            let missed = manifest_failures.remove(&f).unwrap_or_default();
-            let committed = vault.ready().count().saturating_sub(missed.len());
-            if committed == 0 {
-                // Without any answer, a manifest may have landed: keep the
-                // parts it would point at.
-                if missed.iter().all(|(_, refused)| *refused) {
-                    doomed(&s.manifest);
-                }
-                let why: Vec<&str> = missed.iter().map(|(w, _)| w.as_str()).collect();
-                Outcome::Failed(OpError::Unavailable(format!(
-                    "{}: no node took the manifest ({}); run PUT again",
-                    s.file.name,
-                    why.join("; ")
-                )))
-            } else {
-                if let Some(prev) = &s.previous {
-                    for old in std::iter::once(&prev.newest).chain(&prev.older) {
-                        if !old.deleted && old.file_id != s.manifest.file_id {
+            match committed
+                .remove(&f)
+                .expect("every committing file has an outcome")
+            {
+                CommitOutcome::Committed { missed, replaced } => {
+                    let read = s
+                        .previous
+                        .iter()
+                        .flat_map(|prev| std::iter::once(&prev.newest).chain(&prev.older));
+                    let mut removed: Vec<&[u8]> = Vec::new();
+                    for old in read.chain(&replaced) {
+                        if !old.deleted
+                            && old.file_id != s.manifest.file_id
+                            && !removed.contains(&&old.file_id[..])
+                        {
+                            removed.push(&old.file_id);
                             doomed(old);
                         }
                     }
+                    progress.advance(s.manifest.size);
+                    let mut warnings: Vec<String> = degraded_note.to_vec();
+                    if !missed.is_empty() {
+                        warnings.push(format!(
+                            "{name}: the manifest could not be written to {}; run repair to bring it up to date",
+                            missed.join("; ")
+                        ));
+                    }
+                    Outcome::Stored(PutReport {
+                        name: name.clone(),
+                        size: s.manifest.size,
+                        version: s.manifest.version,
+                        warnings,
+                    })
                 }
-                progress.advance(s.manifest.size);
-                let mut warnings: Vec<String> = degraded_note.to_vec();
-                if !missed.is_empty() {
-                    let why: Vec<&str> = missed.iter().map(|(w, _)| w.as_str()).collect();
-                    warnings.push(format!(
-                        "{}: the manifest could not be written to {}; run repair to bring it up to date",
-                        s.file.name,
-                        why.join("; ")
-                    ));
+                CommitOutcome::Lost { winner, left } => {
+                    if !left {
+                        doomed(&s.manifest);
+                    }
+                    Outcome::Failed(conflict(name, &winner))
                 }
-                Outcome::Stored(PutReport {
-                    name: s.file.name.clone(),
-                    size: s.manifest.size,
-                    version: s.manifest.version,
-                    warnings,
-                })
+                CommitOutcome::NotCommitted { why, left } => {
+                    // A manifest that may have landed keeps its parts.
+                    if !left {
+                        doomed(&s.manifest);
+                    }
+                    Outcome::Failed(OpError::Unavailable(format!(
+                        "{name}: not stored: the manifest reached fewer than {} nodes ({}); {}",
+                        quorum(vault),
+                        why.join("; "),
+                        if left {
+                            "run repair, then PUT again"
+                        } else {
+                            "nothing was changed"
+                        }
+                    )))
+                }
             }
         };
         results.push((s.index, outcome));

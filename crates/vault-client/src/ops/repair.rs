@@ -2,8 +2,16 @@
 //! are good, re-encrypting nothing.
 //!
 //! From a [`check`] survey:
-//! 1. nodes missing a file's newest manifest (or holding an older one, or
-//!    missing a tombstone) get the sealed bytes another node holds;
+//! 1. nodes missing a file's newest manifest (or holding an older one or a
+//!    corrupt one, or missing a tombstone) get the sealed bytes another
+//!    node holds, by a conditional write: the node replaces only exactly
+//!    the copy the survey saw there (or stores it only if it still has
+//!    none), and never a copy that ranks as high ([`crate::ops::rank`]). A
+//!    node whose answer did not cover the file (down, or its listing cut
+//!    short) is unknown and never written to. A node that changed since
+//!    the survey answers `Conflict`: it is skipped and reported, and the
+//!    next repair sees it. So repair moves rolled-back nodes forward and
+//!    never moves a node back;
 //! 2. every missing or corrupt part copy is copied from the other copy of
 //!    the same part, which is authenticated on the way (a bad source is
 //!    never spread): small ones in batches (`GetBlobs` then `PutBlobs`),
@@ -17,11 +25,11 @@ use std::collections::HashMap;
 use std::time::Duration;
 
 use tokio::task::JoinSet;
-use wire::{BlobId, MAX_BATCH};
+use wire::{BlobId, ErrorCode, Expect, MAX_BATCH};
 
 use super::check::{self, judged, open_part, CopyState, Survey};
 use super::part_stream::{PartError, PartReader, ReadOptions};
-use super::{no_progress, OpError, ProgressRef};
+use super::{no_progress, rank, OpError, ProgressRef};
 use crate::crypto::format::{part_blob_len, PART_HEADER};
 use crate::manifest::Manifest;
 use crate::net::{NetError, Session};
@@ -57,6 +65,11 @@ pub struct RepairReport {
     pub copies_restored: usize,
     /// Manifest copies written (tombstones included).
     pub manifests_fixed: usize,
+    /// Manifest copies not written because the node no longer held what
+    /// the survey saw (`Conflict`), or holds a copy that cannot be
+    /// replaced safely: `node: name: why`. Nothing is lost; the next
+    /// repair looks again.
+    pub skipped: Vec<String>,
     /// Orphaned parts removed.
     pub orphans_removed: usize,
     /// Bytes written to nodes.
@@ -116,41 +129,99 @@ fn mark_bad(after: &mut Survey, bad: &[BadCopy]) {
     }
 }
 
+/// One manifest copy to write: the id, the name (for messages), what the
+/// node must still hold, and the sealed bytes.
+type ManifestWrite = (BlobId, String, Expect, Vec<u8>);
+
+/// What to write to `node` for file `f`, if anything: `Err` says why a
+/// copy that is not good must be left alone.
+fn manifest_write(
+    survey: &Survey,
+    f: usize,
+    node: usize,
+    state: CopyState,
+) -> Option<Result<ManifestWrite, String>> {
+    if !matches!(
+        state,
+        CopyState::Missing | CopyState::Stale | CopyState::Corrupt
+    ) {
+        return None;
+    }
+    let e = &survey.entries[f];
+    // The survey saw this node's answer for this id (a copy, or a listing
+    // past it): never write on a node that was not heard.
+    if e.known_on & (1 << node) == 0 {
+        return None;
+    }
+    let newest = rank(&e.newest, e.holders(&e.newest));
+    let expect = match e.copy_on(node) {
+        None => Expect::Absent,
+        Some(c) => {
+            if let Some(m) = &c.manifest {
+                if rank(m, e.holders(m)) >= newest {
+                    return None;
+                }
+            }
+            match c.hash {
+                Some(h) => Expect::Hash(h.to_vec()),
+                None => {
+                    return Some(Err(
+                        "its copy was listed without contents; not replaced".into()
+                    ))
+                }
+            }
+        }
+    };
+    Some(Ok((
+        e.id.clone(),
+        e.newest.name.clone(),
+        expect,
+        e.sealed.clone(),
+    )))
+}
+
 async fn fix_manifests(vault: &Vault, survey: &Survey, report: &mut RepairReport) {
-    let mut per_node: HashMap<usize, Vec<(BlobId, Vec<u8>)>> = HashMap::new();
+    let mut per_node: HashMap<usize, Vec<ManifestWrite>> = HashMap::new();
     for (f, h) in survey.files.iter().enumerate() {
         for &(node, state) in &h.manifests {
-            if matches!(state, CopyState::Missing | CopyState::Stale) {
-                let e = &survey.entries[f];
-                per_node
-                    .entry(node)
-                    .or_default()
-                    .push((e.id.clone(), e.sealed.clone()));
+            match manifest_write(survey, f, node, state) {
+                None => {}
+                Some(Ok(w)) => per_node.entry(node).or_default().push(w),
+                Some(Err(why)) => {
+                    report
+                        .skipped
+                        .push(format!("{}: {}: {why}", vault.node_name(node), h.name))
+                }
             }
         }
     }
-    for (node, blobs) in per_node {
+    for (node, writes) in per_node {
         let Some(s) = vault.session(node) else {
             continue;
         };
-        for chunk in blobs.chunks(MAX_BATCH) {
-            let refs: Vec<(BlobId, &[u8])> = chunk
+        for chunk in writes.chunks(MAX_BATCH) {
+            let items: Vec<(BlobId, &[u8], Option<Expect>)> = chunk
                 .iter()
-                .map(|(id, b)| (id.clone(), b.as_slice()))
+                .map(|(id, _, expect, b)| (id.clone(), b.as_slice(), Some(expect.clone())))
                 .collect();
-            match s.put_blobs(&refs).await {
+            match s.put_blobs_if(&items).await {
                 Ok(failed) => {
-                    report.manifests_fixed += chunk.len() - failed.len();
-                    report.bytes_moved += chunk
-                        .iter()
-                        .enumerate()
-                        .filter(|(i, _)| !failed.iter().any(|f| f.index == *i))
-                        .map(|(_, (_, b))| b.len() as u64)
-                        .sum::<u64>();
-                    for f in failed {
-                        report
-                            .failures
-                            .push(format!("{}: manifest: {}", s.name, f.error));
+                    for (i, (_, name, _, b)) in chunk.iter().enumerate() {
+                        match failed.iter().find(|f| f.index == i) {
+                            None => {
+                                report.manifests_fixed += 1;
+                                report.bytes_moved += b.len() as u64;
+                            }
+                            Some(f) if f.error.is_code(ErrorCode::Conflict) => {
+                                report.skipped.push(format!(
+                                    "{}: {name}: changed since the survey; left as it is",
+                                    s.name
+                                ))
+                            }
+                            Some(f) => report
+                                .failures
+                                .push(format!("{}: manifest of {name}: {}", s.name, f.error)),
+                        }
                     }
                 }
                 Err(e) => report.failures.push(format!("{}: manifests: {e}", s.name)),
@@ -457,4 +528,94 @@ async fn delete_batches(s: &Session, ids: &[BlobId]) -> Result<usize, String> {
         removed += chunk.len() - missing;
     }
     Ok(removed)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::catalog::{Entry, NodeCopy};
+    use crate::ops::check::FileHealth;
+
+    fn manifest(version: u64, file_id: u8) -> Manifest {
+        Manifest {
+            name: "f".into(),
+            size: 1,
+            md5: vec![0; 16],
+            file_id: vec![file_id; 16],
+            version,
+            deleted: false,
+            mtime_ns: None,
+        }
+    }
+
+    fn copy(node: usize, m: Option<Manifest>, bytes: &[u8]) -> NodeCopy {
+        NodeCopy {
+            node,
+            hash: Some(wire::content_hash(bytes)),
+            manifest: m,
+        }
+    }
+
+    /// v2 on DFS2 and DFS3, v1 on DFS1, a corrupt copy on DFS4; DFS4's
+    /// answer covered the id only if `known4`.
+    fn survey(states: [CopyState; 4], known: u32) -> Survey {
+        let v2 = manifest(2, 2);
+        let entry = Entry {
+            id: BlobId::new("m2-aa".to_string()).unwrap(),
+            newest: v2.clone(),
+            sealed: b"v2".to_vec(),
+            current_on: 0b0110,
+            listed_on: 0b1111,
+            known_on: known,
+            copies: vec![
+                copy(0, Some(manifest(1, 1)), b"v1"),
+                copy(1, Some(v2.clone()), b"v2"),
+                copy(2, Some(v2), b"v2"),
+                copy(3, None, b"junk"),
+            ],
+            older: vec![manifest(1, 1)],
+        };
+        Survey {
+            files: vec![FileHealth {
+                name: "f".into(),
+                deleted: false,
+                manifests: states.into_iter().enumerate().collect(),
+                parts: Vec::new(),
+            }],
+            entries: vec![entry],
+            ..Survey::default()
+        }
+    }
+
+    fn expect_of(s: &Survey, node: usize) -> Option<Expect> {
+        let state = s.files[0].manifests[node].1;
+        manifest_write(s, 0, node, state).map(|w| w.unwrap().2)
+    }
+
+    #[test]
+    fn manifest_writes_expect_exactly_what_the_survey_saw() {
+        use CopyState::*;
+        let s = survey([Stale, Good, Good, Corrupt], 0b1111);
+        let hash = |b: &[u8]| Some(Expect::Hash(wire::content_hash(b).to_vec()));
+        assert_eq!(expect_of(&s, 0), hash(b"v1"), "the v1 copy it listed");
+        assert_eq!(expect_of(&s, 1), None, "good copies stay");
+        assert_eq!(expect_of(&s, 3), hash(b"junk"), "the corrupt copy");
+        // A node whose listing did not reach the id is never written to,
+        // whatever state a caller gives it.
+        let s = survey([Stale, Good, Good, Missing], 0b0111);
+        assert_eq!(expect_of(&s, 3), None);
+        // A node listing nothing there gets the copy only if still absent.
+        let mut s = survey([Stale, Good, Good, Missing], 0b1111);
+        s.entries[0].copies.pop();
+        assert_eq!(expect_of(&s, 3), Some(Expect::Absent));
+    }
+
+    #[test]
+    fn a_node_holding_a_copy_that_ranks_as_high_is_never_written() {
+        use CopyState::*;
+        let mut s = survey([Stale, Good, Good, Corrupt], 0b1111);
+        // DFS1 holds a version 3 the survey's newest does not beat.
+        s.entries[0].copies[0].manifest = Some(manifest(3, 9));
+        assert_eq!(expect_of(&s, 0), None);
+    }
 }

@@ -4,7 +4,10 @@
 //! known-answer vectors.
 
 mod common;
+mod consistency;
 mod example;
 mod hostile;
+mod hostile_login;
+mod hostile_repair;
 mod library;
 mod vectors;

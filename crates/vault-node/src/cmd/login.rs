@@ -5,6 +5,9 @@
 //! each `Hello` allows one attempt. Throttled attempts are refused before
 //! the proof is looked at; every other attempt is counted first and
 //! forgiven on success (or when it used the user's previous credential).
+//! A right proof for a user who already holds the per-user cap of
+//! logged-in connections (see `admission`) is answered `Busy`, and the
+//! connection stays logged out.
 
 use std::time::Instant;
 
@@ -60,8 +63,17 @@ pub(crate) async fn run(ctx: &Ctx<'_>, user: &str, proof: &Proof) -> Result<Resp
     match auth::verify(&creds, proof, &node.name, &user, &challenge) {
         Verdict::Valid(method) => {
             attempt.succeeded();
+            if let Err(full) = ctx.login().logged_in(user.clone(), method, epoch) {
+                tracing::warn!(%user, %peer, cap = full.cap, "login refused: user at the connection cap");
+                return Err(Response::error(
+                    ErrorCode::Busy,
+                    format!(
+                        "too many connections logged in as this user (at most {}); close one and retry",
+                        full.cap
+                    ),
+                ));
+            }
             tracing::info!(%user, %peer, ?method, "logged in");
-            ctx.login().logged_in(user, method, epoch);
             Ok(Response::LoggedIn)
         }
         Verdict::Stale => {

@@ -1,13 +1,24 @@
-//! `PutBlob{id, len}` + exactly `len` bytes + FIN -> `Stored`.
+//! `PutBlob{id, len, expect}` + exactly `len` bytes + FIN -> `Stored`.
 //!
 //! The bytes go to a temp file that becomes the blob only after they all
 //! arrived, were synced and the stream ended; any other outcome (short,
 //! long, reset, lost connection, node shutdown) leaves the old blob, if
 //! any, untouched and no temp file behind.
 //!
-//! The announced length is reserved against the node's per-user quota
-//! before any byte is read; an upload over the quota is refused with
-//! `QuotaExceeded`, and one that fills the disk ends with `NoSpace`.
+//! The announced length plus [`crate::store::BLOB_OVERHEAD`] is reserved
+//! against the node's per-user quota, and a new id takes a place under the
+//! per-user blob count cap, before any byte is read; an upload over either
+//! is refused with `QuotaExceeded`, and one that fills the disk ends with
+//! `NoSpace`.
+//!
+//! With `expect`, the blob is replaced only if the stored one is still
+//! what the writer read (`Absent`: none; `Hash`: its
+//! [`wire::content_hash`]), checked under the user's index lock together
+//! with the rename; otherwise the answer is `Conflict` and nothing changed
+//! (no temp file left, the quota given back). The condition is checked
+//! once before the bytes are read as well, to refuse early. A `Hash`
+//! condition naming a stored blob over [`crate::store::MAX_EXPECT_LEN`]
+//! bytes is refused with `BadRequest`.
 
 use wire::{BlobId, ErrorCode, Expect, Response};
 
@@ -27,7 +38,6 @@ pub(crate) async fn run(
     expect: Option<&Expect>,
     mut bulk: BulkIn<'_>,
 ) -> Result<Response, Response> {
-    let _ = expect; // conditional writes: being wired into the store
     let (user, _) = ctx.user()?;
     let max = ctx.node.max_blob_len;
     if len > max {
@@ -38,7 +48,7 @@ pub(crate) async fn run(
     }
     let blobs = &ctx.node.blobs;
     let mut pending = blobs
-        .begin_put(&user, id, len, ctx.node.quota)
+        .begin_put(&user, id, len, ctx.node.quota, expect)
         .await
         .map_err(|e| refused("creating the upload", &user, e, LOST))?;
     loop {
@@ -64,10 +74,15 @@ pub(crate) async fn run(
 /// The answer to a failed upload; `lost` says what a full disk cost.
 pub(super) fn refused(what: &str, user: &str, e: PutError, lost: &str) -> Response {
     match e {
-        PutError::Quota { .. } => {
+        PutError::Quota { .. } | PutError::TooManyBlobs { .. } => {
             tracing::info!(%user, error = %e, "upload refused");
             Response::error(ErrorCode::QuotaExceeded, e.to_string())
         }
+        PutError::Conflict => {
+            tracing::debug!(%user, "conditional upload lost");
+            Response::error(ErrorCode::Conflict, e.to_string())
+        }
+        PutError::BadCondition(_) => Response::error(ErrorCode::BadRequest, e.to_string()),
         PutError::NoSpace(ref io) => {
             tracing::error!(%user, error = %io, "{what} failed: disk full");
             Response::error(

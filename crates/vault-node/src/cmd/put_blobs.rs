@@ -1,14 +1,21 @@
 //! `PutBlobs{items}` + each item's bytes, in order, + FIN ->
 //! `BatchStored{failed}`.
 //!
+//! An item with `expect` is stored only if the stored blob is still what
+//! the writer read, checked under the user's index lock together with its
+//! rename (as `PutBlob` does); otherwise it alone fails, listed in
+//! `failed` with code `Conflict`, and the other items still commit.
+//!
 //! Each blob is stored as `PutBlob` stores one (a temp file, synced,
 //! renamed over the blob's name, recorded in the index), atomically on its
 //! own; the folder is synced once for the whole batch, before the answer,
 //! so every blob reported stored is durable.
 //!
 //! Before any byte is read, an item over the node's blob limit refuses the
-//! batch with `TooLarge`, and the batch's total length is reserved against
-//! the user's quota, all or nothing: `QuotaExceeded` otherwise. At most
+//! batch with `TooLarge`, and the batch's total charge (each blob's length
+//! plus [`crate::store::BLOB_OVERHEAD`]) is reserved against the user's
+//! quota, and its new ids under the per-user blob count cap, all or
+//! nothing: `QuotaExceeded` otherwise. At most
 //! [`wire::MAX_BATCH`] items and [`wire::MAX_BATCH_BYTES`] bytes in all
 //! (checked by the decoder).
 //!
@@ -26,6 +33,7 @@ use wire::{BatchFailure, ErrorCode, PutItem, Response};
 use super::put_blob::refused;
 use super::Ctx;
 use crate::bulk::{BulkError, BulkIn};
+use crate::store::PutError;
 
 /// What a full disk cost.
 const LOST: &str = "the batch was not stored, or not all of it";
@@ -89,12 +97,19 @@ pub(crate) async fn run(
         .map_err(|e| refused("storing the upload", &user, e, LOST))?;
     let failed = failed
         .into_iter()
-        .map(|(index, e)| {
-            tracing::error!(%user, index, error = %e, "storing a blob of a batch failed");
-            BatchFailure {
+        .map(|(index, e)| match e {
+            PutError::Conflict => BatchFailure {
                 index,
-                code: ErrorCode::Internal,
-                message: "storing this blob failed on the node".into(),
+                code: ErrorCode::Conflict,
+                message: e.to_string(),
+            },
+            e => {
+                tracing::error!(%user, index, error = %e, "storing a blob of a batch failed");
+                BatchFailure {
+                    index,
+                    code: ErrorCode::Internal,
+                    message: "storing this blob failed on the node".into(),
+                }
             }
         })
         .collect();

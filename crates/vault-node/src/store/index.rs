@@ -22,17 +22,57 @@ pub(crate) struct BlobMeta {
     pub modified: u64,
 }
 
+/// What one blob costs against the quota besides its bytes: the index
+/// entry, the directory entry and the file system's block it takes even
+/// when empty. So a zero-length blob is not free, and a quota of `q` bytes
+/// holds at most `q / BLOB_OVERHEAD` blobs.
+pub const BLOB_OVERHEAD: u64 = 4096;
+
+/// What a blob of `len` bytes counts against the quota.
+pub(crate) fn charge(len: u64) -> u64 {
+    len.saturating_add(BLOB_OVERHEAD)
+}
+
 /// A refused reservation: the numbers for the error message.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Refusal {
+    /// The user's bytes would pass the quota.
+    Quota(OverQuota),
+    /// The user's blob count would pass the cap.
+    TooMany(TooManyBlobs),
+}
+
+/// Over the quota: the numbers for the error message. Every figure counts
+/// each blob as [`charge`] of its length.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) struct OverQuota {
     pub quota: u64,
-    /// Stored bytes plus bytes reserved by uploads in progress.
+    /// Stored blobs plus the uploads in progress.
     pub used: u64,
     pub requested: u64,
-    /// Size of the blobs the upload would replace (0 if none).
+    /// What the blobs the upload would replace count (0 if none).
     pub replaced: u64,
     /// Number of distinct blobs the upload would write.
     pub blobs: usize,
+}
+
+/// Over the blob count cap.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct TooManyBlobs {
+    /// The cap.
+    pub max: u64,
+    /// Blobs stored plus new ones being uploaded.
+    pub held: u64,
+    /// New blobs (ids not stored yet) the upload would add.
+    pub adding: u64,
+}
+
+/// What an upload (or one item of a batch) holds: its charge against the
+/// quota, and its places under the blob count cap (one per new id).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub(crate) struct Hold {
+    pub charge: u64,
+    pub slots: u64,
 }
 
 /// One user's blobs.
@@ -41,8 +81,10 @@ pub(crate) struct UserIndex {
     blobs: BTreeMap<BlobId, BlobMeta>,
     /// Sum of `blobs[..].len`.
     bytes: u64,
-    /// Announced lengths of the uploads in progress.
+    /// Charges of the uploads in progress.
     reserved: u64,
+    /// New ids being uploaded (places held under the blob count cap).
+    reserved_slots: u64,
 }
 
 impl UserIndex {
@@ -84,10 +126,23 @@ impl UserIndex {
         (self.blobs.len() as u64, self.bytes)
     }
 
-    /// Bytes reserved by uploads in progress.
+    /// What the stored blobs count against the quota.
+    fn charged(&self) -> u64 {
+        (self.blobs.len() as u64)
+            .saturating_mul(BLOB_OVERHEAD)
+            .saturating_add(self.bytes)
+    }
+
+    /// Charges reserved by uploads in progress.
     #[cfg(test)]
     pub(crate) fn reserved(&self) -> u64 {
         self.reserved
+    }
+
+    /// Places under the blob count cap held by uploads in progress.
+    #[cfg(test)]
+    pub(crate) fn reserved_slots(&self) -> u64 {
+        self.reserved_slots
     }
 
     /// Up to `limit` entries after `after` whose id starts with `prefix`
@@ -129,61 +184,84 @@ impl UserIndex {
         self.blobs.get(id).copied()
     }
 
-    /// Reserves `len` bytes for an upload of `id` if the user stays within
-    /// `quota`, counting stored bytes, uploads in progress and, as freed,
-    /// the blob the upload replaces.
+    /// Reserves [`charge`]`(len)` for an upload of `id` if the user stays
+    /// within `quota` and `max_blobs`, counting stored blobs, uploads in
+    /// progress and, as freed, the blob the upload replaces.
+    #[cfg(test)]
     pub(crate) fn reserve(
         &mut self,
         id: &BlobId,
         len: u64,
         quota: Option<u64>,
-    ) -> Result<(), OverQuota> {
-        self.reserve_many([(id, len)], quota)
+    ) -> Result<Hold, Refusal> {
+        Ok(self.reserve_many([(id, len)], quota, u64::MAX)?[0])
     }
 
-    /// Reserves the total length of several uploads at once, all or
-    /// nothing, as [`UserIndex::reserve`] does for one: every blob they
-    /// replace counts as freed once, however often its id appears.
+    /// Reserves the charges of several uploads at once, all or nothing, as
+    /// [`UserIndex::reserve`] does for one: every blob they replace counts
+    /// as freed once, however often its id appears. Each distinct id not
+    /// stored yet holds one place under `max_blobs` (its first item).
+    /// Returns what each item holds, in order.
     pub(crate) fn reserve_many<'a>(
         &mut self,
         items: impl IntoIterator<Item = (&'a BlobId, u64)>,
         quota: Option<u64>,
-    ) -> Result<(), OverQuota> {
+        max_blobs: u64,
+    ) -> Result<Vec<Hold>, Refusal> {
         let mut ids = BTreeSet::new();
+        let mut holds = Vec::new();
         let mut len = 0u64;
+        let mut adding = 0u64;
         for (id, n) in items {
-            ids.insert(id);
-            len = len.saturating_add(n);
+            let first = ids.insert(id);
+            let slots = u64::from(first && !self.blobs.contains_key(id));
+            adding += slots;
+            let hold = Hold {
+                charge: charge(n),
+                slots,
+            };
+            len = len.saturating_add(hold.charge);
+            holds.push(hold);
+        }
+        let held = (self.blobs.len() as u64).saturating_add(self.reserved_slots);
+        if adding > 0 && held.saturating_add(adding) > max_blobs {
+            return Err(Refusal::TooMany(TooManyBlobs {
+                max: max_blobs,
+                held,
+                adding,
+            }));
         }
         if let Some(quota) = quota {
-            let used = self.bytes.saturating_add(self.reserved);
+            let used = self.charged().saturating_add(self.reserved);
             let replaced = ids
                 .iter()
                 .filter_map(|id| self.blobs.get(*id))
-                .fold(0u64, |t, m| t.saturating_add(m.len));
+                .fold(0u64, |t, m| t.saturating_add(charge(m.len)));
             let after = used.saturating_add(len).saturating_sub(replaced);
             if after > quota {
-                return Err(OverQuota {
+                return Err(Refusal::Quota(OverQuota {
                     quota,
                     used,
                     requested: len,
                     replaced,
                     blobs: ids.len(),
-                });
+                }));
             }
         }
         self.reserved = self.reserved.saturating_add(len);
-        Ok(())
+        self.reserved_slots = self.reserved_slots.saturating_add(adding);
+        Ok(holds)
     }
 
     /// Gives back a reservation whose upload ended without a blob.
-    pub(crate) fn release(&mut self, len: u64) {
-        self.reserved = self.reserved.saturating_sub(len);
+    pub(crate) fn release(&mut self, hold: Hold) {
+        self.reserved = self.reserved.saturating_sub(hold.charge);
+        self.reserved_slots = self.reserved_slots.saturating_sub(hold.slots);
     }
 
-    /// An upload that reserved `reserved` bytes became blob `id`.
-    pub(crate) fn committed(&mut self, id: BlobId, meta: BlobMeta, reserved: u64) {
-        self.release(reserved);
+    /// An upload that reserved `hold` became blob `id`.
+    pub(crate) fn committed(&mut self, id: BlobId, meta: BlobMeta, hold: Hold) {
+        self.release(hold);
         self.insert(id, meta);
     }
 
@@ -230,7 +308,7 @@ mod tests {
     fn pages_follow_id_order_and_say_whether_more_follow() {
         let mut ix = UserIndex::default();
         for (name, len) in [("c", 3), ("a", 1), ("b", 2)] {
-            ix.committed(id(name), meta(len), 0);
+            ix.committed(id(name), meta(len), Hold::default());
         }
         let (p, more) = ix.page(None, "", 2);
         assert_eq!((ids(&p), more), (vec!["a", "b"], true));
@@ -248,49 +326,98 @@ mod tests {
     #[test]
     fn totals_follow_replacements_and_removals() {
         let mut ix = UserIndex::default();
-        ix.committed(id("a"), meta(10), 0);
-        ix.committed(id("b"), meta(5), 0);
-        ix.committed(id("a"), meta(4), 0);
+        ix.committed(id("a"), meta(10), Hold::default());
+        ix.committed(id("b"), meta(5), Hold::default());
+        ix.committed(id("a"), meta(4), Hold::default());
         assert_eq!(ix.usage(), (2, 9));
         ix.removed(&id("a"));
         ix.removed(&id("a"));
         assert_eq!(ix.usage(), (1, 5));
     }
 
+    const O: u64 = BLOB_OVERHEAD;
+
     #[test]
     fn reservations_count_against_the_quota_until_settled() {
         let mut ix = UserIndex::default();
-        ix.committed(id("a"), meta(40), 0);
+        ix.committed(id("a"), meta(40), Hold::default());
+        let q = Some(100 + 2 * O);
         // Exactly up to the quota is allowed; one byte more is not.
-        assert!(ix.reserve(&id("b"), 60, Some(100)).is_ok());
-        let err = ix.reserve(&id("c"), 1, Some(100)).unwrap_err();
+        let b = ix.reserve(&id("b"), 60, q).unwrap();
         assert_eq!(
-            err,
-            OverQuota {
-                quota: 100,
-                used: 100,
-                requested: 1,
-                replaced: 0,
-                blobs: 1,
+            b,
+            Hold {
+                charge: 60 + O,
+                slots: 1
             }
         );
+        let err = ix.reserve(&id("c"), 0, q).unwrap_err();
+        assert_eq!(
+            err,
+            Refusal::Quota(OverQuota {
+                quota: 100 + 2 * O,
+                used: 100 + 2 * O,
+                requested: O,
+                replaced: 0,
+                blobs: 1,
+            }),
+            "a zero-length blob is not free"
+        );
         // Replacing a blob counts only the difference.
-        assert!(ix.reserve(&id("a"), 41, Some(100)).is_err());
-        assert!(ix.reserve(&id("a"), 40, Some(100)).is_ok());
-        ix.release(40);
-        ix.release(60);
-        assert!(ix.reserve(&id("a"), 100, Some(100)).is_ok());
-        ix.committed(id("a"), meta(100), 100);
-        assert_eq!((ix.usage(), ix.reserved()), ((1, 100), 0));
+        assert!(ix.reserve(&id("a"), 41, q).is_err());
+        let a = ix.reserve(&id("a"), 40, q).unwrap();
+        assert_eq!(a.slots, 0, "a replacement adds no blob");
+        ix.release(a);
+        ix.release(b);
+        assert_eq!((ix.reserved(), ix.reserved_slots()), (0, 0));
+        let a = ix.reserve(&id("a"), 100 + O, q).unwrap();
+        ix.committed(id("a"), meta(100 + O), a);
+        assert_eq!((ix.usage(), ix.reserved()), ((1, 100 + O), 0));
         // No quota: anything goes.
         assert!(ix.reserve(&id("z"), u64::MAX, None).is_ok());
+    }
+
+    #[test]
+    fn the_blob_count_cap_counts_stored_and_new_ids_being_uploaded() {
+        let mut ix = UserIndex::default();
+        ix.committed(id("a"), meta(1), Hold::default());
+        let (a, b, c) = (id("a"), id("b"), id("c"));
+        // a is stored; b is new: 2 of 2.
+        let holds = ix
+            .reserve_many([(&a, 1), (&b, 1), (&b, 1)], None, 2)
+            .unwrap();
+        assert_eq!(holds.iter().filter(|h| h.slots == 1).count(), 1);
+        // c would be a third blob while b is being uploaded.
+        let err = ix.reserve_many([(&c, 1)], None, 2).unwrap_err();
+        assert_eq!(
+            err,
+            Refusal::TooMany(TooManyBlobs {
+                max: 2,
+                held: 2,
+                adding: 1
+            })
+        );
+        // Replacing a stored blob is always allowed.
+        let r = ix.reserve_many([(&a, 5)], None, 2).unwrap();
+        ix.release(r[0]);
+        for (i, h) in holds.into_iter().enumerate() {
+            if i == 0 {
+                ix.release(h);
+            } else {
+                ix.committed(b.clone(), meta(1), h);
+            }
+        }
+        assert_eq!((ix.usage().0, ix.reserved_slots()), (2, 0));
+        assert!(ix.reserve_many([(&c, 1)], None, 2).is_err());
+        ix.removed(&a);
+        assert!(ix.reserve_many([(&c, 1)], None, 2).is_ok());
     }
 
     #[test]
     fn prefix_pages_start_at_the_prefix_and_stop_past_it() {
         let mut ix = UserIndex::default();
         for name in ["a", "m2-a", "m2-b", "m2-c", "m3-a", "p2-a"] {
-            ix.committed(id(name), meta(1), 0);
+            ix.committed(id(name), meta(1), Hold::default());
         }
         let (p, more) = ix.page(None, "m2-", 2);
         assert_eq!((ids(&p), more), (vec!["m2-a", "m2-b"], true));
@@ -316,23 +443,28 @@ mod tests {
     #[test]
     fn a_batch_reserves_all_or_nothing_and_frees_each_replaced_blob_once() {
         let mut ix = UserIndex::default();
-        ix.committed(id("a"), meta(30), 0);
+        ix.committed(id("a"), meta(30), Hold::default());
         let (a, b) = (id("a"), id("b"));
-        // 30 stored; a (30) is replaced: 30 + 50 + 40 - 30 = 90 fits in 90.
-        assert!(ix.reserve_many([(&a, 50), (&b, 40)], Some(90)).is_ok());
-        assert_eq!(ix.reserved(), 90);
-        ix.release(90);
-        // `a` twice frees its 30 bytes once: 30 + 50 + 50 - 30 = 100 > 90.
-        let err = ix.reserve_many([(&a, 50), (&a, 50)], Some(90)).unwrap_err();
+        let q = Some(90 + 2 * O);
+        // a (30 + O) is replaced: (30 + O) + (50 + O) + (40 + O) - (30 + O) fits.
+        let holds = ix.reserve_many([(&a, 50), (&b, 40)], q, u64::MAX).unwrap();
+        assert_eq!(ix.reserved(), 90 + 2 * O);
+        for h in holds {
+            ix.release(h);
+        }
+        // `a` twice frees its charge once: (30 + O) + 2 (50 + O) - (30 + O).
+        let err = ix
+            .reserve_many([(&a, 50), (&a, 50)], q, u64::MAX)
+            .unwrap_err();
         assert_eq!(
             err,
-            OverQuota {
-                quota: 90,
-                used: 30,
-                requested: 100,
-                replaced: 30,
+            Refusal::Quota(OverQuota {
+                quota: 90 + 2 * O,
+                used: 30 + O,
+                requested: 100 + 2 * O,
+                replaced: 30 + O,
                 blobs: 1
-            }
+            })
         );
         assert_eq!(ix.reserved(), 0, "a refused batch reserves nothing");
     }

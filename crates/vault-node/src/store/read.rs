@@ -7,14 +7,30 @@
 //! never written in place, so an open file keeps exactly the bytes it had
 //! and what is announced is what streams, whatever happens to the blob
 //! meanwhile.
+//!
+//! Files held open for replies are bounded node-wide: a read takes one
+//! permit of the store's `reply_files` semaphore per file before opening
+//! anything (waiting at most `reply_files_wait`, else [`FilesBusy`]), and
+//! each [`OpenBlob`] keeps its permit until it is dropped. Each also
+//! carries the deadline of the whole reply (`reply_deadline` after the
+//! files were opened), which `bulk::send_bulk` enforces.
 
 use std::io;
 use std::path::Path;
 
+use thiserror::Error;
+use tokio::sync::OwnedSemaphorePermit;
+use tokio::time::Instant;
 use wire::{BlobId, ListEntry};
 
 use super::index::unix_secs;
 use super::{blocking, lock, BlobStore};
+
+/// Every permit for files held open for replies is taken: the read is
+/// refused for now (`Busy`; see [`super::is_out_of_files`]).
+#[derive(Debug, Error)]
+#[error("the node holds too many files open for replies")]
+pub struct FilesBusy;
 
 /// A blob opened for reading.
 #[derive(Debug)]
@@ -26,6 +42,26 @@ pub struct OpenBlob {
     pub len: u64,
     /// Its modification time, seconds since the Unix epoch (0 if unknown).
     pub modified: u64,
+    /// Its place under the node's bound on files held open for replies,
+    /// and the reply's deadline.
+    lease: Lease,
+}
+
+/// What an [`OpenBlob`] holds besides its file.
+#[derive(Debug)]
+struct Lease {
+    /// Given back when the blob is dropped.
+    _permit: Option<OwnedSemaphorePermit>,
+    /// When the whole reply must have been sent.
+    reply_by: Instant,
+}
+
+impl OpenBlob {
+    /// When the whole reply carrying this blob must have been sent: the
+    /// stream is reset after it.
+    pub fn reply_by(&self) -> Instant {
+        self.lease.reply_by
+    }
 }
 
 /// Bounds of a [`BlobStore::list_data`] page.
@@ -57,7 +93,8 @@ pub struct DataPage {
     pub more: bool,
 }
 
-/// Opens the blob file at `path`: `None` if absent or not a file.
+/// Opens the blob file at `path`: `None` if absent or not a file. Its
+/// lease has no permit and a deadline of now: the caller sets both.
 /// Blocking.
 fn open_file(path: &Path) -> io::Result<Option<OpenBlob>> {
     let file = match std::fs::File::open(path) {
@@ -73,27 +110,71 @@ fn open_file(path: &Path) -> io::Result<Option<OpenBlob>> {
         file,
         len: meta.len(),
         modified: unix_secs(&meta),
+        lease: Lease {
+            _permit: None,
+            reply_by: Instant::now(),
+        },
     }))
 }
 
 impl BlobStore {
-    /// Opens blob `id` for reading; `None` if absent.
+    /// Opens blob `id` for reading; `None` if absent. Waits for a place
+    /// under the node's bound on files held open for replies; an error
+    /// ([`is_out_of_files`](super::is_out_of_files)) if none is free in
+    /// time.
     pub async fn open(&self, user: &str, id: &BlobId) -> io::Result<Option<OpenBlob>> {
-        let path = self.user_dir(user)?.join(id.as_str());
-        blocking(move || open_file(&path)).await
+        let found = self.open_many(user, std::slice::from_ref(id)).await?;
+        Ok(found.into_iter().next().flatten())
     }
 
     /// Opens each of `ids` for reading, in order (`None`: absent), on one
-    /// blocking thread.
+    /// blocking thread, once one place per id under the node's bound on
+    /// files held open for replies is free; an error
+    /// ([`is_out_of_files`](super::is_out_of_files)) if they are not free
+    /// within the wait, or if `ids` are more than the bound.
     pub async fn open_many(&self, user: &str, ids: &[BlobId]) -> io::Result<Vec<Option<OpenBlob>>> {
         let dir = self.user_dir(user)?;
+        let mut permit = self.reply_permits(ids.len()).await?;
         let ids = ids.to_vec();
-        blocking(move || {
+        let mut found = blocking(move || {
             ids.iter()
                 .map(|id| open_file(&dir.join(id.as_str())))
-                .collect()
+                .collect::<io::Result<Vec<_>>>()
         })
-        .await
+        .await?;
+        let reply_by = Instant::now() + self.limits.reply_deadline;
+        for blob in found.iter_mut().flatten() {
+            blob.lease = Lease {
+                _permit: permit.as_mut().and_then(|p| p.split(1)),
+                reply_by,
+            };
+        }
+        Ok(found)
+    }
+
+    /// `n` permits for files held open for replies (`None` for 0),
+    /// waiting at most `reply_files_wait`.
+    async fn reply_permits(&self, n: usize) -> io::Result<Option<OwnedSemaphorePermit>> {
+        if n == 0 {
+            return Ok(None);
+        }
+        let busy = || io::Error::other(FilesBusy);
+        if n > self.limits.max_reply_files {
+            return Err(busy());
+        }
+        let n = u32::try_from(n).map_err(|_| busy())?;
+        let acquire = self.reply_files.clone().acquire_many_owned(n);
+        match tokio::time::timeout(self.limits.reply_files_wait, acquire).await {
+            Ok(Ok(permit)) => Ok(Some(permit)),
+            Ok(Err(_)) | Err(_) => {
+                tracing::warn!(
+                    files = n,
+                    limit = self.limits.max_reply_files,
+                    "no room to open files for a reply"
+                );
+                Err(busy())
+            }
+        }
     }
 
     /// A page of `user`'s blobs whose id starts with `prefix`, in id order

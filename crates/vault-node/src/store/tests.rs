@@ -7,6 +7,9 @@ fn id(s: &str) -> BlobId {
     BlobId::new(s).unwrap()
 }
 
+/// What each blob counts against the quota besides its bytes.
+const O: u64 = BLOB_OVERHEAD;
+
 async fn put(
     store: &BlobStore,
     name: &str,
@@ -14,7 +17,7 @@ async fn put(
     quota: Option<u64>,
 ) -> Result<(), PutError> {
     let mut p = store
-        .begin_put("alice", &id(name), data.len() as u64, quota)
+        .begin_put("alice", &id(name), data.len() as u64, quota, None)
         .await?;
     p.write(data).await?;
     p.commit().await
@@ -187,32 +190,39 @@ async fn concurrent_first_use_builds_one_index() {
 async fn quota_is_exact_and_counts_replacements_as_the_difference() {
     let root = tempfile::tempdir().unwrap();
     let store = BlobStore::new(root.path());
-    let q = Some(100);
+    let q = Some(100 + 2 * O);
     put(&store, "a", &[1; 60], q).await.unwrap();
     put(&store, "b", &[2; 40], q).await.unwrap(); // exactly at the quota
-    let err = put(&store, "c", &[3; 1], q).await.unwrap_err();
+                                                  // Even an empty blob counts its overhead.
+    let err = put(&store, "c", &[], q).await.unwrap_err();
     assert!(
         matches!(
             err,
             PutError::Quota {
-                quota: 100,
-                used: 100,
-                requested: 1,
+                quota,
+                used,
+                requested,
                 replaced: 0,
                 blobs: 1
-            }
+            } if quota == 100 + 2 * O && used == quota && requested == O
         ),
         "{err:?}"
     );
     let msg = err.to_string();
-    for needle in ["quota", "100 bytes", "1 bytes"] {
-        assert!(msg.contains(needle), "{msg}");
+    for needle in [
+        "quota".to_string(),
+        format!("{} bytes", 100 + 2 * O),
+        format!("{O} bytes"),
+        format!("its length plus {O} bytes"),
+    ] {
+        assert!(msg.contains(&needle), "{msg}");
     }
     // Replacing "a" (60 bytes) with 60 bytes fits; with 61 it does not.
     put(&store, "a", &[4; 60], q).await.unwrap();
     let err = put(&store, "a", &[4; 61], q).await.unwrap_err();
     assert!(
-        err.to_string().contains("replacing one of 60 bytes"),
+        err.to_string()
+            .contains(&format!("replacing one of {} bytes", 60 + O)),
         "{err}"
     );
     // A refused upload leaves nothing behind.
@@ -233,27 +243,36 @@ async fn quota_is_exact_and_counts_replacements_as_the_difference() {
 async fn uploads_in_progress_hold_their_share_of_the_quota() {
     let root = tempfile::tempdir().unwrap();
     let store = BlobStore::new(root.path());
-    let q = Some(100);
-    let first = store.begin_put("alice", &id("x"), 60, q).await.unwrap();
+    let q = Some(100 + 2 * O);
+    let first = store
+        .begin_put("alice", &id("x"), 60, q, None)
+        .await
+        .unwrap();
     // A committed upload settles its own reservation only.
     put(&store, "w", &[1; 10], q).await.unwrap();
-    assert_eq!(store.reserved("alice").await, 60);
+    assert_eq!(store.reserved("alice").await, 60 + O);
     assert!(store.delete("alice", &id("w")).await.unwrap());
     // Together the two would exceed the quota: the second is refused.
     assert!(matches!(
-        store.begin_put("alice", &id("y"), 60, q).await,
-        Err(PutError::Quota { used: 60, .. })
+        store.begin_put("alice", &id("y"), 60, q, None).await,
+        Err(PutError::Quota { used, .. }) if used == 60 + O
     ));
     // An abandoned upload gives its share back.
     drop(first);
     assert_eq!(store.reserved("alice").await, 0);
-    let mut second = store.begin_put("alice", &id("y"), 60, q).await.unwrap();
+    let mut second = store
+        .begin_put("alice", &id("y"), 60, q, None)
+        .await
+        .unwrap();
     second.write(&[0; 60]).await.unwrap();
     second.commit().await.unwrap();
     assert_eq!(store.usage("alice").await.unwrap(), (1, 60));
     assert_eq!(store.reserved("alice").await, 0);
     // The committed share is not counted twice.
-    assert!(store.begin_put("alice", &id("z"), 40, q).await.is_ok());
+    assert!(store
+        .begin_put("alice", &id("z"), 40, q, None)
+        .await
+        .is_ok());
 }
 
 #[tokio::test]
@@ -265,7 +284,13 @@ async fn concurrent_uploads_never_exceed_the_quota_together() {
             let store = store.clone();
             tokio::spawn(async move {
                 let mut p = store
-                    .begin_put("alice", &id(&format!("b{i}")), 30, Some(100))
+                    .begin_put(
+                        "alice",
+                        &id(&format!("b{i}")),
+                        30,
+                        Some(3 * (30 + O) + 29),
+                        None,
+                    )
                     .await
                     .ok()?;
                 // Let the other uploads start while this one is open.
@@ -358,7 +383,10 @@ async fn pages_stay_consistent_while_blobs_come_and_go() {
 async fn dropped_upload_leaves_nothing() {
     let root = tempfile::tempdir().unwrap();
     let store = BlobStore::new(root.path());
-    let mut p = store.begin_put("alice", &id("x"), 7, None).await.unwrap();
+    let mut p = store
+        .begin_put("alice", &id("x"), 7, None, None)
+        .await
+        .unwrap();
     p.write(b"partial").await.unwrap();
     drop(p);
     assert_eq!(

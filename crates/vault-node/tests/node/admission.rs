@@ -5,8 +5,13 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use vault_node::testing::{timed, users_text, RawClient, TestNode};
-use wire::Response;
+use std::net::Ipv4Addr;
+
+use vault_node::testing::raw::error_code;
+use vault_node::testing::{eventually, timed, users_text, RawClient, TestNode};
+use wire::{BlobId, ErrorCode, Request, Response};
+
+use crate::sources::client_from;
 
 /// Close codes the node uses (see `connection.rs`).
 const EVICTED: u64 = 3;
@@ -147,12 +152,132 @@ async fn unvalidated_addresses_get_a_retry_first() {
         let c = RawClient::connect(relay_addr, node.ca_pem(), "DFS1")
             .await
             .unwrap();
+        // (Status needs a login.)
+        assert_eq!(
+            c.login_md5("alice", "Crimson33").await.unwrap(),
+            Response::LoggedIn
+        );
         assert!(matches!(
             c.call(&wire::Request::Status).await,
             Response::Status(_)
         ));
         assert_eq!(retries.load(Ordering::SeqCst), 1);
         relay.abort();
+    })
+    .await
+}
+
+/// Issue 15: bob opens as many logged-in connections as the node has slots
+/// (256, from four addresses so the per-source cap does not stop him
+/// first); alice still gets in.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_account_cannot_hold_every_slot() {
+    timed(async {
+        let node = TestNode::start_with(&users_text(), |c| {
+            c.login_timeout = Duration::from_secs(120)
+        })
+        .await
+        .unwrap();
+        let cap = node.config().max_connections;
+        assert_eq!(cap, 256);
+        let per_user = vault_node::server::default_max_connections_per_user(cap);
+        let (mut bobs, mut logged_in, mut busy) = (Vec::new(), 0, 0);
+        for i in 0..cap {
+            let ip = Ipv4Addr::new(127, 0, 0, 2 + (i / 64) as u8);
+            let c = client_from(ip, node.addr(), node.ca_pem(), "DFS1")
+                .await
+                .unwrap();
+            let resp = c.login_md5("bob", "Velvet77").await.unwrap();
+            match error_code(&resp) {
+                None if resp == Response::LoggedIn => logged_in += 1,
+                Some(ErrorCode::Busy) => {
+                    let Response::Error { message, .. } = &resp else {
+                        unreachable!()
+                    };
+                    assert!(message.contains("too many connections"), "{message}");
+                    busy += 1;
+                }
+                _ => panic!("bob's login {i}: {resp:?}"),
+            }
+            bobs.push(c);
+        }
+        assert_eq!(logged_in, per_user, "bob's logged-in connections");
+        assert_eq!(busy, cap - per_user);
+        // Alice gets in (evicting one of bob's connections that could not
+        // log in) and works.
+        let alice = tokio::time::timeout(Duration::from_secs(5), async {
+            let c = node.md5_client("alice", "Crimson33").await.unwrap();
+            assert_eq!(c.put("p-alice", b"in").await, Response::Stored);
+            c
+        })
+        .await
+        .expect("alice could not log in and store within 5 s");
+        assert_eq!(alice.get("p-alice").await.1, b"in");
+        // Bob's logged-in connections still serve him; once one closes, he
+        // may log in another.
+        let first = bobs.remove(0);
+        assert_eq!(first.put("p-bob", b"b").await, Response::Stored);
+        first.conn.close(0u32.into(), b"bye");
+        let mut again = false;
+        for _ in 0..100 {
+            let c = node.raw_client().await.unwrap();
+            if c.login_md5("bob", "Velvet77").await.unwrap() == Response::LoggedIn {
+                again = true;
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        assert!(again, "bob's freed place was not given back");
+    })
+    .await
+}
+
+#[tokio::test]
+async fn one_user_cannot_run_more_than_the_request_cap() {
+    timed(async {
+        let node = TestNode::start_with(&users_text(), |c| c.max_requests_per_user = Some(1))
+            .await
+            .unwrap();
+        let bob1 = node.md5_client("bob", "Velvet77").await.unwrap();
+        let bob2 = node.md5_client("bob", "Velvet77").await.unwrap();
+        // An upload that waits for the rest of its bytes holds bob's one place.
+        let (mut send, recv) = bob1.conn.open_bi().await.unwrap();
+        let req = Request::PutBlob {
+            id: BlobId::new("p-slow").unwrap(),
+            len: 10,
+            expect: None,
+        };
+        send.write_all(&wire::encode_request(&req)).await.unwrap();
+        send.write_all(b"12345").await.unwrap();
+        let tmp = node.root().join("bob/.tmp");
+        let count = |p: &std::path::Path| std::fs::read_dir(p).map(|d| d.count()).unwrap_or(0);
+        assert!(
+            eventually(|| count(&tmp) == 1).await,
+            "upload never started"
+        );
+        // Another request of bob's, on another connection, is refused...
+        let resp = bob2.call(&Request::GetRecord).await;
+        assert_eq!(error_code(&resp), Some(ErrorCode::Busy), "{resp:?}");
+        // ...alice's is not...
+        let alice = node.md5_client("alice", "Crimson33").await.unwrap();
+        assert_eq!(alice.put("p-a", b"a").await, Response::Stored);
+        // ...and once the upload is done, bob may go on.
+        send.write_all(b"67890").await.unwrap();
+        send.finish().unwrap();
+        let mut recv = recv;
+        let (resp, _) = vault_node::testing::raw::read_response(&mut recv)
+            .await
+            .unwrap();
+        assert_eq!(resp, Response::Stored);
+        let mut served = false;
+        for _ in 0..100 {
+            if bob2.call(&Request::GetRecord).await == Response::Record(None) {
+                served = true;
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        assert!(served, "bob's place was not freed");
     })
     .await
 }

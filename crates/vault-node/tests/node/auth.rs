@@ -549,3 +549,149 @@ async fn previous_credentials_after_a_rotation_do_not_count_as_guesses() {
     })
     .await
 }
+
+/// Issue 15: strangers on 29 source addresses keep failing logins for
+/// alice; her right password from her own address still gets in, within
+/// the 20 s the issue allows, while the attack goes on.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn strangers_failing_logins_cannot_lock_a_user_out() {
+    use std::net::Ipv4Addr;
+    use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+    use std::sync::Arc;
+    use std::time::Instant;
+
+    use crate::sources::client_from;
+
+    timed(async {
+        // Default throttle; a long login timeout so the attackers keep
+        // their connections.
+        let node = TestNode::start_with(&users_text(), |c| {
+            c.login_timeout = Duration::from_secs(120)
+        })
+        .await
+        .unwrap();
+        let stop = Arc::new(AtomicBool::new(false));
+        let failed = Arc::new(AtomicUsize::new(0));
+        let throttled = Arc::new(AtomicUsize::new(0));
+        let mut attackers = tokio::task::JoinSet::new();
+        for n in 2..=30u8 {
+            let (addr, ca) = (node.addr(), node.ca_pem().to_string());
+            let (stop, failed, throttled) = (stop.clone(), failed.clone(), throttled.clone());
+            // Odd sources hammer every 10 ms; even ones are precise: told
+            // to wait, they ask for the next challenge at once and send
+            // guesses from just before the wait ends, a round trip ahead
+            // of anyone who starts with `Hello` then.
+            let precise = n % 2 == 0;
+            attackers.spawn(async move {
+                let guess = Request::Login {
+                    user: "alice".into(),
+                    proof: Proof::LegacyMd5(md5_digest("not-her-password").to_vec()),
+                };
+                let (mut conn, mut challenged) = (None, false);
+                while !stop.load(Ordering::Relaxed) {
+                    if conn.is_none() {
+                        conn = client_from(Ipv4Addr::new(127, 0, 0, n), addr, &ca, "DFS1")
+                            .await
+                            .ok();
+                        challenged = false;
+                    }
+                    let Some(c) = &conn else {
+                        tokio::time::sleep(Duration::from_millis(10)).await;
+                        continue;
+                    };
+                    if !challenged && c.hello("alice").await.is_err() {
+                        conn = None;
+                        continue;
+                    }
+                    challenged = false;
+                    let resp = match c.request(&guess, &[]).await {
+                        Ok((resp, _)) => resp,
+                        Err(_) => {
+                            conn = None;
+                            continue;
+                        }
+                    };
+                    let pause = match error_code(&resp) {
+                        Some(ErrorCode::AuthFailed) => {
+                            failed.fetch_add(1, Ordering::Relaxed);
+                            Duration::from_millis(10)
+                        }
+                        Some(ErrorCode::Throttled(ms)) => {
+                            throttled.fetch_add(1, Ordering::Relaxed);
+                            if precise && c.hello("alice").await.is_ok() {
+                                challenged = true;
+                                // Wake a little early and try again
+                                // until the wait is over.
+                                Duration::from_millis(ms.saturating_sub(2))
+                            } else {
+                                Duration::from_millis(10)
+                            }
+                        }
+                        other => panic!("attacker got {other:?}"),
+                    };
+                    tokio::time::sleep(pause).await;
+                }
+            });
+        }
+        // Wait (bounded) until the name is under full pressure: the
+        // attackers used up the free allowance (5 with the default
+        // throttle), got through two more waits and are being throttled.
+        let ramp = Instant::now();
+        while failed.load(Ordering::Relaxed) < 7 || throttled.load(Ordering::Relaxed) < 500 {
+            assert!(
+                ramp.elapsed() < Duration::from_secs(20),
+                "the attack never got going: {} failed, {} throttled",
+                failed.load(Ordering::Relaxed),
+                throttled.load(Ordering::Relaxed)
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        // Alice logs in from 127.0.0.1 as her client does: on `Throttled`
+        // she waits the announced time and tries again, for at most 20 s.
+        let pressure_before = throttled.load(Ordering::Relaxed);
+        let started = Instant::now();
+        let deadline = started + Duration::from_secs(20);
+        let alice = node.raw_client().await.unwrap();
+        let mut waits = Vec::new();
+        loop {
+            let resp = alice.login_md5("alice", "Crimson33").await.unwrap();
+            match error_code(&resp) {
+                None if resp == Response::LoggedIn => break,
+                Some(ErrorCode::Throttled(ms)) => {
+                    waits.push(ms);
+                    let left = deadline.saturating_duration_since(Instant::now());
+                    assert!(
+                        !left.is_zero(),
+                        "alice locked out for 20 s; throttled for {waits:?} ms"
+                    );
+                    tokio::time::sleep(Duration::from_millis(ms).min(left)).await;
+                }
+                _ => panic!("alice's login: {resp:?}"),
+            }
+        }
+        let took = started.elapsed();
+        assert!(took < Duration::from_secs(20), "took {took:?}");
+        // The attack was running before and is still running after her
+        // login, so it ran during it.
+        let after = Instant::now();
+        while throttled.load(Ordering::Relaxed) <= pressure_before {
+            assert!(
+                after.elapsed() < Duration::from_secs(5),
+                "the attack stopped"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        assert_eq!(alice.put("p-in", b"made it").await, Response::Stored);
+        // (Precise attackers may be asleep for minutes: stop them.)
+        stop.store(true, Ordering::Relaxed);
+        attackers.abort_all();
+        while let Some(done) = attackers.join_next().await {
+            if let Err(e) = done {
+                if e.is_panic() {
+                    std::panic::resume_unwind(e.into_panic());
+                }
+            }
+        }
+    })
+    .await
+}

@@ -194,12 +194,14 @@ async fn delete_blobs_and_stat_blobs_answer_per_id() {
 #[tokio::test]
 async fn a_batch_over_the_quota_is_refused_before_any_byte() {
     timed(async {
-        let node = TestNode::start_with(&users_text(), |c| c.quota = Some(100))
+        // Each blob counts its length plus the per-blob overhead.
+        const O: u64 = vault_node::store::BLOB_OVERHEAD;
+        let node = TestNode::start_with(&users_text(), |c| c.quota = Some(100 + 3 * O))
             .await
             .unwrap();
         let c = node.md5_client("alice", "Crimson33").await.unwrap();
         assert_eq!(c.put("a", &[1; 40]).await, Response::Stored);
-        // 40 stored, and 61 more do not fit in 100.
+        // 40 stored, and 61 more do not fit in 100 (and three overheads).
         let req = Request::PutBlobs {
             items: items(&[("b", 50), ("c", 11)]),
         };
@@ -208,7 +210,8 @@ async fn a_batch_over_the_quota_is_refused_before_any_byte() {
             panic!("not refused: {resp:?}");
         };
         assert_eq!(code, ErrorCode::QuotaExceeded);
-        assert!(message.contains("these 2 blobs need 61 bytes"), "{message}");
+        let need = format!("these 2 blobs need {} bytes", 61 + 2 * O);
+        assert!(message.contains(&need), "{message}");
         assert_eq!(node.user_files(), ["alice/a"]);
         let ok = c
             .put_blobs(&[("a", &[2; 50]), ("b", &[3; 11]), ("c", &[4; 39])])
@@ -279,7 +282,8 @@ async fn a_short_or_long_batch_stores_nothing() {
 #[tokio::test]
 async fn a_reset_or_dropped_batch_leaves_no_blob_and_no_temp_file() {
     timed(async {
-        let node = TestNode::start_with(&users_text(), |c| c.quota = Some(20 << 20))
+        let quota = (20 << 20) + vault_node::store::BLOB_OVERHEAD;
+        let node = TestNode::start_with(&users_text(), |c| c.quota = Some(quota))
             .await
             .unwrap();
         for end in ["reset", "close"] {

@@ -318,6 +318,10 @@ async fn node_certs_from_a_reused_ca_chain_to_the_original_ca_pem() {
         let c = RawClient::connect(node.addr(), &original_ca, "DFS2")
             .await
             .unwrap();
+        assert_eq!(
+            c.login_md5("alice", "Crimson33").await.unwrap(),
+            Response::LoggedIn
+        );
         assert!(
             matches!(c.call(&wire::Request::Status).await, Response::Status(s) if s.name == "DFS2")
         );

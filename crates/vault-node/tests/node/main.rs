@@ -10,9 +10,27 @@ mod blobs;
 mod certs;
 mod cli;
 mod cluster_secret;
+mod conditional;
 mod listing;
+mod prelogin;
 mod quota;
+mod records_cas;
+mod sources;
+mod store_limits;
 mod testing_batch;
 mod testing_kit;
 mod testing_lies;
 mod transport;
+
+/// Awaits every future, each on its own task, concurrently; the outputs in
+/// order.
+async fn join_all<T: Send + 'static>(
+    futs: Vec<impl std::future::Future<Output = T> + Send + 'static>,
+) -> Vec<T> {
+    let handles: Vec<_> = futs.into_iter().map(tokio::spawn).collect();
+    let mut out = Vec::new();
+    for h in handles {
+        out.push(h.await.unwrap());
+    }
+    out
+}

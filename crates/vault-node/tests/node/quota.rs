@@ -10,6 +10,9 @@ fn id(s: &str) -> BlobId {
     BlobId::new(s).unwrap()
 }
 
+/// What each blob counts against the quota besides its bytes.
+const O: u64 = vault_node::store::BLOB_OVERHEAD;
+
 /// Sends a `PutBlob` frame and no bytes, keeping the stream open, and
 /// returns the node's answer: it must come without the upload.
 async fn announce_only(c: &RawClient, name: &str, len: u64) -> Response {
@@ -31,7 +34,7 @@ async fn announce_only(c: &RawClient, name: &str, len: u64) -> Response {
 #[tokio::test]
 async fn uploads_over_the_quota_are_refused_before_any_byte() {
     timed(async {
-        let node = TestNode::start_with(&users_text(), |c| c.quota = Some(100))
+        let node = TestNode::start_with(&users_text(), |c| c.quota = Some(100 + 2 * O))
             .await
             .unwrap();
         let c = node.md5_client("alice", "Crimson33").await.unwrap();
@@ -41,8 +44,13 @@ async fn uploads_over_the_quota_are_refused_before_any_byte() {
             panic!("not refused: {resp:?}");
         };
         assert_eq!(code, ErrorCode::QuotaExceeded);
-        for needle in ["quota", "100 bytes", "60 bytes", "41 bytes"] {
-            assert!(message.contains(needle), "{needle} missing: {message}");
+        for needle in [
+            "quota".to_string(),
+            format!("{} bytes", 100 + 2 * O),
+            format!("{} bytes", 60 + O),
+            format!("{} bytes", 41 + O),
+        ] {
+            assert!(message.contains(&needle), "{needle} missing: {message}");
         }
         assert_eq!(node.user_files(), vec!["alice/p-a"]);
         // Exactly up to the quota fits; replacing counts the difference.
@@ -57,7 +65,7 @@ async fn uploads_over_the_quota_are_refused_before_any_byte() {
         assert_eq!(bob.put("p-a", &[4; 100]).await, Response::Stored);
         match c.call(&Request::Status).await {
             Response::Status(s) => {
-                assert_eq!((s.blobs, s.bytes, s.quota), (2, 100, Some(100)));
+                assert_eq!((s.blobs, s.bytes, s.quota), (2, 100, Some(100 + 2 * O)));
                 assert!(s.free_bytes.is_some_and(|f| f > 0), "{s:?}");
             }
             other => panic!("{other:?}"),
@@ -69,7 +77,7 @@ async fn uploads_over_the_quota_are_refused_before_any_byte() {
 #[tokio::test]
 async fn an_upload_in_progress_holds_its_share_of_the_quota() {
     timed(async {
-        let node = TestNode::start_with(&users_text(), |c| c.quota = Some(100))
+        let node = TestNode::start_with(&users_text(), |c| c.quota = Some(100 + 2 * O))
             .await
             .unwrap();
         let c = node.md5_client("alice", "Crimson33").await.unwrap();
@@ -87,7 +95,8 @@ async fn an_upload_in_progress_holds_its_share_of_the_quota() {
             eventually(|| count(&tmp) == 1).await,
             "upload never started"
         );
-        // 60 reserved + 41 > 100, though nothing is stored yet.
+        // 60 reserved + 41 > 100 (with their overheads), though nothing is
+        // stored yet.
         assert_eq!(
             error_code(&announce_only(&c, "p-other", 41).await),
             Some(ErrorCode::QuotaExceeded)

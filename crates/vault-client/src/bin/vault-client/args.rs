@@ -33,6 +33,11 @@ pub struct Cli {
     /// Print results as JSON (for scripts).
     #[arg(long, global = true)]
     pub json: bool,
+    /// GET and LIST: read even when fewer than three of the four nodes
+    /// answer. What comes back may be an old version (or show a deleted
+    /// file), so it is marked as possibly stale and the exit status is 3.
+    #[arg(long, global = true)]
+    pub allow_stale: bool,
     /// What to do.
     #[command(subcommand)]
     pub command: Option<Command>,
@@ -74,7 +79,8 @@ pub enum Command {
         files: Vec<PathBuf>,
     },
     /// Fetch a file, or with -r every file under a folder. Needs any three
-    /// nodes.
+    /// nodes (with fewer it refuses, naming the missing ones; see
+    /// --allow-stale).
     Get {
         /// Fetch every file under NAME, recreating the tree.
         #[arg(short, long)]
@@ -91,7 +97,8 @@ pub enum Command {
         force: bool,
     },
     /// List the files (under PREFIX); ` [incomplete]` marks files the
-    /// reachable nodes cannot rebuild.
+    /// reachable nodes cannot rebuild. Needs any three nodes (see
+    /// --allow-stale).
     List {
         /// Only files under this folder (photos or photos/2024).
         prefix: Option<String>,

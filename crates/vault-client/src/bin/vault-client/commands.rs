@@ -92,7 +92,7 @@ pub async fn run(cli: Cli) -> Result<i32> {
             }
             let status = match command {
                 Some(Command::Status) => status(&vault, &cfg, cli.json).await,
-                Some(c) => run_command(&vault, c, cli.json, batch).await,
+                Some(c) => run_command(&vault, c, cli.json, cli.allow_stale, batch).await,
                 None => {
                     let me = crate::prompt::Identity {
                         user: cfg.username.clone(),
@@ -188,6 +188,7 @@ pub async fn run_command(
     vault: &Vault,
     command: Command,
     json: bool,
+    allow_stale: bool,
     started: Option<StartedPut>,
 ) -> i32 {
     match command {
@@ -215,7 +216,7 @@ pub async fn run_command(
             name,
             output,
             force,
-        } => get_tree(vault, &name, output, force, json).await,
+        } => get_tree(vault, &name, output, force, json, allow_stale).await,
         Command::Get {
             recursive: false,
             name,
@@ -232,10 +233,13 @@ pub async fn run_command(
                     }
                 },
             };
-            let m = match ops::get::find(vault, &name).await {
-                Ok(m) => m,
+            let (m, stale) = match ops::get::find_with(vault, &name, allow_stale).await {
+                Ok(found) => found,
                 Err(e) => return report_error(&e),
             };
+            if let Some(why) = &stale {
+                eprintln!("warning: {why}");
+            }
             ops::get::sweep_beside(&out);
             let bar = Bar::new(m.size, &name, json);
             bar.show();
@@ -254,15 +258,18 @@ pub async fn run_command(
                         }
                         println!("wrote {} ({} bytes)", r.path.display(), r.size);
                     }
-                    0
+                    stale_status(&stale)
                 }
                 Err(e) => report_error(&e),
             }
         }
         Command::List { prefix } => {
-            match ops::list::list(vault, prefix.as_deref().unwrap_or("")).await {
+            match ops::list::list_with(vault, prefix.as_deref().unwrap_or(""), allow_stale).await {
                 Ok(listing) => {
                     warn_all(&listing.problems);
+                    if let Some(why) = &listing.stale {
+                        eprintln!("warning: {why}");
+                    }
                     if listing.format1_objects > 0 {
                         eprintln!(
                             "warning: {} objects stored by Vault 0.1 (storage format 1) are not shown; see \"Upgrading from Vault 0.1\" in the README",
@@ -283,7 +290,7 @@ pub async fn run_command(
                             .collect();
                         println!(
                             "{}",
-                            serde_json::json!({"files": listing.files, "unavailable": unavailable, "problems": listing.problems, "format1_objects": listing.format1_objects})
+                            serde_json::json!({"files": listing.files, "unavailable": unavailable, "problems": listing.problems, "format1_objects": listing.format1_objects, "stale": listing.stale})
                         );
                     } else {
                         let mut out = std::io::BufWriter::new(std::io::stdout().lock());
@@ -292,7 +299,7 @@ pub async fn run_command(
                             let _ = writeln!(out, "{}{tail}", f.name);
                         }
                     }
-                    0
+                    stale_status(&listing.stale)
                 }
                 Err(e) => report_error(&e),
             }
@@ -467,7 +474,7 @@ fn state_word(s: CopyState) -> &'static str {
         CopyState::Missing => "missing",
         CopyState::Corrupt => "corrupt",
         CopyState::Stale => "out of date",
-        CopyState::Unknown => "unknown (node unreachable)",
+        CopyState::Unknown => "unknown (the node could not say)",
     }
 }
 
@@ -481,8 +488,8 @@ fn print_survey(vault: &Vault, s: &Survey, json: bool) -> i32 {
             .iter()
             .filter(|f| f.degraded())
             .map(|f| {
-                serde_json::json!({"name": f.name, "lost": f.lost(), "deleted": f.deleted,
-                    "manifests": f.manifests, "parts": f.parts})
+                serde_json::json!({"name": f.name, "lost": f.lost(), "unreachable": f.unreachable(),
+                    "deleted": f.deleted, "manifests": f.manifests, "parts": f.parts})
             })
             .collect();
         println!(
@@ -491,6 +498,7 @@ fn print_survey(vault: &Vault, s: &Survey, json: bool) -> i32 {
                 "files": s.files.len(),
                 "degraded": s.degraded(),
                 "lost": s.lost(),
+                "unreachable": s.unreachable(),
                 "problem_files": files,
                 "orphans": s.orphans.len(),
                 "orphan_bytes": orphan_bytes,
@@ -502,6 +510,8 @@ fn print_survey(vault: &Vault, s: &Survey, json: bool) -> i32 {
         for f in &s.files {
             if f.lost() {
                 println!("LOST {}: {}", f.name, describe(vault, f));
+            } else if f.unreachable() {
+                println!("UNREACHABLE {}: {}", f.name, describe(vault, f));
             } else if f.degraded() {
                 println!("degraded {}: {}", f.name, describe(vault, f));
             }
@@ -517,7 +527,7 @@ fn print_survey(vault: &Vault, s: &Survey, json: bool) -> i32 {
         let deleted = s.files.iter().filter(|f| f.deleted).count();
         let live = s.files.len() - deleted;
         println!(
-            "checked {}{}: {} fully redundant, {} degraded, {} lost{}",
+            "checked {}{}: {} fully redundant, {} degraded, {} lost{}{}",
             count(live, "file", "files"),
             if deleted > 0 {
                 format!(" and {}", count(deleted, "deletion", "deletions"))
@@ -525,8 +535,13 @@ fn print_survey(vault: &Vault, s: &Survey, json: bool) -> i32 {
                 String::new()
             },
             s.files.len() - s.degraded(),
-            s.degraded() - s.lost(),
+            s.degraded() - s.lost() - s.unreachable(),
             s.lost(),
+            if s.unreachable() > 0 {
+                format!(", {} unreachable (a node could not say)", s.unreachable())
+            } else {
+                String::new()
+            },
             if s.verified_bytes > 0 {
                 format!(" ({} authenticated)", bytes(s.verified_bytes))
             } else {
@@ -573,6 +588,14 @@ async fn repair(
     for f in &r.failures {
         eprintln!("error: {f}");
     }
+    if !r.skipped.is_empty() && !json {
+        eprintln!(
+            "warning: skipped {} copies that changed on their node since the survey (run repair again): {}{}",
+            r.skipped.len(),
+            r.skipped[..r.skipped.len().min(5)].join("; "),
+            if r.skipped.len() > 5 { "; ..." } else { "" }
+        );
+    }
     if json {
         println!(
             "{}",
@@ -582,6 +605,7 @@ async fn repair(
                 "orphans_removed": r.orphans_removed,
                 "bytes_moved": r.bytes_moved,
                 "failures": r.failures,
+                "skipped": r.skipped,
                 "degraded_after": r.after.degraded(),
                 "lost_after": r.after.lost(),
             })
@@ -661,17 +685,29 @@ async fn put(vault: &Vault, started: StartedPut, json: bool, verbose: bool) -> i
     status
 }
 
+/// The exit status of a read that worked: 3 when it may be stale.
+fn stale_status(stale: &Option<String>) -> i32 {
+    if stale.is_some() {
+        3
+    } else {
+        0
+    }
+}
+
 async fn get_tree(
     vault: &Vault,
     prefix: &str,
     output: Option<PathBuf>,
     force: bool,
     json: bool,
+    allow_stale: bool,
 ) -> i32 {
     let dir = output.unwrap_or_else(|| PathBuf::from("."));
     let bar = Bar::unknown("get", json);
     bar.show();
-    let summary = match ops::get_many::get_tree(vault, prefix, &dir, force, bar.clone()).await {
+    let got =
+        ops::get_many::get_tree_with(vault, prefix, &dir, force, bar.clone(), allow_stale).await;
+    let summary = match got {
         Ok(s) => s,
         Err(e) => {
             bar.finish();
@@ -680,6 +716,9 @@ async fn get_tree(
     };
     bar.finish();
     warn_all(&summary.problems);
+    if let Some(why) = &summary.stale {
+        eprintln!("warning: {why}");
+    }
     let mut results = Vec::new();
     for (name, path, r) in &summary.files {
         match r {
@@ -710,5 +749,9 @@ async fn get_tree(
             }
         );
     }
-    i32::from(summary.failed() > 0)
+    if summary.failed() > 0 {
+        1
+    } else {
+        stale_status(&summary.stale)
+    }
 }

@@ -279,7 +279,7 @@ pub async fn interactive(vault: &Vault, cfg: &ClientConfig, me: &Identity) -> i3
         };
         status = match command {
             Command::Status => crate::commands::status(vault, cfg, false).await,
-            command => run_command(vault, command, false, None).await,
+            command => run_command(vault, command, false, false, None).await,
         };
     }
     status

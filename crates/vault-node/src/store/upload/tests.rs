@@ -6,6 +6,9 @@ fn id(s: &str) -> BlobId {
     BlobId::new(s).unwrap()
 }
 
+/// What each blob counts against the quota besides its bytes.
+const O: u64 = index::BLOB_OVERHEAD;
+
 fn item(name: &str, len: usize) -> PutItem {
     PutItem {
         id: id(name),
@@ -86,7 +89,7 @@ async fn a_repeated_id_ends_as_its_last_copy() {
     let store = BlobStore::new(root.path());
     let blobs: [(&str, &[u8]); 2] = [("a", b"first"), ("a", b"second!")];
     let mut batch = store
-        .begin_batch("alice", &items(&blobs), Some(12))
+        .begin_batch("alice", &items(&blobs), Some(12 + 2 * O))
         .await
         .unwrap();
     receive(&mut batch, &blobs).await.unwrap();
@@ -107,10 +110,10 @@ async fn a_dropped_batch_leaves_nothing_and_gives_its_quota_back() {
     let names: Vec<String> = (0..2 * MAX_SYNCING).map(|i| format!("d-{i}")).collect();
     let blobs: Vec<(&str, &[u8])> = names.iter().map(|n| (n.as_str(), &data[..])).collect();
     let mut batch = store
-        .begin_batch("alice", &items(&blobs), Some(20_000))
+        .begin_batch("alice", &items(&blobs), Some(20_000 + 16 * O))
         .await
         .unwrap();
-    assert_eq!(store.reserved("alice").await, 16_000);
+    assert_eq!(store.reserved("alice").await, 16_000 + 16 * O);
     // Every blob received, some still syncing, one more half-way.
     receive(&mut batch, &blobs[..blobs.len() - 1])
         .await
@@ -134,37 +137,40 @@ async fn a_batch_over_the_quota_is_refused_whole() {
     let store = BlobStore::new(root.path());
     let blobs: [(&str, &[u8]); 2] = [("a", &[1; 60]), ("b", &[2; 41])];
     let err = store
-        .begin_batch("alice", &items(&blobs), Some(100))
+        .begin_batch("alice", &items(&blobs), Some(100 + 2 * O))
         .await
         .unwrap_err();
     assert!(
         matches!(
             err,
             PutError::Quota {
-                requested: 101,
+                requested,
                 blobs: 2,
                 ..
-            }
+            } if requested == 101 + 2 * O
         ),
         "{err:?}"
     );
     assert!(
-        err.to_string().contains("these 2 blobs need 101 bytes"),
+        err.to_string()
+            .contains(&format!("these 2 blobs need {} bytes", 101 + 2 * O)),
         "{err}"
     );
     assert_eq!(store.reserved("alice").await, 0);
     // The batch holds its quota while it runs.
     let batch = store
-        .begin_batch("alice", &items(&blobs[..1]), Some(100))
+        .begin_batch("alice", &items(&blobs[..1]), Some(100 + 2 * O))
         .await
         .unwrap();
     assert!(matches!(
-        store.begin_put("alice", &id("c"), 41, Some(100)).await,
+        store
+            .begin_put("alice", &id("c"), 41, Some(100 + 2 * O), None)
+            .await,
         Err(PutError::Quota { .. })
     ));
     drop(batch);
     assert!(store
-        .begin_put("alice", &id("c"), 41, Some(100))
+        .begin_put("alice", &id("c"), 41, Some(100 + 2 * O), None)
         .await
         .is_ok());
 }
@@ -241,7 +247,7 @@ async fn a_full_disk_is_reported_as_such_and_leaves_nothing() {
     let store = BlobStore::new(root.path());
     let len = WRITE_BUF as u64;
     let mut p = store
-        .begin_put("alice", &id("big"), len, Some(len))
+        .begin_put("alice", &id("big"), len, Some(len + O), None)
         .await
         .unwrap();
     p.writer.file = Some(dev_full());
@@ -253,7 +259,7 @@ async fn a_full_disk_is_reported_as_such_and_leaves_nothing() {
     assert_eq!(temp_files(root.path()), 0);
     // The reservation was given back.
     assert!(store
-        .begin_put("alice", &id("big"), len, Some(len))
+        .begin_put("alice", &id("big"), len, Some(len + O), None)
         .await
         .is_ok());
 }

@@ -44,6 +44,7 @@
 //! | [`ForgeRecord`] | rewrites key records |
 //! | [`StallOn`] | never answers (before or after the node did the work, or mid-blob) |
 //! | [`FloodListing`] | endless full listing pages |
+//! | [`SlowReplayListing`] | slow listing of fake early ids, then old copies kept |
 //! | [`RawAnswer`] | exact bytes: oversized or malformed frames |
 //! | [`ErrorText`] | error messages carrying, say, terminal escapes |
 
@@ -53,10 +54,12 @@ use wire::{Request, Response};
 
 mod answer;
 mod blob;
+mod listing;
 mod login;
 
 pub use answer::{ErrorText, FloodListing, RawAnswer, StallOn, FLOOD_ENTRY_LEN};
 pub use blob::{FlipBlob, ReplayBlob, ServeInstead, TruncateBlob};
+pub use listing::{SlowReplayListing, FAKE_ENTRY_LEN};
 pub use login::{ClaimScheme, ForgeRecord};
 
 /// A hostile node's behaviour, consulted by the proxy for every request.
