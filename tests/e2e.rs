@@ -98,6 +98,10 @@ fn files_of_many_sizes_round_trip() {
     });
 }
 
+/// Long (about a minute on two cores): each of the four nodes is killed
+/// and restarted in turn, and with each one down the test runs `list` and
+/// four `get`s, every one of them a new client process that gives up on
+/// the dead node by its timeout.
 #[test]
 fn any_single_node_down_lists_complete_and_gets() {
     with_timeout(LIMIT, || {

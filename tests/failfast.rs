@@ -271,36 +271,47 @@ fn get_after_login_fails_over_fast(death: Death) {
     );
 }
 
+/// Long (tens of seconds on two cores): it writes 200 MiB of random bytes
+/// and uploads them, so that the node dies mid-transfer.
 #[test]
 fn put_fails_within_3s_of_a_node_killed_mid_transfer() {
     let _one = serial();
     with_timeout(LIMIT, || put_fails_fast(Death::Killed));
 }
 
+/// Long (tens of seconds): a 200 MiB upload under way before the freeze.
 #[test]
 fn put_fails_within_3s_of_a_node_frozen_mid_transfer() {
     let _one = serial();
     with_timeout(LIMIT, || put_fails_fast(Death::Frozen));
 }
 
+/// Long (tens of seconds): stores 200 MiB, then GETs it twice, once
+/// undisturbed to time it and once with the node killed mid-transfer.
 #[test]
 fn get_survives_a_node_killed_mid_transfer_within_2s_of_undisturbed() {
     let _one = serial();
     with_timeout(LIMIT, || get_fails_over_fast(Death::Killed));
 }
 
+/// Long (tens of seconds): stores 200 MiB, then GETs it twice (undisturbed,
+/// then with the node frozen mid-transfer).
 #[test]
 fn get_survives_a_node_frozen_mid_transfer_within_2s_of_undisturbed() {
     let _one = serial();
     with_timeout(LIMIT, || get_fails_over_fast(Death::Frozen));
 }
 
+/// Long (tens of seconds): stores 200 MiB, then GETs it twice (undisturbed,
+/// then with the node killed after the login).
 #[test]
 fn get_survives_a_node_killed_between_login_and_first_request() {
     let _one = serial();
     with_timeout(LIMIT, || get_after_login_fails_over_fast(Death::Killed));
 }
 
+/// Long (tens of seconds): stores 200 MiB, then GETs it twice (undisturbed,
+/// then with the node frozen after the login).
 #[test]
 fn get_survives_a_node_frozen_between_login_and_first_request() {
     let _one = serial();

@@ -142,6 +142,9 @@ fn repair_counts(text: &str) -> (usize, usize, usize) {
     (nums[0], nums[1], nums[2])
 }
 
+/// Long (tens of seconds): after the repair, each of three nodes is killed
+/// in turn and every file is fetched again without it (a client process
+/// per node loss, each giving up on the dead node by its timeout).
 #[test]
 fn a_wiped_node_is_found_by_check_and_restored_by_repair() {
     with_timeout(LIMIT, || {
@@ -375,6 +378,8 @@ fn repair_never_copies_a_tampered_copy() {
     });
 }
 
+/// Long (tens of seconds): after the repair, each of the four nodes is
+/// killed in turn and every file fetched again without it.
 #[test]
 fn a_degraded_put_is_completed_by_repair() {
     with_timeout(LIMIT, || {

@@ -17,7 +17,9 @@ pub const COMMAND_TIMEOUT: Duration = Duration::from_secs(120);
 pub const START_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// Path of a workspace binary, built (once per test process, a no-op when
-/// it is fresh) so a test never runs a stale binary.
+/// it is fresh) so a test never runs a stale binary. `.ci/run` builds
+/// everything before `cargo test --workspace`, so there this build only
+/// checks; it is the fallback for a developer running one test.
 pub fn bin(name: &str) -> PathBuf {
     let exe = std::env::current_exe().expect("test executable path");
     // target/<profile>/deps/e2e-xxxx -> target/<profile>/<name>
@@ -27,7 +29,7 @@ pub fn bin(name: &str) -> PathBuf {
         let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
         let mut cmd = Command::new(cargo);
         // The same build `cargo test --workspace` makes: a no-op after it.
-        cmd.args(["build", "--workspace", "--tests"]);
+        cmd.args(["build", "--quiet", "--workspace", "--tests"]);
         if dir.file_name().is_some_and(|n| n == "release") {
             cmd.arg("--release");
         }
@@ -439,12 +441,23 @@ impl Cluster {
                 .arg("--certs")
                 .arg(self.dir.path().join("certs"));
         }
+        // The node's log goes to `logs/NAME.log` in the temp dir (appended
+        // to across restarts), printed only when the test fails.
+        let log = self.node_log(name);
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&log)
+            .unwrap_or_else(|e| panic!("open {}: {e}", log.display()));
         let mut child = cmd
             .current_dir(self.dir.path())
-            .env("RUST_LOG", "warn")
+            .env(
+                "RUST_LOG",
+                std::env::var("VAULT_TEST_NODE_LOG").unwrap_or_else(|_| "info".into()),
+            )
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
+            .stderr(Stdio::from(log))
             .spawn()
             .expect("spawn vault-node serve");
         let stdout = child.stdout.take().expect("stdout");
@@ -471,6 +484,38 @@ impl Cluster {
             addr,
             child,
         }
+    }
+
+    /// The log file of node `name` (its standard error): `logs/NAME.log` in
+    /// the temp dir. Set `VAULT_TEST_NODE_LOG` (a `RUST_LOG` filter,
+    /// default `info`) to change what the nodes write.
+    pub fn node_log(&self, name: &str) -> PathBuf {
+        let dir = self.dir.path().join("logs");
+        std::fs::create_dir_all(&dir).expect("create the log folder");
+        dir.join(format!("{name}.log"))
+    }
+
+    /// The last `lines` lines of every node's log, each under a header.
+    pub fn log_tails(&self, lines: usize) -> String {
+        let mut out = String::new();
+        for n in &self.nodes {
+            let path = self.node_log(&n.name);
+            let text = std::fs::read_to_string(&path).unwrap_or_default();
+            let all: Vec<&str> = text.lines().collect();
+            let skip = all.len().saturating_sub(lines);
+            out.push_str(&format!(
+                "--- {} log, last {} of {} lines ({}) ---\n",
+                n.name,
+                all.len() - skip,
+                all.len(),
+                path.display()
+            ));
+            for l in &all[skip..] {
+                out.push_str(l);
+                out.push('\n');
+            }
+        }
+        out
     }
 
     /// Kills node `i` (0-based) as abruptly as a power cut.
@@ -639,10 +684,17 @@ pub fn signal_pid(pid: u32, signal: &str) {
     assert!(status.success(), "kill -s {signal} {pid} failed");
 }
 
+/// Lines of each node's log printed when a test fails.
+const LOG_TAIL_LINES: usize = 40;
+
 impl Drop for Cluster {
     fn drop(&mut self) {
         for n in &self.nodes {
             n.kill();
+        }
+        // Quiet when the test passes; the nodes' last words when it fails.
+        if std::thread::panicking() {
+            eprintln!("{}", self.log_tails(LOG_TAIL_LINES));
         }
     }
 }

@@ -156,12 +156,31 @@ pub(crate) fn sweep_partials(dir: &Path) -> usize {
     removed
 }
 
+/// Gives `file` the modification time `mtime_ns` (nanoseconds since the
+/// epoch, as a manifest stores it); `None` leaves the time alone.
+pub(crate) fn set_mtime_ns(file: &File, mtime_ns: Option<u64>) -> io::Result<()> {
+    let Some(ns) = mtime_ns else {
+        return Ok(());
+    };
+    let when = std::time::UNIX_EPOCH + Duration::from_nanos(ns);
+    file.set_modified(when)
+}
+
 /// Writes `contents` to a new file at `target` through a temporary file
-/// beside it (synced), published with [`publish`]; the usual file mode.
-pub(crate) fn write_new(target: &Path, contents: &[u8], replace: bool) -> io::Result<()> {
+/// beside it (synced, given the modification time `mtime_ns` if known),
+/// published with [`publish`]; the usual file mode.
+pub(crate) fn write_new(
+    target: &Path,
+    contents: &[u8],
+    replace: bool,
+    mtime_ns: Option<u64>,
+) -> io::Result<()> {
     let (tmp, mut file) = create_partial(target)?;
     let guard = TempGuard::new(tmp.clone());
     file.write_all(contents)?;
+    // Set before the file is published, so no reader sees another time.
+    // The partial stays locked, so a sweep never takes it for stale.
+    set_mtime_ns(&file, mtime_ns)?;
     file.sync_all()?;
     // Published while still open (and locked), so no sweep can take it.
     publish(&tmp, target, replace)?;

@@ -153,7 +153,9 @@ async fn serve_streams(
             stream = conn.accept_bi() => match stream {
                 Ok((send, recv)) => {
                     let (node, login) = (node.clone(), login.clone());
-                    tasks.spawn(handler::run(node, login, send, recv, shutting));
+                    // In the node's span: its log lines name the node.
+                    let run = handler::run(node, login, send, recv, shutting);
+                    tasks.spawn(tracing::Instrument::in_current_span(run));
                 }
                 Err(e) => {
                     tracing::debug!(%peer, reason = %e, "connection closed");

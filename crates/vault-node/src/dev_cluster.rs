@@ -14,6 +14,7 @@ use anyhow::Context;
 use md5::{Digest, Md5};
 use tokio::sync::watch;
 
+use crate::records::RecordStore;
 use crate::server::{NodeConfig, Server};
 use crate::users::UserDb;
 
@@ -103,7 +104,6 @@ fn prepare_with(
     write_if_missing(&users_path, &dfs_conf())?;
     write_if_missing(&dir.join("dfc.conf"), &dfc_conf(base_port))?;
     let users = UserDb::load(&users_path)?;
-    users.warn_legacy(&users_path.display().to_string());
     let mut servers = Vec::new();
     for (i, name) in NODES.iter().enumerate() {
         let read = |ext: &str| {
@@ -125,19 +125,56 @@ fn prepare_with(
     Ok(servers)
 }
 
-/// What to try, printed when the cluster is up.
-pub fn instructions(dir: &Path) -> String {
+/// The users (lower-case names) whose key record on some node of the dev
+/// cluster in `dir` holds a login key: they ran `vault-client rotate`, so
+/// their demo password no longer works and their legacy `dfs.conf` entry
+/// no longer logs anyone in.
+pub async fn rotated_users(dir: &Path) -> Vec<String> {
+    let mut rotated = Vec::new();
+    for (user, _) in DEMO_USERS {
+        let user = user.to_ascii_lowercase();
+        for name in NODES {
+            let store = RecordStore::new(dir.join(name).join(".vault").join("records"));
+            if let Ok(Some(record)) = store.get(&user).await {
+                if record.login_key.is_some() {
+                    rotated.push(user);
+                    break;
+                }
+            }
+        }
+    }
+    rotated
+}
+
+/// What to try, printed when the cluster is up; `rotated` are the users
+/// [`rotated_users`] found, whose demo password is no longer theirs.
+pub fn instructions(dir: &Path, rotated: &[String]) -> String {
     let conf = dir.join("dfc.conf");
     let conf = conf.display();
+    let is_rotated = |u: &str| rotated.iter().any(|r| r.eq_ignore_ascii_case(u));
     let (user, password) = DEMO_USERS[0];
+    let (as_user, password) = if is_rotated(user) {
+        (
+            format!("{user} (she ran `rotate`: give her new password)"),
+            "<new password>",
+        )
+    } else {
+        (format!("{user} (password {password})"), password)
+    };
     let others: Vec<String> = DEMO_USERS[1..]
         .iter()
-        .map(|(u, p)| format!("{u}/{p}"))
+        .map(|(u, p)| {
+            if is_rotated(u) {
+                format!("{u} (rotated: own password)")
+            } else {
+                format!("{u}/{p}")
+            }
+        })
         .collect();
     format!(
         "Vault dev cluster: four nodes running; Ctrl-C stops them.\n\
          \n\
-         Try, as {user} (password {password}):\n\
+         Try, as {as_user}:\n\
          \x20 VAULT_PASSWORD={password} cargo run --release -p vault-client -- -c {conf} put README.md\n\
          \x20 VAULT_PASSWORD={password} cargo run --release -p vault-client -- -c {conf} list\n\
          \x20 VAULT_PASSWORD={password} cargo run --release -p vault-client -- -c {conf} get README.md -o /tmp/README.copy\n\
@@ -157,6 +194,13 @@ pub async fn run(
     shutdown: impl Future<Output = ()> + Send,
 ) -> anyhow::Result<()> {
     let servers = prepare(dir, base_port)?;
+    let rotated = rotated_users(dir).await;
+    let users_path = dir.join("dfs.conf");
+    if let Ok(users) = UserDb::load(&users_path) {
+        users.warn_legacy_unless(&users_path.display().to_string(), |u| {
+            rotated.iter().any(|r| r.as_str() == u)
+        });
+    }
     let (tx, rx) = watch::channel(false);
     let mut tasks = tokio::task::JoinSet::new();
     for server in servers {
@@ -165,7 +209,7 @@ pub async fn run(
             let _ = rx.wait_for(|stop| *stop).await;
         }));
     }
-    println!("{}", instructions(dir));
+    println!("{}", instructions(dir, &rotated));
     shutdown.await;
     let _ = tx.send(true);
     let mut result = Ok(());
@@ -192,6 +236,40 @@ mod tests {
         let dfc = dfc_conf(10001);
         assert!(dfc.contains("Server DFS4 127.0.0.1:10004\n"));
         assert!(dfc.contains(&format!("Password: {}", md5_hex("Crimson33"))));
+    }
+
+    #[tokio::test]
+    async fn hints_stay_true_after_a_rotation() {
+        let dir = tempfile::tempdir().unwrap();
+        assert!(rotated_users(dir.path()).await.is_empty());
+        let fresh = instructions(dir.path(), &[]);
+        assert!(
+            fresh.contains("Try, as Alice (password Crimson33)"),
+            "{fresh}"
+        );
+        // Alice rotated: her record on a node holds a login key.
+        let records = dir.path().join("DFS2/.vault/records");
+        std::fs::create_dir_all(&records).unwrap();
+        let store = RecordStore::new(records);
+        let record = wire::UserRecord {
+            format: wire::STORAGE_FORMAT,
+            generation: 1,
+            kdf: wire::KdfParams {
+                salt: vec![1; 16],
+                m_kib: 8192,
+                t: 1,
+                p: 1,
+            },
+            login_key: Some(vec![9; 32]),
+            wrapped_key: vec![5; 72],
+        };
+        store.put("alice", 0, &record, true).await.unwrap();
+        let rotated = rotated_users(dir.path()).await;
+        assert_eq!(rotated, ["alice"]);
+        let text = instructions(dir.path(), &rotated);
+        assert!(!text.contains("Crimson33"), "{text}");
+        assert!(text.contains("new password"), "{text}");
+        assert!(text.contains("Bob/Velvet77"), "{text}");
     }
 
     #[tokio::test]

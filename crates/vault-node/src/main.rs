@@ -137,11 +137,21 @@ enum Command {
 
 #[derive(Subcommand)]
 enum UserCommand {
-    /// Add an upgraded (Argon2id) user. The password comes from
-    /// VAULT_PASSWORD or is asked twice without echo.
+    /// Add an upgraded (Argon2id) user.
+    ///
+    /// The password comes, in this order, from --password-stdin (the first
+    /// line of standard input), from the VAULT_PASSWORD environment
+    /// variable, or is asked twice without echo on the terminal. For
+    /// scripts: `printf '%s\n' "$PW" | vault-node user add NAME --password-stdin`
+    /// or `VAULT_PASSWORD="$PW" vault-node user add NAME`.
+    #[command(verbatim_doc_comment)]
     Add {
         /// User name (case-insensitive).
         name: String,
+        /// Read the password from the first line of standard input
+        /// (without echo, for scripts and pipes).
+        #[arg(long)]
+        password_stdin: bool,
         /// Users file to change (created if missing).
         #[arg(long, default_value = "dfs.conf")]
         users: PathBuf,
@@ -261,14 +271,17 @@ fn run(command: Command) -> anyhow::Result<()> {
                 Some(n) => n,
                 None => root_name(&root)?,
             };
+            // The start-up warnings name the node too, as `Server::run`'s
+            // span does for every later line.
+            let span = tracing::info_span!("node", node = %name);
             let db = UserDb::load(&users)?;
-            db.warn_legacy(&users.display().to_string());
+            span.in_scope(|| db.warn_legacy(&users.display().to_string()));
             let read = |ext: &str| {
                 let p = certs.join(format!("{name}.{ext}"));
                 std::fs::read_to_string(&p)
                     .with_context(|| format!("failed to read {}", p.display()))
             };
-            let cluster_secret = load_cluster_secret(&certs)?;
+            let cluster_secret = span.in_scope(|| load_cluster_secret(&certs))?;
             let mut config = NodeConfig::new(&name, root, listen, db, read("pem")?, read("key")?);
             config.cluster_secret = cluster_secret;
             config.max_blob_len = max_blob;
@@ -343,7 +356,11 @@ fn root_name(root: &Path) -> anyhow::Result<String> {
 
 fn user(command: UserCommand) -> anyhow::Result<()> {
     match command {
-        UserCommand::Add { name, users: path } => {
+        UserCommand::Add {
+            name,
+            password_stdin,
+            users: path,
+        } => {
             if wire::normalize_user(&name).is_none() {
                 bail!("invalid user name {name:?}");
             }
@@ -352,7 +369,7 @@ fn user(command: UserCommand) -> anyhow::Result<()> {
                     bail!("{}: user {name} already exists", path.display());
                 }
             }
-            let password = read_password()?;
+            let password = read_password(password_stdin)?;
             let params = kdf::new_params()?;
             let key = kdf::public_key_for_password(password.as_bytes(), &params)?;
             users::add_user(&path, &name, &params, &key)?;
@@ -373,24 +390,65 @@ fn user(command: UserCommand) -> anyhow::Result<()> {
     }
 }
 
-fn read_password() -> anyhow::Result<Zeroizing<String>> {
+/// The longest password line `--password-stdin` reads.
+const MAX_PASSWORD_LINE: u64 = 4096;
+
+/// How to give the password without a terminal, for error messages.
+const PASSWORD_HINT: &str = "pass it with --password-stdin (e.g. `printf '%s\\n' \"$PW\" | \
+     vault-node user add NAME --password-stdin`) or in the VAULT_PASSWORD environment variable";
+
+fn read_password(from_stdin: bool) -> anyhow::Result<Zeroizing<String>> {
+    if from_stdin {
+        return read_password_line(std::io::stdin().lock());
+    }
     if let Ok(p) = std::env::var("VAULT_PASSWORD") {
         if p.is_empty() {
             bail!("VAULT_PASSWORD is empty");
         }
         return Ok(Zeroizing::new(p));
     }
-    let first = Zeroizing::new(
-        rpassword::prompt_password("Password: ").context("failed to read the password")?,
-    );
+    let prompt = |text: &str| {
+        rpassword::prompt_password(text)
+            .map(Zeroizing::new)
+            .map_err(|e| {
+                if std::io::IsTerminal::is_terminal(&std::io::stdin()) {
+                    anyhow::anyhow!("failed to read the password: {e}")
+                } else {
+                    anyhow::anyhow!("no terminal to ask the password on; {PASSWORD_HINT}")
+                }
+            })
+    };
+    let first = prompt("Password: ")?;
     if first.is_empty() {
         bail!("empty password");
     }
-    let second = Zeroizing::new(
-        rpassword::prompt_password("Repeat password: ").context("failed to read the password")?,
-    );
+    let second = prompt("Repeat password: ")?;
     if *first != *second {
         bail!("the passwords differ");
     }
     Ok(first)
+}
+
+/// The first line of `input` (without its line end), at most
+/// [`MAX_PASSWORD_LINE`] bytes.
+fn read_password_line(input: impl std::io::BufRead) -> anyhow::Result<Zeroizing<String>> {
+    use std::io::BufRead;
+    let mut line = Zeroizing::new(Vec::new());
+    input
+        .take(MAX_PASSWORD_LINE + 1)
+        .read_until(b'\n', &mut line)
+        .context("failed to read the password from standard input")?;
+    if line.len() as u64 > MAX_PASSWORD_LINE {
+        bail!("the password line on standard input is over {MAX_PASSWORD_LINE} bytes");
+    }
+    while matches!(line.last(), Some(b'\n' | b'\r')) {
+        line.pop();
+    }
+    if line.is_empty() {
+        bail!("--password-stdin: no password on standard input (an empty first line)");
+    }
+    let text = std::str::from_utf8(&line)
+        .context("--password-stdin: the password is not UTF-8")?
+        .to_string();
+    Ok(Zeroizing::new(text))
 }

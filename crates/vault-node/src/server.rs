@@ -290,8 +290,17 @@ impl Server {
         self.local_addr
     }
 
-    /// Serves until `shutdown` completes, then shuts down cleanly.
+    /// Serves until `shutdown` completes, then shuts down cleanly. Every
+    /// log line of the node, its connections' included, carries a `node`
+    /// field with its name (a `node` span).
     pub async fn run(self, shutdown: impl Future<Output = ()> + Send) -> anyhow::Result<()> {
+        use tracing::Instrument;
+        let span = tracing::info_span!("node", node = %self.node.name);
+        self.serve(shutdown).instrument(span).await
+    }
+
+    async fn serve(self, shutdown: impl Future<Output = ()> + Send) -> anyhow::Result<()> {
+        use tracing::Instrument;
         let endpoint = quinn::Endpoint::new(
             EndpointConfig::default(),
             Some(self.quic),
@@ -337,7 +346,7 @@ impl Server {
                                 login_timeout: self.login_timeout,
                                 shutdown: stop_rx.clone(),
                             };
-                            conns.spawn(task.run(incoming));
+                            conns.spawn(task.run(incoming).in_current_span());
                         }
                         Err(why) => refuse(incoming, why, &refusing),
                     }

@@ -26,7 +26,9 @@ use super::part_stream::{PartError, PartReader, ReadOptions};
 use super::{check_quorum, fetch_versions_within, io_err, OpError, ProgressRef};
 use crate::crypto::keys::PartKeys;
 use crate::crypto::stream::CHUNK_LEN;
-use crate::fsutil::{create_partial, parent_dir, publish, sweep_partials, sync_dir, TempGuard};
+use crate::fsutil::{
+    create_partial, parent_dir, publish, set_mtime_ns, sweep_partials, sync_dir, TempGuard,
+};
 use crate::manifest::Manifest;
 use crate::net::Session;
 use crate::placement::nodes_for_part;
@@ -162,6 +164,9 @@ pub async fn get_version(
     if let Some(e) = first_err {
         return Err(e);
     }
+    // The stored modification time, set before the file is published so
+    // that no reader sees it with another (the partial stays locked).
+    set_mtime_ns(&file, m.mtime_ns).map_err(io_err(&tmp_path))?;
     file.sync_all().map_err(io_err(&tmp_path))?;
     // Never replace a file that appeared meanwhile unless asked to. The
     // partial file stays open (locked against sweeps) until published.

@@ -352,7 +352,10 @@ async fn fetch_batch(
     let written = tokio::task::spawn_blocking(move || {
         writes
             .into_iter()
-            .map(|(i, m, target, data)| (i, m.size, write_file(&target, &data, replace)))
+            .map(|(i, m, target, data)| {
+                let r = write_file(&target, &data, replace, m.mtime_ns);
+                (i, m.size, r)
+            })
             .collect::<Vec<_>>()
     })
     .await
@@ -366,14 +369,19 @@ async fn fetch_batch(
     results
 }
 
-fn write_file(target: &Path, data: &[u8], replace: bool) -> Result<(), OpError> {
+fn write_file(
+    target: &Path,
+    data: &[u8],
+    replace: bool,
+    mtime_ns: Option<u64>,
+) -> Result<(), OpError> {
     if let Some(parent) = target.parent() {
         std::fs::create_dir_all(parent).map_err(|e| OpError::Io {
             path: parent.to_path_buf(),
             source: e,
         })?;
     }
-    write_new(target, data, replace).map_err(|e| {
+    write_new(target, data, replace, mtime_ns).map_err(|e| {
         if e.kind() == std::io::ErrorKind::AlreadyExists {
             OpError::Exists(target.to_path_buf())
         } else {

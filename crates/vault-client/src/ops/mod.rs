@@ -482,8 +482,13 @@ pub fn require_all(vault: &Vault, what: &str) -> Result<(), OpError> {
         .iter()
         .map(|(n, why)| format!("{n} {why}"))
         .collect();
+    let hint = if what == "PUT" && missing.len() == 1 {
+        " (put --degraded stores with one node down; repair completes it later)"
+    } else {
+        ""
+    };
     Err(OpError::Unavailable(format!(
-        "{what} needs all four nodes: {}",
+        "{what} needs all four nodes: {}{hint}",
         names.join("; ")
     )))
 }

@@ -141,7 +141,17 @@ impl PutPlan {
         let degraded_note = require_nodes(vault, "PUT", self.options.degraded)?;
         let names: Vec<String> = self.files.iter().map(|f| f.name.clone()).collect();
         let (known, problems) = catalog::lookup(vault, &names).await;
-        if !problems.is_empty() {
+        // A quorum of answers is enough to know the current versions (a
+        // node that missed one is caught by the conditional commit).
+        let answered = vault
+            .ready()
+            .filter(|s| {
+                !problems
+                    .iter()
+                    .any(|p| p.starts_with(&format!("{}:", s.name)))
+            })
+            .count();
+        if answered < quorum(vault) {
             return Err(OpError::Unavailable(format!(
                 "cannot learn the stored versions ({}); nothing was changed",
                 problems.join("; ")
@@ -172,16 +182,40 @@ impl PutPlan {
             }
         }
 
-        // Small files: batches, a few in flight.
+        // Small files: batches, a few in flight. A node that dies on the
+        // way is noticed once: without --degraded the files not sent yet
+        // fail at once with that one cause; with it, the batches go on
+        // without the dead node's copies (while it is the only node out).
         let limit = Arc::new(Semaphore::new(IN_FLIGHT));
         let mut set = JoinSet::new();
+        let mut stopped: Option<OpError> = None;
         for batch in batches(small) {
             let permit = limit.clone().acquire_owned().await.expect("never closed");
+            let death = died(vault, self.options.degraded);
+            if stopped.is_none() {
+                stopped = death.as_ref().err().cloned().map(OpError::Unavailable);
+            }
+            if let Some(why) = &stopped {
+                for (i, file, _) in batch {
+                    outcomes[i] = Some(Outcome::Failed(OpError::Unavailable(format!(
+                        "{}: {why}",
+                        file.name
+                    ))));
+                }
+                continue;
+            }
+            let skip = death.ok().flatten();
             let (vault, progress) = (vault.clone(), self.progress.clone());
-            let note = degraded_note.clone();
+            let mut note = degraded_note.clone();
+            if let Some(node) = skip {
+                note.push(format!(
+                    "{} stopped answering during this PUT: its copies are missing until you run repair with it back",
+                    vault.node_name(node)
+                ));
+            }
             set.spawn(async move {
                 let _permit = permit;
-                store_batch(&vault, batch, &progress, &note).await
+                store_batch(&vault, batch, &progress, &note, skip).await
             });
             while let Some(done) = set.try_join_next() {
                 collect(done, &mut outcomes);
@@ -193,6 +227,13 @@ impl PutPlan {
 
         // Large files: one at a time, streaming.
         for (i, file, _) in large {
+            if let Err(why) = died(vault, self.options.degraded) {
+                outcomes[i] = Some(Outcome::Failed(OpError::Unavailable(format!(
+                    "{}: {why}",
+                    file.name
+                ))));
+                continue;
+            }
             let hashing = match self.hashing.remove(&file.path) {
                 Some(h) => h,
                 None => hash_all(vec![(file.path.clone(), self.progress.clone())])
@@ -226,6 +267,32 @@ impl PutPlan {
             .collect();
         Ok(PutSummary { files })
     }
+}
+
+/// Whether a node died since the login (its connection closed): `Ok(None)`
+/// if none did; `Ok(Some(node))` when a degraded PUT may go on without it
+/// (it is the only node out); otherwise why the PUT must stop.
+fn died(vault: &Vault, degraded: bool) -> Result<Option<usize>, String> {
+    let dead: Vec<&Session> = vault.ready().filter(|s| s.is_closed()).collect();
+    let Some(first) = dead.first() else {
+        return Ok(None);
+    };
+    let out = dead.len() + vault.unavailable().len();
+    if degraded && out == 1 {
+        return Ok(Some(first.node));
+    }
+    let names: Vec<&str> = dead.iter().map(|s| s.name.as_str()).collect();
+    Err(if degraded {
+        format!(
+            "not stored: {} stopped answering during this PUT, and a degraded PUT needs three nodes",
+            names.join(", ")
+        )
+    } else {
+        format!(
+            "not stored: {} stopped answering during this PUT (put --degraded stores with one node down)",
+            names.join(", ")
+        )
+    })
 }
 
 fn collect(
@@ -482,6 +549,7 @@ async fn store_batch(
     batch: Vec<(usize, LocalFile, Option<Entry>)>,
     progress: &ProgressRef,
     degraded_note: &[String],
+    skip: Option<usize>,
 ) -> Vec<(usize, Outcome)> {
     let v = vault.clone();
     let (sealed, mut results) =
@@ -496,7 +564,9 @@ async fn store_batch(
     // 1. Every part copy, one request per node.
     let mut parts: HashMap<usize, Vec<(usize, BlobId, Vec<u8>)>> = HashMap::new();
     for (f, s) in sealed.iter().enumerate() {
-        for (node, k, blob) in &s.copies {
+        // A degraded PUT leaves out the copies of the node that died (each
+        // part keeps its other copy).
+        for (node, k, blob) in s.copies.iter().filter(|(n, ..)| Some(*n) != skip) {
             parts
                 .entry(*node)
                 .or_default()

@@ -352,9 +352,13 @@ async fn lengths_that_overflow_are_an_error_naming_the_node() {
         let mut c = TestCluster::start(&testing::plain_user("Alice", ALICE))
             .await
             .unwrap();
-        c.make_hostile(2, Arc::new(OverflowingLengths))
-            .await
-            .unwrap();
+        // Two liars: the lookup before a PUT needs three answers, so the
+        // PUT fails and must say who lied (one liar alone is outvoted).
+        for liar in [1, 2] {
+            c.make_hostile(liar, Arc::new(OverflowingLengths))
+                .await
+                .unwrap();
+        }
         let v = open(&c, "alice", ALICE).await.unwrap();
         let dir = c.dir().join("tree");
         std::fs::create_dir_all(&dir).unwrap();
@@ -363,7 +367,8 @@ async fn lengths_that_overflow_are_an_error_naming_the_node() {
         let files = vault_client::path::walk(&dir).unwrap().files;
         let plan = ops::put_many::PutPlan::start(files, Default::default(), progress());
         let e = plan.run(&v).await.unwrap_err();
-        assert!(e.to_string().contains("DFS3"), "{e}");
+        let text = e.to_string();
+        assert!(text.contains("DFS2") && text.contains("DFS3"), "{text}");
     })
     .await
 }

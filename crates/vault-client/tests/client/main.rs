@@ -5,9 +5,11 @@
 
 mod common;
 mod consistency;
+mod dead_node;
 mod example;
 mod hostile;
 mod hostile_login;
 mod hostile_repair;
 mod library;
+mod mtime;
 mod vectors;

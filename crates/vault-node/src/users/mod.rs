@@ -297,7 +297,14 @@ impl UserDb {
 
     /// Logs a warning for every legacy (plain-text or MD5) entry, by name.
     pub fn warn_legacy(&self, source: &str) {
-        for e in &self.entries {
+        self.warn_legacy_unless(source, |_| false);
+    }
+
+    /// [`UserDb::warn_legacy`], except for the users (lower-case names)
+    /// `upgraded` says have rotated already: their key record holds a login
+    /// key, so the legacy entry no longer lets anyone log in.
+    pub fn warn_legacy_unless(&self, source: &str, upgraded: impl Fn(&str) -> bool) {
+        for e in self.entries.iter().filter(|e| !upgraded(&e.user)) {
             match e.credential.scheme() {
                 SchemeName::Plain => tracing::warn!(
                     user = %e.user, file = source,

@@ -21,6 +21,7 @@ mod testing_batch;
 mod testing_kit;
 mod testing_lies;
 mod transport;
+mod user_add;
 
 /// Awaits every future, each on its own task, concurrently; the outputs in
 /// order.

@@ -361,11 +361,12 @@ fn batch_uploads_cannot_take_the_blocking_pool() {
         for f in floods {
             f.await.unwrap();
         }
-        // 2 workers, 2 for uploads, a few for reads, folder checks and the
-        // node's other blocking work; unbounded, the 8 batches' syncs
-        // alone start dozens.
+        // 2 workers, 2 for uploads, and up to 10 for reads, folder checks
+        // and the node's other blocking work (a loaded machine starts a
+        // few more of those); unbounded, the 8 batches' syncs start 18 or
+        // more.
         if let Some(n) = threads() {
-            assert!(n <= 2 + 2 + 6, "{n} runtime threads were started");
+            assert!(n <= 2 + 2 + 10, "{n} runtime threads were started");
         }
     }));
 }

@@ -89,16 +89,21 @@ pub enum Command {
         /// or with -r a folder.
         name: String,
         /// Where to write it [default: the file name in the current
-        /// folder; with -r, the current folder].
+        /// folder; with -r, the current folder]. An existing folder gets
+        /// the file inside it, under its file name (as cp does).
         #[arg(short, long, value_name = "PATH")]
         output: Option<PathBuf>,
         /// Replace local files that exist.
         #[arg(short, long)]
         force: bool,
+        /// With -r, list every file that failed, not one line per cause.
+        #[arg(short, long)]
+        verbose: bool,
     },
     /// List the files (under PREFIX); ` [incomplete]` marks files the
-    /// reachable nodes cannot rebuild. Needs any three nodes (see
-    /// --allow-stale).
+    /// reachable nodes cannot rebuild now, and then the exit status is 1.
+    /// Nothing to list is said on standard error (exit 0). Needs any three
+    /// nodes (see --allow-stale).
     List {
         /// Only files under this folder (photos or photos/2024).
         prefix: Option<String>,

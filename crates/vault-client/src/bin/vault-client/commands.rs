@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use anyhow::{bail, Context, Result};
 use std::io::Write;
-use vault_client::config::ClientConfig;
+use vault_client::config::{ClientConfig, ConfigError};
 use vault_client::net::client_endpoint;
 
 use vault_client::ops::check::{CopyState, FileHealth, Survey};
@@ -17,12 +17,24 @@ use vault_client::path::{self, walk, LocalFile};
 use vault_client::vault::{OpenError, OpenOptions, Vault, AUTH_FAILED_MESSAGE};
 
 use crate::args::{Cli, Command};
-use crate::output::{report_error, warn_all, Bar};
+use crate::output::{report_error, tidy, warn_all, Bar};
 use crate::password::{passes_local_check, Sources};
 
 /// Runs the command line; returns the process exit status.
 pub async fn run(cli: Cli) -> Result<i32> {
-    let cfg = ClientConfig::load(&cli.config)?;
+    let cfg = match ClientConfig::load(&cli.config) {
+        Ok(cfg) => cfg,
+        Err(ConfigError::Io { path, source }) => {
+            let hint = if source.kind() == std::io::ErrorKind::NotFound {
+                " (use -c PATH to name the configuration file)"
+            } else {
+                ""
+            };
+            eprintln!("error: failed to read {}: {source}{hint}", path.display());
+            return Ok(1);
+        }
+        Err(e) => return Err(e.into()),
+    };
     let ca_path = cli.ca.clone().unwrap_or_else(|| cfg.default_ca_path());
     let ca = std::fs::read(&ca_path)
         .with_context(|| format!("failed to read the cluster CA {}", ca_path.display()))?;
@@ -115,6 +127,7 @@ pub struct StartedPut {
     plan: PutPlan,
     bar: std::sync::Arc<Bar>,
     skipped: Vec<String>,
+    unreadable: Vec<String>,
     recursive: bool,
 }
 
@@ -129,9 +142,16 @@ pub fn start_put(
 ) -> Result<StartedPut> {
     let mut local = Vec::new();
     let mut skipped = Vec::new();
+    // Files that cannot be read are reported and the others stored.
+    let mut unreadable = Vec::new();
     for path in files {
-        let meta = std::fs::symlink_metadata(path)
-            .with_context(|| format!("cannot read {}", path.display()))?;
+        let meta = match std::fs::symlink_metadata(path) {
+            Ok(m) => m,
+            Err(e) => {
+                unreadable.push(format!("cannot read {}: {e}", path.display()));
+                continue;
+            }
+        };
         if meta.is_dir() {
             if !recursive {
                 bail!(
@@ -139,7 +159,13 @@ pub fn start_put(
                     path.display()
                 );
             }
-            let walked = walk(path).with_context(|| format!("cannot read {}", path.display()))?;
+            let walked = match walk(path) {
+                Ok(w) => w,
+                Err(e) => {
+                    unreadable.push(format!("cannot read {}: {e}", path.display()));
+                    continue;
+                }
+            };
             local.extend(walked.files);
             skipped.extend(walked.skipped);
         } else if meta.is_file() {
@@ -179,6 +205,7 @@ pub fn start_put(
         plan,
         bar,
         skipped,
+        unreadable,
         recursive,
     })
 }
@@ -216,26 +243,37 @@ pub async fn run_command(
             name,
             output,
             force,
-        } => get_tree(vault, &name, output, force, json, allow_stale).await,
+            verbose,
+        } => get_tree(vault, &name, output, force, json, allow_stale, verbose).await,
         Command::Get {
             recursive: false,
             name,
             output,
             force,
+            ..
         } => {
+            let leaf = || match path::file_name(Path::new(&name)) {
+                Ok(leaf) => Ok(PathBuf::from(leaf)),
+                Err(e) => {
+                    eprintln!("error: {name}: {e}");
+                    Err(1)
+                }
+            };
+            // As cp: an existing folder gets the file under its own name.
             let out = match output {
+                Some(o) if o.is_dir() => match leaf() {
+                    Ok(l) => o.join(l),
+                    Err(status) => return status,
+                },
                 Some(o) => o,
-                None => match path::file_name(Path::new(&name)) {
-                    Ok(leaf) => PathBuf::from(leaf),
-                    Err(e) => {
-                        eprintln!("error: {name}: {e}");
-                        return 1;
-                    }
+                None => match leaf() {
+                    Ok(l) => l,
+                    Err(status) => return status,
                 },
             };
             let (m, stale) = match ops::get::find_with(vault, &name, allow_stale).await {
                 Ok(found) => found,
-                Err(e) => return report_error(&e),
+                Err(e) => return not_found_or_folder(vault, &name, e).await,
             };
             if let Some(why) = &stale {
                 eprintln!("warning: {why}");
@@ -294,12 +332,32 @@ pub async fn run_command(
                         );
                     } else {
                         let mut out = std::io::BufWriter::new(std::io::stdout().lock());
-                        for f in listing.files {
+                        for f in &listing.files {
                             let tail = if f.complete { "" } else { " [incomplete]" };
                             let _ = writeln!(out, "{}{tail}", f.name);
                         }
+                        drop(out);
+                        match prefix.as_deref() {
+                            _ if !listing.files.is_empty() => {}
+                            Some(p) if !p.trim_matches('/').is_empty() => {
+                                eprintln!("no files under {}", p.trim_end_matches('/'))
+                            }
+                            _ => eprintln!("the vault is empty"),
+                        }
                     }
-                    stale_status(&listing.stale)
+                    let incomplete = listing.files.iter().filter(|f| !f.complete).count();
+                    if incomplete > 0 && !json {
+                        eprintln!(
+                            "error: {} cannot be rebuilt from the nodes reachable now",
+                            count(incomplete, "file", "files")
+                        );
+                    }
+                    // A stale read (exit 3) marks files it cannot rebuild too.
+                    if incomplete > 0 && listing.stale.is_none() {
+                        1
+                    } else {
+                        stale_status(&listing.stale)
+                    }
                 }
                 Err(e) => report_error(&e),
             }
@@ -324,7 +382,10 @@ pub async fn run_command(
                         serde_json::json!({"deleted": r.deleted, "failed": failed, "unreachable": r.unreachable})
                     );
                 } else {
-                    println!("deleted {} files under {name}", r.deleted.len());
+                    println!(
+                        "deleted {} under {name}",
+                        count(r.deleted.len(), "file", "files")
+                    );
                     for n in &r.unreachable {
                         eprintln!("warning: {n} could not be reached; it keeps its old copies, which the other nodes' tombstones override");
                     }
@@ -337,6 +398,7 @@ pub async fn run_command(
             recursive: false,
             name,
         } => match ops::delete::delete_file(vault, &name).await {
+            Err(e @ OpError::NotFound(_)) => not_found_or_folder(vault, &name, e).await,
             Ok(r) => {
                 warn_all(&r.warnings);
                 if json {
@@ -524,21 +586,35 @@ fn print_survey(vault: &Vault, s: &Survey, json: bool) -> i32 {
             );
         }
         // Deleted files count too: their tombstones belong on every node.
+        // Files and deletions are counted apart.
         let deleted = s.files.iter().filter(|f| f.deleted).count();
         let live = s.files.len() - deleted;
+        let files = || s.files.iter().filter(|f| !f.deleted);
+        let lost = files().filter(|f| f.lost()).count();
+        let unreachable = files().filter(|f| !f.lost() && f.unreachable()).count();
+        let degraded = files().filter(|f| f.degraded()).count();
+        let deletions_behind = s.files.iter().filter(|f| f.deleted && f.degraded()).count();
         println!(
-            "checked {}{}: {} fully redundant, {} degraded, {} lost{}{}",
+            "checked {}{}: {} fully redundant, {} degraded, {} lost{}{}{}",
             count(live, "file", "files"),
             if deleted > 0 {
                 format!(" and {}", count(deleted, "deletion", "deletions"))
             } else {
                 String::new()
             },
-            s.files.len() - s.degraded(),
-            s.degraded() - s.lost() - s.unreachable(),
-            s.lost(),
-            if s.unreachable() > 0 {
-                format!(", {} unreachable (a node could not say)", s.unreachable())
+            live - degraded,
+            degraded - lost - unreachable,
+            lost,
+            if unreachable > 0 {
+                format!(", {unreachable} unreachable (a node could not say)")
+            } else {
+                String::new()
+            },
+            if deletions_behind > 0 {
+                format!(
+                    ", {} not yet on every node",
+                    count(deletions_behind, "deletion", "deletions")
+                )
             } else {
                 String::new()
             },
@@ -630,10 +706,14 @@ async fn put(vault: &Vault, started: StartedPut, json: bool, verbose: bool) -> i
         plan,
         bar,
         skipped,
+        unreadable,
         recursive,
     } = started;
     for s in &skipped {
         eprintln!("skipped {s}");
+    }
+    for u in &unreadable {
+        eprintln!("error: {u}; not stored");
     }
     bar.show();
     let summary = plan.run(vault).await;
@@ -642,8 +722,11 @@ async fn put(vault: &Vault, started: StartedPut, json: bool, verbose: bool) -> i
         Ok(s) => s,
         Err(e) => return report_error(&e),
     };
-    let mut status = 0;
+    let mut status = i32::from(!unreadable.is_empty());
     let mut results = Vec::new();
+    for u in &unreadable {
+        results.push(serde_json::json!({"error": u}));
+    }
     // A warning every file carries (a degraded PUT's) is shown once.
     let mut warned = std::collections::HashSet::new();
     for (file, outcome) in &summary.files {
@@ -666,7 +749,7 @@ async fn put(vault: &Vault, started: StartedPut, json: bool, verbose: bool) -> i
             }
             Outcome::Failed(e) => {
                 status = 1;
-                eprintln!("error: {}: {e}", file.name);
+                eprintln!("error: {}", tidy(&format!("{}: {e}", file.name)));
                 results.push(serde_json::json!({"name": file.name, "file": file.path.display().to_string(), "error": e.to_string()}));
             }
         }
@@ -675,11 +758,17 @@ async fn put(vault: &Vault, started: StartedPut, json: bool, verbose: bool) -> i
         println!("{}", serde_json::Value::Array(results));
     } else if recursive {
         println!(
-            "stored {} files, {} unchanged, {} failed, {} skipped",
-            summary.stored(),
+            "stored {}, {} unchanged, {} failed, {} skipped",
+            count(summary.stored(), "file", "files"),
             summary.unchanged(),
-            summary.failed(),
+            summary.failed() + unreadable.len(),
             skipped.len()
+        );
+    }
+    if !json && !unreadable.is_empty() {
+        eprintln!(
+            "error: {} not stored (could not be read); the others were stored",
+            count(unreadable.len(), "file", "files")
         );
     }
     status
@@ -701,6 +790,7 @@ async fn get_tree(
     force: bool,
     json: bool,
     allow_stale: bool,
+    verbose: bool,
 ) -> i32 {
     let dir = output.unwrap_or_else(|| PathBuf::from("."));
     let bar = Bar::unknown("get", json);
@@ -720,27 +810,58 @@ async fn get_tree(
         eprintln!("warning: {why}");
     }
     let mut results = Vec::new();
+    // Failures that share one cause are printed once with a count (-v
+    // prints every file).
+    let mut causes: Vec<(String, Vec<String>)> = Vec::new();
     for (name, path, r) in &summary.files {
         match r {
             Ok(size) => results.push(serde_json::json!({"name": name, "path": path, "size": size})),
             Err(e) => {
-                let e = match e {
-                    OpError::Exists(p) => {
-                        format!("{} already exists (use --force to overwrite)", p.display())
+                let (cause, line) = match e {
+                    OpError::Exists(p) => (
+                        "already exist (use --force to overwrite)".to_string(),
+                        format!("{} already exists (use --force to overwrite)", p.display()),
+                    ),
+                    other => {
+                        let text = tidy(&format!("{name}: {other}"));
+                        let cause = text
+                            .strip_prefix(&format!("{name}: "))
+                            .unwrap_or(&text)
+                            .to_string();
+                        (cause.clone(), cause)
                     }
-                    other => other.to_string(),
                 };
-                eprintln!("error: {name}: {e}");
-                results.push(serde_json::json!({"name": name, "path": path, "error": e}));
+                if verbose || json {
+                    if !json {
+                        eprintln!("error: {}", tidy(&format!("{name}: {line}")));
+                    }
+                } else if let Some((_, names)) = causes.iter_mut().find(|(c, _)| *c == cause) {
+                    names.push(line.clone());
+                } else {
+                    causes.push((cause, vec![format!("{name}: {line}")]));
+                }
+                results.push(serde_json::json!({"name": name, "path": path, "error": line}));
             }
+        }
+    }
+    for (cause, lines) in &causes {
+        if lines.len() == 1 {
+            eprintln!("error: {}", tidy(&lines[0]));
+        } else if cause.starts_with("already exist") {
+            eprintln!(
+                "error: {} files already exist (use --force to overwrite); -v lists them",
+                lines.len()
+            );
+        } else {
+            eprintln!("error: {} files: {cause}; -v lists them", lines.len());
         }
     }
     if json {
         println!("{}", serde_json::Value::Array(results));
     } else {
         println!(
-            "wrote {} files to {}{}",
-            summary.written(),
+            "wrote {} to {}{}",
+            count(summary.written(), "file", "files"),
             dir.display(),
             if summary.failed() > 0 {
                 format!(", {} failed", summary.failed())
@@ -754,4 +875,21 @@ async fn get_tree(
     } else {
         stale_status(&summary.stale)
     }
+}
+
+/// A name that is not a file: when files lie under it, says it is a folder
+/// and to use -r; otherwise reports `e`. Returns the exit status.
+async fn not_found_or_folder(vault: &Vault, name: &str, e: OpError) -> i32 {
+    if matches!(e, OpError::NotFound(_)) && !name.trim_matches('/').is_empty() {
+        if let Ok(listing) = ops::list::list_with(vault, name, true).await {
+            if !listing.files.is_empty() {
+                eprintln!(
+                    "error: {} is a folder in the vault; use -r",
+                    name.trim_end_matches('/')
+                );
+                return 1;
+            }
+        }
+    }
+    report_error(&e)
 }

@@ -39,7 +39,7 @@ fn main() {
         }
     };
     let status = runtime.block_on(commands::run(cli)).unwrap_or_else(|e| {
-        eprintln!("error: {e:#}");
+        eprintln!("error: {}", output::chain(&e));
         1
     });
     runtime.shutdown_timeout(std::time::Duration::from_millis(500));

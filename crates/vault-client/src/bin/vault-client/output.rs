@@ -74,14 +74,88 @@ pub fn report_error(e: &OpError) -> i32 {
             "error: {} already exists (use --force to overwrite)",
             path.display()
         ),
-        other => eprintln!("error: {other}"),
+        other => eprintln!("error: {}", tidy(&other.to_string())),
     }
     1
+}
+
+/// An error and its causes, each cause printed once: a cause whose text
+/// the message before it already contains is left out.
+pub fn chain(e: &anyhow::Error) -> String {
+    let mut out = String::new();
+    for cause in e.chain() {
+        let text = cause.to_string();
+        if text.is_empty() || out.contains(&text) {
+            continue;
+        }
+        if !out.is_empty() {
+            out.push_str(": ");
+        }
+        out.push_str(&text);
+    }
+    tidy(&out)
+}
+
+/// A message as people should see it: each `(a; b; a)` reason list with
+/// every reason once, no empty `()`, and no name said twice in a row at
+/// the start (`NAME: NAME: ...`).
+pub fn tidy(message: &str) -> String {
+    let mut out = String::with_capacity(message.len());
+    let mut rest = message;
+    while let Some(open) = rest.find('(') {
+        let Some(len) = rest[open..].find(')') else {
+            break;
+        };
+        let inner = &rest[open + 1..open + len];
+        let mut seen: Vec<&str> = Vec::new();
+        for reason in inner.split("; ").map(str::trim) {
+            if !reason.is_empty() && !seen.contains(&reason) {
+                seen.push(reason);
+            }
+        }
+        let head = &rest[..open];
+        if seen.is_empty() {
+            out.push_str(head.trim_end());
+        } else {
+            out.push_str(head);
+            out.push('(');
+            out.push_str(&seen.join("; "));
+            out.push(')');
+        }
+        rest = &rest[open + len + 1..];
+    }
+    out.push_str(rest);
+    // `NAME: NAME: why` -> `NAME: why`.
+    if let Some(colon) = out.find(": ") {
+        let first = out[..colon + 2].to_string();
+        while out[colon + 2..].starts_with(&first) {
+            out.replace_range(colon + 2..colon + 2 + first.len(), "");
+        }
+    }
+    out
 }
 
 /// Prints warnings.
 pub fn warn_all<'a>(warnings: impl IntoIterator<Item = &'a String>) {
     for w in warnings {
-        eprintln!("warning: {w}");
+        eprintln!("warning: {}", tidy(w));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::tidy;
+
+    #[test]
+    fn reasons_once_and_never_empty() {
+        assert_eq!(
+            tidy("a.txt not stored (DFS1: timed out; DFS1: timed out); nothing was changed"),
+            "a.txt not stored (DFS1: timed out); nothing was changed"
+        );
+        assert_eq!(
+            tidy("x/y: x/y: cannot be read from the nodes holding its parts ()"),
+            "x/y: cannot be read from the nodes holding its parts"
+        );
+        assert_eq!(tidy("plain (DFS1: a; DFS2: b)"), "plain (DFS1: a; DFS2: b)");
     }
 }

@@ -6,23 +6,28 @@
 //! GET [-r] [-f] NAME [PATH]    fetch a file or, with -r, a folder (-f replaces)
 //! LIST [PREFIX]                list the files (under a folder)
 //! DELETE [-r] NAME             delete a file or, with -r, a folder
-//! EXIT                         leave (also QUIT, or the end of input)
+//! EXIT                         leave (also QUIT, Ctrl-D, or the end of input)
 //! ```
 //!
 //! Names are vault paths (`photos/2024/a.jpg`); a name with spaces goes in
-//! double quotes.
+//! double quotes. At a terminal the line can be edited, and the up arrow
+//! recalls earlier commands (kept in memory for the session only, never
+//! written to a file: a classic command holds a password). ROTATE runs
+//! from the command line only, and the prompt says so.
 //!
 //! The forms of the classic Python client, which repeated the credentials
-//! on every command, work too: `-put FILE USER PASS`, `-get FILE USER PASS`,
-//! `-list USER PASS`, `-delete FILE USER PASS`. The credentials must be the
-//! ones this session logged in with (the user name in any case); a wrong
-//! pair prints the classic `Invalid Username/Password. Please try again.`
-//! and the prompt goes on. Without the dash, `PUT A B C` is read as the
-//! credentials form only when `B` is the session's user name or neither `B`
-//! nor `C` is a file here; otherwise it stores three files.
+//! on every command, work too, in their classic spelling only: with the
+//! leading dash and no quoted word, `-put FILE USER PASS`,
+//! `-get FILE USER PASS`, `-list USER PASS`, `-delete FILE USER PASS`. The
+//! credentials must be the ones this session logged in with (the user name
+//! in any case); a wrong pair prints the classic
+//! `Invalid Username/Password. Please try again.` and the prompt goes on.
+//! Without the dash no word is ever taken for credentials: `PUT A B C`
+//! stores three files, and `GET "my file" x y` (a word too many for
+//! `GET NAME PATH`) is an error that shows the usage.
 
-use std::io::{BufRead, IsTerminal, Write};
-use std::path::{Path, PathBuf};
+use std::io::{BufRead, IsTerminal};
+use std::path::PathBuf;
 
 use subtle::ConstantTimeEq;
 use vault_client::config::ClientConfig;
@@ -65,22 +70,29 @@ enum Line {
         password: String,
     },
     Help,
+    /// A command that runs from the command line only.
+    CommandLineOnly(&'static str),
     Exit,
     Empty,
     Unknown,
 }
 
+/// What ROTATE at the prompt answers.
+const ROTATE_HINT: &str = "rotate runs from the command line: vault-client -c dfc.conf rotate";
+
 /// Splits a line into words: whitespace separates them, double quotes
-/// group (`GET "my file.txt"`); `None` for an unclosed quote.
-fn words(line: &str) -> Option<Vec<String>> {
+/// group (`GET "my file.txt"`); `None` for an unclosed quote. The flag
+/// tells whether any quote was used.
+fn words(line: &str) -> Option<(Vec<String>, bool)> {
     let mut out = Vec::new();
     let mut word = String::new();
-    let (mut in_quotes, mut started) = (false, false);
+    let (mut in_quotes, mut started, mut quoted) = (false, false, false);
     for c in line.chars() {
         match c {
             '"' => {
                 in_quotes = !in_quotes;
                 started = true;
+                quoted = true;
             }
             c if c.is_whitespace() && !in_quotes => {
                 if started {
@@ -100,19 +112,20 @@ fn words(line: &str) -> Option<Vec<String>> {
     if started {
         out.push(word);
     }
-    Some(out)
+    Some((out, quoted))
 }
 
-/// Parses one line; `exists` tells whether a local file exists (to read a
-/// dash-less `PUT A B C`).
-fn parse(line: &str, session_user: &str, exists: impl Fn(&str) -> bool) -> Line {
-    let Some(all) = words(line) else {
+/// Parses one line. Only the classic spelling (a leading dash, no quoted
+/// word) carries credentials.
+fn parse(line: &str) -> Line {
+    let Some((all, quoted)) = words(line) else {
         return Line::Unknown;
     };
     let Some((first, rest)) = all.split_first() else {
         return Line::Empty;
     };
     let dashed = first.starts_with('-');
+    let classic = dashed && !quoted;
     let keyword = first.trim_start_matches('-').to_ascii_uppercase();
     let flag = |names: &[&str]| rest.iter().any(|w| names.contains(&w.as_str()));
     let recursive = flag(&["-r", "--recursive"]);
@@ -164,6 +177,7 @@ fn parse(line: &str, session_user: &str, exists: impl Fn(&str) -> bool) -> Line 
         name: name.to_string(),
         output: output.map(PathBuf::from),
         force,
+        verbose,
     };
     let put = |files: &[&str]| Command::Put {
         recursive,
@@ -175,16 +189,10 @@ fn parse(line: &str, session_user: &str, exists: impl Fn(&str) -> bool) -> Line 
     match (keyword.as_str(), args.as_slice()) {
         ("EXIT" | "QUIT", _) => Line::Exit,
         ("HELP" | "?", _) => Line::Help,
-        ("PUT", [file, user, password])
-            if plain
-                && (dashed
-                    || user.eq_ignore_ascii_case(session_user)
-                    || (!exists(user) && !exists(password))) =>
-        {
-            creds(put(&[file]), user, password)
-        }
+        ("ROTATE", _) => Line::CommandLineOnly(ROTATE_HINT),
+        ("PUT", [file, user, password]) if plain && classic => creds(put(&[file]), user, password),
         ("PUT", files) if !files.is_empty() && !dashed => Line::Run(put(files)),
-        ("GET", [name, user, password]) if plain => {
+        ("GET", [name, user, password]) if plain && classic => {
             creds(get(name, None, false, false), user, password)
         }
         ("GET", [name]) if !dashed => Line::Run(get(name, None, recursive, force)),
@@ -193,7 +201,7 @@ fn parse(line: &str, session_user: &str, exists: impl Fn(&str) -> bool) -> Line 
         ("LIST" | "LS", [prefix]) if plain && !dashed => Line::Run(Command::List {
             prefix: Some(prefix.to_string()),
         }),
-        ("LIST" | "LS", [user, password]) if plain => {
+        ("LIST" | "LS", [user, password]) if plain && classic => {
             creds(Command::List { prefix: None }, user, password)
         }
         ("DELETE" | "DEL" | "RM", [name]) if !force && !verbose && !checksum => {
@@ -212,7 +220,7 @@ fn parse(line: &str, session_user: &str, exists: impl Fn(&str) -> bool) -> Line 
             grace: grace.unwrap_or(crate::args::DEFAULT_GRACE),
             prefix: args.first().map(|p| p.to_string()),
         }),
-        ("DELETE" | "DEL" | "RM", [name, user, password]) if plain => creds(
+        ("DELETE" | "DEL" | "RM", [name, user, password]) if plain && classic => creds(
             Command::Delete {
                 recursive: false,
                 name: name.to_string(),
@@ -224,41 +232,92 @@ fn parse(line: &str, session_user: &str, exists: impl Fn(&str) -> bool) -> Line 
     }
 }
 
+/// Where prompt lines come from: a line editor with history at a
+/// terminal, plain lines from anything else (a pipe, a file).
+enum Input {
+    Terminal(rustyline::DefaultEditor),
+    Lines(tokio::sync::mpsc::Receiver<String>),
+}
+
+impl Input {
+    fn open() -> Input {
+        if std::io::stdin().is_terminal() && std::io::stdout().is_terminal() {
+            // History in memory only: nothing is ever saved to a file.
+            let config = rustyline::Config::builder()
+                .auto_add_history(false)
+                .max_history_size(1000)
+                .map(|b| b.build());
+            if let Ok(Ok(editor)) = config.map(rustyline::DefaultEditor::with_config) {
+                return Input::Terminal(editor);
+            }
+        }
+        let (tx, rx) = tokio::sync::mpsc::channel::<String>(1);
+        std::thread::spawn(move || {
+            let stdin = std::io::stdin();
+            for line in stdin.lock().lines() {
+                let Ok(line) = line else { break };
+                if tx.blocking_send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        Input::Lines(rx)
+    }
+
+    /// The next line; `None` at the end of input (Ctrl-D).
+    async fn next(&mut self) -> Option<String> {
+        match self {
+            Input::Lines(rx) => rx.recv().await,
+            Input::Terminal(editor) => loop {
+                use rustyline::error::ReadlineError;
+                match tokio::task::block_in_place(|| editor.readline("vault> ")) {
+                    Ok(line) => {
+                        if !line.trim().is_empty() {
+                            let _ = editor.add_history_entry(line.as_str());
+                        }
+                        return Some(line);
+                    }
+                    // Ctrl-C drops the line, as a shell does.
+                    Err(ReadlineError::Interrupted) => continue,
+                    Err(_) => {
+                        // Ctrl-D: leave the terminal on a fresh line.
+                        println!();
+                        return None;
+                    }
+                }
+            },
+        }
+    }
+}
+
 /// Reads commands until EXIT or the end of input; returns the status of
 /// the last command.
 pub async fn interactive(vault: &Vault, cfg: &ClientConfig, me: &Identity) -> i32 {
-    let tty = std::io::stdin().is_terminal();
-    if tty {
+    let mut input = Input::open();
+    if matches!(input, Input::Terminal(_)) {
         println!("{PROMPT_HELP}");
     }
-    let (tx, mut rx) = tokio::sync::mpsc::channel::<String>(1);
-    std::thread::spawn(move || {
-        let stdin = std::io::stdin();
-        for line in stdin.lock().lines() {
-            let Ok(line) = line else { break };
-            if tx.blocking_send(line).is_err() {
-                break;
-            }
-        }
-    });
     let mut status = 0;
     loop {
-        if tty {
-            print!("vault> ");
-            let _ = std::io::stdout().flush();
-        }
-        let Some(line) = rx.recv().await else { break };
-        let command = match parse(&line, &me.user, |w| Path::new(w).exists()) {
+        let Some(line) = input.next().await else {
+            break;
+        };
+        let command = match parse(&line) {
             Line::Exit => break,
             Line::Empty => continue,
             Line::Help => {
                 println!("{PROMPT_HELP}");
                 continue;
             }
+            Line::CommandLineOnly(hint) => {
+                eprintln!("{hint}");
+                status = 1;
+                continue;
+            }
             Line::Unknown => {
                 // Only the first word: the rest may hold a password.
                 let word = line.split_whitespace().next().unwrap_or_default();
-                eprintln!("unknown command: {word}\n{PROMPT_HELP}");
+                eprintln!("unknown command or wrong arguments: {word}\n{PROMPT_HELP}");
                 status = 1;
                 continue;
             }
@@ -290,7 +349,7 @@ mod tests {
     use super::*;
 
     fn p(line: &str) -> Line {
-        parse(line, "Alice", |w| w.starts_with("exists"))
+        parse(line)
     }
 
     fn creds(command: Command, user: &str, password: &str) -> Line {
@@ -317,6 +376,7 @@ mod tests {
             name: name.into(),
             output: output.map(PathBuf::from),
             force,
+            verbose: false,
         }
     }
 
@@ -328,30 +388,11 @@ mod tests {
         );
         assert_eq!(p("-PUT a.txt bob pw"), creds(put(&["a.txt"]), "bob", "pw"));
         assert_eq!(
-            p("Put a.txt ALICE pw"),
-            creds(put(&["a.txt"]), "ALICE", "pw")
-        );
-        // Without the dash and a wrong user: still credentials unless the
-        // words are files here.
-        assert_eq!(p("put a.txt bob pw"), creds(put(&["a.txt"]), "bob", "pw"));
-        assert_eq!(
-            p("put a.txt exists1 exists2"),
-            Line::Run(put(&["a.txt", "exists1", "exists2"]))
-        );
-        assert_eq!(
             p("-get a.txt alice pw"),
             creds(get("a.txt", None, false), "alice", "pw")
         );
         assert_eq!(
-            p("get a.txt alice pw"),
-            creds(get("a.txt", None, false), "alice", "pw")
-        );
-        assert_eq!(
             p("-list alice pw"),
-            creds(Command::List { prefix: None }, "alice", "pw")
-        );
-        assert_eq!(
-            p("LIST alice pw"),
             creds(Command::List { prefix: None }, "alice", "pw")
         );
         assert_eq!(
@@ -365,6 +406,43 @@ mod tests {
                 "pw"
             )
         );
+    }
+
+    /// Issue 16: only the classic spelling (dash, no quotes) carries
+    /// credentials; a quoted name is never swallowed.
+    #[test]
+    fn credentials_only_in_the_classic_spelling() {
+        // Without the dash, three words are three files.
+        assert_eq!(
+            p("Put a.txt ALICE pw"),
+            Line::Run(put(&["a.txt", "ALICE", "pw"]))
+        );
+        assert_eq!(
+            p("put a.txt bob pw"),
+            Line::Run(put(&["a.txt", "bob", "pw"]))
+        );
+        // GET NAME PATH with a word too many: an error with the usage.
+        assert_eq!(p("GET \"big200.bin\" x y"), Line::Unknown);
+        assert_eq!(p("get a.txt alice pw"), Line::Unknown);
+        assert_eq!(p("GET \"big file.bin\" x y"), Line::Unknown);
+        assert_eq!(
+            p("GET \"big file.bin\" x"),
+            Line::Run(get("big file.bin", Some("x"), false))
+        );
+        // Two words for LIST are not a prefix either.
+        assert_eq!(p("LIST alice pw"), Line::Unknown);
+        assert_eq!(p("delete a.txt alice pw"), Line::Unknown);
+        // A quoted word makes even the dashed form a plain one.
+        assert_eq!(p("-get \"a.txt\" alice pw"), Line::Unknown);
+        assert_eq!(p("-put a.txt \"alice\" pw"), Line::Unknown);
+        assert_eq!(p("-list alice \"pw\""), Line::Unknown);
+    }
+
+    #[test]
+    fn rotate_runs_from_the_command_line() {
+        assert_eq!(p("rotate"), Line::CommandLineOnly(ROTATE_HINT));
+        assert_eq!(p("-ROTATE"), Line::CommandLineOnly(ROTATE_HINT));
+        assert!(ROTATE_HINT.contains("vault-client -c dfc.conf rotate"));
     }
 
     #[test]
@@ -403,7 +481,8 @@ mod tests {
                 recursive: true,
                 name: "photos".into(),
                 output: Some(PathBuf::from("out")),
-                force: true
+                force: true,
+                verbose: false
             })
         );
         assert_eq!(
