@@ -184,3 +184,32 @@ fn two_nodes_down_reasons_once_never_empty() {
         assert!(!err.contains("()"), "{err}");
     });
 }
+
+#[test]
+fn server_lines_out_of_order_are_named_as_such() {
+    with_timeout(LIMIT, || {
+        let c = Cluster::start();
+        // DFS1's and DFS2's addresses swapped: each presents the other's
+        // certificate.
+        let text = std::fs::read_to_string(&c.dfc).unwrap();
+        let lines: Vec<&str> = text.lines().collect();
+        let (one, two) = (
+            lines.iter().position(|l| l.contains("DFS1")).unwrap(),
+            lines.iter().position(|l| l.contains("DFS2")).unwrap(),
+        );
+        let addr = |l: &str| l.split_whitespace().last().unwrap().to_string();
+        let mut swapped: Vec<String> = lines.iter().map(|l| l.to_string()).collect();
+        swapped[one] = format!("Server DFS1 {}", addr(lines[two]));
+        swapped[two] = format!("Server DFS2 {}", addr(lines[one]));
+        std::fs::write(&c.dfc, swapped.join("\n") + "\n").unwrap();
+        let out = c.client(PW, &["list"]);
+        assert!(!out.status.success());
+        let err = stderr(&out);
+        assert!(
+            err.contains("presents DFS2's certificate")
+                && err.contains("presents DFS1's certificate")
+                && err.contains("are the Server lines in dfc.conf in order?"),
+            "{err}"
+        );
+    });
+}

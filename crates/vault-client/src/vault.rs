@@ -285,6 +285,16 @@ impl Vault {
             .collect()
     }
 
+    /// Why node `i` cannot be used, in words: what its login said (it may
+    /// have refused the password, or been skipped on purpose), not merely
+    /// "unreachable"; or "connection lost" for a node that died since.
+    pub fn why_unusable(&self, i: usize) -> String {
+        match self.inner.nodes.get(i) {
+            Some(n) => n.login.reason().unwrap_or_else(|| "connection lost".into()),
+            None => "no such node".into(),
+        }
+    }
+
     /// The session of node `i`, if usable.
     pub fn session(&self, i: usize) -> Option<&Session> {
         self.inner.nodes.get(i).and_then(|n| n.session.as_ref())

@@ -146,6 +146,19 @@ pub async fn rotated_users(dir: &Path) -> Vec<String> {
     rotated
 }
 
+/// How to run the client: the `vault-client` built beside this binary
+/// (`cargo build --release` builds both), else `cargo run`.
+fn client_command() -> String {
+    std::env::current_exe()
+        .ok()
+        .and_then(|exe| exe.parent().map(|d| d.join("vault-client")))
+        .filter(|c| c.is_file())
+        .map_or_else(
+            || "cargo run --release -p vault-client --".to_string(),
+            |c| c.display().to_string(),
+        )
+}
+
 /// What to try, printed when the cluster is up; `rotated` are the users
 /// [`rotated_users`] found, whose demo password is no longer theirs.
 pub fn instructions(dir: &Path, rotated: &[String]) -> String {
@@ -171,18 +184,21 @@ pub fn instructions(dir: &Path, rotated: &[String]) -> String {
             }
         })
         .collect();
+    let client = client_command();
     format!(
         "Vault dev cluster: four nodes running; Ctrl-C stops them.\n\
          \n\
          Try, as {as_user}:\n\
-         \x20 VAULT_PASSWORD={password} cargo run --release -p vault-client -- -c {conf} put README.md\n\
-         \x20 VAULT_PASSWORD={password} cargo run --release -p vault-client -- -c {conf} list\n\
-         \x20 VAULT_PASSWORD={password} cargo run --release -p vault-client -- -c {conf} get README.md -o /tmp/README.copy\n\
-         \x20 VAULT_PASSWORD={password} cargo run --release -p vault-client -- -c {conf} delete README.md\n\
-         \x20 cargo run --release -p vault-client -- -c {conf}            (interactive prompt)\n\
+         \x20 VAULT_PASSWORD={password} {client} -c {conf} put README.md\n\
+         \x20 VAULT_PASSWORD={password} {client} -c {conf} list\n\
+         \x20 VAULT_PASSWORD={password} {client} -c {conf} get README.md -o /tmp/README.copy\n\
+         \x20 VAULT_PASSWORD={password} {client} -c {conf} delete README.md\n\
+         \x20 {client} -c {conf}            (interactive prompt)\n\
          \n\
          Other demo users: {} (copy {conf} and change Username:/Password:).\n\
-         Stop a node's port to see failover; `vault-client rotate` upgrades an account.\n",
+         `vault-client rotate` upgrades an account. These four nodes share one\n\
+         process; to stop one node and watch failover, run them as separate\n\
+         processes (README, \"Running nodes by hand\").\n",
         others.join(", ")
     )
 }

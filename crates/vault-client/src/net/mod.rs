@@ -167,6 +167,29 @@ fn conn_err(e: impl std::error::Error) -> NetError {
     NetError::Connection(sanitize(&text))
 }
 
+/// A TLS refusal because the node at `name`'s address presented another
+/// node's certificate, put in words that point at the likely cause: the
+/// `Server` lines of dfc.conf out of order. Any other error is returned as
+/// it is.
+fn wrong_node(e: NetError, name: &str, addr: &str) -> NetError {
+    let NetError::Connection(text) = &e else {
+        return e;
+    };
+    if !text.contains("certificate not valid for name") {
+        return e;
+    }
+    // rustls: `... certificate is only valid for DnsName("DFS2")`.
+    let presented = text
+        .split("DnsName(\"")
+        .nth(1)
+        .and_then(|rest| rest.split('"').next())
+        .filter(|n| !n.is_empty() && n.len() <= 64);
+    let whose = presented.map_or_else(|| "another node's".to_string(), |n| format!("{n}'s"));
+    NetError::Connection(format!(
+        "the node at {name}'s address ({addr}) presents {whose} certificate: are the Server lines in dfc.conf in order?"
+    ))
+}
+
 /// Why the client endpoint could not be set up.
 #[derive(Debug, Error)]
 pub enum EndpointError {
@@ -285,7 +308,9 @@ pub async fn dial(
             .first()
             .ok_or_else(|| NetError::Resolve(target.clone()))?;
         let connecting = endpoint.connect(addr, &server.name).map_err(conn_err)?;
-        connecting.await.map_err(conn_err)
+        connecting
+            .await
+            .map_err(|e| wrong_node(conn_err(e), &server.name, &target))
     };
     let conn = tokio::time::timeout(limits.connect, attempt)
         .await
@@ -625,6 +650,20 @@ impl Download {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn another_nodes_certificate_points_at_the_server_lines() {
+        let tls = NetError::Connection(
+            "aborted by peer: the cryptographic handshake failed: error 42: invalid peer certificate: certificate not valid for name \"DFS1\"; certificate is only valid for DnsName(\"DFS2\")".into(),
+        );
+        let e = wrong_node(tls, "DFS1", "127.0.0.1:10001").to_string();
+        assert_eq!(
+            e,
+            "the node at DFS1's address (127.0.0.1:10001) presents DFS2's certificate: are the Server lines in dfc.conf in order?"
+        );
+        let other = wrong_node(NetError::Timeout, "DFS1", "x").to_string();
+        assert_eq!(other, "timed out");
+    }
 
     #[test]
     fn node_text_loses_escape_sequences_and_is_bounded() {

@@ -138,9 +138,10 @@ pub async fn get_version(
             file: file.clone(),
             progress: progress.clone(),
         };
-        let holders: Vec<String> = nodes_for_part(m.placement(), k)
+        // Each holder's name, and why it cannot be used if it cannot.
+        let holders: Vec<(String, String)> = nodes_for_part(m.placement(), k)
             .iter()
-            .map(|&i| vault.node_name(i).to_string())
+            .map(|&i| (vault.node_name(i).to_string(), vault.why_unusable(i)))
             .collect();
         set.spawn(async move { job.run(candidates, holders).await });
     }
@@ -246,7 +247,7 @@ impl PartFetch {
     async fn run(
         self,
         candidates: Vec<Session>,
-        holders: Vec<String>,
+        holders: Vec<(String, String)>,
     ) -> Result<Vec<String>, OpError> {
         let mut failures = Vec::new();
         let mut order = candidates.clone();
@@ -285,12 +286,13 @@ impl PartFetch {
             tracing::warn!(node = %s.name, part = self.k + 1, "falling back to the other copy: {why}");
             failures.push(format!("{}: {why}", s.name));
         }
-        let down: Vec<&String> = holders
-            .iter()
-            .filter(|h| !candidates.iter().any(|c| &&c.name == h))
-            .collect();
         let mut why = failures.clone();
-        why.extend(down.iter().map(|h| format!("{h}: unreachable")));
+        why.extend(
+            holders
+                .iter()
+                .filter(|(h, _)| !candidates.iter().any(|c| &c.name == h))
+                .map(|(h, reason)| format!("{h}: {reason}")),
+        );
         Err(OpError::Unavailable(format!(
             "part {} cannot be read from any node holding it ({})",
             self.k + 1,

@@ -221,7 +221,7 @@ async fn get_all(
 ) -> Result<Vec<Option<Vec<u8>>>, String> {
     let s = vault
         .session(node)
-        .ok_or_else(|| format!("{}: unreachable", vault.node_name(node)))?;
+        .ok_or_else(|| format!("{}: {}", vault.node_name(node), vault.why_unusable(node)))?;
     let mut out = Vec::with_capacity(ids.len());
     for chunk in ids.chunks(MAX_BATCH) {
         let want: u64 = chunk.iter().map(|(_, len)| len).sum();

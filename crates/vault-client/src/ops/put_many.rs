@@ -590,10 +590,11 @@ async fn store_batch(
         for (f, s) in sealed.iter().enumerate() {
             for (node, _, _) in &s.copies {
                 if vault.session(*node).is_none() {
-                    part_failures
-                        .entry(f)
-                        .or_default()
-                        .push(format!("{}: unreachable", vault.node_name(*node)));
+                    part_failures.entry(f).or_default().push(format!(
+                        "{}: {}",
+                        vault.node_name(*node),
+                        vault.why_unusable(*node)
+                    ));
                 }
             }
         }

@@ -346,7 +346,11 @@ async fn copy_small(
         return (
             0,
             0,
-            vec![format!("{}: unreachable", vault.node_name(from))],
+            vec![format!(
+                "{}: {}",
+                vault.node_name(from),
+                vault.why_unusable(from)
+            )],
             bad,
         );
     };

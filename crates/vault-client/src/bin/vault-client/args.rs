@@ -132,6 +132,11 @@ pub enum Command {
         /// tampering).
         #[arg(long)]
         verify: bool,
+        /// List every file with a copy not good, also those whose only
+        /// problem is a node that could not be surveyed (by default such a
+        /// node is reported once, with a count of its files).
+        #[arg(short, long)]
+        verbose: bool,
         /// Only files under this folder.
         prefix: Option<String>,
     },
@@ -147,6 +152,10 @@ pub enum Command {
         /// elsewhere): 1h, 30m, 90s, 0s.
         #[arg(long, value_name = "DURATION", default_value = "1h", value_parser = parse_duration)]
         grace: std::time::Duration,
+        /// After repairing, list every file still not fully redundant (as
+        /// check -v).
+        #[arg(short, long)]
+        verbose: bool,
         /// Only files under this folder (orphans are collected only for the
         /// whole vault).
         prefix: Option<String>,

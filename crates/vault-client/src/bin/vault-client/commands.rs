@@ -99,8 +99,16 @@ pub async fn run(cli: Cli) -> Result<i32> {
                 }
                 Err(e) => bail!(e),
             };
+            // check and repair report a node they could not survey once,
+            // with its reason, in their own output.
+            let surveys = matches!(
+                command,
+                Some(Command::Check { .. } | Command::Repair { .. })
+            );
             for (node, why) in vault.unavailable() {
-                eprintln!("warning: {node} {why}");
+                if !surveys {
+                    eprintln!("warning: {node} {why}");
+                }
             }
             let status = match command {
                 Some(Command::Status) => status(&vault, &cfg, cli.json).await,
@@ -416,14 +424,29 @@ pub async fn run_command(
             }
             Err(e) => report_error(&e),
         },
-        Command::Check { verify, prefix } => {
-            check(vault, verify, prefix.as_deref().unwrap_or(""), json).await
+        Command::Check {
+            verify,
+            verbose,
+            prefix,
+        } => {
+            check(
+                vault,
+                verify,
+                prefix.as_deref().unwrap_or(""),
+                json,
+                verbose,
+            )
+            .await
         }
         Command::Repair {
             verify,
+            verbose,
             grace,
             prefix,
-        } => repair(vault, verify, grace, prefix.as_deref().unwrap_or(""), json).await,
+        } => {
+            let prefix = prefix.as_deref().unwrap_or("");
+            repair(vault, verify, grace, prefix, json, verbose).await
+        }
         Command::Status => {
             eprintln!("error: status needs the configuration; run `vault-client status`");
             1
@@ -505,11 +528,15 @@ fn bytes(n: u64) -> String {
     }
 }
 
-/// What is wrong with one file, in words.
-fn describe(vault: &Vault, h: &FileHealth) -> String {
+/// What is wrong with one file, in words, leaving out the unknown copies
+/// on the nodes in `skip` (nodes reported once for every file).
+fn describe(vault: &Vault, h: &FileHealth, skip: &[usize]) -> String {
+    let shown = |node: usize, state: CopyState| {
+        state != CopyState::Good && !(state == CopyState::Unknown && skip.contains(&node))
+    };
     let mut bits = Vec::new();
     for &(node, state) in &h.manifests {
-        if state != CopyState::Good {
+        if shown(node, state) {
             bits.push(format!(
                 "manifest {} on {}",
                 state_word(state),
@@ -518,7 +545,7 @@ fn describe(vault: &Vault, h: &FileHealth) -> String {
         }
     }
     for &(part, node, state) in &h.parts {
-        if state != CopyState::Good {
+        if shown(node, state) {
             bits.push(format!(
                 "part {} {} on {}",
                 part + 1,
@@ -540,9 +567,92 @@ fn state_word(s: CopyState) -> &'static str {
     }
 }
 
-/// Prints a survey's problems; returns its exit code.
-fn print_survey(vault: &Vault, s: &Survey, json: bool) -> i32 {
-    warn_all(&s.problems);
+/// A node the survey could not use at all: every copy any file has on it
+/// is unknown (it is down, or its listing failed).
+struct NotSurveyed {
+    node: usize,
+    /// Files with a copy on it, none of which could be checked.
+    files: usize,
+    /// Why, from the survey's problems (each once), or a default.
+    reason: String,
+    /// The node has no session: it was down from the start.
+    down: bool,
+}
+
+/// The nodes whose every copy is unknown, in node order.
+fn nodes_not_surveyed(vault: &Vault, s: &Survey) -> Vec<NotSurveyed> {
+    // node -> (every copy on it unknown, files with a copy on it)
+    let mut seen: std::collections::BTreeMap<usize, (bool, usize)> = Default::default();
+    for f in &s.files {
+        let mut on: std::collections::BTreeMap<usize, bool> = Default::default();
+        let copies = f
+            .manifests
+            .iter()
+            .copied()
+            .chain(f.parts.iter().map(|&(_, n, st)| (n, st)));
+        for (node, state) in copies {
+            let unknown = state == CopyState::Unknown;
+            *on.entry(node).or_insert(true) &= unknown;
+        }
+        for (node, all_unknown) in on {
+            let e = seen.entry(node).or_insert((true, 0));
+            e.0 &= all_unknown;
+            e.1 += 1;
+        }
+    }
+    (0..vault.node_count())
+        .filter_map(|node| {
+            let down = vault.session(node).is_none();
+            let files = match seen.get(&node) {
+                Some(&(true, files)) => files,
+                None if down => 0,
+                _ => return None,
+            };
+            let prefix = format!("{}: ", vault.node_name(node));
+            let mut reasons: Vec<String> = Vec::new();
+            if down {
+                reasons.push(tidy(&vault.why_unusable(node)));
+            }
+            for p in &s.problems {
+                if let Some(why) = p.strip_prefix(&prefix) {
+                    let why = tidy(why);
+                    if !reasons.contains(&why) {
+                        reasons.push(why);
+                    }
+                }
+            }
+            let reason = if reasons.is_empty() {
+                "its answer could not be used".to_string()
+            } else {
+                reasons.join("; ")
+            };
+            Some(NotSurveyed {
+                node,
+                files,
+                reason,
+                down,
+            })
+        })
+        .collect()
+}
+
+/// Prints a survey's problems; returns its exit code. A node that could
+/// not be surveyed is reported once, with a count of its files; a file
+/// whose only problem is such a node gets no line of its own unless
+/// `verbose`.
+fn print_survey(vault: &Vault, s: &Survey, json: bool, verbose: bool) -> i32 {
+    let absent = nodes_not_surveyed(vault, s);
+    let skip: Vec<usize> = absent.iter().map(|a| a.node).collect();
+    let skipped_names: Vec<String> = skip
+        .iter()
+        .map(|&n| format!("{}: ", vault.node_name(n)))
+        .collect();
+    // The problems of a node reported below are in its one line.
+    warn_all(
+        s.problems
+            .iter()
+            .filter(|p| !skipped_names.iter().any(|n| p.starts_with(n.as_str()))),
+    );
     let orphan_bytes: u64 = s.orphans.iter().map(|o| o.len).sum();
     if json {
         let files: Vec<_> = s
@@ -566,17 +676,42 @@ fn print_survey(vault: &Vault, s: &Survey, json: bool) -> i32 {
                 "orphan_bytes": orphan_bytes,
                 "verified_bytes": s.verified_bytes,
                 "problems": s.problems,
+                "nodes_not_surveyed": absent
+                    .iter()
+                    .map(|a| serde_json::json!({"node": vault.node_name(a.node), "down": a.down,
+                        "files": a.files, "reason": a.reason}))
+                    .collect::<Vec<_>>(),
             })
         );
     } else {
-        for f in &s.files {
-            if f.lost() {
-                println!("LOST {}: {}", f.name, describe(vault, f));
-            } else if f.unreachable() {
-                println!("UNREACHABLE {}: {}", f.name, describe(vault, f));
-            } else if f.degraded() {
-                println!("degraded {}: {}", f.name, describe(vault, f));
+        for a in &absent {
+            println!(
+                "{}: {} ({}): its copies of {} could not be checked; run check again with it up{}",
+                vault.node_name(a.node),
+                if a.down { "down" } else { "not surveyed" },
+                a.reason,
+                count(a.files, "file", "files"),
+                if verbose { "" } else { " (-v lists each file)" }
+            );
+        }
+        let hide = if verbose { &[][..] } else { &skip[..] };
+        for f in s.files.iter().filter(|f| f.degraded()) {
+            let mut what = describe(vault, f, hide);
+            if what.is_empty() {
+                // Its only problem is a node reported above.
+                continue;
             }
+            if !hide.is_empty() && f.unknown_on().iter().any(|n| hide.contains(n)) {
+                what.push_str("; and its copies on the node not surveyed");
+            }
+            let label = if f.lost() {
+                "LOST"
+            } else if f.unreachable() {
+                "UNREACHABLE"
+            } else {
+                "degraded"
+            };
+            println!("{label} {}: {what}", f.name);
         }
         if !s.orphans.is_empty() {
             println!(
@@ -628,13 +763,13 @@ fn print_survey(vault: &Vault, s: &Survey, json: bool) -> i32 {
     s.exit_code()
 }
 
-async fn check(vault: &Vault, verify: bool, prefix: &str, json: bool) -> i32 {
+async fn check(vault: &Vault, verify: bool, prefix: &str, json: bool, verbose: bool) -> i32 {
     let bar = Bar::unknown("check", json);
     bar.show();
     let survey = ops::check::survey(vault, prefix, verify, bar.clone()).await;
     bar.finish();
     match survey {
-        Ok(s) => print_survey(vault, &s, json),
+        Ok(s) => print_survey(vault, &s, json, verbose),
         // A bad prefix is a usage error; anything else left the vault
         // unsurveyed, which check reports as unreachable.
         Err(e @ OpError::BadName(_)) => report_error(&e),
@@ -651,6 +786,7 @@ async fn repair(
     grace: std::time::Duration,
     prefix: &str,
     json: bool,
+    verbose: bool,
 ) -> i32 {
     let bar = Bar::unknown("repair", json);
     bar.show();
@@ -694,7 +830,7 @@ async fn repair(
             r.orphans_removed,
             bytes(r.bytes_moved)
         );
-        print_survey(vault, &r.after, false);
+        print_survey(vault, &r.after, false, verbose);
     }
     // As check: 2 when some file cannot be rebuilt, 1 when not fully
     // redundant (or something failed), 0 when whole.

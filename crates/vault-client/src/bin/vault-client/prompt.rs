@@ -213,10 +213,12 @@ fn parse(line: &str) -> Line {
         ("STATUS", []) if plain && !dashed => Line::Run(Command::Status),
         ("CHECK", [] | [_]) if health && grace.is_none() => Line::Run(Command::Check {
             verify,
+            verbose: false,
             prefix: args.first().map(|p| p.to_string()),
         }),
         ("REPAIR", [] | [_]) if health => Line::Run(Command::Repair {
             verify,
+            verbose: false,
             grace: grace.unwrap_or(crate::args::DEFAULT_GRACE),
             prefix: args.first().map(|p| p.to_string()),
         }),
@@ -525,6 +527,7 @@ mod tests {
             p("CHECK --verify photos"),
             Line::Run(Command::Check {
                 verify: true,
+                verbose: false,
                 prefix: Some("photos".into())
             })
         );
@@ -532,6 +535,7 @@ mod tests {
             p("check"),
             Line::Run(Command::Check {
                 verify: false,
+                verbose: false,
                 prefix: None
             })
         );
@@ -539,6 +543,7 @@ mod tests {
             p("repair --grace 0s"),
             Line::Run(Command::Repair {
                 verify: false,
+                verbose: false,
                 grace: Duration::ZERO,
                 prefix: None
             })
@@ -547,6 +552,7 @@ mod tests {
             p("repair photos --verify"),
             Line::Run(Command::Repair {
                 verify: true,
+                verbose: false,
                 grace: crate::args::DEFAULT_GRACE,
                 prefix: Some("photos".into())
             })
