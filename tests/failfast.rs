@@ -29,8 +29,11 @@ const LIMIT: Duration = Duration::from_secs(300);
 const SIZE: usize = 200 << 20;
 /// A PUT must have failed this long after the node died.
 const PUT_FAILS_WITHIN: Duration = Duration::from_secs(3);
-/// A GET may take this much longer than undisturbed.
-const GET_SLACK: Duration = Duration::from_secs(2);
+/// A GET may take this much longer than undisturbed: up to a second for
+/// the manifest lookup to leave the silent node behind, up to a second of
+/// silence on a part before its other copy takes over, and scheduling on
+/// a loaded two-core machine (2.2-2.3 s seen there, so 2 s flaked).
+const GET_SLACK: Duration = Duration::from_secs(3);
 /// The node that dies: DFS2.
 const VICTIM: usize = 1;
 /// How long a transfer may take to get under way.
