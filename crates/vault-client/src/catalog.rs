@@ -32,7 +32,7 @@ use wire::{BlobId, MAX_BATCH};
 use crate::crypto::format::{is_format1_id, part_blob_len, MANIFEST_ID_PREFIX};
 use crate::manifest::{Manifest, MAX_SEALED_LEN};
 use crate::net::{NetError, Session};
-use crate::ops::rank;
+use crate::ops::first_ranked;
 use crate::path::under;
 use crate::placement::{nodes_for_part, PARTS};
 use crate::vault::Vault;
@@ -99,7 +99,7 @@ impl Entry {
     }
 
     /// How many of the nodes that listed this id hold exactly `m`'s
-    /// version and file id (what [`rank`] weighs).
+    /// version and file id (what [`rank`](crate::ops::rank) weighs).
     pub fn holders(&self, m: &Manifest) -> u32 {
         self.copies
             .iter()
@@ -365,7 +365,7 @@ async fn merge_heads(
 }
 
 /// Opens the copies of one manifest id and keeps the newest valid version
-/// (by [`rank`]); `known_on`: the nodes whose answers covered the id.
+/// (by [`rank`](crate::ops::rank)); `known_on`: the nodes whose answers covered the id.
 fn merge(
     vault: &Vault,
     id: &BlobId,
@@ -410,20 +410,11 @@ fn merge(
             manifest,
         });
     }
-    let holders = |m: &Manifest| {
-        found
-            .iter()
-            .filter_map(|&(_, at)| opened[at].1.as_ref())
-            .filter(|o| o.version == m.version && o.file_id == m.file_id)
-            .count() as u32
-    };
-    let at = found.iter().map(|&(_, at)| at).max_by(|&a, &b| {
-        let (a, b) = (
-            opened[a].1.as_ref().expect("opened"),
-            opened[b].1.as_ref().expect("opened"),
-        );
-        rank(a, holders(a)).cmp(&rank(b, holders(b)))
-    })?;
+    let all: Vec<&Manifest> = found
+        .iter()
+        .map(|&(_, at)| opened[at].1.as_ref().expect("opened"))
+        .collect();
+    let at = found[first_ranked(&all)?].1;
     let newest = opened[at].1.clone().expect("opened");
     let mut current_on = 0u32;
     let mut older: Vec<Manifest> = Vec::new();

@@ -28,7 +28,7 @@ use std::collections::HashMap;
 
 use wire::{content_hash, BlobId, ErrorCode, Expect, MAX_BATCH};
 
-use super::{quorum, rank, NodeTasks};
+use super::{first_ranked, holders, quorum, rank, NodeTasks};
 use crate::manifest::{Manifest, MAX_SEALED_LEN};
 use crate::net::{NetError, Session};
 use crate::vault::Vault;
@@ -329,24 +329,10 @@ fn first(w: &Write, copies: &HashMap<usize, Held>) -> Option<(Manifest, Vec<u8>)
             _ => None,
         })
         .collect();
-    let holders = |m: &Manifest| {
-        valid
-            .iter()
-            .filter(|(o, _)| o.version == m.version && o.file_id == m.file_id)
-            .count() as u32
-    };
-    let best = valid
-        .iter()
-        .max_by(|(a, _), (b, _)| rank(a, holders(a)).cmp(&rank(b, holders(b))));
-    match best {
-        Some((m, b))
-            if rank(m, holders(m)) > rank(&w.manifest, holders(&w.manifest))
-                && m.file_id != w.manifest.file_id =>
-        {
-            Some(((*m).clone(), (*b).clone()))
-        }
-        _ => None,
-    }
+    let all: Vec<&Manifest> = valid.iter().map(|(m, _)| *m).collect();
+    let (m, b) = valid[first_ranked(&all)?];
+    let beats_ours = rank(m, holders(m, &all)) > rank(&w.manifest, holders(&w.manifest, &all));
+    (beats_ours && m.file_id != w.manifest.file_id).then(|| (m.clone(), b.clone()))
 }
 
 /// Settles the writes `which` that did not reach every node (see the

@@ -271,21 +271,27 @@ pub fn rank(m: &Manifest, holders: u32) -> (u64, u32, bool, &[u8]) {
     (m.version, holders, m.deleted, &m.file_id[..])
 }
 
-impl Versions {
-    /// How many of the answering nodes hold exactly `m`'s version and file.
-    fn holders(&self, m: &Manifest) -> u32 {
-        self.found
-            .iter()
-            .filter(|(_, o)| o.version == m.version && o.file_id == m.file_id)
-            .count() as u32
-    }
+/// How many of `all` (one manifest per node copy) are exactly `m`'s
+/// version and file: the holders [`rank`] weighs.
+pub fn holders(m: &Manifest, all: &[&Manifest]) -> u32 {
+    all.iter()
+        .filter(|o| o.version == m.version && o.file_id == m.file_id)
+        .count() as u32
+}
 
+/// The position in `all` (one manifest per node copy) of the one that
+/// ranks first, holders counted among `all`.
+pub fn first_ranked(all: &[&Manifest]) -> Option<usize> {
+    (0..all.len()).max_by(|&a, &b| {
+        rank(all[a], holders(all[a], all)).cmp(&rank(all[b], holders(all[b], all)))
+    })
+}
+
+impl Versions {
     /// The newest version (which may be a tombstone), by [`rank`].
     pub fn newest(&self) -> Option<&Manifest> {
-        self.found
-            .iter()
-            .map(|(_, m)| m)
-            .max_by(|a, b| rank(a, self.holders(a)).cmp(&rank(b, self.holders(b))))
+        let all: Vec<&Manifest> = self.found.iter().map(|(_, m)| m).collect();
+        first_ranked(&all).map(|i| all[i])
     }
 
     /// The newest version if it is a live file.
