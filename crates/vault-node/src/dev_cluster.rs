@@ -4,15 +4,27 @@
 //! its key in `ca-private/ca.key`, outside `certs/`; `certs/cluster.secret`
 //! shared by the four nodes), `dfs.conf` with the demo users in the classic MD5 form, `dfc.conf` for
 //! the client (the client finds `certs/ca.pem` next to it), and the node
-//! roots `DFS1`..`DFS4`. Existing `dfs.conf`/`dfc.conf` are kept.
+//! roots `DFS1`..`DFS4`. Existing `dfs.conf`/`dfc.conf` are kept; a new
+//! `dfc.conf` names the ports the nodes got (with base port 0, ports the
+//! system picks).
+//!
+//! While it runs, lines typed into its terminal control the nodes
+//! ([`parse_command`]): `stop DFS3` shuts one node down for real (its
+//! connections and QUIC endpoint closed, its UDP port released), `start
+//! DFS3` binds it again on the same port with the same root and
+//! certificates, `status`, `help`, `quit`. The end of standard input
+//! leaves the cluster running until Ctrl-C or SIGTERM.
 
 use std::future::Future;
+use std::io::{BufRead, Read};
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::path::Path;
+use std::time::Duration;
 
 use anyhow::Context;
 use md5::{Digest, Md5};
-use tokio::sync::watch;
+use tokio::sync::{mpsc, oneshot};
+use tokio::task::JoinHandle;
 
 use crate::records::RecordStore;
 use crate::server::{NodeConfig, Server};
@@ -49,13 +61,10 @@ fn dfs_conf() -> String {
     s
 }
 
-fn dfc_conf(base_port: u16) -> String {
+fn dfc_conf(addrs: &[SocketAddr]) -> String {
     let mut s = String::from("# Vault dev-cluster client configuration.\n");
-    for (i, name) in NODES.iter().enumerate() {
-        s.push_str(&format!(
-            "Server {name} 127.0.0.1:{}\n",
-            base_port as usize + i
-        ));
+    for (name, addr) in NODES.iter().zip(addrs) {
+        s.push_str(&format!("Server {name} {addr}\n"));
     }
     let (name, password) = DEMO_USERS[0];
     s.push_str(&format!(
@@ -74,21 +83,34 @@ fn write_if_missing(path: &Path, text: &str) -> anyhow::Result<()> {
         .with_context(|| format!("failed to write {}", path.display()))
 }
 
+/// One node of the dev cluster, bound and ready to serve: its
+/// configuration (listening on the port it got, so a restart re-uses it)
+/// and its server.
+#[derive(Debug)]
+pub struct Prepared {
+    /// The node's configuration, kept to bind it again after a `stop`.
+    pub config: NodeConfig,
+    /// The bound node.
+    pub server: Server,
+}
+
 /// Creates (or re-uses) the dev cluster's files in `dir` and binds the four
-/// nodes on 127.0.0.1, ports `base_port`..`base_port + 3`.
-pub fn prepare(dir: &Path, base_port: u16) -> anyhow::Result<Vec<Server>> {
+/// nodes on 127.0.0.1, ports `base_port`..`base_port + 3`; with
+/// `base_port` 0, each on a free port the system picks. A new `dfc.conf`
+/// names the ports the nodes got.
+pub fn prepare(dir: &Path, base_port: u16) -> anyhow::Result<Vec<Prepared>> {
     if base_port.checked_add(3).is_none() {
         anyhow::bail!("base port {base_port} leaves no room for four nodes");
     }
-    prepare_with(dir, base_port, |i| base_port + i)
+    if base_port == 0 {
+        prepare_with(dir, |_| 0)
+    } else {
+        prepare_with(dir, |i| base_port + i)
+    }
 }
 
 /// [`prepare`] with node `i` (0-based) bound to port `port(i)`.
-fn prepare_with(
-    dir: &Path,
-    base_port: u16,
-    port: impl Fn(u16) -> u16,
-) -> anyhow::Result<Vec<Server>> {
+fn prepare_with(dir: &Path, port: impl Fn(u16) -> u16) -> anyhow::Result<Vec<Prepared>> {
     std::fs::create_dir_all(dir).with_context(|| format!("failed to create {}", dir.display()))?;
     let certs = dir.join("certs");
     let names: Vec<String> = NODES.iter().map(|s| s.to_string()).collect();
@@ -102,9 +124,8 @@ fn prepare_with(
         .with_context(|| format!("failed to read {}", secret_path.display()))?;
     let users_path = dir.join("dfs.conf");
     write_if_missing(&users_path, &dfs_conf())?;
-    write_if_missing(&dir.join("dfc.conf"), &dfc_conf(base_port))?;
     let users = UserDb::load(&users_path)?;
-    let mut servers = Vec::new();
+    let mut nodes = Vec::new();
     for (i, name) in NODES.iter().enumerate() {
         let read = |ext: &str| {
             let p = certs.join(format!("{name}.{ext}"));
@@ -120,9 +141,33 @@ fn prepare_with(
             read("key")?,
         );
         config.cluster_secret = cluster_secret.clone();
-        servers.push(Server::bind(config).with_context(|| format!("failed to start {name}"))?);
+        // A `stop` should look like a node dying, not wait out long uploads.
+        config.shutdown_grace = STOP_GRACE;
+        let server =
+            Server::bind(config.clone()).with_context(|| format!("failed to start {name}"))?;
+        // A restart binds the port the node got (base port 0: the system's pick).
+        config.listen = server.local_addr();
+        nodes.push(Prepared { config, server });
     }
-    Ok(servers)
+    let addrs: Vec<SocketAddr> = nodes.iter().map(|n| n.config.listen).collect();
+    let dfc = dir.join("dfc.conf");
+    write_if_missing(&dfc, &dfc_conf(&addrs))?;
+    if let Ok(text) = std::fs::read_to_string(&dfc) {
+        let missing: Vec<String> = NODES
+            .iter()
+            .zip(&addrs)
+            .filter(|(_, a)| !text.contains(&a.to_string()))
+            .map(|(n, a)| format!("{n} {a}"))
+            .collect();
+        if !missing.is_empty() {
+            tracing::warn!(
+                path = %dfc.display(),
+                nodes = %missing.join(", "),
+                "the kept dfc.conf does not name these node addresses; fix its Server lines or remove it"
+            );
+        }
+    }
+    Ok(nodes)
 }
 
 /// The users (lower-case names) whose key record on some node of the dev
@@ -196,20 +241,351 @@ pub fn instructions(dir: &Path, rotated: &[String]) -> String {
          \x20 {client} -c {conf}            (interactive prompt)\n\
          \n\
          Other demo users: {} (copy {conf} and change Username:/Password:).\n\
-         `vault-client rotate` upgrades an account. These four nodes share one\n\
-         process; to stop one node and watch failover, run them as separate\n\
-         processes (README, \"Running nodes by hand\").\n",
+         `vault-client rotate` upgrades an account.\n\
+         \n\
+         {CONTROL_HINT}\n",
         others.join(", ")
     )
 }
 
-/// Runs the dev cluster until `shutdown` completes.
+/// How the banner explains the terminal control.
+pub const CONTROL_HINT: &str =
+    "Type `stop DFS3` to stop a node and watch failover, `start DFS3` to \
+     bring it back, `status`, `help`.";
+
+/// The answer to a line that is no command.
+pub const COMMANDS_HINT: &str =
+    "commands: stop DFSn, start DFSn, status, help, quit (DFSn: DFS1..DFS4, or 1..4)";
+
+/// Time in-flight requests get when a dev node stops: a `stop` should look
+/// like a node going away, not wait out a long upload.
+const STOP_GRACE: Duration = Duration::from_secs(1);
+
+/// How long `start` keeps trying while the stopped node's port is still
+/// being released.
+const REBIND_FOR: Duration = Duration::from_secs(5);
+
+/// The longest command line read from the terminal; the rest of a longer
+/// line is skipped.
+const MAX_COMMAND_LINE: u64 = 256;
+
+/// A command typed into the dev cluster's terminal.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Control {
+    /// Stop node `i` (0-based): its endpoint closed, its port released.
+    Stop(usize),
+    /// Start node `i` again on its port.
+    Start(usize),
+    /// Each node: running or stopped, and its address.
+    Status,
+    /// The commands.
+    Help,
+    /// Stop the cluster (as Ctrl-C).
+    Quit,
+}
+
+/// Parses one line typed into the dev cluster's terminal: `Ok(None)` for a
+/// blank line, `Err` with the one-line answer for anything else unknown.
+pub fn parse_command(line: &str) -> Result<Option<Control>, String> {
+    let mut words = line.split_whitespace();
+    let Some(verb) = words.next() else {
+        return Ok(None);
+    };
+    let arg = words.next();
+    if words.next().is_some() {
+        return Err(format!("too many words; {COMMANDS_HINT}"));
+    }
+    let verb = verb.to_ascii_lowercase();
+    let node = |verb: &str| -> Result<usize, String> {
+        let Some(arg) = arg else {
+            return Err(format!("{verb} which node? e.g. `{verb} DFS3`"));
+        };
+        node_index(arg).ok_or_else(|| {
+            let shown: String = arg.chars().take(16).collect();
+            format!(
+                "no node {shown:?}; the nodes are {} (or 1..{})",
+                NODES.join(", "),
+                NODES.len()
+            )
+        })
+    };
+    let simple = |c: Control| {
+        if arg.is_some() {
+            Err(format!("`{verb}` takes no argument; {COMMANDS_HINT}"))
+        } else {
+            Ok(Some(c))
+        }
+    };
+    match verb.as_str() {
+        "stop" => Ok(Some(Control::Stop(node("stop")?))),
+        "start" => Ok(Some(Control::Start(node("start")?))),
+        "status" => simple(Control::Status),
+        "help" | "?" => simple(Control::Help),
+        "quit" | "exit" => simple(Control::Quit),
+        _ => {
+            let shown: String = verb.chars().take(16).collect();
+            Err(format!("unknown command {shown:?}; {COMMANDS_HINT}"))
+        }
+    }
+}
+
+/// `DFS3`, `dfs3` or `3`: the node's index.
+fn node_index(arg: &str) -> Option<usize> {
+    if let Some(i) = NODES.iter().position(|n| n.eq_ignore_ascii_case(arg)) {
+        return Some(i);
+    }
+    match arg.parse::<usize>() {
+        Ok(n) if (1..=NODES.len()).contains(&n) => Some(n - 1),
+        _ => None,
+    }
+}
+
+/// Reads command lines from `input` until its end, sending each (at most
+/// [`MAX_COMMAND_LINE`] bytes; a longer line is cut) to `tx`. Stops early
+/// when nobody listens any more.
+fn read_commands(mut input: impl BufRead, tx: &mpsc::UnboundedSender<String>) {
+    let mut buf = Vec::new();
+    loop {
+        buf.clear();
+        match (&mut input)
+            .take(MAX_COMMAND_LINE)
+            .read_until(b'\n', &mut buf)
+        {
+            Ok(0) | Err(_) => return,
+            Ok(_) => {}
+        }
+        if buf.last() != Some(&b'\n') && buf.len() as u64 == MAX_COMMAND_LINE {
+            // Skip the rest of an over-long line.
+            let mut rest = Vec::new();
+            loop {
+                rest.clear();
+                match (&mut input)
+                    .take(MAX_COMMAND_LINE)
+                    .read_until(b'\n', &mut rest)
+                {
+                    Ok(0) | Err(_) => break,
+                    Ok(_) if rest.last() == Some(&b'\n') => break,
+                    Ok(_) => {}
+                }
+            }
+        }
+        if tx.send(String::from_utf8_lossy(&buf).into_owned()).is_err() {
+            return;
+        }
+    }
+}
+
+/// Lines typed into this process's terminal, read on a thread of their own
+/// (a pending read never holds up the exit). At the end of standard input
+/// the channel closes; the cluster keeps running.
+fn stdin_commands() -> mpsc::UnboundedReceiver<String> {
+    let (tx, rx) = mpsc::unbounded_channel();
+    let spawned = std::thread::Builder::new()
+        .name("dev-cluster-stdin".into())
+        .spawn(move || read_commands(std::io::stdin().lock(), &tx));
+    if let Err(e) = spawned {
+        tracing::warn!(error = %e, "cannot read commands from the terminal");
+    }
+    rx
+}
+
+/// A running node: how to stop it and its task.
+#[derive(Debug)]
+struct Running {
+    stop: oneshot::Sender<()>,
+    task: JoinHandle<anyhow::Result<()>>,
+}
+
+/// One node of a [`DevCluster`].
+#[derive(Debug)]
+struct DevNode {
+    config: NodeConfig,
+    running: Option<Running>,
+}
+
+fn spawn_node(server: Server) -> Running {
+    let (stop, rx) = oneshot::channel::<()>();
+    let task = tokio::spawn(server.run(async move {
+        // A dropped sender stops the node too.
+        let _ = rx.await;
+    }));
+    Running { stop, task }
+}
+
+/// The four nodes of a running dev cluster, each of which can be stopped
+/// and started again on its port.
+#[derive(Debug)]
+pub struct DevCluster {
+    nodes: Vec<DevNode>,
+}
+
+impl DevCluster {
+    /// Starts serving the [`prepare`]d nodes (inside a tokio runtime).
+    pub fn start(prepared: Vec<Prepared>) -> DevCluster {
+        let nodes = prepared
+            .into_iter()
+            .map(|p| DevNode {
+                config: p.config,
+                running: Some(spawn_node(p.server)),
+            })
+            .collect();
+        DevCluster { nodes }
+    }
+
+    /// Node `i`'s name and address.
+    fn name_addr(&self, i: usize) -> (&str, SocketAddr) {
+        let c = &self.nodes[i].config;
+        (c.name.as_str(), c.listen)
+    }
+
+    /// Whether node `i` serves (a node whose task ended by itself is not).
+    pub fn is_running(&self, i: usize) -> bool {
+        self.nodes[i]
+            .running
+            .as_ref()
+            .is_some_and(|r| !r.task.is_finished())
+    }
+
+    /// The address of node `i`.
+    pub fn addr(&self, i: usize) -> SocketAddr {
+        self.nodes[i].config.listen
+    }
+
+    /// Stops node `i` for real: its connections closed, its endpoint
+    /// closed and its UDP port released. Answers with one line.
+    pub async fn stop(&mut self, i: usize) -> String {
+        let (name, addr) = self.name_addr(i);
+        let (name, addr) = (name.to_string(), addr);
+        let Some(running) = self.nodes[i].running.take() else {
+            return format!("{name} is already stopped; `start {name}` brings it back");
+        };
+        let result = stop_node(running).await;
+        match result {
+            Ok(()) => format!("{name} stopped ({addr}); `start {name}` brings it back"),
+            Err(e) => format!(
+                "{name} stopped ({addr}) with an error: {e:#}; `start {name}` brings it back"
+            ),
+        }
+    }
+
+    /// Starts node `i` again: the same root, certificates and port.
+    /// Answers with one line.
+    pub async fn start_node(&mut self, i: usize) -> String {
+        let (name, addr) = self.name_addr(i);
+        let (name, addr) = (name.to_string(), addr);
+        if self.is_running(i) {
+            return format!("{name} is already running on {addr}");
+        }
+        if let Some(ended) = self.nodes[i].running.take() {
+            // Its task ended by itself: collect it before binding again.
+            let _ = stop_node(ended).await;
+        }
+        match bind_again(&self.nodes[i].config).await {
+            Ok(server) => {
+                self.nodes[i].running = Some(spawn_node(server));
+                format!("{name} started again on {addr}")
+            }
+            Err(e) => format!("{name} could not start: {e:#}"),
+        }
+    }
+
+    /// Each node, running or stopped, with its address, on one line.
+    pub fn status(&self) -> String {
+        (0..self.nodes.len())
+            .map(|i| {
+                let (name, addr) = self.name_addr(i);
+                let state = if self.is_running(i) {
+                    "running"
+                } else {
+                    "stopped"
+                };
+                format!("{name} {state} ({addr})")
+            })
+            .collect::<Vec<_>>()
+            .join(", ")
+    }
+
+    /// Carries out `command` (not [`Control::Quit`], which is the caller's)
+    /// and answers with one line.
+    pub async fn apply(&mut self, command: Control) -> String {
+        match command {
+            Control::Stop(i) => self.stop(i).await,
+            Control::Start(i) => self.start_node(i).await,
+            Control::Status => self.status(),
+            Control::Help => "stop DFSn (or stop n): stop a node, its port closed as if it died; \
+                 start DFSn: start it again on its port; status: each node's state and address; \
+                 quit or Ctrl-C: stop the cluster"
+                .to_string(),
+            Control::Quit => "stopping the dev cluster".to_string(),
+        }
+    }
+
+    /// Stops every running node; the first error, if any.
+    pub async fn shutdown(mut self) -> anyhow::Result<()> {
+        let running: Vec<Running> = self
+            .nodes
+            .iter_mut()
+            .filter_map(|n| n.running.take())
+            .collect();
+        let mut tasks = Vec::new();
+        for r in running {
+            let _ = r.stop.send(());
+            tasks.push(r.task);
+        }
+        let mut result = Ok(());
+        for task in tasks {
+            let done = match task.await {
+                Ok(r) => r,
+                Err(e) => Err(anyhow::anyhow!("node task failed: {e}")),
+            };
+            if let (Err(e), true) = (done, result.is_ok()) {
+                result = Err(e);
+            }
+        }
+        result
+    }
+}
+
+async fn stop_node(running: Running) -> anyhow::Result<()> {
+    let _ = running.stop.send(());
+    match running.task.await {
+        Ok(r) => r,
+        Err(e) => Err(anyhow::anyhow!("node task failed: {e}")),
+    }
+}
+
+/// Binds a stopped node again, retrying for a moment while its port is
+/// still being released.
+async fn bind_again(config: &NodeConfig) -> anyhow::Result<Server> {
+    let deadline = tokio::time::Instant::now() + REBIND_FOR;
+    loop {
+        match Server::bind(config.clone()) {
+            Ok(server) => return Ok(server),
+            Err(e) if addr_in_use(&e) && tokio::time::Instant::now() < deadline => {
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+            Err(e) => return Err(e),
+        }
+    }
+}
+
+fn addr_in_use(e: &anyhow::Error) -> bool {
+    e.chain().any(|c| {
+        c.downcast_ref::<std::io::Error>()
+            .is_some_and(|io| io.kind() == std::io::ErrorKind::AddrInUse)
+    })
+}
+
+/// Runs the dev cluster, taking commands typed into its terminal (see
+/// [`parse_command`]), until `shutdown` completes or `quit` is typed. The
+/// end of standard input (run in the background, under CI) leaves it
+/// running until `shutdown`.
 pub async fn run(
     dir: &Path,
     base_port: u16,
     shutdown: impl Future<Output = ()> + Send,
 ) -> anyhow::Result<()> {
-    let servers = prepare(dir, base_port)?;
+    let prepared = prepare(dir, base_port)?;
     let rotated = rotated_users(dir).await;
     let users_path = dir.join("dfs.conf");
     if let Ok(users) = UserDb::load(&users_path) {
@@ -217,26 +593,34 @@ pub async fn run(
             rotated.iter().any(|r| r.as_str() == u)
         });
     }
-    let (tx, rx) = watch::channel(false);
-    let mut tasks = tokio::task::JoinSet::new();
-    for server in servers {
-        let mut rx = rx.clone();
-        tasks.spawn(server.run(async move {
-            let _ = rx.wait_for(|stop| *stop).await;
-        }));
-    }
+    let mut cluster = DevCluster::start(prepared);
     println!("{}", instructions(dir, &rotated));
-    shutdown.await;
-    let _ = tx.send(true);
-    let mut result = Ok(());
-    while let Some(done) = tasks.join_next().await {
-        match done {
-            Ok(Ok(())) => {}
-            Ok(Err(e)) => result = Err(e),
-            Err(e) => result = Err(anyhow::anyhow!("node task failed: {e}")),
+    println!("{}", cluster.status());
+    let mut commands = stdin_commands();
+    let mut reading = true;
+    tokio::pin!(shutdown);
+    loop {
+        tokio::select! {
+            () = &mut shutdown => break,
+            line = commands.recv(), if reading => {
+                let Some(line) = line else {
+                    // End of input: only a signal stops the cluster now.
+                    reading = false;
+                    continue;
+                };
+                match parse_command(&line) {
+                    Ok(None) => {}
+                    Ok(Some(Control::Quit)) => {
+                        println!("{}", cluster.apply(Control::Quit).await);
+                        break;
+                    }
+                    Ok(Some(command)) => println!("{}", cluster.apply(command).await),
+                    Err(answer) => println!("{answer}"),
+                }
+            }
         }
     }
-    result
+    cluster.shutdown().await
 }
 
 #[cfg(test)]
@@ -249,7 +633,10 @@ mod tests {
         assert_eq!(db.len(), 3);
         let eve = db.get("eve").unwrap().credential.md5_digest().unwrap();
         assert_eq!(hex::encode(eve), md5_hex("Magellan101"));
-        let dfc = dfc_conf(10001);
+        let addrs: Vec<SocketAddr> = (10001..=10004)
+            .map(|p| SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), p))
+            .collect();
+        let dfc = dfc_conf(&addrs);
         assert!(dfc.contains("Server DFS4 127.0.0.1:10004\n"));
         assert!(dfc.contains(&format!("Password: {}", md5_hex("Crimson33"))));
     }
@@ -263,6 +650,9 @@ mod tests {
             fresh.contains("Try, as Alice (password Crimson33)"),
             "{fresh}"
         );
+        // The banner says how to stop and start a node, not to run them by hand.
+        assert!(fresh.contains(CONTROL_HINT), "{fresh}");
+        assert!(!fresh.contains("separate"), "{fresh}");
         // Alice rotated: her record on a node holds a login key.
         let records = dir.path().join("DFS2/.vault/records");
         std::fs::create_dir_all(&records).unwrap();
@@ -291,7 +681,7 @@ mod tests {
     #[tokio::test]
     async fn prepares_and_stops() {
         let dir = tempfile::tempdir().unwrap();
-        let servers = prepare_with(dir.path(), 10001, |_| 0).unwrap();
+        let servers = prepare_with(dir.path(), |_| 0).unwrap();
         assert_eq!(servers.len(), 4);
         assert!(dir.path().join("certs/DFS4.key").exists());
         assert!(dir.path().join("certs/cluster.secret").exists());
@@ -301,11 +691,119 @@ mod tests {
         let kept = "# mine\n";
         std::fs::write(dir.path().join("dfc.conf"), kept).unwrap();
         drop(servers);
-        let again = prepare_with(dir.path(), 10001, |_| 0).unwrap();
+        let again = prepare_with(dir.path(), |_| 0).unwrap();
         assert_eq!(
             std::fs::read_to_string(dir.path().join("dfc.conf")).unwrap(),
             kept
         );
         drop(again);
+    }
+
+    #[test]
+    fn parses_commands() {
+        assert_eq!(parse_command("stop DFS3"), Ok(Some(Control::Stop(2))));
+        assert_eq!(parse_command("  STOP dfs1 \n"), Ok(Some(Control::Stop(0))));
+        assert_eq!(parse_command("stop 4"), Ok(Some(Control::Stop(3))));
+        assert_eq!(parse_command("Start Dfs3\r\n"), Ok(Some(Control::Start(2))));
+        assert_eq!(parse_command("start 2"), Ok(Some(Control::Start(1))));
+        assert_eq!(parse_command("status"), Ok(Some(Control::Status)));
+        assert_eq!(parse_command("HELP"), Ok(Some(Control::Help)));
+        assert_eq!(parse_command("quit"), Ok(Some(Control::Quit)));
+        assert_eq!(parse_command("exit"), Ok(Some(Control::Quit)));
+        assert_eq!(parse_command(""), Ok(None));
+        assert_eq!(parse_command("  \n"), Ok(None));
+        for bad in ["stop DFS5", "stop 0", "stop 5", "start DFS", "stop -1"] {
+            let e = parse_command(bad).unwrap_err();
+            assert!(e.contains("DFS1, DFS2, DFS3, DFS4"), "{bad}: {e}");
+        }
+        let e = parse_command("stop").unwrap_err();
+        assert!(e.contains("`stop DFS3`"), "{e}");
+        for bad in ["frobnicate", "stop DFS3 now", "status DFS3", "kill DFS3"] {
+            let e = parse_command(bad).unwrap_err();
+            assert!(e.contains(COMMANDS_HINT), "{bad}: {e}");
+            assert_eq!(e.lines().count(), 1);
+        }
+        // A long word is not echoed whole.
+        let long = "x".repeat(200);
+        assert!(parse_command(&long).unwrap_err().len() < 150);
+    }
+
+    #[test]
+    fn reads_bounded_lines_until_the_end() {
+        let long = "y".repeat(3 * MAX_COMMAND_LINE as usize);
+        let input = format!("stop DFS3\n{long}\nstatus\nquit");
+        let (tx, mut rx) = mpsc::unbounded_channel();
+        read_commands(input.as_bytes(), &tx);
+        drop(tx);
+        let mut lines = Vec::new();
+        while let Ok(l) = rx.try_recv() {
+            lines.push(l);
+        }
+        assert_eq!(lines.len(), 4, "{lines:?}");
+        assert_eq!(lines[0], "stop DFS3\n");
+        assert_eq!(lines[1].len(), MAX_COMMAND_LINE as usize);
+        assert!(parse_command(&lines[1]).is_err());
+        assert_eq!(lines[2], "status\n");
+        assert_eq!(lines[3], "quit");
+    }
+
+    #[tokio::test]
+    async fn a_stopped_node_releases_its_port_and_starts_again_on_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let prepared = prepare(dir.path(), 0).unwrap();
+        let addrs: Vec<SocketAddr> = prepared.iter().map(|p| p.config.listen).collect();
+        assert!(addrs.iter().all(|a| a.port() != 0), "{addrs:?}");
+        // dfc.conf names the ports the nodes got.
+        let dfc = std::fs::read_to_string(dir.path().join("dfc.conf")).unwrap();
+        for (name, addr) in NODES.iter().zip(&addrs) {
+            assert!(dfc.contains(&format!("Server {name} {addr}\n")), "{dfc}");
+        }
+        let mut cluster = DevCluster::start(prepared);
+        let third = addrs[2];
+        assert!(
+            std::net::UdpSocket::bind(third).is_err(),
+            "DFS3's port is free while it runs"
+        );
+
+        let said = cluster.apply(Control::Stop(2)).await;
+        assert_eq!(
+            said,
+            format!("DFS3 stopped ({third}); `start DFS3` brings it back")
+        );
+        assert!(!cluster.is_running(2));
+        assert!(cluster
+            .status()
+            .contains(&format!("DFS3 stopped ({third})")));
+        assert!(cluster
+            .status()
+            .contains(&format!("DFS1 running ({})", addrs[0])));
+        let again = cluster.apply(Control::Stop(2)).await;
+        assert!(again.contains("already stopped"), "{again}");
+        // The port is released (bounded poll: the endpoint's driver lets go
+        // of the socket as it winds down).
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        let probe = loop {
+            match std::net::UdpSocket::bind(third) {
+                Ok(s) => break s,
+                Err(_) if std::time::Instant::now() < deadline => tokio::task::yield_now().await,
+                Err(e) => panic!("DFS3's port stays taken after stop: {e}"),
+            }
+        };
+        drop(probe);
+
+        let said = cluster.apply(Control::Start(2)).await;
+        assert_eq!(said, format!("DFS3 started again on {third}"));
+        assert!(cluster.is_running(2));
+        assert_eq!(cluster.addr(2), third);
+        assert!(
+            std::net::UdpSocket::bind(third).is_err(),
+            "DFS3 is not on its port again"
+        );
+        let again = cluster.apply(Control::Start(2)).await;
+        assert_eq!(again, format!("DFS3 is already running on {third}"));
+        tokio::time::timeout(Duration::from_secs(30), cluster.shutdown())
+            .await
+            .expect("the cluster stops")
+            .unwrap();
     }
 }

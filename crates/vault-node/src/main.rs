@@ -120,11 +120,23 @@ enum Command {
         max_blobs: u64,
     },
     /// Run four local nodes with certificates, demo users and a ready dfc.conf.
+    ///
+    /// While it runs, type into its terminal:
+    ///   stop DFS3    stop a node for real (its port closed, as if it died)
+    ///   start DFS3   start it again on the same port (`stop 3`, `start 3` too)
+    ///   status       each node: running or stopped, and its address
+    ///   help         the commands
+    ///   quit         stop the cluster (as Ctrl-C)
+    /// At the end of standard input (run in the background or under CI)
+    /// the cluster keeps running until Ctrl-C or SIGTERM.
+    #[command(verbatim_doc_comment)]
     DevCluster {
         /// Folder for certs, dfs.conf, dfc.conf and the node roots.
         #[arg(long, default_value = dev_cluster::DEFAULT_DIR)]
         dir: PathBuf,
-        /// Port of DFS1; DFS2..DFS4 use the next three.
+        /// Port of DFS1; DFS2..DFS4 use the next three. 0: each node on a
+        /// free port the system picks (a new dfc.conf names them; a
+        /// restarted node keeps its port).
         #[arg(long, default_value_t = 10001)]
         base_port: u16,
     },
