@@ -1,7 +1,7 @@
 //! A node that dies in the middle of an operation, killed (SIGKILL) or
 //! frozen (SIGSTOP, the process and its socket still there): a PUT of
-//! 200 MiB fails within 3 s of the death and names the node; a GET of
-//! 200 MiB finishes within its undisturbed time plus 2 s with the right
+//! 64 MiB fails within 3 s of the death and names the node; a GET of
+//! 64 MiB finishes within its undisturbed time plus 2 s with the right
 //! bytes, whether the node dies mid-transfer or between the login and
 //! the first request.
 //!
@@ -25,8 +25,9 @@ use zeroize::Zeroizing;
 
 /// How long one test may run.
 const LIMIT: Duration = Duration::from_secs(300);
-/// The file stored and fetched: four parts of 50 MiB.
-const SIZE: usize = 200 << 20;
+/// The file stored and fetched: four parts of 16 MiB (large enough that a
+/// debug-build GET of it takes seconds, so a death lands mid-transfer).
+const SIZE: usize = 64 << 20;
 /// A PUT must have failed this long after the node died.
 const PUT_FAILS_WITHIN: Duration = Duration::from_secs(3);
 /// A GET may take this much longer than undisturbed: up to a second for
@@ -139,7 +140,7 @@ fn partial_bytes(dir: &Path) -> u64 {
         .unwrap_or(0)
 }
 
-/// A cluster holding a 200 MiB `big.bin` (also at `<dir>/big.bin`), and
+/// A cluster holding a 64 MiB `big.bin` (also at `<dir>/big.bin`), and
 /// a folder for downloads.
 fn cluster_with_big_file() -> (Cluster, PathBuf, PathBuf) {
     let c = Cluster::start();
@@ -166,10 +167,10 @@ fn put_fails_fast(death: Death) {
     let c = Cluster::start();
     write_random(&c.dir.path().join("big.bin"), SIZE);
     let put = c.spawn_client("Crimson33", &["put", "big.bin"]);
-    // Each copy is a 50 MiB blob: strike when DFS2 has 8 MiB of one.
+    // Each copy is a 16 MiB blob: strike when DFS2 has 4 MiB of one.
     wait_until("the upload to DFS2 under way", UNDER_WAY, || {
         assert!(!put.exited(), "the PUT ended before DFS2 died");
-        upload_bytes(&c, VICTIM) >= 8 << 20
+        upload_bytes(&c, VICTIM) >= 4 << 20
     });
     let struck = Instant::now();
     death.strike(&c, VICTIM);
@@ -255,7 +256,7 @@ fn get_after_login_fails_over_fast(death: Death) {
         let hit = get_file(&vault, "big.bin", &hit_out, false, no_progress()).await;
         let took = start.elapsed();
         vault.close();
-        let _ = tokio::time::timeout(Duration::from_secs(1), endpoint.wait_idle()).await;
+        vault_client::net::finish(&endpoint).await;
         (calm, took, hit)
     });
     death.end(&c, VICTIM);
@@ -274,7 +275,119 @@ fn get_after_login_fails_over_fast(death: Death) {
     );
 }
 
-/// Long (tens of seconds on two cores): it writes 200 MiB of random bytes
+/// How many small files the `put -r` tests store.
+const TREE_FILES: usize = 3_000;
+
+/// A tree of [`TREE_FILES`] files of 1-2 KiB in 30 folders under
+/// `<dir>/tree`.
+fn small_tree(c: &Cluster) -> PathBuf {
+    let tree = c.dir.path().join("tree");
+    for i in 0..TREE_FILES {
+        let dir = tree.join(format!("d{:02}", i % 30));
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::write(dir.join(format!("f{i:04}.txt")), random(1024 + i % 1024)).unwrap();
+    }
+    tree
+}
+
+/// How many blobs node `i` holds for alice.
+fn blob_count(c: &Cluster, i: usize) -> usize {
+    std::fs::read_dir(c.nodes[i].root.join("alice"))
+        .map(|rd| {
+            rd.flatten()
+                .filter(|e| !e.file_name().to_string_lossy().starts_with('.'))
+                .count()
+        })
+        .unwrap_or(0)
+}
+
+/// Starts `put -r tree` (with `extra` arguments) and kills DFS2 once it
+/// holds 600 blobs (a fifth of the way through the tree's files; about a
+/// second in): the client's output and how long after the kill it exited.
+fn put_tree_and_kill(c: &Cluster, extra: &[&str]) -> (std::process::Output, Duration) {
+    small_tree(c);
+    let mut args = vec!["put", "-r", "tree"];
+    args.extend_from_slice(extra);
+    let put = c.spawn_client("Crimson33", &args);
+    wait_until("the put -r under way on DFS2", UNDER_WAY, || {
+        assert!(!put.exited(), "the PUT ended before DFS2 died");
+        blob_count(c, VICTIM) >= 600
+    });
+    let struck = Instant::now();
+    c.kill(VICTIM);
+    let out = put.wait();
+    (out, struck.elapsed())
+}
+
+/// Long (about ten seconds): stores part of a tree of 3,000 files. A node
+/// killed during a `put -r` is noticed once: the client exits within 3 s
+/// with one error naming the node and suggesting `--degraded` (and at
+/// most one note for files stored before it died), not one line per file.
+#[test]
+fn put_r_exits_within_3s_of_a_node_killed_with_one_line_naming_it() {
+    let _one = serial();
+    with_timeout(LIMIT, || {
+        let c = Cluster::start();
+        let (out, took) = put_tree_and_kill(&c, &[]);
+        let err = stderr(&out);
+        eprintln!("failfast: put -r, DFS2 killed: the client exited {took:?} after");
+        assert!(!out.status.success(), "the PUT succeeded: {err}");
+        // One error for the files not stored, and (when some files were
+        // stored before their manifest's copy to DFS2 could go) one note.
+        let errors: Vec<&str> = err
+            .lines()
+            .filter(|l| l.starts_with("error:") && l.contains("DFS2"))
+            .collect();
+        assert_eq!(errors.len(), 1, "not one error naming DFS2:\n{err}");
+        assert!(
+            errors[0].contains("--degraded"),
+            "no --degraded hint: {err}"
+        );
+        let notes = err.lines().filter(|l| l.contains("DFS2")).count();
+        assert!(notes <= 2, "DFS2 named more than twice:\n{err}");
+        assert!(
+            err.lines().count() <= 5,
+            "a line per file instead of a summary:\n{err}"
+        );
+        assert!(
+            took <= PUT_FAILS_WITHIN,
+            "the client exited {took:?} after DFS2 died (over {PUT_FAILS_WITHIN:?}):\n{err}"
+        );
+    });
+}
+
+/// Long (about twenty seconds): stores a tree of 3,000 files while a node
+/// dies. With `--degraded` the batch goes on without the dead node, every
+/// file is stored, and `check` names the node once.
+#[test]
+fn put_r_degraded_finishes_without_a_killed_node_and_check_names_it_once() {
+    let _one = serial();
+    with_timeout(LIMIT, || {
+        let c = Cluster::start();
+        let (out, _) = put_tree_and_kill(&c, &["--degraded"]);
+        let err = stderr(&out);
+        assert!(out.status.success(), "the degraded PUT failed:\n{err}");
+        assert!(err.contains("DFS2"), "the missing node is not named: {err}");
+        assert!(
+            err.lines().count() <= 5,
+            "a line per file instead of a summary:\n{err}"
+        );
+        let list = c.client("Crimson33", &["list"]);
+        ok(&list);
+        assert_eq!(
+            stdout(&list).lines().count(),
+            TREE_FILES,
+            "{}",
+            stderr(&list)
+        );
+        let check = c.client("Crimson33", &["check"]);
+        let text = format!("{}{}", stdout(&check), stderr(&check));
+        let naming = text.lines().filter(|l| l.contains("DFS2")).count();
+        assert_eq!(naming, 1, "check does not name DFS2 once:\n{text}");
+    });
+}
+
+/// Long (tens of seconds on two cores): it writes 64 MiB of random bytes
 /// and uploads them, so that the node dies mid-transfer.
 #[test]
 fn put_fails_within_3s_of_a_node_killed_mid_transfer() {
@@ -282,14 +395,14 @@ fn put_fails_within_3s_of_a_node_killed_mid_transfer() {
     with_timeout(LIMIT, || put_fails_fast(Death::Killed));
 }
 
-/// Long (tens of seconds): a 200 MiB upload under way before the freeze.
+/// Long (tens of seconds): a 64 MiB upload under way before the freeze.
 #[test]
 fn put_fails_within_3s_of_a_node_frozen_mid_transfer() {
     let _one = serial();
     with_timeout(LIMIT, || put_fails_fast(Death::Frozen));
 }
 
-/// Long (tens of seconds): stores 200 MiB, then GETs it twice, once
+/// Long (tens of seconds): stores 64 MiB, then GETs it twice, once
 /// undisturbed to time it and once with the node killed mid-transfer.
 #[test]
 fn get_survives_a_node_killed_mid_transfer_within_2s_of_undisturbed() {
@@ -297,7 +410,7 @@ fn get_survives_a_node_killed_mid_transfer_within_2s_of_undisturbed() {
     with_timeout(LIMIT, || get_fails_over_fast(Death::Killed));
 }
 
-/// Long (tens of seconds): stores 200 MiB, then GETs it twice (undisturbed,
+/// Long (tens of seconds): stores 64 MiB, then GETs it twice (undisturbed,
 /// then with the node frozen mid-transfer).
 #[test]
 fn get_survives_a_node_frozen_mid_transfer_within_2s_of_undisturbed() {
@@ -305,7 +418,7 @@ fn get_survives_a_node_frozen_mid_transfer_within_2s_of_undisturbed() {
     with_timeout(LIMIT, || get_fails_over_fast(Death::Frozen));
 }
 
-/// Long (tens of seconds): stores 200 MiB, then GETs it twice (undisturbed,
+/// Long (tens of seconds): stores 64 MiB, then GETs it twice (undisturbed,
 /// then with the node killed after the login).
 #[test]
 fn get_survives_a_node_killed_between_login_and_first_request() {
@@ -313,7 +426,7 @@ fn get_survives_a_node_killed_between_login_and_first_request() {
     with_timeout(LIMIT, || get_after_login_fails_over_fast(Death::Killed));
 }
 
-/// Long (tens of seconds): stores 200 MiB, then GETs it twice (undisturbed,
+/// Long (tens of seconds): stores 64 MiB, then GETs it twice (undisturbed,
 /// then with the node frozen after the login).
 #[test]
 fn get_survives_a_node_frozen_between_login_and_first_request() {

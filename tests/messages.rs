@@ -169,6 +169,13 @@ fn two_nodes_down_reasons_once_never_empty() {
         c.kill(1);
         c.kill(2);
         let o = c.client("Topaz-12", &["list", "--allow-stale"]);
+        // A file shown that cannot be rebuilt now is not a clean listing.
+        assert!(!o.status.success(), "{}", stderr(&o));
+        assert!(
+            stdout(&o).contains("t/a.txt [incomplete]"),
+            "{}",
+            stdout(&o)
+        );
         assert!(
             stderr(&o).contains("1 file cannot be rebuilt"),
             "{}",
@@ -210,6 +217,48 @@ fn server_lines_out_of_order_are_named_as_such() {
                 && err.contains("presents DFS1's certificate")
                 && err.contains("are the Server lines in dfc.conf in order?"),
             "{err}"
+        );
+    });
+}
+
+#[test]
+fn a_finished_rotation_run_again_says_so_and_exits_0() {
+    with_timeout(LIMIT, || {
+        let c = Cluster::start();
+        let env = [("VAULT_PASSWORD", PW), ("VAULT_NEW_PASSWORD", "Topaz-12")];
+        ok(&c.client_env(&env, &["rotate"], None));
+        let rotated = std::fs::read_to_string(&c.dfc).unwrap();
+        // dfc.conf holds the new password's digest now: the same command
+        // again says the change went through, and changes nothing.
+        let o = c.client_env(&env, &["rotate"], None);
+        assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+        let out = String::from_utf8_lossy(&o.stdout).into_owned();
+        assert!(
+            out.contains("the password was already changed to the new one (an earlier rotate finished); nothing to do"),
+            "{out}"
+        );
+        assert!(!out.contains("updated"), "{out}");
+        assert_eq!(std::fs::read_to_string(&c.dfc).unwrap(), rotated);
+        // A dfc.conf still holding the old password's digest is rewritten.
+        let old = rotated.replace(&md5_hex(b"Topaz-12"), &md5_hex(PW.as_bytes()));
+        std::fs::write(&c.dfc, &old).unwrap();
+        let o = c.client_env(&env, &["--json", "rotate"], None);
+        let json: serde_json::Value = serde_json::from_str(&ok(&o)).unwrap();
+        assert_eq!(json["already"], true, "{json}");
+        assert_eq!(json["config_updated"], true, "{json}");
+        assert_eq!(json["rotated"], serde_json::json!([]), "{json}");
+        assert_eq!(std::fs::read_to_string(&c.dfc).unwrap(), rotated);
+        // A wrong new password is still refused, as before.
+        let wrong = [
+            ("VAULT_PASSWORD", PW),
+            ("VAULT_NEW_PASSWORD", "Wrong-New-3"),
+        ];
+        let o = c.client_env(&wrong, &["rotate"], None);
+        assert_eq!(o.status.code(), Some(1));
+        assert!(
+            stderr(&o).contains("Invalid Username/Password"),
+            "{}",
+            stderr(&o)
         );
     });
 }

@@ -10,7 +10,7 @@
 //! [`sanitize`] before it can reach a terminal.
 
 use std::net::{Ipv6Addr, SocketAddr, UdpSocket};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -312,9 +312,16 @@ pub async fn dial(
             .await
             .map_err(|e| wrong_node(conn_err(e), &server.name, &target))
     };
-    let conn = tokio::time::timeout(limits.connect, attempt)
-        .await
-        .map_err(|_| NetError::Timeout)??;
+    let conn = match tokio::time::timeout(limits.connect, attempt).await {
+        Ok(conn) => conn?,
+        Err(_) => {
+            // The dropped handshake lingers in the endpoint, closing, for
+            // three probe timeouts (3 s from the default initial RTT):
+            // [`finish`] must not wait for it.
+            ABANDONED.fetch_add(1, Ordering::Relaxed);
+            return Err(NetError::Timeout);
+        }
+    };
     Ok(Session {
         node,
         name: server.name.clone(),
@@ -322,6 +329,39 @@ pub async fn dial(
         limits,
         quiet: Arc::new(AtomicBool::new(false)),
     })
+}
+
+/// Handshakes given up on (by every endpoint of this process): they
+/// stay among an endpoint's connections until their close timer fires.
+static ABANDONED: AtomicUsize = AtomicUsize::new(0);
+
+/// How long [`finish`] waits, at most, for the close of the connections
+/// that were up to reach their nodes.
+pub const FINISH_TIMEOUT: Duration = Duration::from_secs(1);
+
+/// Lets the close of every connection that was up reach its node (so the
+/// node frees its slot at once rather than at its idle timeout) before the
+/// process exits. Call after the sessions are closed.
+///
+/// [`Endpoint::wait_idle`] alone would also wait for handshakes given up
+/// on, which stay for three probe timeouts (about 3 s) after a dial to an
+/// unreachable node timed out: that would add a second to every command
+/// while a node is down. So this waits, polling the endpoint's connection
+/// count, only until no more than those abandoned handshakes remain, and
+/// never longer than [`FINISH_TIMEOUT`].
+pub async fn finish(endpoint: &Endpoint) {
+    let done = async {
+        loop {
+            if endpoint.open_connections() <= ABANDONED.load(Ordering::Relaxed) {
+                return;
+            }
+            tokio::select! {
+                () = endpoint.wait_idle() => return,
+                () = tokio::time::sleep(Duration::from_millis(5)) => {}
+            }
+        }
+    };
+    let _ = tokio::time::timeout(FINISH_TIMEOUT, done).await;
 }
 
 async fn read_frame(recv: &mut RecvStream) -> Result<Response, NetError> {

@@ -95,7 +95,30 @@ pub enum OpError {
     Key(#[from] KeyError),
 }
 
+/// A step of a transfer, announced through [`Progress::phase`].
+///
+/// A PUT reads each large file twice: once to learn its size and MD5 (the
+/// placement needs them before any part is sent), then to encrypt and send
+/// it. Each pass of a file is announced before its first byte is counted:
+/// `Hashing(name)`, then [`Progress::hashed`] for the bytes read, then
+/// `Uploading(name)`, then [`Progress::advance`] for the bytes sent. Small
+/// files stored in batches (`put -r`, several files) have no separate
+/// pass and no announcement: they advance by their size once stored.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Phase<'a> {
+    /// The MD5 pass of the file with this vault name begins.
+    Hashing(&'a str),
+    /// Encrypting and sending the file with this vault name begins.
+    Uploading(&'a str),
+}
+
 /// Where a transfer has got to: told how many more bytes were processed.
+///
+/// [`Progress::advance`] counts a file's bytes once (sent for a PUT,
+/// written for a GET, verified for check); the MD5 pass of a PUT is
+/// counted apart, through [`Progress::hashed`], so a sink can show it as a
+/// phase of the same bar instead of counting the file twice.
 pub trait Progress: Send + Sync {
     /// `bytes` more bytes were processed.
     fn advance(&self, bytes: u64);
@@ -104,6 +127,21 @@ pub trait Progress: Send + Sync {
     /// the start).
     fn set_total(&self, bytes: u64) {
         let _ = bytes;
+    }
+
+    /// A phase of the transfer begins (see [`Phase`]). Does nothing by
+    /// default.
+    fn phase(&self, phase: Phase<'_>) {
+        let _ = phase;
+    }
+
+    /// `bytes` more bytes were read by a PUT's MD5 pass (after
+    /// [`Phase::Hashing`]). By default they count as [`Progress::advance`]
+    /// (a sink that knows nothing of phases sees a large file's bytes
+    /// twice, hashed then sent); a sink that shows file bytes once
+    /// overrides this.
+    fn hashed(&self, bytes: u64) {
+        self.advance(bytes);
     }
 }
 

@@ -22,7 +22,7 @@ use tokio::task::JoinSet;
 
 use super::{
     commit::{commit, Outcome, Write},
-    fetch_versions, io_err, quorum, remove_parts, require_nodes, OpError, ProgressRef,
+    fetch_versions, io_err, quorum, remove_parts, require_nodes, OpError, Phase, ProgressRef,
 };
 use crate::crypto::format::{part_blob_len, PART_HEADER};
 use crate::crypto::keys::{random_bytes, PartKeys, FILE_ID_LEN};
@@ -80,9 +80,12 @@ pub fn name_for(path: &Path) -> Result<String, OpError> {
     crate::path::file_name(path).map_err(|e| OpError::BadName(e.to_string()))
 }
 
-/// The MD5 pass. A file that changes during it is refused (its size and
-/// MD5 would describe no version of it).
-fn md5_file(path: &Path, progress: &ProgressRef) -> Result<Hashed, std::io::Error> {
+/// The MD5 pass of the file stored as `name`, announced as
+/// [`Phase::Hashing`] and counted through [`super::Progress::hashed`]. A
+/// file that changes during it is refused (its size and MD5 would describe
+/// no version of it).
+fn md5_file(path: &Path, name: &str, progress: &ProgressRef) -> Result<Hashed, std::io::Error> {
+    progress.phase(Phase::Hashing(name));
     let mut file = File::open(path)?;
     let unreadable = || std::io::Error::other("cannot read the file's modification time");
     let before = fingerprint_of(&file.metadata()?).ok_or_else(unreadable)?;
@@ -96,7 +99,7 @@ fn md5_file(path: &Path, progress: &ProgressRef) -> Result<Hashed, std::io::Erro
         }
         hasher.update(&buf[..n]);
         total += n as u64;
-        progress.advance(n as u64);
+        progress.hashed(n as u64);
     }
     if total != before.0 || fingerprint(path) != Some(before) {
         return Err(std::io::Error::other(
@@ -127,10 +130,17 @@ pub struct PutBatch {
 
 impl PutBatch {
     /// Starts the MD5 pass of `files`, in order, on one blocking thread.
-    /// Each file's progress advances by its size in this pass, and again
-    /// by its size while it is encrypted and sent. Needs a tokio runtime.
+    /// Each file's progress hears [`Phase::Hashing`] and counts its size
+    /// through [`super::Progress::hashed`] in this pass, then hears
+    /// [`Phase::Uploading`] and advances by its size while it is encrypted
+    /// and sent. Needs a tokio runtime.
     pub fn start(files: Vec<(PathBuf, ProgressRef)>) -> PutBatch {
-        let hashing = hash_all(files.clone());
+        let hashing = hash_all(
+            files
+                .iter()
+                .map(|(path, progress)| (path.clone(), shown_name(path), progress.clone()))
+                .collect(),
+        );
         let queue = files
             .into_iter()
             .zip(hashing)
@@ -155,8 +165,10 @@ impl PutBatch {
     }
 }
 
-/// Stores `path` in the vault under its file name. `progress` advances by
-/// twice the file's size (the MD5 pass, then the upload).
+/// Stores `path` in the vault under its file name. `progress` hears
+/// [`Phase::Hashing`] and counts the file's size through
+/// [`super::Progress::hashed`] (the MD5 pass), then hears
+/// [`Phase::Uploading`] and advances by the file's size (the upload).
 pub async fn put_file(
     vault: &Vault,
     path: &Path,
@@ -170,24 +182,31 @@ pub async fn put_file(
 }
 
 /// Starts the MD5 pass of `files`, in order, on one blocking thread (a
-/// pass is skipped when nobody waits for it any more).
-pub(crate) fn hash_all(files: Vec<(PathBuf, ProgressRef)>) -> Vec<Hashing> {
+/// pass is skipped when nobody waits for it any more). Each file comes
+/// with the name its progress is told ([`Phase::Hashing`]).
+pub(crate) fn hash_all(files: Vec<(PathBuf, String, ProgressRef)>) -> Vec<Hashing> {
     let mut jobs = Vec::new();
     let mut receivers = Vec::new();
-    for (path, progress) in files {
+    for (path, name, progress) in files {
         let (tx, rx) = tokio::sync::oneshot::channel();
-        jobs.push((path, progress, tx));
+        jobs.push((path, name, progress, tx));
         receivers.push(rx);
     }
     tokio::task::spawn_blocking(move || {
-        for (path, progress, tx) in jobs {
+        for (path, name, progress, tx) in jobs {
             if tx.is_closed() {
                 continue;
             }
-            let _ = tx.send(md5_file(&path, &progress));
+            let _ = tx.send(md5_file(&path, &name, &progress));
         }
     });
     receivers
+}
+
+/// The name a file's progress is told: its vault name, or (when it has
+/// none) the path as given.
+fn shown_name(path: &Path) -> String {
+    name_for(path).unwrap_or_else(|_| path.display().to_string())
 }
 
 /// Stores one file, streaming, under `name`. With `degraded`, one node
@@ -237,6 +256,7 @@ pub(crate) async fn store(
         mtime_ns,
     };
 
+    progress.phase(Phase::Uploading(&name));
     if let Err(e) = upload_parts(vault, path, &manifest, progress).await {
         remove_parts(vault, &manifest).await;
         return Err(e);

@@ -115,17 +115,19 @@ pub struct PutPlan {
 
 impl PutPlan {
     /// Plans storing `files`. `progress` advances by each file's size
-    /// when it is stored (and, for large files, by their size again during
-    /// their MD5 pass). Needs a tokio runtime.
+    /// once: a small file's when its batch is stored, a large file's as it
+    /// is sent (after [`super::Phase::Uploading`]). A large file's MD5
+    /// pass is announced ([`super::Phase::Hashing`]) and counted apart,
+    /// through [`super::Progress::hashed`]. Needs a tokio runtime.
     pub fn start(files: Vec<LocalFile>, options: PutOptions, progress: ProgressRef) -> PutPlan {
         let mut hashing = HashMap::new();
         if !options.skip_unchanged {
-            let large: Vec<(PathBuf, ProgressRef)> = files
+            let large: Vec<(PathBuf, String, ProgressRef)> = files
                 .iter()
                 .filter(|f| f.size > SMALL_FILE)
-                .map(|f| (f.path.clone(), progress.clone()))
+                .map(|f| (f.path.clone(), f.name.clone(), progress.clone()))
                 .collect();
-            let paths: Vec<PathBuf> = large.iter().map(|(p, _)| p.clone()).collect();
+            let paths: Vec<PathBuf> = large.iter().map(|(p, ..)| p.clone()).collect();
             hashing = paths.into_iter().zip(hash_all(large)).collect();
         }
         PutPlan {
@@ -208,14 +210,12 @@ impl PutPlan {
             let (vault, progress) = (vault.clone(), self.progress.clone());
             let mut note = degraded_note.clone();
             if let Some(node) = skip {
-                note.push(format!(
-                    "{} stopped answering during this PUT: its copies are missing until you run repair with it back",
-                    vault.node_name(node)
-                ));
+                note.push(stopped_note(&vault, node));
             }
+            let degraded = self.options.degraded;
             set.spawn(async move {
                 let _permit = permit;
-                store_batch(&vault, batch, &progress, &note, skip).await
+                store_batch(&vault, batch, &progress, &note, skip, degraded).await
             });
             while let Some(done) = set.try_join_next() {
                 collect(done, &mut outcomes);
@@ -236,9 +236,13 @@ impl PutPlan {
             }
             let hashing = match self.hashing.remove(&file.path) {
                 Some(h) => h,
-                None => hash_all(vec![(file.path.clone(), self.progress.clone())])
-                    .pop()
-                    .expect("one file, one hashing"),
+                None => hash_all(vec![(
+                    file.path.clone(),
+                    file.name.clone(),
+                    self.progress.clone(),
+                )])
+                .pop()
+                .expect("one file, one hashing"),
             };
             let r = store(
                 vault,
@@ -482,7 +486,9 @@ async fn put_all(s: &Session, blobs: &[(usize, BlobId, &[u8])]) -> Vec<(usize, N
 async fn delete_all(s: &Session, ids: &[BlobId]) {
     for chunk in ids.chunks(MAX_BATCH) {
         if let Err(e) = s.delete_blobs(chunk).await {
-            tracing::warn!(node = %s.name, "could not remove old parts: {e}");
+            // Left as orphans, which `repair` removes; the node's trouble
+            // is reported with the files.
+            tracing::debug!(node = %s.name, "could not remove parts: {e}");
         }
     }
 }
@@ -550,7 +556,11 @@ async fn store_batch(
     progress: &ProgressRef,
     degraded_note: &[String],
     skip: Option<usize>,
+    degraded: bool,
 ) -> Vec<(usize, Outcome)> {
+    // Kept for a degraded PUT: files caught in flight by a node's death are
+    // sent again without it.
+    let again = (degraded && skip.is_none()).then(|| batch.clone());
     let v = vault.clone();
     let (sealed, mut results) =
         match tokio::task::spawn_blocking(move || seal_batch(&v, batch)).await {
@@ -575,8 +585,11 @@ async fn store_batch(
     }
     let sent = put_per_node(vault, parts).await;
     let mut part_failures: HashMap<usize, Vec<String>> = HashMap::new();
+    // Per file, the nodes its failure or warning is about.
+    let mut blamed: HashMap<usize, Vec<usize>> = HashMap::new();
     for (node, fails) in sent {
         for (f, e) in fails {
+            blamed.entry(f).or_default().push(node);
             part_failures
                 .entry(f)
                 .or_default()
@@ -636,6 +649,10 @@ async fn store_batch(
                 .push(vault.master().part_id(&m.file_id, c.part));
         }
     };
+    let mut blamed_by_index: HashMap<usize, Vec<usize>> = HashMap::new();
+    let mut commit_blame: Vec<(usize, Vec<String>)> = Vec::new();
+    // Files whose manifest may have landed: their failure stays as it is.
+    let mut kept: Vec<usize> = Vec::new();
     for (f, s) in sealed.iter().enumerate() {
         let name = &s.file.name;
         let outcome = if let Some(why) = part_failures.get(&f) {
@@ -667,6 +684,7 @@ async fn store_batch(
                     progress.advance(s.manifest.size);
                     let mut warnings: Vec<String> = degraded_note.to_vec();
                     if !missed.is_empty() {
+                        commit_blame.push((s.index, missed.clone()));
                         warnings.push(format!(
                             "{name}: the manifest could not be written to {}; run repair to bring it up to date",
                             missed.join("; ")
@@ -689,7 +707,10 @@ async fn store_batch(
                     // A manifest that may have landed keeps its parts.
                     if !left {
                         doomed(&s.manifest);
+                    } else {
+                        kept.push(s.index);
                     }
+                    commit_blame.push((s.index, why.clone()));
                     Outcome::Failed(OpError::Unavailable(format!(
                         "{name}: not stored: the manifest reached fewer than {} nodes ({}); {}",
                         quorum(vault),
@@ -711,5 +732,105 @@ async fn store_batch(
         |s, ids| async move { delete_all(&s, &ids).await },
     )
     .await;
+
+    // 4. A node that died while this batch was in flight: the files it
+    //    failed get the one cause every later file gets (a degraded PUT
+    //    sends them again without it), and the files stored without its
+    //    copy get the one note the rest of a degraded PUT carries.
+    let dead: Vec<usize> = vault
+        .ready()
+        .filter(|s| s.is_closed())
+        .map(|s| s.node)
+        .collect();
+    if dead.is_empty() {
+        return results;
+    }
+    let named = |texts: &[String]| -> Vec<usize> {
+        (0..vault.node_count())
+            .filter(|&n| {
+                let name = vault.node_name(n);
+                texts.iter().any(|t| {
+                    t.strip_prefix(name)
+                        .is_some_and(|rest| rest.is_empty() || rest.starts_with(':'))
+                })
+            })
+            .collect()
+    };
+    for (f, s) in sealed.iter().enumerate() {
+        if let Some(nodes) = blamed.get(&f) {
+            blamed_by_index.insert(s.index, nodes.clone());
+        }
+    }
+    for (index, texts) in commit_blame {
+        blamed_by_index.insert(index, named(&texts));
+    }
+    let only_dead = |i: &usize| {
+        blamed_by_index
+            .get(i)
+            .is_some_and(|n| !n.is_empty() && n.iter().all(|n| dead.contains(n)))
+    };
+    let death = died(vault, degraded);
+    let mut retry: Vec<usize> = Vec::new();
+    for (index, outcome) in results.iter_mut() {
+        if !only_dead(index) {
+            continue;
+        }
+        let name = sealed
+            .iter()
+            .find(|s| s.index == *index)
+            .map_or("", |s| s.file.name.as_str());
+        match outcome {
+            Outcome::Failed(_) if !kept.contains(index) => match &death {
+                Ok(Some(_)) if again.is_some() => retry.push(*index),
+                Err(why) => {
+                    *outcome = Outcome::Failed(OpError::Unavailable(format!("{name}: {why}")))
+                }
+                _ => {}
+            },
+            Outcome::Stored(r) => {
+                let prefix = format!("{name}: ");
+                r.warnings.retain(|w| !w.starts_with(&prefix));
+                for &n in &dead {
+                    let note = stopped_note(vault, n);
+                    if !r.warnings.contains(&note) {
+                        r.warnings.push(note);
+                    }
+                }
+            }
+            _ => {}
+        }
+    }
+    if let (Some(batch), Ok(Some(node))) = (again, death) {
+        let batch: Vec<_> = batch
+            .into_iter()
+            .filter(|(i, ..)| retry.contains(i))
+            .collect();
+        if !batch.is_empty() {
+            let mut note = degraded_note.to_vec();
+            note.push(stopped_note(vault, node));
+            let redone = Box::pin(store_batch(
+                vault,
+                batch,
+                progress,
+                &note,
+                Some(node),
+                false,
+            ))
+            .await;
+            for (i, o) in redone {
+                if let Some(slot) = results.iter_mut().find(|(j, _)| *j == i) {
+                    slot.1 = o;
+                }
+            }
+        }
+    }
     results
+}
+
+/// The note a PUT that went on without `node` carries.
+fn stopped_note(vault: &Vault, node: usize) -> String {
+    format!(
+        "{} stopped answering during this PUT: its copies are missing until you run repair with it back",
+        vault.node_name(node)
+    )
 }

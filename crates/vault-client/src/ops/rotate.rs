@@ -15,6 +15,18 @@
 //! - until it is finished, the local MD5 check of dfc.conf accepts the new
 //!   password too, and every other command says a rotation is pending;
 //! - dfc.conf is rewritten last, then the pending rotation is cleared.
+//!
+//! Running `rotate` again after a rotation that *finished* (the nodes
+//! refuse the old password) is recognised, not reported as a wrong
+//! password ([`RotateReport::already`]): when every node refused the old
+//! password, all four announced the upgraded login and no rotation is
+//! pending, the new password is tried once per node, by signature only
+//! (never an MD5 of it, whatever the nodes announce then), and the change
+//! counts as done only when a majority of the configured nodes (3 of 4)
+//! take it and serve the newest record that password opens
+//! ([`records::newest`]). Anything less keeps `Invalid Username/Password`.
+//! When the state file already knows the nodes' login key, a new password
+//! that does not derive it is refused without asking any node.
 
 use quinn::Endpoint;
 use subtle::ConstantTimeEq;
@@ -27,7 +39,7 @@ use crate::config::{self, ClientConfig, PasswordSetting};
 use crate::crypto::keys::{self, MasterKey};
 use crate::login::{self, KeyRing, LoginReport, Method, NodeLogin, RingError, RotationInfo, Which};
 use crate::records::{self, Found};
-use crate::state::PendingRotation;
+use crate::state::{KdfState, PendingRotation};
 use crate::vault::{no_session_error, OpenError, OpenOptions};
 
 /// What ROTATE did.
@@ -39,6 +51,12 @@ pub struct RotateReport {
     pub config_updated: bool,
     /// Whether this run finished a rotation an earlier run started.
     pub resumed: bool,
+    /// Whether an earlier run had finished this rotation already: the
+    /// nodes refused the old password and a majority of them take the new
+    /// one. Nothing changed on any node (`nodes` is empty); dfc.conf was
+    /// rewritten to the new password if it held another one
+    /// (`config_updated`).
+    pub already: bool,
 }
 
 /// Changes the password of `cfg`'s user from `old` to `new` on all nodes.
@@ -106,7 +124,142 @@ pub async fn rotate(
     let report = login::log_in(&attempt, &mut ring).await;
     let result = finish(cfg, &user, &store, &mut ring, &state, &mut pending, &report).await;
     report.close();
+    match result {
+        Err(OpError::Open(OpenError::AuthFailed))
+            if state.pending_rotation.is_none() && all_upgraded_refused(&report) =>
+        {
+            let mut ring = KeyRing::new(new, None);
+            already_rotated(
+                endpoint, cfg, &user, options, &store, &state, &mut ring, &report,
+            )
+            .await
+        }
+        other => other,
+    }
+}
+
+/// Whether every configured node announced the upgraded login and refused
+/// the old password: the only case in which the new one may be tried.
+fn all_upgraded_refused(report: &LoginReport) -> bool {
+    !report.names.is_empty()
+        && report.outcomes.iter().all(|o| *o == NodeLogin::Refused)
+        && report
+            .schemes
+            .iter()
+            .all(|s| matches!(s, Some(AuthScheme::Upgraded(_))))
+}
+
+/// The old password was refused everywhere: finds out whether the new one
+/// (the ring's current password) is the account's already. Succeeds only
+/// when a majority of the configured nodes take its signature and hold the
+/// newest record it opens; otherwise the answer stays `AuthFailed`.
+#[allow(clippy::too_many_arguments)]
+async fn already_rotated(
+    endpoint: &Endpoint,
+    cfg: &ClientConfig,
+    user: &str,
+    options: &OpenOptions,
+    store: &crate::state::StateStore,
+    state: &crate::state::AccountState,
+    ring: &mut KeyRing,
+    refused: &LoginReport,
+) -> Result<RotateReport, OpError> {
+    let refused_err = || OpError::Open(OpenError::AuthFailed);
+    // The state file knows the login key of the parameters every node
+    // announces: a new password that does not derive it is wrong, and no
+    // node is asked (no second failed login per node).
+    if let (Some(known), Some(key)) = (&state.kdf, &state.login_key) {
+        let mut announced = refused.schemes.iter().map(|s| match s {
+            Some(AuthScheme::Upgraded(k)) => Some(k),
+            _ => None,
+        });
+        let first = announced.next().flatten();
+        if let Some(kdf) = first.filter(|k| KdfState::of(k) == *known) {
+            if announced.all(|k| k == Some(kdf)) {
+                let keys = ring.get(Which::Current, kdf).await.map_err(|e| match e {
+                    RingError::Key(e) => OpError::Key(e),
+                    _ => refused_err(),
+                })?;
+                if hex::encode(keys.login_public_key()) != *key {
+                    return Err(refused_err());
+                }
+            }
+        }
+    }
+    // Never an MD5 of the new password: marked upgraded, the login withholds
+    // it from every node announcing the legacy login now.
+    let guarded = crate::state::AccountState {
+        upgraded: true,
+        pending_rotation: None,
+        ..state.clone()
+    };
+    let attempt = login::Attempt {
+        endpoint,
+        cfg,
+        user,
+        limits: options.limits,
+        state: &guarded,
+        state_path: store.path(),
+        rotation: None,
+    };
+    let report = login::log_in(&attempt, ring).await;
+    let result = confirm_new(cfg, user, store, state, ring, &report).await;
+    report.close();
     result
+}
+
+/// The second half of [`already_rotated`]: counts the nodes that took the
+/// new password and hold the newest record it opens, then brings dfc.conf
+/// and the state file up to date.
+async fn confirm_new(
+    cfg: &ClientConfig,
+    user: &str,
+    store: &crate::state::StateStore,
+    state: &crate::state::AccountState,
+    ring: &mut KeyRing,
+    report: &LoginReport,
+) -> Result<RotateReport, OpError> {
+    let refused_err = || OpError::Open(OpenError::AuthFailed);
+    let Ok(Found::Trusted(trusted)) =
+        records::newest(report, ring, user, state, store.path()).await
+    else {
+        return Err(refused_err());
+    };
+    if trusted.record.login_key.is_none() {
+        return Err(refused_err());
+    }
+    let holding = (0..report.names.len())
+        .filter(|&i| {
+            report.outcomes[i] == NodeLogin::Ready(Method::Signature(Which::Current))
+                && matches!(&report.records[i], Some(Ok(Some(r))) if *r == trusted.record)
+        })
+        .count();
+    if holding < login::majority(report.names.len()) {
+        return Err(refused_err());
+    }
+    let new = ring
+        .password(Which::Current)
+        .expect("a ring always has its current password");
+    // dfc.conf still naming another password is rewritten, as a finished
+    // rotation would have done.
+    let config_updated = cfg.password.as_ref().is_some_and(|p| !p.matches(new));
+    if config_updated {
+        config::rewrite_password(&cfg.path, new).map_err(|e| {
+            OpError::Unavailable(format!(
+                "the password was already changed to the new one on the nodes (an earlier rotate finished), but {} could not be updated ({e}); put the new password there",
+                cfg.path.display()
+            ))
+        })?;
+    }
+    store
+        .update(user, |s| s.learn(&trusted.record))
+        .map_err(OpenError::from)?;
+    Ok(RotateReport {
+        nodes: Vec::new(),
+        config_updated,
+        resumed: false,
+        already: true,
+    })
 }
 
 async fn finish(
@@ -278,5 +431,6 @@ async fn finish(
         nodes,
         config_updated,
         resumed,
+        already: false,
     })
 }

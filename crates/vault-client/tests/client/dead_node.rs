@@ -104,3 +104,60 @@ async fn with_degraded_the_put_goes_on_without_the_dead_node() {
     })
     .await
 }
+
+/// A node that never answers costs a command the dial timeout, not that
+/// plus the seconds its abandoned handshake lingers in the endpoint:
+/// `net::finish` waits only for the closes of the connections that were
+/// up (which reach their node), not for the abandoned handshake.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unreachable_node_costs_the_dial_timeout_and_no_more() {
+    use vault_client::config::ServerEntry;
+    use vault_client::net::{self, Limits, NetError};
+    timed(async {
+        let c = TestCluster::start(&testing::plain_user("Alice", ALICE))
+            .await
+            .unwrap();
+        let endpoint = net::client_endpoint(c.ca_pem().as_bytes()).unwrap();
+        // A socket that takes the handshake's packets and never answers.
+        let silent = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+        let entry = |i: usize, port: u16| ServerEntry {
+            name: c.name(i).to_string(),
+            host: "127.0.0.1".into(),
+            port,
+            line: i + 1,
+        };
+        let limits = Limits {
+            connect: Duration::from_millis(300),
+            ..Limits::default()
+        };
+        let dead = silent.local_addr().unwrap().port();
+        let live = c.addr(1).port();
+        let up = net::dial(&endpoint, 1, &entry(1, live), limits)
+            .await
+            .unwrap();
+        match net::dial(&endpoint, 0, &entry(0, dead), limits).await {
+            Err(NetError::Timeout) => {}
+            other => panic!("expected a timeout, got {:?}", other.map(|s| s.name)),
+        }
+        up.close();
+        // The abandoned handshake is still there: waiting for the endpoint
+        // to be idle would take its close timer (about 3 s).
+        assert!(endpoint.open_connections() >= 1);
+        let started = Instant::now();
+        net::finish(&endpoint).await;
+        let took = started.elapsed();
+        assert!(took < Duration::from_millis(700), "finish took {took:?}");
+        assert!(
+            tokio::time::timeout(Duration::from_millis(1), endpoint.wait_idle())
+                .await
+                .is_err(),
+            "the abandoned handshake was gone already: this test proves nothing"
+        );
+        assert_eq!(
+            endpoint.open_connections(),
+            1,
+            "the live connection's close did not finish"
+        );
+    })
+    .await;
+}

@@ -12,4 +12,6 @@ mod hostile_login;
 mod hostile_repair;
 mod library;
 mod mtime;
+mod progress;
+mod rotate_again;
 mod vectors;

@@ -2,21 +2,21 @@
 //! the results printed for people or, with `--json`, for scripts.
 
 use std::path::{Path, PathBuf};
-use std::time::Duration;
 
 use anyhow::{bail, Context, Result};
 use std::io::Write;
-use vault_client::config::{ClientConfig, ConfigError};
+use vault_client::config::{ClientConfig, ConfigError, PasswordSetting};
 use vault_client::net::client_endpoint;
 
 use vault_client::ops::check::{CopyState, FileHealth, Survey};
-use vault_client::ops::put_many::{self, Outcome, PutOptions, PutPlan};
+use vault_client::ops::put_many::{Outcome, PutOptions, PutPlan};
 use vault_client::ops::repair::RepairOptions;
 use vault_client::ops::{self, OpError, ProgressRef};
 use vault_client::path::{self, walk, LocalFile};
 use vault_client::vault::{OpenError, OpenOptions, Vault, AUTH_FAILED_MESSAGE};
 
 use crate::args::{Cli, Command};
+use crate::causes::Causes;
 use crate::output::{report_error, tidy, warn_all, Bar};
 use crate::password::{passes_local_check, Sources};
 
@@ -47,20 +47,35 @@ pub async fn run(cli: Cli) -> Result<i32> {
         .load(&cfg.username.to_ascii_lowercase())?
         .pending_rotation;
     let rotating = matches!(cli.command, Some(Command::Rotate));
-    if !passes_local_check(&cfg, &password, pending.as_ref(), rotating) {
+    let local_ok = passes_local_check(&cfg, &password, pending.as_ref(), rotating);
+    // rotate decides once it has the new password (see its arm).
+    if !local_ok && !rotating {
         eprintln!("{AUTH_FAILED_MESSAGE}");
         return Ok(1);
     }
     let status = match cli.command {
         Some(Command::Rotate) => {
             let new = sources.new_password()?;
+            // A digest in dfc.conf that is the new password's: an earlier
+            // rotate finished; the nodes are asked (ops::rotate says so).
+            let new_in_config =
+                matches!(&cfg.password, Some(d @ PasswordSetting::Md5(_)) if d.matches(&new));
+            if !local_ok && !new_in_config {
+                eprintln!("{AUTH_FAILED_MESSAGE}");
+                return Ok(1);
+            }
             match ops::rotate::rotate(&endpoint, &cfg, &password, &new, &options).await {
                 Ok(r) => {
                     if cli.json {
                         println!(
                             "{}",
-                            serde_json::json!({"rotated": r.nodes, "config_updated": r.config_updated, "resumed": r.resumed})
+                            serde_json::json!({"rotated": r.nodes, "config_updated": r.config_updated, "resumed": r.resumed, "already": r.already})
                         );
+                    } else if r.already {
+                        println!("the password was already changed to the new one (an earlier rotate finished); nothing to do");
+                        if r.config_updated {
+                            println!("updated {} with the new password", cfg.path.display());
+                        }
                     } else {
                         if r.resumed {
                             println!("finished the interrupted password change");
@@ -125,7 +140,7 @@ pub async fn run(cli: Cli) -> Result<i32> {
             status
         }
     };
-    let _ = tokio::time::timeout(Duration::from_secs(1), endpoint.wait_idle()).await;
+    vault_client::net::finish(&endpoint).await;
     Ok(status)
 }
 
@@ -192,17 +207,9 @@ pub fn start_put(
             ));
         }
     }
-    let total: u64 = local
-        .iter()
-        .map(|f| {
-            if f.size > put_many::SMALL_FILE && !recursive {
-                2 * f.size
-            } else {
-                f.size
-            }
-        })
-        .sum();
-    let bar = Bar::new(total, "put", json);
+    // File bytes, each counted once; the MD5 pass is a phase of the bar.
+    let sizes: Vec<(String, u64)> = local.iter().map(|f| (f.name.clone(), f.size)).collect();
+    let bar = Bar::put(&sizes, json);
     let options = PutOptions {
         skip_unchanged: recursive,
         checksum,
@@ -863,12 +870,21 @@ async fn put(vault: &Vault, started: StartedPut, json: bool, verbose: bool) -> i
     for u in &unreadable {
         results.push(serde_json::json!({"error": u}));
     }
-    // A warning every file carries (a degraded PUT's) is shown once.
+    // A warning every file carries (a degraded PUT's) is shown once; other
+    // warnings and the failures are grouped by cause (`-v`: every file).
     let mut warned = std::collections::HashSet::new();
+    let mut warnings = Causes::new("warning");
+    let mut failures = Causes::new("error");
     for (file, outcome) in &summary.files {
         match outcome {
             Outcome::Stored(r) => {
-                warn_all(r.warnings.iter().filter(|w| warned.insert(w.as_str())));
+                for w in &r.warnings {
+                    if w.starts_with(&format!("{}: ", r.name)) {
+                        warnings.add(&r.name, w);
+                    } else if warned.insert(w.as_str()) {
+                        warn_all([w]);
+                    }
+                }
                 if !json && (verbose || !recursive) {
                     println!(
                         "stored {} ({} bytes, version {})",
@@ -885,10 +901,14 @@ async fn put(vault: &Vault, started: StartedPut, json: bool, verbose: bool) -> i
             }
             Outcome::Failed(e) => {
                 status = 1;
-                eprintln!("error: {}", tidy(&format!("{}: {e}", file.name)));
+                failures.add(&file.name, &format!("{}: {e}", file.name));
                 results.push(serde_json::json!({"name": file.name, "file": file.path.display().to_string(), "error": e.to_string()}));
             }
         }
+    }
+    if !json {
+        warnings.print(verbose);
+        failures.print(verbose);
     }
     if json {
         println!("{}", serde_json::Value::Array(results));

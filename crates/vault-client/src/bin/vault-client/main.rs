@@ -9,11 +9,13 @@
 //! - `commands`: opening the vault and running one command, output for
 //!   people and for `--json`.
 //! - `output`: progress bars, errors and warnings.
+//! - `causes`: per-file problems grouped by cause.
 //! - `prompt`: the classic interactive prompt.
 
 #![forbid(unsafe_code)]
 
 mod args;
+mod causes;
 mod commands;
 mod output;
 mod password;
