@@ -23,7 +23,7 @@ use super::get::get_version;
 use super::put_many::SMALL_FILE;
 use super::{NodeTasks, OpError, ProgressRef};
 use crate::catalog;
-use crate::fsutil::write_new;
+use crate::fsutil::{write_many, NewFile};
 use crate::manifest::Manifest;
 use crate::path::{local_path, normalize_prefix};
 use crate::placement::{nodes_for_part, PARTS};
@@ -350,13 +350,29 @@ async fn fetch_batch(
         }
     }
     let written = tokio::task::spawn_blocking(move || {
-        writes
-            .into_iter()
-            .map(|(i, m, target, data)| {
-                let r = write_file(&target, &data, replace, m.mtime_ns);
-                (i, m.size, r)
+        // Folders first, then every file of the batch made durable and
+        // published together (fsutil::write_many).
+        let mut ready = Vec::new();
+        let mut out = Vec::new();
+        for (i, m, target, data) in writes {
+            match make_parent(&target) {
+                Ok(()) => ready.push((i, m, target, data)),
+                Err(e) => out.push((i, m.size, Err(e))),
+            }
+        }
+        let files: Vec<NewFile<'_>> = ready
+            .iter()
+            .map(|(_, m, target, data)| NewFile {
+                target,
+                contents: data,
+                mtime_ns: m.mtime_ns,
             })
-            .collect::<Vec<_>>()
+            .collect();
+        let results = write_many(&files, replace);
+        for ((i, m, target, _), r) in ready.iter().zip(results) {
+            out.push((*i, m.size, r.map_err(|e| write_error(target, e))));
+        }
+        out
     })
     .await
     .unwrap_or_default();
@@ -369,26 +385,25 @@ async fn fetch_batch(
     results
 }
 
-fn write_file(
-    target: &Path,
-    data: &[u8],
-    replace: bool,
-    mtime_ns: Option<u64>,
-) -> Result<(), OpError> {
-    if let Some(parent) = target.parent() {
-        std::fs::create_dir_all(parent).map_err(|e| OpError::Io {
+/// Creates `target`'s folder if needed.
+fn make_parent(target: &Path) -> Result<(), OpError> {
+    match target.parent() {
+        Some(parent) => std::fs::create_dir_all(parent).map_err(|e| OpError::Io {
             path: parent.to_path_buf(),
             source: e,
-        })?;
+        }),
+        None => Ok(()),
     }
-    write_new(target, data, replace, mtime_ns).map_err(|e| {
-        if e.kind() == std::io::ErrorKind::AlreadyExists {
-            OpError::Exists(target.to_path_buf())
-        } else {
-            OpError::Io {
-                path: target.to_path_buf(),
-                source: e,
-            }
+}
+
+/// A failed write of `target`: `Exists` when it appeared meanwhile.
+fn write_error(target: &Path, e: std::io::Error) -> OpError {
+    if e.kind() == std::io::ErrorKind::AlreadyExists {
+        OpError::Exists(target.to_path_buf())
+    } else {
+        OpError::Io {
+            path: target.to_path_buf(),
+            source: e,
         }
-    })
+    }
 }

@@ -4,8 +4,9 @@
 //!
 //! - [`put`]: encrypt, split and place one file, streaming; commit with
 //!   the manifest.
-//! - [`put_many`]: many files (a tree): current versions learned at once,
-//!   unchanged files skipped, small files in batches, several in flight.
+//! - [`put_many`]: many files (a tree), streamed: current versions learned
+//!   a chunk at a time, unchanged files skipped, small files in batches,
+//!   several in flight.
 //! - [`get`]: fetch one copy of each part, fail over, verify, rename.
 //! - [`get_many`]: a whole tree: small files in batches, each part from
 //!   the less loaded holder, the other one when a copy fails.

@@ -1,8 +1,13 @@
 //! PUT of many files: a whole tree (`put -r`) or a list of files, with
 //! bounded memory and few round trips.
 //!
-//! 1. One lookup learns the current version of every name at once
-//!    ([`catalog::lookup`]: a few `GetBlobs` per node).
+//! The files come as a stream ([`PutPlan::stream`], fed by a folder walk
+//! on a blocking thread through a bounded channel), and are handled a chunk
+//! at a time ([`CHUNK`] files), so that memory does not grow with the tree:
+//!
+//! 1. One lookup learns the current version of every name of the chunk
+//!    ([`catalog::lookup`]: a few `GetBlobs` per node), with the same
+//!    quorum rule as any read.
 //! 2. With [`PutOptions::skip_unchanged`], a file whose size and
 //!    modification time (or, with `checksum`, contents) match its stored
 //!    version is left alone.
@@ -14,10 +19,14 @@
 //!    removed with `DeleteBlobs`. A few batches are in flight at once.
 //! 4. Larger files stream one at a time through [`super::put`].
 //!
+//! Outcomes are handed out in the order the files came, as soon as every
+//! earlier one is known; the plan never holds more than [`MAX_IN_MEMORY`]
+//! files at once ([`PutSummary::peak_in_memory`]).
+//!
 //! Readers see the old version or the new one, never a mix: a manifest is
 //! written only after every part copy it names is stored.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::path::PathBuf;
 use std::sync::Arc;
 
@@ -36,12 +45,22 @@ use crate::crypto::keys::{random_bytes, FILE_ID_LEN};
 use crate::crypto::stream::seal_all;
 use crate::manifest::Manifest;
 use crate::net::{NetError, Session};
-use crate::path::{mtime_ns, LocalFile};
+use crate::path::{mtime_ns, Item, LocalFile};
 use crate::placement::{nodes_for_part, PARTS};
 use crate::vault::Vault;
 
 /// Files up to this size are stored in batches; larger ones stream alone.
 pub const SMALL_FILE: u64 = 1 << 20;
+/// Files taken from the stream at a time: their stored versions are
+/// looked up together.
+pub const CHUNK: usize = 1000;
+/// Most files a plan holds at once (taken from the stream, outcome not yet
+/// handed out): a chunk being compared, plus what is still in flight from
+/// earlier chunks, which is waited for before a new chunk is taken once it
+/// reaches a chunk.
+pub const MAX_IN_MEMORY: usize = 2 * CHUNK;
+/// Items the walk may run ahead of the plan.
+const AHEAD: usize = 256;
 /// Most files in one batch.
 const BATCH_FILES: usize = 128;
 /// Most plaintext bytes in one batch.
@@ -75,11 +94,27 @@ pub enum Outcome {
     Failed(OpError),
 }
 
+/// What a PUT of many files reports as it goes, through the sink given to
+/// [`PutPlan::run_with`].
+#[derive(Debug)]
+pub enum Event {
+    /// Something given was left out (`path: why`): a link, a special file,
+    /// a name that cannot be a vault name, a folder that cannot be read.
+    Skipped(String),
+    /// A file's outcome. Files come in the order they were given (a walked
+    /// folder's in name order).
+    Done(LocalFile, Outcome),
+}
+
 /// What a PUT of many files did, file by file, in the order given.
 #[derive(Debug, Default)]
 pub struct PutSummary {
     /// Every file and its outcome.
     pub files: Vec<(LocalFile, Outcome)>,
+    /// `path: why` for everything left out while walking.
+    pub skipped: Vec<String>,
+    /// The most files the plan held at once (see [`MAX_IN_MEMORY`]).
+    pub peak_in_memory: usize,
 }
 
 impl PutSummary {
@@ -103,22 +138,43 @@ impl PutSummary {
     }
 }
 
+/// Counts of what [`PutPlan::run_with`] did.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct PutTotals {
+    /// Files stored.
+    pub stored: usize,
+    /// Files left alone.
+    pub unchanged: usize,
+    /// Files not stored.
+    pub failed: usize,
+    /// Things left out while walking.
+    pub skipped: usize,
+    /// The most files the plan held at once (see [`MAX_IN_MEMORY`]).
+    pub peak_in_memory: usize,
+}
+
+/// Where a plan's files come from.
+type Source = Box<dyn Iterator<Item = Item> + Send>;
+
 /// A PUT of many files, started before the vault opens so that the MD5
 /// pass of large files that will certainly be sent overlaps with logging
 /// in.
 pub struct PutPlan {
-    files: Vec<LocalFile>,
+    source: Source,
     options: PutOptions,
     progress: ProgressRef,
     hashing: HashMap<PathBuf, Hashing>,
+    chunk: usize,
 }
 
 impl PutPlan {
-    /// Plans storing `files`. `progress` advances by each file's size
-    /// once: a small file's when its batch is stored, a large file's as it
-    /// is sent (after [`super::Phase::Uploading`]). A large file's MD5
-    /// pass is announced ([`super::Phase::Hashing`]) and counted apart,
-    /// through [`super::Progress::hashed`]. Needs a tokio runtime.
+    /// Plans storing `files` (a list already in memory). `progress`
+    /// advances by each file's size once: a small file's when its batch is
+    /// stored, a large file's as it is sent (after
+    /// [`super::Phase::Uploading`]). A large file's MD5 pass is announced
+    /// ([`super::Phase::Hashing`]) and counted apart, through
+    /// [`super::Progress::hashed`]. A name given twice fails the second
+    /// time. Needs a tokio runtime.
     pub fn start(files: Vec<LocalFile>, options: PutOptions, progress: ProgressRef) -> PutPlan {
         let mut hashing = HashMap::new();
         if !options.skip_unchanged {
@@ -130,19 +186,259 @@ impl PutPlan {
             let paths: Vec<PathBuf> = large.iter().map(|(p, ..)| p.clone()).collect();
             hashing = paths.into_iter().zip(hash_all(large)).collect();
         }
+        let mut seen = HashSet::new();
+        let items = files.into_iter().map(move |f| {
+            if seen.insert(f.name.clone()) {
+                Item::File(f)
+            } else {
+                Item::Twice(f)
+            }
+        });
         PutPlan {
-            files,
+            source: Box::new(items),
             options,
             progress,
             hashing,
+            chunk: CHUNK,
         }
     }
 
-    /// Stores the planned files in `vault`.
-    pub async fn run(mut self, vault: &Vault) -> Result<PutSummary, OpError> {
-        let degraded_note = require_nodes(vault, "PUT", self.options.degraded)?;
-        let names: Vec<String> = self.files.iter().map(|f| f.name.clone()).collect();
-        let (known, problems) = catalog::lookup(vault, &names).await;
+    /// Plans storing the files `items` yields, taken as they come (for a
+    /// tree: [`crate::path::GivenFiles`], which walks the folders as a
+    /// stream). The iterator runs on a blocking thread, a bounded number
+    /// of items ahead. Progress as [`PutPlan::start`], without the MD5
+    /// pass begun early.
+    pub fn stream(
+        items: impl Iterator<Item = Item> + Send + 'static,
+        options: PutOptions,
+        progress: ProgressRef,
+    ) -> PutPlan {
+        PutPlan {
+            source: Box::new(items),
+            options,
+            progress,
+            hashing: HashMap::new(),
+            chunk: CHUNK,
+        }
+    }
+
+    /// Takes `files` files at a time instead of [`CHUNK`] (at least one);
+    /// at most twice that many are held at once.
+    pub fn chunk(mut self, files: usize) -> PutPlan {
+        self.chunk = files.max(1);
+        self
+    }
+
+    /// Stores the planned files in `vault`; every file's outcome, in the
+    /// order given.
+    pub async fn run(self, vault: &Vault) -> Result<PutSummary, OpError> {
+        let mut summary = PutSummary::default();
+        let totals = self
+            .run_with(vault, |event| match event {
+                Event::Done(f, o) => summary.files.push((f, o)),
+                Event::Skipped(s) => summary.skipped.push(s),
+            })
+            .await?;
+        summary.peak_in_memory = totals.peak_in_memory;
+        Ok(summary)
+    }
+
+    /// Stores the planned files in `vault`, handing each outcome (in the
+    /// order given) and each thing skipped to `sink` as it is known, and
+    /// keeping none: memory does not grow with the number of files.
+    ///
+    /// Fails, with nothing changed, when the nodes cannot say what is
+    /// stored for the first files (fewer than a quorum answer); when that
+    /// happens later, the files concerned fail and the rest go on.
+    pub async fn run_with(
+        self,
+        vault: &Vault,
+        mut sink: impl FnMut(Event) + Send,
+    ) -> Result<PutTotals, OpError> {
+        let PutPlan {
+            source,
+            options,
+            progress,
+            hashing,
+            chunk: chunk_len,
+        } = self;
+        let degraded_note = require_nodes(vault, "PUT", options.degraded)?;
+        let (tx, mut rx) = tokio::sync::mpsc::channel::<Item>(AHEAD);
+        // The walk: blocking file-system calls, a bounded number ahead. It
+        // stops when the plan does (the channel closes).
+        tokio::task::spawn_blocking(move || {
+            for item in source {
+                if tx.blocking_send(item).is_err() {
+                    break;
+                }
+            }
+        });
+        let mut run = Run {
+            vault,
+            options,
+            progress,
+            hashing,
+            degraded_note,
+            files: HashMap::new(),
+            done: BTreeMap::new(),
+            next_out: 0,
+            taken: 0,
+            totals: PutTotals::default(),
+            set: JoinSet::new(),
+            task_files: HashMap::new(),
+            limit: Arc::new(Semaphore::new(IN_FLIGHT)),
+            stopped: None,
+            batch: Vec::new(),
+            batch_bytes: 0,
+            begun: false,
+        };
+        loop {
+            // What is still held from earlier chunks stays under a chunk.
+            while run.held() > chunk_len {
+                if run.set.is_empty() {
+                    if run.batch.is_empty() {
+                        break;
+                    }
+                    run.send_batch(&mut sink).await;
+                } else {
+                    run.join_one().await;
+                    run.emit(&mut sink);
+                }
+            }
+            let mut chunk: Vec<(usize, LocalFile)> = Vec::new();
+            let mut closed = false;
+            let start = run.taken;
+            while run.taken - start < chunk_len {
+                let Some(item) = rx.recv().await else {
+                    closed = true;
+                    break;
+                };
+                match item {
+                    Item::Skipped(s) => {
+                        run.totals.skipped += 1;
+                        sink(Event::Skipped(s));
+                    }
+                    Item::Twice(file) => {
+                        let why = OpError::BadName(format!("{} is given twice", file.name));
+                        let i = run.take(file);
+                        run.finish(i, Outcome::Failed(why));
+                    }
+                    Item::File(file) => {
+                        let i = run.take(file.clone());
+                        chunk.push((i, file));
+                    }
+                }
+            }
+            if !chunk.is_empty() {
+                run.chunk(chunk, &mut sink).await?;
+            }
+            run.reap();
+            run.emit(&mut sink);
+            if closed {
+                break;
+            }
+        }
+        if !run.batch.is_empty() {
+            run.send_batch(&mut sink).await;
+        }
+        while !run.set.is_empty() {
+            run.join_one().await;
+            run.emit(&mut sink);
+        }
+        run.emit(&mut sink);
+        // Every file taken has an outcome by now; one that has none (a
+        // bug) still gets one.
+        let left: Vec<usize> = run.files.keys().copied().collect();
+        for i in left {
+            run.done.entry(i).or_insert_with(|| {
+                Outcome::Failed(OpError::Unavailable("the batch holding it failed".into()))
+            });
+        }
+        run.emit(&mut sink);
+        Ok(run.totals)
+    }
+}
+
+/// A small file waiting for its batch: its place, itself, and what is
+/// stored under its name.
+type Pending = (usize, LocalFile, Option<Entry>);
+
+/// The state of one [`PutPlan::run_with`].
+struct Run<'a> {
+    vault: &'a Vault,
+    options: PutOptions,
+    progress: ProgressRef,
+    hashing: HashMap<PathBuf, Hashing>,
+    degraded_note: Vec<String>,
+    /// Files taken and not yet handed out, by place.
+    files: HashMap<usize, LocalFile>,
+    /// Outcomes known and not yet handed out (an earlier file is not known).
+    done: BTreeMap<usize, Outcome>,
+    /// The place of the next file to hand out.
+    next_out: usize,
+    /// Files taken so far.
+    taken: usize,
+    totals: PutTotals,
+    set: JoinSet<Vec<(usize, Outcome)>>,
+    /// The files of each batch in flight.
+    task_files: HashMap<tokio::task::Id, Vec<usize>>,
+    limit: Arc<Semaphore>,
+    /// Why the files not sent yet fail (a node died, not degraded).
+    stopped: Option<OpError>,
+    /// Small files gathered for the next batch, and their bytes.
+    batch: Vec<Pending>,
+    batch_bytes: u64,
+    /// Whether anything may have been changed in the vault.
+    begun: bool,
+}
+
+impl Run<'_> {
+    /// Files held: taken and not handed out.
+    fn held(&self) -> usize {
+        self.taken - self.next_out
+    }
+
+    /// Takes `file` in: its place.
+    fn take(&mut self, file: LocalFile) -> usize {
+        let i = self.taken;
+        self.taken += 1;
+        self.files.insert(i, file);
+        self.totals.peak_in_memory = self.totals.peak_in_memory.max(self.held());
+        i
+    }
+
+    fn finish(&mut self, i: usize, outcome: Outcome) {
+        self.done.insert(i, outcome);
+    }
+
+    /// Hands out the outcomes known, in order, up to the first unknown.
+    fn emit(&mut self, sink: &mut impl FnMut(Event)) {
+        while let Some(outcome) = self.done.remove(&self.next_out) {
+            let file = self
+                .files
+                .remove(&self.next_out)
+                .expect("every place taken has its file");
+            match &outcome {
+                Outcome::Stored(_) => self.totals.stored += 1,
+                Outcome::Unchanged => self.totals.unchanged += 1,
+                Outcome::Failed(_) => self.totals.failed += 1,
+            }
+            self.next_out += 1;
+            sink(Event::Done(file, outcome));
+        }
+    }
+
+    /// One chunk of files: their stored versions, then each compared,
+    /// batched or sent.
+    async fn chunk(
+        &mut self,
+        chunk: Vec<(usize, LocalFile)>,
+        sink: &mut (impl FnMut(Event) + Send),
+    ) -> Result<(), OpError> {
+        let vault = self.vault;
+        let names: Vec<String> = chunk.iter().map(|(_, f)| f.name.clone()).collect();
+        let (mut known, problems) = catalog::lookup(vault, &names).await;
+        drop(names);
         // A quorum of answers is enough to know the current versions (a
         // node that missed one is caught by the conditional commit).
         let answered = vault
@@ -154,122 +450,167 @@ impl PutPlan {
             })
             .count();
         if answered < quorum(vault) {
-            return Err(OpError::Unavailable(format!(
-                "cannot learn the stored versions ({}); nothing was changed",
-                problems.join("; ")
-            )));
-        }
-        let mut seen = HashSet::new();
-        let mut outcomes: Vec<Option<Outcome>> = Vec::new();
-        let mut small: Vec<(usize, LocalFile, Option<Entry>)> = Vec::new();
-        let mut large: Vec<(usize, LocalFile, Option<Entry>)> = Vec::new();
-        for (i, file) in self.files.iter().enumerate() {
-            outcomes.push(None);
-            if !seen.insert(file.name.clone()) {
-                outcomes[i] = Some(Outcome::Failed(OpError::BadName(format!(
-                    "{} is given twice",
-                    file.name
-                ))));
-                continue;
+            let why = format!("cannot learn the stored versions ({})", problems.join("; "));
+            if !self.begun {
+                return Err(OpError::Unavailable(format!("{why}; nothing was changed")));
             }
-            let entry = known.get(&file.name).cloned();
-            if self.options.skip_unchanged && unchanged(file, entry.as_ref(), self.options).await {
-                outcomes[i] = Some(Outcome::Unchanged);
+            for (i, file) in chunk {
+                self.finish(
+                    i,
+                    Outcome::Failed(OpError::Unavailable(format!(
+                        "{}: not stored: {why}",
+                        file.name
+                    ))),
+                );
+            }
+            return Ok(());
+        }
+        for (i, file) in chunk {
+            let entry = known.remove(&file.name);
+            if self.options.skip_unchanged && unchanged(&file, entry.as_ref(), self.options).await {
+                self.finish(i, Outcome::Unchanged);
                 continue;
             }
             if file.size <= SMALL_FILE {
-                small.push((i, file.clone(), entry));
-            } else {
-                large.push((i, file.clone(), entry));
-            }
-        }
-
-        // Small files: batches, a few in flight. A node that dies on the
-        // way is noticed once: without --degraded the files not sent yet
-        // fail at once with that one cause; with it, the batches go on
-        // without the dead node's copies (while it is the only node out).
-        let limit = Arc::new(Semaphore::new(IN_FLIGHT));
-        let mut set = JoinSet::new();
-        let mut stopped: Option<OpError> = None;
-        for batch in batches(small) {
-            let permit = limit.clone().acquire_owned().await.expect("never closed");
-            let death = died(vault, self.options.degraded);
-            if stopped.is_none() {
-                stopped = death.as_ref().err().cloned().map(OpError::Unavailable);
-            }
-            if let Some(why) = &stopped {
-                for (i, file, _) in batch {
-                    outcomes[i] = Some(Outcome::Failed(OpError::Unavailable(format!(
-                        "{}: {why}",
-                        file.name
-                    ))));
+                let full = !self.batch.is_empty()
+                    && (self.batch.len() >= BATCH_FILES
+                        || self.batch_bytes + file.size > BATCH_BYTES);
+                if full {
+                    self.send_batch(sink).await;
                 }
-                continue;
-            }
-            let skip = death.ok().flatten();
-            let (vault, progress) = (vault.clone(), self.progress.clone());
-            let mut note = degraded_note.clone();
-            if let Some(node) = skip {
-                note.push(stopped_note(&vault, node));
-            }
-            let degraded = self.options.degraded;
-            set.spawn(async move {
-                let _permit = permit;
-                store_batch(&vault, batch, &progress, &note, skip, degraded).await
-            });
-            while let Some(done) = set.try_join_next() {
-                collect(done, &mut outcomes);
+                self.batch_bytes += file.size;
+                self.batch.push((i, file, entry));
+            } else {
+                self.send_large(i, file).await;
+                self.reap();
+                self.emit(sink);
             }
         }
-        while let Some(done) = set.join_next().await {
-            collect(done, &mut outcomes);
-        }
+        Ok(())
+    }
 
-        // Large files: one at a time, streaming.
-        for (i, file, _) in large {
-            if let Err(why) = died(vault, self.options.degraded) {
-                outcomes[i] = Some(Outcome::Failed(OpError::Unavailable(format!(
-                    "{}: {why}",
-                    file.name
-                ))));
-                continue;
+    /// Sends the gathered batch of small files, once one of the few places
+    /// in flight is free. A node that dies on the way is noticed once:
+    /// without --degraded the files not sent yet fail at once with that one
+    /// cause; with it, the batches go on without the dead node's copies
+    /// (while it is the only node out).
+    async fn send_batch(&mut self, sink: &mut impl FnMut(Event)) {
+        let batch = std::mem::take(&mut self.batch);
+        self.batch_bytes = 0;
+        let permit = loop {
+            // Finished batches are collected while waiting for a place.
+            if let Ok(p) = self.limit.clone().try_acquire_owned() {
+                break p;
             }
-            let hashing = match self.hashing.remove(&file.path) {
-                Some(h) => h,
-                None => hash_all(vec![(
-                    file.path.clone(),
-                    file.name.clone(),
-                    self.progress.clone(),
-                )])
-                .pop()
-                .expect("one file, one hashing"),
-            };
-            let r = store(
-                vault,
-                &file.path,
-                &file.name,
+            self.join_one().await;
+            self.emit(sink);
+        };
+        let vault = self.vault;
+        let death = died(vault, self.options.degraded);
+        if self.stopped.is_none() {
+            self.stopped = death.as_ref().err().cloned().map(OpError::Unavailable);
+        }
+        if let Some(why) = &self.stopped {
+            let why = why.to_string();
+            for (i, file, _) in batch {
+                self.finish(
+                    i,
+                    Outcome::Failed(OpError::Unavailable(format!("{}: {why}", file.name))),
+                );
+            }
+            return;
+        }
+        self.begun = true;
+        let skip = death.ok().flatten();
+        let (vault, progress) = (vault.clone(), self.progress.clone());
+        let mut note = self.degraded_note.clone();
+        if let Some(node) = skip {
+            note.push(stopped_note(&vault, node));
+        }
+        let degraded = self.options.degraded;
+        let places: Vec<usize> = batch.iter().map(|(i, ..)| *i).collect();
+        let task = self.set.spawn(async move {
+            let _permit = permit;
+            store_batch(&vault, batch, &progress, &note, skip, degraded).await
+        });
+        self.task_files.insert(task.id(), places);
+        self.reap();
+    }
+
+    /// Sends one large file, streaming.
+    async fn send_large(&mut self, i: usize, file: LocalFile) {
+        let vault = self.vault;
+        if let Err(why) = died(vault, self.options.degraded) {
+            self.finish(
+                i,
+                Outcome::Failed(OpError::Unavailable(format!("{}: {why}", file.name))),
+            );
+            return;
+        }
+        self.begun = true;
+        let hashing = match self.hashing.remove(&file.path) {
+            Some(h) => h,
+            None => hash_all(vec![(
+                file.path.clone(),
+                file.name.clone(),
                 self.progress.clone(),
-                hashing,
-                self.options.degraded,
-            )
-            .await;
-            outcomes[i] = Some(match r {
+            )])
+            .pop()
+            .expect("one file, one hashing"),
+        };
+        let r = store(
+            vault,
+            &file.path,
+            &file.name,
+            self.progress.clone(),
+            hashing,
+            self.options.degraded,
+        )
+        .await;
+        self.finish(
+            i,
+            match r {
                 Ok(report) => Outcome::Stored(report),
                 Err(e) => Outcome::Failed(e),
+            },
+        );
+    }
+
+    /// Collects the batches that have finished, without waiting.
+    fn reap(&mut self) {
+        while let Some(done) = self.set.try_join_next_with_id() {
+            self.collect(done);
+        }
+    }
+
+    /// Waits for one batch in flight to finish (if any) and collects it.
+    async fn join_one(&mut self) {
+        if let Some(done) = self.set.join_next_with_id().await {
+            self.collect(done);
+        }
+    }
+
+    fn collect(
+        &mut self,
+        done: Result<(tokio::task::Id, Vec<(usize, Outcome)>), tokio::task::JoinError>,
+    ) {
+        let id = match done {
+            Ok((id, results)) => {
+                for (i, o) in results {
+                    self.finish(i, o);
+                }
+                id
+            }
+            Err(e) => {
+                tracing::warn!("a batch task failed: {e}");
+                e.id()
+            }
+        };
+        for i in self.task_files.remove(&id).unwrap_or_default() {
+            self.done.entry(i).or_insert_with(|| {
+                Outcome::Failed(OpError::Unavailable("the batch holding it failed".into()))
             });
         }
-
-        let files = std::mem::take(&mut self.files)
-            .into_iter()
-            .zip(outcomes)
-            .map(|(f, o)| {
-                let o = o.unwrap_or_else(|| {
-                    Outcome::Failed(OpError::Unavailable("the batch holding it failed".into()))
-                });
-                (f, o)
-            })
-            .collect();
-        Ok(PutSummary { files })
     }
 }
 
@@ -299,20 +640,6 @@ fn died(vault: &Vault, degraded: bool) -> Result<Option<usize>, String> {
     })
 }
 
-fn collect(
-    done: Result<Vec<(usize, Outcome)>, tokio::task::JoinError>,
-    outcomes: &mut [Option<Outcome>],
-) {
-    match done {
-        Ok(results) => {
-            for (i, o) in results {
-                outcomes[i] = Some(o);
-            }
-        }
-        Err(e) => tracing::warn!("a batch task failed: {e}"),
-    }
-}
-
 /// Whether `file` matches its stored version.
 async fn unchanged(file: &LocalFile, entry: Option<&Entry>, options: PutOptions) -> bool {
     let Some(stored) = entry.and_then(Entry::live) else {
@@ -335,26 +662,6 @@ async fn unchanged(file: &LocalFile, entry: Option<&Entry>, options: PutOptions)
     matches!(md5, Ok(Ok(d)) if d[..] == stored.md5[..])
 }
 
-/// Cuts the small files into batches by count and bytes.
-fn batches(
-    files: Vec<(usize, LocalFile, Option<Entry>)>,
-) -> Vec<Vec<(usize, LocalFile, Option<Entry>)>> {
-    let mut out: Vec<Vec<(usize, LocalFile, Option<Entry>)>> = Vec::new();
-    let mut bytes = 0u64;
-    for f in files {
-        let full = out
-            .last()
-            .is_none_or(|b| b.len() >= BATCH_FILES || bytes + f.1.size > BATCH_BYTES);
-        if full {
-            out.push(Vec::new());
-            bytes = 0;
-        }
-        bytes += f.1.size;
-        out.last_mut().expect("pushed").push(f);
-    }
-    out
-}
-
 /// One small file, read and sealed.
 struct Sealed {
     index: usize,
@@ -365,8 +672,9 @@ struct Sealed {
     sealed_manifest: Vec<u8>,
     /// Part ids, k = 0..4.
     part_ids: Vec<BlobId>,
-    /// (node, part index, blob).
-    copies: Vec<(usize, usize, Vec<u8>)>,
+    /// (node, part index, blob): the two copies of a part share their
+    /// bytes.
+    copies: Vec<(usize, usize, Arc<Vec<u8>>)>,
 }
 
 /// Reads and seals a batch (blocking: file reads and encryption).
@@ -394,12 +702,15 @@ fn seal_batch(
     (sealed, failed)
 }
 
+/// A blob to store for a file of a batch: (the file, its id, its bytes).
+type Blob = (usize, BlobId, Arc<Vec<u8>>);
+
 type SealedParts = (
     Manifest,
     BlobId,
     Vec<u8>,
     Vec<BlobId>,
-    Vec<(usize, usize, Vec<u8>)>,
+    Vec<(usize, usize, Arc<Vec<u8>>)>,
 );
 
 fn seal_one(
@@ -446,6 +757,7 @@ fn seal_one(
         let plain = &data[offset as usize..(offset + len) as usize];
         let mut blob = PART_HEADER.to_vec();
         blob.extend_from_slice(&seal_all(&keys.key, &keys.ad, plain));
+        let blob = Arc::new(blob);
         for node in nodes_for_part(manifest.placement(), k) {
             copies.push((node, k, blob.clone()));
         }
@@ -523,7 +835,7 @@ where
 /// node at once; the failures per node.
 async fn put_per_node(
     vault: &Vault,
-    lists: HashMap<usize, Vec<(usize, BlobId, Vec<u8>)>>,
+    lists: HashMap<usize, Vec<Blob>>,
 ) -> HashMap<usize, Vec<(usize, NetError)>> {
     let owners: HashMap<usize, Vec<usize>> = lists
         .iter()
@@ -562,7 +874,7 @@ async fn store_batch(
     // sent again without it.
     let again = (degraded && skip.is_none()).then(|| batch.clone());
     let v = vault.clone();
-    let (sealed, mut results) =
+    let (mut sealed, mut results) =
         match tokio::task::spawn_blocking(move || seal_batch(&v, batch)).await {
             Ok(r) => r,
             Err(e) => {
@@ -572,7 +884,7 @@ async fn store_batch(
         };
 
     // 1. Every part copy, one request per node.
-    let mut parts: HashMap<usize, Vec<(usize, BlobId, Vec<u8>)>> = HashMap::new();
+    let mut parts: HashMap<usize, Vec<Blob>> = HashMap::new();
     for (f, s) in sealed.iter().enumerate() {
         // A degraded PUT leaves out the copies of the node that died (each
         // part keeps its other copy).
@@ -584,6 +896,12 @@ async fn store_batch(
         }
     }
     let sent = put_per_node(vault, parts).await;
+    // The parts' bytes are not needed any more: freed before the commit.
+    for s in &mut sealed {
+        for copy in &mut s.copies {
+            copy.2 = Arc::default();
+        }
+    }
     let mut part_failures: HashMap<usize, Vec<String>> = HashMap::new();
     // Per file, the nodes its failure or warning is about.
     let mut blamed: HashMap<usize, Vec<usize>> = HashMap::new();

@@ -14,4 +14,5 @@ mod library;
 mod mtime;
 mod progress;
 mod rotate_again;
+mod stream_put;
 mod vectors;

@@ -4,15 +4,15 @@
 use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context, Result};
-use std::io::Write;
+use std::io::{IsTerminal, Write};
 use vault_client::config::{ClientConfig, ConfigError, PasswordSetting};
 use vault_client::net::client_endpoint;
 
 use vault_client::ops::check::{CopyState, FileHealth, Survey};
-use vault_client::ops::put_many::{Outcome, PutOptions, PutPlan};
+use vault_client::ops::put_many::{Event, Outcome, PutOptions, PutPlan};
 use vault_client::ops::repair::RepairOptions;
 use vault_client::ops::{self, OpError, ProgressRef};
-use vault_client::path::{self, walk, LocalFile};
+use vault_client::path::{self, Given, GivenFiles, Item, LocalFile};
 use vault_client::vault::{OpenError, OpenOptions, Vault, AUTH_FAILED_MESSAGE};
 
 use crate::args::{Cli, Command};
@@ -149,13 +149,20 @@ pub async fn run(cli: Cli) -> Result<i32> {
 pub struct StartedPut {
     plan: PutPlan,
     bar: std::sync::Arc<Bar>,
-    skipped: Vec<String>,
+    /// Things given that are neither files nor folders.
+    special: Vec<String>,
     unreadable: Vec<String>,
     recursive: bool,
 }
 
 /// Finds the files a PUT names: files under their file name, with `-r`
-/// folders walked (links and special files skipped and reported).
+/// folders walked as a stream while the files are stored (links and
+/// special files skipped and reported as they are met), so that memory
+/// does not grow with the tree.
+///
+/// The progress bar's total comes from a first pass that only sums the
+/// sizes (and names the files large enough to be sent alone), made only
+/// when the bar can be seen (standard error a terminal, no `--json`).
 pub fn start_put(
     files: &[PathBuf],
     recursive: bool,
@@ -163,10 +170,10 @@ pub fn start_put(
     degraded: bool,
     json: bool,
 ) -> Result<StartedPut> {
-    let mut local = Vec::new();
-    let mut skipped = Vec::new();
+    let mut given = Vec::new();
     // Files that cannot be read are reported and the others stored.
     let mut unreadable = Vec::new();
+    let mut special = Vec::new();
     for path in files {
         let meta = match std::fs::symlink_metadata(path) {
             Ok(m) => m,
@@ -182,47 +189,91 @@ pub fn start_put(
                     path.display()
                 );
             }
-            let walked = match walk(path) {
-                Ok(w) => w,
-                Err(e) => {
-                    unreadable.push(format!("cannot read {}: {e}", path.display()));
-                    continue;
-                }
-            };
-            local.extend(walked.files);
-            skipped.extend(walked.skipped);
+            // A folder that cannot be walked at all is unreadable, as a
+            // missing file is.
+            if let Err(e) = path::Walker::new(path) {
+                unreadable.push(format!("cannot read {}: {e}", path.display()));
+                continue;
+            }
+            given.push(Given::Folder(path.clone()));
         } else if meta.is_file() {
             let name =
                 path::file_name(path).map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
-            local.push(LocalFile {
+            given.push(Given::File(LocalFile {
                 path: path.clone(),
                 name,
                 size: meta.len(),
                 mtime_ns: path::mtime_ns(&meta),
-            });
+            }));
         } else {
-            skipped.push(format!(
+            special.push(format!(
                 "{}: not a regular file (a link or a special file)",
                 path.display()
             ));
         }
     }
-    // File bytes, each counted once; the MD5 pass is a phase of the bar.
-    let sizes: Vec<(String, u64)> = local.iter().map(|f| (f.name.clone(), f.size)).collect();
-    let bar = Bar::put(&sizes, json);
     let options = PutOptions {
         skip_unchanged: recursive,
         checksum,
         degraded,
     };
-    let plan = PutPlan::start(local, options, bar.clone() as ProgressRef);
+    let (plan, bar) = if recursive {
+        let bar = if !json && std::io::stderr().is_terminal() {
+            put_bar(&given, json)
+        } else {
+            Bar::put(&[], json)
+        };
+        let plan = PutPlan::stream(GivenFiles::new(given), options, bar.clone() as ProgressRef);
+        (plan, bar)
+    } else {
+        // Only the files named: a short list, their large files' MD5 pass
+        // begun while the vault opens.
+        let local: Vec<LocalFile> = given
+            .into_iter()
+            .filter_map(|g| match g {
+                Given::File(f) => Some(f),
+                Given::Folder(_) => None,
+            })
+            .collect();
+        // File bytes, each counted once; the MD5 pass is a phase of the bar.
+        let sizes: Vec<(String, u64)> = local.iter().map(|f| (f.name.clone(), f.size)).collect();
+        let bar = Bar::put(&sizes, json);
+        let plan = PutPlan::start(local, options, bar.clone() as ProgressRef);
+        (plan, bar)
+    };
     Ok(StartedPut {
         plan,
         bar,
-        skipped,
+        special,
         unreadable,
         recursive,
     })
+}
+
+/// The progress bar of a `put -r`: a first pass over what was given sums
+/// the sizes without keeping the files (only those sent alone are named,
+/// for the bar's label).
+fn put_bar(given: &[Given], json: bool) -> std::sync::Arc<Bar> {
+    let mut count = 0usize;
+    let mut total = 0u64;
+    let mut named: Vec<(String, u64)> = Vec::new();
+    let mut first: Option<(String, u64)> = None;
+    for item in GivenFiles::new(given.to_vec()) {
+        if let Item::File(f) = item {
+            count += 1;
+            total = total.saturating_add(f.size);
+            if count == 1 {
+                first = Some((f.name.clone(), f.size));
+            }
+            if f.size > ops::put_many::SMALL_FILE {
+                named.push((f.name, f.size));
+            }
+        }
+    }
+    if count == 1 {
+        return Bar::put(&first.into_iter().collect::<Vec<_>>(), json);
+    }
+    Bar::put_sized(count, total, named, json)
 }
 
 /// Runs one command against an open vault; returns the exit status.
@@ -848,77 +899,104 @@ async fn put(vault: &Vault, started: StartedPut, json: bool, verbose: bool) -> i
     let StartedPut {
         plan,
         bar,
-        skipped,
+        special,
         unreadable,
         recursive,
     } = started;
-    for s in &skipped {
+    for s in &special {
         eprintln!("skipped {s}");
     }
     for u in &unreadable {
         eprintln!("error: {u}; not stored");
     }
     bar.show();
-    let summary = plan.run(vault).await;
-    bar.finish();
-    let summary = match summary {
-        Ok(s) => s,
-        Err(e) => return report_error(&e),
-    };
     let mut status = i32::from(!unreadable.is_empty());
-    let mut results = Vec::new();
+    // With --json, one array printed as it goes: the unreadable first,
+    // then every file in order.
+    let mut first = true;
+    let mut element = |value: serde_json::Value| {
+        print!("{}{value}", if first { "[" } else { "," });
+        first = false;
+    };
     for u in &unreadable {
-        results.push(serde_json::json!({"error": u}));
+        if json {
+            element(serde_json::json!({"error": u}));
+        }
     }
     // A warning every file carries (a degraded PUT's) is shown once; other
     // warnings and the failures are grouped by cause (`-v`: every file).
-    let mut warned = std::collections::HashSet::new();
+    let mut warned: std::collections::HashSet<String> = std::collections::HashSet::new();
     let mut warnings = Causes::new("warning");
     let mut failures = Causes::new("error");
-    for (file, outcome) in &summary.files {
-        match outcome {
-            Outcome::Stored(r) => {
-                for w in &r.warnings {
-                    if w.starts_with(&format!("{}: ", r.name)) {
-                        warnings.add(&r.name, w);
-                    } else if warned.insert(w.as_str()) {
-                        warn_all([w]);
+    let summary = plan
+        .run_with(vault, |event| match event {
+            Event::Skipped(s) => bar.suspend(|| eprintln!("skipped {s}")),
+            Event::Done(file, outcome) => match outcome {
+                Outcome::Stored(r) => {
+                    for w in &r.warnings {
+                        if w.starts_with(&format!("{}: ", r.name)) {
+                            warnings.add(&r.name, w);
+                        } else if warned.insert(w.clone()) {
+                            bar.suspend(|| warn_all([w]));
+                        }
+                    }
+                    if !json && (verbose || !recursive) {
+                        bar.suspend(|| {
+                            println!(
+                                "stored {} ({} bytes, version {})",
+                                r.name, r.size, r.version
+                            )
+                        });
+                    }
+                    if json {
+                        element(serde_json::json!({"name": r.name, "size": r.size, "version": r.version, "warnings": r.warnings}));
                     }
                 }
-                if !json && (verbose || !recursive) {
-                    println!(
-                        "stored {} ({} bytes, version {})",
-                        r.name, r.size, r.version
-                    );
+                Outcome::Unchanged => {
+                    if !json && verbose {
+                        bar.suspend(|| println!("unchanged {}", file.name));
+                    }
+                    if json {
+                        element(serde_json::json!({"name": file.name, "unchanged": true}));
+                    }
                 }
-                results.push(serde_json::json!({"name": r.name, "size": r.size, "version": r.version, "warnings": r.warnings}));
-            }
-            Outcome::Unchanged => {
-                if !json && verbose {
-                    println!("unchanged {}", file.name);
+                Outcome::Failed(e) => {
+                    status = 1;
+                    failures.add(&file.name, &format!("{}: {e}", file.name));
+                    if json {
+                        element(serde_json::json!({"name": file.name, "file": file.path.display().to_string(), "error": e.to_string()}));
+                    }
                 }
-                results.push(serde_json::json!({"name": file.name, "unchanged": true}));
+            },
+        })
+        .await;
+    bar.finish();
+    let summary = match summary {
+        Ok(s) => s,
+        Err(e) => {
+            if json && !first {
+                println!("]");
             }
-            Outcome::Failed(e) => {
-                status = 1;
-                failures.add(&file.name, &format!("{}: {e}", file.name));
-                results.push(serde_json::json!({"name": file.name, "file": file.path.display().to_string(), "error": e.to_string()}));
-            }
+            return report_error(&e);
         }
-    }
+    };
     if !json {
         warnings.print(verbose);
         failures.print(verbose);
     }
     if json {
-        println!("{}", serde_json::Value::Array(results));
+        if first {
+            println!("[]");
+        } else {
+            println!("]");
+        }
     } else if recursive {
         println!(
             "stored {}, {} unchanged, {} failed, {} skipped",
-            count(summary.stored(), "file", "files"),
-            summary.unchanged(),
-            summary.failed() + unreadable.len(),
-            skipped.len()
+            count(summary.stored, "file", "files"),
+            summary.unchanged,
+            summary.failed + unreadable.len(),
+            summary.skipped + special.len()
         );
     }
     if !json && !unreadable.is_empty() {

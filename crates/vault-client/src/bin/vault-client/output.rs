@@ -145,6 +145,21 @@ impl Bar {
         Self::make(total, &label, visible, one_file, sizes)
     }
 
+    /// A bar for storing `count` files of `total` bytes in all, labelled
+    /// `N files`; `named` gives the size of the files sent alone (the
+    /// others are not named on the bar), so that the bar's line can follow
+    /// them. Several files: for one, see [`Bar::put`].
+    pub fn put_sized(count: usize, total: u64, named: Vec<(String, u64)>, json: bool) -> Arc<Bar> {
+        let visible = !json && total >= BAR_MIN_BYTES && std::io::stderr().is_terminal();
+        let label = format!("{count} files");
+        Self::make(total, &label, visible, false, named.into_iter().collect())
+    }
+
+    /// Runs `f` (which prints) with the bar out of the way.
+    pub fn suspend<R>(&self, f: impl FnOnce() -> R) -> R {
+        self.bar.suspend(f)
+    }
+
     /// A bar whose total comes later ([`Progress::set_total`]).
     pub fn unknown(label: &str, json: bool) -> Arc<Bar> {
         Self::make(
