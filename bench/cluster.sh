@@ -2,7 +2,8 @@
 # ($DIR) with certificates, a dfs.conf for Alice/Crimson33 (MD5 digest) and
 # a dfc.conf, starts DFS1-DFS4 on 127.0.0.1 (ports picked by the OS), and
 # stops them and removes $DIR on exit. Sets BIN, DIR, PIDS, PORTS, CLIENT
-# (the client with the dfc.conf) and VAULT_PASSWORD.
+# (the client with the dfc.conf) and VAULT_PASSWORD. NODE_ARGS (words) are
+# added to every `vault-node serve`, e.g. NODE_ARGS="--inline-max 16384".
 cargo build --release --bins -q
 BIN=$PWD/target/release
 DIR=$(mktemp -d)
@@ -23,7 +24,7 @@ start_node() {
     mkfifo "$DIR/out$i"
     RUST_LOG=warn "$BIN/vault-node" serve --root "$DIR/DFS$i" --name "DFS$i" \
         --listen "127.0.0.1:$port" --users "$DIR/dfs.conf" --certs "$DIR/certs" \
-        > "$DIR/out$i" 2>>"$DIR/node$i.log" &
+        ${NODE_ARGS:-} > "$DIR/out$i" 2>>"$DIR/node$i.log" &
     PIDS[$((i - 1))]=$!
     read -r line < "$DIR/out$i"
     PORTS[$((i - 1))]=${line##*:}

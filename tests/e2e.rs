@@ -4,6 +4,7 @@
 use std::path::Path;
 use std::time::Duration;
 
+use vault_node::store::offline;
 use vault_tests::*;
 
 mod health;
@@ -192,8 +193,11 @@ fn nodes_hold_no_names_and_no_plaintext() {
         std::fs::write(c.dir.path().join(name), &data).unwrap();
         ok(&c.client("Crimson33", &["put", name]));
         let needle = b"the eagle lands at midnight";
+        let blobs: usize = (0..4).map(|i| c.blob_ids(i, "alice").len()).sum();
+        assert!(blobs >= 12, "8 part copies and 4 manifests expected");
+        // Every file of the node roots, whatever the store's layout.
         let files = c.stored_files();
-        assert!(files.len() >= 12, "8 part copies and 4 manifests expected");
+        assert!(!files.is_empty());
         for f in files {
             let path = f.to_string_lossy().into_owned();
             assert!(!path.contains("quarterly"), "file name leaked in {path}");
@@ -213,16 +217,22 @@ fn nodes_hold_no_names_and_no_plaintext() {
 #[test]
 fn a_corrupted_copy_is_detected_and_the_other_copy_used() {
     with_timeout(LIMIT, || {
-        let c = Cluster::start();
+        let mut c = Cluster::start();
         let files = make_files(c.dir.path(), &[300_000, 2_000_000]);
         put_all(&c, &files);
-        // Flip one byte in the middle of every blob DFS1 holds for Alice.
-        for blob in c.blobs(0, "alice") {
-            let mut bytes = std::fs::read(&blob).unwrap();
-            let mid = bytes.len() / 2;
-            bytes[mid] ^= 0x01;
-            std::fs::write(&blob, bytes).unwrap();
-        }
+        // Flip one byte in the middle of every blob DFS1 holds for Alice
+        // (on its disk: it is stopped for the edit).
+        let flipped = c.with_disk(0, |root| {
+            let ids = offline::blob_ids(root, "alice").unwrap();
+            for id in &ids {
+                let mut bytes = offline::read_blob(root, "alice", id).unwrap().unwrap();
+                let mid = bytes.len() / 2;
+                bytes[mid] ^= 0x01;
+                offline::write_blob(root, "alice", id, &bytes).unwrap();
+            }
+            ids.len()
+        });
+        assert_eq!(flipped, 6, "two files of a manifest and two parts each");
         for (name, data) in &files {
             get_and_compare(&c, name, data);
         }
@@ -241,7 +251,7 @@ fn replacing_a_file_serves_the_new_version_and_drops_old_parts() {
         std::fs::write(&path, &v2).unwrap();
         ok(&c.client("Crimson33", &["put", "doc.bin"]));
         get_and_compare(&c, "doc.bin", &v2);
-        let per_node: Vec<usize> = (0..4).map(|i| c.blobs(i, "alice").len()).collect();
+        let per_node: Vec<usize> = (0..4).map(|i| c.blob_ids(i, "alice").len()).collect();
         assert_eq!(
             per_node,
             vec![3, 3, 3, 3],
@@ -262,7 +272,7 @@ fn put_with_a_node_down_fails_naming_it_and_leaves_nothing_visible() {
         c.restart(2);
         assert!(listing(&c).is_empty());
         for i in 0..4 {
-            assert!(c.blobs(i, "alice").is_empty(), "DFS{} keeps data", i + 1);
+            assert!(c.blob_ids(i, "alice").is_empty(), "DFS{} keeps data", i + 1);
         }
     });
 }
@@ -360,13 +370,19 @@ fn the_prompt_reads_commands_after_a_password_from_stdin() {
     });
 }
 
-/// Bytes of every stored part (not manifests or records), sorted.
-fn part_bytes(c: &Cluster) -> Vec<Vec<u8>> {
-    let mut out: Vec<Vec<u8>> = (0..4)
-        .flat_map(|i| c.blobs(i, "alice"))
-        .filter(|p| p.file_name().unwrap().to_string_lossy().starts_with("p2-"))
-        .map(|p| std::fs::read(p).unwrap())
-        .collect();
+/// Bytes of every stored part (not manifests or records), sorted, read
+/// from the nodes' disks (each stopped for the reading).
+fn part_bytes(c: &mut Cluster) -> Vec<Vec<u8>> {
+    let mut out: Vec<Vec<u8>> = Vec::new();
+    for i in 0..4 {
+        c.with_disk(i, |root| {
+            for id in offline::blob_ids(root, "alice").unwrap() {
+                if id.starts_with("p2-") {
+                    out.push(offline::read_blob(root, "alice", &id).unwrap().unwrap());
+                }
+            }
+        });
+    }
     assert!(!out.is_empty(), "no part blobs found (id prefix changed?)");
     out.sort();
     out
@@ -392,10 +408,10 @@ fn assert_secret_absent(c: &Cluster, secret: &[u8]) {
 #[test]
 fn rotate_changes_the_password_without_reencrypting() {
     with_timeout(LIMIT, || {
-        let c = Cluster::start();
+        let mut c = Cluster::start();
         let files = make_files(c.dir.path(), &[100, 250_000]);
         put_all(&c, &files);
-        let before = part_bytes(&c);
+        let before = part_bytes(&mut c);
         let dfc_before = std::fs::read_to_string(&c.dfc).unwrap();
 
         let out = c.client_env(
@@ -413,7 +429,7 @@ fn rotate_changes_the_password_without_reencrypting() {
             dfc_after,
             dfc_before.replace(&md5_hex(b"Crimson33"), &md5_hex(b"Saffron-99"))
         );
-        assert_eq!(part_bytes(&c), before, "no part was rewritten");
+        assert_eq!(part_bytes(&mut c), before, "no part was rewritten");
         for (name, data) in &files {
             let out = c.dir.path().join("after-rotate");
             let _ = std::fs::remove_file(&out);

@@ -20,6 +20,7 @@ use vault_client::config::ClientConfig;
 use vault_client::net::client_endpoint;
 use vault_client::ops::{get::get_file, no_progress};
 use vault_client::vault::Vault;
+use vault_node::store::offline;
 use vault_tests::*;
 use zeroize::Zeroizing;
 
@@ -290,20 +291,15 @@ fn small_tree(c: &Cluster) -> PathBuf {
     tree
 }
 
-/// How many blobs node `i` holds for alice.
-fn blob_count(c: &Cluster, i: usize) -> usize {
-    std::fs::read_dir(c.nodes[i].root.join("alice"))
-        .map(|rd| {
-            rd.flatten()
-                .filter(|e| !e.file_name().to_string_lossy().starts_with('.'))
-                .count()
-        })
-        .unwrap_or(0)
-}
+/// How far into the `put -r` DFS2 dies: when alice's folder on it holds
+/// 4 MiB ([`offline::activity`]: the index database grows by doubling,
+/// 1, 2, 4, 9, 18 MiB for the whole tree), about a quarter of the way
+/// through the tree's files, a second or two in.
+const KILL_AT_ACTIVITY: u64 = 4 << 20;
 
-/// Starts `put -r tree` (with `extra` arguments) and kills DFS2 once it
-/// holds 600 blobs (a fifth of the way through the tree's files; about a
-/// second in): the client's output and how long after the kill it exited.
+/// Starts `put -r tree` (with `extra` arguments) and kills DFS2 once its
+/// activity for alice reached [`KILL_AT_ACTIVITY`]: the client's output
+/// and how long after the kill it exited.
 fn put_tree_and_kill(c: &Cluster, extra: &[&str]) -> (std::process::Output, Duration) {
     small_tree(c);
     let mut args = vec!["put", "-r", "tree"];
@@ -311,7 +307,7 @@ fn put_tree_and_kill(c: &Cluster, extra: &[&str]) -> (std::process::Output, Dura
     let put = c.spawn_client("Crimson33", &args);
     wait_until("the put -r under way on DFS2", UNDER_WAY, || {
         assert!(!put.exited(), "the PUT ended before DFS2 died");
-        blob_count(c, VICTIM) >= 600
+        offline::activity(&c.nodes[VICTIM].root, "alice") >= KILL_AT_ACTIVITY
     });
     let struck = Instant::now();
     c.kill(VICTIM);

@@ -8,6 +8,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use std::time::{Duration, Instant};
 
+use vault_node::store::offline;
 use vault_tests::*;
 
 use super::LIMIT;
@@ -80,14 +81,10 @@ fn survives_each_loss(c: &mut Cluster, nodes: &[usize], files: &[(String, Vec<u8
     }
 }
 
-/// Blob files (`p2-`, `m2-`) of Alice on every node: (node, file name).
+/// Blobs (`p2-`, `m2-`) of Alice on every node: (node, blob id).
 fn blob_set(c: &Cluster) -> BTreeSet<(usize, String)> {
     (0..4)
-        .flat_map(|i| {
-            c.blobs(i, "alice")
-                .into_iter()
-                .map(move |p| (i, p.file_name().unwrap().to_string_lossy().into_owned()))
-        })
+        .flat_map(|i| c.blob_ids(i, "alice").into_iter().map(move |id| (i, id)))
         .collect()
 }
 
@@ -167,6 +164,7 @@ fn a_wiped_node_is_found_by_check_and_restored_by_repair() {
         // DFS2 loses its disk: its folder for Alice is gone (its key
         // records stay).
         c.kill(1);
+        // (The whole per-user folder: what the node keeps for the user.)
         std::fs::remove_dir_all(c.nodes[1].root.join("alice")).unwrap();
         c.restart(1);
 
@@ -206,35 +204,39 @@ fn a_wiped_node_is_found_by_check_and_restored_by_repair() {
     });
 }
 
-/// Flips the byte in the middle of `path` (behind the node's back).
-fn flip_middle(path: &Path) {
-    let mut bytes = std::fs::read(path).unwrap();
-    let mid = bytes.len() / 2;
-    bytes[mid] ^= 0x40;
-    std::fs::write(path, bytes).unwrap();
+/// Flips the byte in the middle of Alice's blob `id` on node `i`'s disk
+/// (behind the node's back: it is stopped for the edit).
+fn flip_middle(c: &mut Cluster, i: usize, id: &str) {
+    c.with_disk(i, |root| {
+        let mut bytes = offline::read_blob(root, "alice", id).unwrap().unwrap();
+        let mid = bytes.len() / 2;
+        bytes[mid] ^= 0x40;
+        offline::write_blob(root, "alice", id, &bytes).unwrap();
+    });
 }
 
 /// Files stored: names and contents.
 type Files = Vec<(String, Vec<u8>)>;
 
 /// A cluster holding `small.bin` (checked and repaired in batches) and
-/// `large.bin` (parts over 4 MiB: streamed), and DFS1's four part copies
-/// by size: the first two are small.bin's, the last two large.bin's.
-fn two_files_stored() -> (Cluster, Files, Vec<PathBuf>) {
+/// `large.bin` (parts over 4 MiB: streamed), and the ids of DFS1's four
+/// part copies by size: the first two are small.bin's, the last two
+/// large.bin's.
+fn two_files_stored() -> (Cluster, Files, Vec<String>) {
     let c = Cluster::start();
     let files = make(
         c.dir.path(),
         &[("small.bin", 200_000), ("large.bin", 17 << 20)],
     );
     put(&c, &files);
-    let mut parts: Vec<PathBuf> = c
-        .blobs(0, "alice")
+    let mut parts: Vec<(String, u64)> = c
+        .listing(0, "alice")
         .into_iter()
-        .filter(|p| p.file_name().unwrap().to_string_lossy().starts_with("p2-"))
+        .filter(|(id, _)| id.starts_with("p2-"))
         .collect();
-    parts.sort_by_key(|p| std::fs::metadata(p).unwrap().len());
+    parts.sort_by_key(|(_, len)| *len);
     assert_eq!(parts.len(), 4, "{parts:?}");
-    (c, files, parts)
+    (c, files, parts.into_iter().map(|(id, _)| id).collect())
 }
 
 #[test]
@@ -243,8 +245,8 @@ fn a_flipped_byte_is_found_by_verify_and_repaired() {
         let (mut c, files, parts) = two_files_stored();
         // DFS1 holds two parts of each file; flip a byte in one part of
         // each.
-        flip_middle(&parts[0]);
-        flip_middle(&parts[3]);
+        flip_middle(&mut c, 0, &parts[0]);
+        flip_middle(&mut c, 0, &parts[3]);
 
         // Without --verify only presence and sizes are checked.
         let o = c.client(PW, &["check"]);
@@ -317,13 +319,12 @@ fn a_flipped_byte_is_found_by_verify_and_repaired() {
     });
 }
 
-/// The node, other than `not`, that holds a blob named like `blob`
-/// (both copies of a part share the blob id).
-fn other_holder(c: &Cluster, not: usize, blob: &Path) -> usize {
-    let id = blob.file_name().unwrap();
+/// The node, other than `not`, that holds Alice's blob `id` (both copies
+/// of a part share the blob id).
+fn other_holder(c: &Cluster, not: usize, id: &str) -> usize {
     (0..4)
-        .find(|&i| i != not && c.nodes[i].root.join("alice").join(id).exists())
-        .unwrap_or_else(|| panic!("no other copy of {id:?}"))
+        .find(|&i| i != not && c.blob_ids(i, "alice").iter().any(|b| b == id))
+        .unwrap_or_else(|| panic!("no other copy of {id}"))
 }
 
 #[test]
@@ -334,16 +335,11 @@ fn repair_never_copies_a_tampered_copy() {
         // copy is lost (its node's disk, behind the node's back).
         let mut lost = Vec::new();
         for p in [&parts[0], &parts[3]] {
-            flip_middle(p);
+            flip_middle(&mut c, 0, p);
             let other = other_holder(&c, 0, p);
-            let copy = c.nodes[other]
-                .root
-                .join("alice")
-                .join(p.file_name().unwrap());
-            c.kill(other);
-            std::fs::remove_file(&copy).unwrap();
-            c.restart(other);
-            lost.push(copy);
+            let removed = c.with_disk(other, |root| offline::remove_blob(root, "alice", p));
+            assert!(removed.unwrap(), "DFS{} held {p}", other + 1);
+            lost.push((other, p.clone()));
         }
 
         // Repair has only the tampered copy to restore from: it must refuse
@@ -358,8 +354,12 @@ fn repair_never_copies_a_tampered_copy() {
             "{}",
             stdout(&o)
         );
-        for copy in &lost {
-            assert!(!copy.exists(), "repair wrote a tampered copy to {copy:?}");
+        for (node, id) in &lost {
+            assert!(
+                !c.blob_ids(*node, "alice").contains(id),
+                "repair wrote a tampered copy of {id} to DFS{}",
+                node + 1
+            );
         }
         let o = c.client(PW, &["check", "--verify"]);
         assert_eq!(code(&o), Some(2), "{}", stdout(&o));

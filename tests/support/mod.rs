@@ -660,17 +660,120 @@ impl Cluster {
         out
     }
 
-    /// Blob files of `user` on node `i`.
-    pub fn blobs(&self, i: usize, user: &str) -> Vec<PathBuf> {
-        let mut out = Vec::new();
-        if let Ok(rd) = std::fs::read_dir(self.nodes[i].root.join(user)) {
-            for e in rd.flatten() {
-                if e.path().is_file() {
-                    out.push(e.path());
+    /// The ids of the blobs running node `i` lists for `user` (one of the
+    /// demo [`USERS`], logged in with the MD5 proof of their password),
+    /// sorted: asked over the network, so the node keeps running.
+    pub fn blob_ids(&self, i: usize, user: &str) -> Vec<String> {
+        self.live(i, user, false).into_iter().map(|e| e.0).collect()
+    }
+
+    /// Every blob running node `i` holds for `user` (a demo user): id and
+    /// bytes, in id order, listed and read over the network.
+    pub fn blobs(&self, i: usize, user: &str) -> Vec<(String, Vec<u8>)> {
+        self.live(i, user, true)
+            .into_iter()
+            .map(|(id, _, bytes)| (id, bytes.expect("read")))
+            .collect()
+    }
+
+    /// Id and size of each blob running node `i` lists for `user`.
+    pub fn listing(&self, i: usize, user: &str) -> Vec<(String, u64)> {
+        self.live(i, user, false)
+            .into_iter()
+            .map(|(id, len, _)| (id, len))
+            .collect()
+    }
+
+    /// Logs in to running node `i` as demo user `user`, lists all of the
+    /// user's blobs (id and size) and, if `read`, reads each; then closes
+    /// the connection (a node caps each user's connections).
+    fn live(&self, i: usize, user: &str, read: bool) -> Vec<(String, u64, Option<Vec<u8>>)> {
+        let password = USERS
+            .iter()
+            .find(|(u, _)| u.eq_ignore_ascii_case(user))
+            .unwrap_or_else(|| panic!("{user} is not a demo user"))
+            .1;
+        let ca = std::fs::read_to_string(self.dir.path().join("certs/ca.pem")).expect("ca.pem");
+        let addr: SocketAddr = self.nodes[i].addr.parse().expect("node address");
+        let name = self.nodes[i].name.clone();
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("tokio runtime");
+        runtime.block_on(async move {
+            let client = tokio::time::timeout(START_TIMEOUT, async {
+                let client = vault_node::testing::RawClient::connect(addr, &ca, &name)
+                    .await
+                    .expect("connect to the node");
+                let login = client
+                    .login_md5(user, password)
+                    .await
+                    .expect("log in to the node");
+                assert_eq!(
+                    login,
+                    wire::Response::LoggedIn,
+                    "{name}: {user} not logged in"
+                );
+                client
+            })
+            .await
+            .expect("the node did not let us in in time");
+            let work = async {
+                let mut entries = Vec::new();
+                let mut after = None;
+                loop {
+                    let req = wire::Request::List {
+                        after: after.clone(),
+                        limit: wire::MAX_LIST_PAGE,
+                        prefix: None,
+                    };
+                    let resp = client.call(&req).await;
+                    let wire::Response::Listing {
+                        entries: page,
+                        more,
+                    } = resp
+                    else {
+                        panic!("{name} did not list: {resp:?}");
+                    };
+                    after = page.last().map(|e| e.id.clone());
+                    entries.extend(page.into_iter().map(|e| (e.id.to_string(), e.len, None)));
+                    if !more || after.is_none() {
+                        break;
+                    }
                 }
-            }
+                if read {
+                    for (id, _, bytes) in &mut entries {
+                        let (resp, got) = client.get(id).await;
+                        assert!(
+                            matches!(resp, wire::Response::Blob { .. }),
+                            "{id}: {resp:?}"
+                        );
+                        *bytes = Some(got);
+                    }
+                }
+                entries
+            };
+            let entries = tokio::time::timeout(COMMAND_TIMEOUT, work)
+                .await
+                .expect("the node did not answer in time");
+            client.conn.close(0u32.into(), b"done");
+            // The close reaches the node (bounded: it may be gone).
+            let _ = tokio::time::timeout(Duration::from_secs(1), client.endpoint.wait_idle()).await;
+            entries
+        })
+    }
+
+    /// Runs `f` on node `i`'s root with the node stopped: kills it if it
+    /// runs, calls `f` (which reads or edits the disk with
+    /// [`vault_node::store::offline`]), and starts it again on its address
+    /// if it ran. A running node's store is its own.
+    pub fn with_disk<R>(&mut self, i: usize, f: impl FnOnce(&Path) -> R) -> R {
+        let running = self.nodes[i].is_running();
+        self.kill(i);
+        let out = f(&self.nodes[i].root);
+        if running {
+            self.restart(i);
         }
-        out.sort();
         out
     }
 }

@@ -99,6 +99,11 @@ impl Synced {
         &self.meta
     }
 
+    /// Where the synced file is (for reading it back).
+    pub(crate) fn path(&self) -> &Path {
+        self.guard.path()
+    }
+
     /// Renames the file over `target`. It is visible at once and durable
     /// once `target`'s folder is synced ([`sync_dir`]), which the caller
     /// must do before telling anyone it is stored. On failure the temp

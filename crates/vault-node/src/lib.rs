@@ -21,9 +21,15 @@
 //! - [`auth`]: schemes, challenges, proof checks, [`auth::LoginState`].
 //! - [`throttle`]: slowing of failed logins per source and per user name.
 //! - [`store`]: per-user blob folders: deletes, listings, stats, the quota.
-//! - `store::index`: each user's in-memory ordered index of blobs.
-//! - `store::upload`: one upload or a batch: temp files, renames, syncs.
+//! - `store::db`: each user's redb index (small blobs inline) and its
+//!   group-commit writer.
+//! - `store::index`: quota charges and reservations of uploads in flight.
+//! - `store::upload`: one upload or a batch: small ones in memory, large
+//!   ones through temp files.
 //! - `store::read`: blobs opened for sending: one, several, a data page.
+//! - `store::maintenance`: `fsck` and `compact` (the 0.2 root conversion
+//!   is in `store::db`).
+//! - `store::offline`: a root's blobs for tests and tools.
 //! - [`records`]: per-user key records, compare-and-swap on generation.
 //! - [`users`]: the users file (`dfs.conf`), every form; `vault-node user`.
 //! - [`kdf`]: Argon2id root and login keys (the client's formulas).

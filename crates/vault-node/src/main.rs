@@ -118,6 +118,41 @@ enum Command {
         /// blob over it is refused (replacing one is always allowed).
         #[arg(long, value_name = "N", default_value_t = vault_node::store::DEFAULT_MAX_BLOBS)]
         max_blobs: u64,
+        /// Largest blob kept inside the user's index database instead of a
+        /// file of its own (manifests, tombstones, small parts).
+        #[arg(long, value_name = "BYTES", default_value_t = vault_node::store::DEFAULT_INLINE_MAX)]
+        inline_max: u64,
+    },
+    /// Check a stopped node's root: every index entry's bytes exist and
+    /// have the recorded size, and no file is left that no entry names.
+    ///
+    /// Exits 1 when something is wrong. With --fix, files that no entry
+    /// names are removed (left by a crash between a commit and the removal
+    /// of the file it replaced) and wrong totals rewritten; an entry whose
+    /// bytes are missing is only reported (clients repair it from the other
+    /// nodes with `repair`). Run it after a crash or a disk error, or when
+    /// the node's disk use looks larger than its blobs. Refuses while a
+    /// node serves the root.
+    #[command(verbatim_doc_comment)]
+    Fsck {
+        /// The node's root folder.
+        #[arg(long)]
+        root: PathBuf,
+        /// Remove what no index entry references.
+        #[arg(long)]
+        fix: bool,
+    },
+    /// Compact every user's index database of a stopped node's root, giving
+    /// back the space of deleted and replaced small blobs.
+    ///
+    /// Run it after deleting many files (or a `rotate`), when the
+    /// index.redb files are much larger than the small blobs they hold.
+    /// Refuses while a node serves the root.
+    #[command(verbatim_doc_comment)]
+    Compact {
+        /// The node's root folder.
+        #[arg(long)]
+        root: PathBuf,
     },
     /// Run four local nodes with certificates, demo users and a ready dfc.conf.
     ///
@@ -274,6 +309,7 @@ fn run(command: Command) -> anyhow::Result<()> {
             login_timeout,
             quota,
             max_blobs,
+            inline_max,
         } => {
             let root =
                 invocation::root(folder.as_deref(), root.as_deref()).map_err(anyhow::Error::msg)?;
@@ -303,6 +339,7 @@ fn run(command: Command) -> anyhow::Result<()> {
             config.login_timeout = login_timeout;
             config.quota = quota;
             config.store.max_blobs = max_blobs;
+            config.store.inline_max = inline_max;
             runtime()?.block_on(async {
                 let signal = server::shutdown_signal();
                 let server = Server::bind(config)?;
@@ -316,6 +353,43 @@ fn run(command: Command) -> anyhow::Result<()> {
             dev_cluster::run(&dir, base_port, signal).await
         }),
         Command::User { command } => user(command),
+        Command::Fsck { root, fix } => fsck(&root, fix),
+        Command::Compact { root } => {
+            let (before, after) = vault_node::store::maintenance::compact(&root)
+                .with_context(|| format!("failed to compact {}", root.display()))?;
+            println!(
+                "compacted the indexes under {}: {before} bytes before, {after} after",
+                root.display()
+            );
+            Ok(())
+        }
+    }
+}
+
+/// `vault-node fsck`: prints each problem; exits 1 if there was any.
+fn fsck(root: &Path, fix: bool) -> anyhow::Result<()> {
+    let report = vault_node::store::maintenance::fsck(root, fix)
+        .with_context(|| format!("failed to check {}", root.display()))?;
+    for p in &report.problems {
+        println!("{p}");
+    }
+    let plural =
+        |n: usize, one: &str, many: &str| format!("{n} {}", if n == 1 { one } else { many });
+    println!(
+        "checked {}, {}: {}{}",
+        plural(report.users, "user", "users"),
+        plural(report.entries as usize, "blob", "blobs"),
+        plural(report.problems.len(), "problem", "problems"),
+        if fix {
+            format!(", {} fixed", report.fixed)
+        } else {
+            String::new()
+        }
+    );
+    if report.clean() {
+        Ok(())
+    } else {
+        std::process::exit(1)
     }
 }
 

@@ -263,10 +263,18 @@ impl Server {
         let local_addr = socket
             .local_addr()
             .context("failed to read the bound address")?;
+        let blobs = BlobStore::with_limits(&config.root, config.store.clone());
+        // A 0.2 root (one file per blob) is converted before serving.
+        blobs.convert_all().with_context(|| {
+            format!(
+                "failed to open the blob indexes under {}",
+                config.root.display()
+            )
+        })?;
         let node = Shared {
             name: config.name,
             users: config.users,
-            blobs: BlobStore::with_limits(&config.root, config.store.clone()),
+            blobs,
             records: RecordStore::new(config.root.join(META_DIR).join("records")),
             throttle: Throttle::new(config.throttle),
             secret,

@@ -1,65 +1,77 @@
-//! Per-user blob folders.
+//! Per-user blob folders, each with its own index database.
 //!
-//! `<root>/<user>/<blob-id>` holds one blob; `<root>/<user>/.tmp/` holds
-//! uploads in progress. A blob becomes visible only by `rename` after its
-//! bytes are durable, so readers and listings never see a partial blob.
-//! Paths are built only from a lower-case user name that passed
+//! `<root>/<user>/` holds everything the node keeps for a user:
+//! `index.redb`, a redb database (see `db`) with one entry per blob (id,
+//! length, modification time, where its bytes are), the bytes of blobs of
+//! at most [`StoreLimits::inline_max`] bytes (inline), and the running
+//! totals; larger blobs as files `<id>.<n>` (`n` recorded in the entry;
+//! a blob of a converted 0.2 folder keeps its name `<id>`); and `.tmp/`,
+//! uploads in progress. Removing a user is removing the folder. Paths are
+//! built only from a lower-case user name that passed
 //! [`wire::normalize_user`] and a [`BlobId`] (one plain component each).
 //!
-//! Each user's folder is read once, the first time the user is touched;
-//! from then on an in-memory `index` answers listings, stats and usage,
-//! and every rename into the folder and every removal from it updates the
-//! index under its lock. The node must be the folder's only writer: files
-//! put there by hand show up after a restart.
+//! A 0.2 folder (one file per blob, no index) is converted in place the
+//! first time it is opened ([`BlobStore::convert_all`] does every folder
+//! at start), crash-safely and resumably. From then on nothing scans the
+//! folder: listings, stats and usage are read from the database, whose
+//! size does not grow the node's memory. The node must be the folder's
+//! only writer.
 //!
-//! Uploads (`upload`: one blob, or a batch) reserve their announced length
-//! plus [`BLOB_OVERHEAD`] per blob against the node's per-user quota, and
-//! a place per new id under the per-user blob count cap
-//! ([`StoreLimits::max_blobs`]), before any byte is read; the reservation
-//! is settled when the blob is committed and given back when the upload
-//! ends otherwise. A conditional upload ([`wire::Expect`]) is checked
-//! under the index lock, together with the rename that replaces the blob,
-//! so no other writer of the user can slip in between. The blocking file
-//! work of uploads runs under a node-wide bound
-//! ([`StoreLimits::max_upload_io`]), so uploads cannot take every
-//! blocking thread.
+//! Every write (a put, a batch, deletes) is handed to the user's one
+//! writer thread, which gathers whatever is queued into one transaction
+//! and one commit (group commit) and answers each request once its commit
+//! is durable. A conditional upload ([`wire::Expect`]) is checked by the
+//! writer inside the transaction, in order, so no other writer of the user
+//! can slip in between.
+//!
+//! Uploads reserve their announced length plus [`BLOB_OVERHEAD`] per blob
+//! against the node's per-user quota, and a place per new id under the
+//! per-user blob count cap ([`StoreLimits::max_blobs`]), before any byte
+//! is read; the reservation (kept in memory) is given back when the upload
+//! ends, stored or not. A blob of at most [`StoreLimits::inline_max`]
+//! bytes is gathered in memory; a larger one in a temp file written under
+//! a node-wide bound ([`StoreLimits::max_upload_io`]).
 //!
 //! Reads (`read`: one blob, several, or a listing page with contents)
-//! open every file before anything is sent, so what is announced is what
-//! streams. The files held open for replies are bounded node-wide
-//! ([`StoreLimits::max_reply_files`]), and each open file carries the
+//! take inline blobs from the database and open every file before
+//! anything is sent, so what is announced is what streams. The files held
+//! open for replies are bounded node-wide
+//! ([`StoreLimits::max_reply_files`]), and each open blob carries the
 //! deadline of the whole reply ([`StoreLimits::reply_deadline`]).
 
+pub mod db;
 mod index;
+pub mod maintenance;
+pub mod offline;
 mod read;
 mod upload;
 
 use std::collections::HashMap;
 use std::io;
+use std::ops::Bound;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use redb::ReadableDatabase;
 use thiserror::Error;
 use tokio::sync::{OnceCell, Semaphore};
 use wire::{BlobId, BlobStat, ListEntry};
 
-use crate::fsutil::sync_dir;
+use db::{db_err, Entry, Job, UserDb, BLOBS};
+use index::Refusal;
 pub use index::BLOB_OVERHEAD;
-use index::{Refusal, UserIndex};
-pub use read::{DataEntry, DataLimits, DataPage, OpenBlob};
+pub use read::{BlobReader, DataEntry, DataLimits, DataPage, OpenBlob};
 pub use upload::{PendingBlob, PutBatch, MAX_EXPECT_LEN};
 
 /// Name of the per-user folder of uploads in progress.
 pub const TMP_DIR: &str = ".tmp";
 
-/// Default [`StoreLimits::max_blobs`]: one million blobs per user. The
-/// index keeps about 150 bytes of memory per blob, so one user's index
-/// stays under about 150 MB; a classic layout puts about three blobs of a
-/// file on each node (its manifest and two parts), so this is about
-/// 330,000 files per user. With [`BLOB_OVERHEAD`], a quota below 4 GiB
-/// bites first.
+/// Default [`StoreLimits::max_blobs`]: one million blobs per user. A
+/// classic layout puts about three blobs of a file on each node (its
+/// manifest and two parts), so this is about 330,000 files per user. With
+/// [`BLOB_OVERHEAD`], a quota below 4 GiB bites first.
 pub const DEFAULT_MAX_BLOBS: u64 = 1_000_000;
 /// Default [`StoreLimits::max_reply_files`]: two full `GetBlobs` answers'
 /// worth ([`wire::MAX_BATCH`] files each). The process's open-file limit
@@ -73,6 +85,9 @@ pub const DEFAULT_REPLY_DEADLINE: Duration = Duration::from_secs(300);
 /// Default [`StoreLimits::max_upload_io`]: an eighth of tokio's default
 /// pool of 512 blocking threads.
 pub const DEFAULT_MAX_UPLOAD_IO: usize = 64;
+/// Default [`StoreLimits::inline_max`]: 64 KiB, which holds every
+/// manifest and tombstone and the parts of small files.
+pub const DEFAULT_INLINE_MAX: u64 = 64 << 10;
 
 /// The store's resource limits.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -99,6 +114,10 @@ pub struct StoreLimits {
     /// at once, node-wide; one user's uploads take at most a quarter of
     /// them (at least one).
     pub max_upload_io: usize,
+    /// Largest blob kept inside the user's database (inline) instead of a
+    /// file of its own; uploads of at most this many bytes are gathered in
+    /// memory.
+    pub inline_max: u64,
 }
 
 impl Default for StoreLimits {
@@ -109,6 +128,7 @@ impl Default for StoreLimits {
             reply_files_wait: DEFAULT_REPLY_FILES_WAIT,
             reply_deadline: DEFAULT_REPLY_DEADLINE,
             max_upload_io: DEFAULT_MAX_UPLOAD_IO,
+            inline_max: DEFAULT_INLINE_MAX,
         }
     }
 }
@@ -117,7 +137,7 @@ impl Default for StoreLimits {
 #[derive(Debug, Clone)]
 pub struct BlobStore {
     root: PathBuf,
-    indexes: Arc<Indexes>,
+    dbs: Arc<Dbs>,
     limits: StoreLimits,
     /// Permits for files held open for replies.
     reply_files: Arc<Semaphore>,
@@ -131,16 +151,16 @@ fn upload_share(max_upload_io: usize) -> usize {
     (max_upload_io / 4).max(1)
 }
 
-/// One user's index once its folder was scanned.
-type IndexCell = Arc<OnceCell<Arc<Mutex<UserIndex>>>>;
+/// One user's database once open.
+type DbCell = Arc<OnceCell<Arc<UserDb>>>;
 
-/// The indexes of every user touched so far.
+/// The open databases of every user touched so far.
 #[derive(Debug, Default)]
-struct Indexes {
-    /// Each user's index, built on first use.
-    users: Mutex<HashMap<String, IndexCell>>,
-    /// Folder scans made to build indexes (instrumentation).
-    scans: AtomicU64,
+struct Dbs {
+    /// Each user's database, opened on first use.
+    users: Mutex<HashMap<String, DbCell>>,
+    /// Databases opened (instrumentation).
+    opened: AtomicU64,
     /// Each user's share of the upload I/O bound, made on first use.
     upload_shares: Mutex<HashMap<String, Arc<Semaphore>>>,
 }
@@ -291,8 +311,8 @@ pub fn is_out_of_files(e: &io::Error) -> bool {
     }
 }
 
-fn lock(index: &Mutex<UserIndex>) -> MutexGuard<'_, UserIndex> {
-    index.lock().unwrap_or_else(|p| p.into_inner())
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
 fn bad_user() -> io::Error {
@@ -317,13 +337,15 @@ impl BlobStore {
     pub fn with_limits(root: impl Into<PathBuf>, mut limits: StoreLimits) -> Self {
         limits.max_reply_files = limits.max_reply_files.clamp(1, Semaphore::MAX_PERMITS);
         limits.max_upload_io = limits.max_upload_io.clamp(1, Semaphore::MAX_PERMITS);
-        BlobStore {
+        let store = BlobStore {
             root: root.into(),
-            indexes: Arc::default(),
+            dbs: Arc::default(),
             reply_files: Arc::new(Semaphore::new(limits.max_reply_files)),
             upload_io: Arc::new(Semaphore::new(limits.max_upload_io)),
             limits,
-        }
+        };
+        live::register(&store.root, &store.dbs, store.limits.inline_max);
+        store
     }
 
     /// The store's limits.
@@ -334,7 +356,7 @@ impl BlobStore {
     /// The bound on `user`'s uploads' blocking file work.
     fn upload_bound(&self, user: &str) -> upload::IoBound {
         let mut shares = self
-            .indexes
+            .dbs
             .upload_shares
             .lock()
             .unwrap_or_else(|p| p.into_inner());
@@ -357,28 +379,48 @@ impl BlobStore {
         Ok(self.root.join(user))
     }
 
-    /// Number of folder scans made so far to build user indexes: one per
-    /// user touched since start (for tests and diagnostics).
-    pub fn directory_scans(&self) -> u64 {
-        self.indexes.scans.load(Ordering::Relaxed)
+    /// Number of user databases opened so far: one per user touched
+    /// since start (for tests and diagnostics).
+    pub fn databases_opened(&self) -> u64 {
+        self.dbs.opened.load(Ordering::Relaxed)
     }
 
-    /// `user`'s index, built by one scan of the folder on first use (a
-    /// second caller waits for the first one's scan).
-    async fn index(&self, user: &str) -> io::Result<Arc<Mutex<UserIndex>>> {
+    /// `user`'s open database, opened on first use (a second caller waits
+    /// for the first one's open; a 0.2 folder is converted then).
+    async fn db(&self, user: &str) -> io::Result<Arc<UserDb>> {
         let dir = self.user_dir(user)?;
         let cell = {
-            let mut users = self.indexes.users.lock().unwrap_or_else(|p| p.into_inner());
+            let mut users = lock(&self.dbs.users);
             users.entry(user.to_string()).or_default().clone()
         };
-        let index = cell
+        let inline_max = self.limits.inline_max;
+        let db = cell
             .get_or_try_init(|| async {
-                self.indexes.scans.fetch_add(1, Ordering::Relaxed);
-                let index = blocking(move || UserIndex::scan(&dir)).await?;
-                Ok::<_, io::Error>(Arc::new(Mutex::new(index)))
+                self.dbs.opened.fetch_add(1, Ordering::Relaxed);
+                let db = blocking(move || UserDb::open(&dir, inline_max)).await?;
+                Ok::<_, io::Error>(Arc::new(db))
             })
             .await?;
-        Ok(index.clone())
+        Ok(db.clone())
+    }
+
+    /// Write transactions committed for `user` so far (group commit
+    /// gathers concurrent writes into one).
+    pub async fn commits(&self, user: &str) -> io::Result<u64> {
+        Ok(self.db(user).await?.commits())
+    }
+
+    /// Opens every user folder's database once, converting 0.2 folders
+    /// (one file per blob) in place, then closes them: run at start,
+    /// before serving. Returns the number of folders looked at.
+    pub fn convert_all(&self) -> io::Result<usize> {
+        let mut n = 0;
+        for user in offline::users(&self.root)? {
+            let dir = self.user_dir(&user)?;
+            drop(UserDb::open(&dir, self.limits.inline_max)?);
+            n += 1;
+        }
+        Ok(n)
     }
 
     /// Removes every leftover upload (`<root>/*/.tmp/*`). Run at start.
@@ -416,42 +458,29 @@ impl BlobStore {
         Ok(missing.is_empty())
     }
 
-    /// Deletes blobs `ids`, each removal recorded in the index under its
-    /// lock, then syncs the folder once; returns the positions of the ids
-    /// that were not there (a repeated id: every time after the first).
-    /// On an error, the blobs before it are deleted (and synced), the rest
-    /// are not.
+    /// Deletes blobs `ids` in one transaction (with whatever else is
+    /// queued), durable when this returns; returns the positions of the
+    /// ids that were not there (a repeated id: every time after the
+    /// first). On an error nothing is deleted.
     pub async fn delete_many(&self, user: &str, ids: &[BlobId]) -> io::Result<Vec<u32>> {
-        let dir = self.user_dir(user)?;
-        let index = self.index(user).await?;
-        let ids = ids.to_vec();
-        blocking(move || {
-            let (mut missing, mut removed_any) = (Vec::new(), false);
-            let mut failure = None;
-            for (i, id) in (0u32..).zip(&ids) {
-                let mut ix = lock(&index);
-                match std::fs::remove_file(dir.join(id.as_str())) {
-                    Ok(()) => removed_any = true,
-                    Err(e) if e.kind() == io::ErrorKind::NotFound => missing.push(i),
-                    Err(e) => {
-                        failure = Some(e);
-                        break;
-                    }
-                }
-                ix.removed(id);
-            }
-            if removed_any {
-                sync_dir(&dir)?;
-            }
-            failure.map_or(Ok(missing), Err)
-        })
-        .await
+        let db = self.db(user).await?;
+        let (reply, answer) = tokio::sync::oneshot::channel();
+        db.submit(Job::Delete {
+            ids: ids.to_vec(),
+            reply,
+        })?;
+        let found = answer
+            .await
+            .map_err(|_| io::Error::other("blob writer stopped"))??;
+        Ok((0u32..)
+            .zip(found)
+            .filter_map(|(i, f)| (!f).then_some(i))
+            .collect())
     }
 
     /// One page of `user`'s blobs whose id starts with `prefix` (`""`:
     /// all), in id order after `after`, at most `limit` entries, and
-    /// whether more follow. Served from the index: the folder is not read
-    /// again.
+    /// whether more follow: a range scan of the index.
     pub async fn list(
         &self,
         user: &str,
@@ -459,38 +488,59 @@ impl BlobStore {
         prefix: &str,
         limit: usize,
     ) -> io::Result<(Vec<ListEntry>, bool)> {
-        let index = self.index(user).await?;
-        let page = lock(&index).page(after.as_ref(), prefix, limit);
-        Ok(page)
+        let db = self.db(user).await?;
+        let prefix = prefix.to_string();
+        blocking(move || {
+            let (page, more) = page(&db, after.as_ref(), &prefix, limit)?;
+            Ok((
+                page.into_iter()
+                    .map(|(id, e)| ListEntry {
+                        id,
+                        len: e.len,
+                        modified: e.modified,
+                    })
+                    .collect(),
+                more,
+            ))
+        })
+        .await
     }
 
     /// Size and time of each of `ids` (`None`: absent), from the index.
     pub async fn stat_many(&self, user: &str, ids: &[BlobId]) -> io::Result<Vec<Option<BlobStat>>> {
-        let index = self.index(user).await?;
-        let ix = lock(&index);
-        Ok(ids
-            .iter()
-            .map(|id| {
-                ix.get(id).map(|m| BlobStat {
-                    len: m.len,
-                    modified: m.modified,
+        let db = self.db(user).await?;
+        let ids = ids.to_vec();
+        blocking(move || {
+            let txn = db.db.begin_read().map_err(db_err)?;
+            let blobs = txn.open_table(BLOBS).map_err(db_err)?;
+            ids.iter()
+                .map(|id| {
+                    Ok(blobs.get(id.as_str()).map_err(db_err)?.map(|v| {
+                        let e = Entry::decode(v.value());
+                        BlobStat {
+                            len: e.len,
+                            modified: e.modified,
+                        }
+                    }))
                 })
-            })
-            .collect())
+                .collect()
+        })
+        .await
     }
 
-    /// Number of blobs and bytes held for `user`.
+    /// Number of blobs and bytes held for `user`: the totals kept in the
+    /// index, O(1).
     pub async fn usage(&self, user: &str) -> io::Result<(u64, u64)> {
-        let index = self.index(user).await?;
-        let usage = lock(&index).usage();
-        Ok(usage)
+        let db = self.db(user).await?;
+        let t = blocking(move || db.totals()).await?;
+        Ok((t.count, t.bytes))
     }
 
     /// What `user`'s uploads in progress reserved against the quota.
     #[cfg(test)]
     async fn reserved(&self, user: &str) -> u64 {
-        let index = self.index(user).await.unwrap();
-        let reserved = lock(&index).reserved();
+        let db = self.db(user).await.unwrap();
+        let reserved = lock(&db.reserved).charge;
         reserved
     }
 
@@ -510,6 +560,124 @@ impl BlobStore {
             None
         }
     }
+}
+
+/// The stores of this process, by root, so that tools working on a root
+/// ([`offline`]) use the databases a store here holds open (redb allows
+/// one opener per file).
+pub(crate) mod live {
+    use super::*;
+    use std::path::Path;
+    use std::sync::{OnceLock, Weak};
+
+    type Registry = Mutex<HashMap<PathBuf, (Weak<Dbs>, u64)>>;
+
+    fn registry() -> &'static Registry {
+        static LIVE: OnceLock<Registry> = OnceLock::new();
+        LIVE.get_or_init(Registry::default)
+    }
+
+    fn key(root: &Path) -> PathBuf {
+        std::fs::canonicalize(root).unwrap_or_else(|_| root.to_path_buf())
+    }
+
+    pub(super) fn register(root: &Path, dbs: &Arc<Dbs>, inline_max: u64) {
+        let mut map = lock(registry());
+        map.retain(|_, (w, _)| w.strong_count() > 0);
+        map.insert(key(root), (Arc::downgrade(dbs), inline_max));
+    }
+
+    /// Whether a store of this process serves `root`.
+    pub(crate) fn is_live(root: &Path) -> bool {
+        lock(registry())
+            .get(&key(root))
+            .is_some_and(|(w, _)| w.strong_count() > 0)
+    }
+
+    /// `user`'s database under `root`: the one a live store of this
+    /// process holds (opened through it if it has not yet), or one opened
+    /// here (`None` if the user has no folder and `create` is false).
+    pub(crate) fn user_db(
+        root: &Path,
+        user: &str,
+        create: bool,
+    ) -> io::Result<Option<Arc<UserDb>>> {
+        let dir = root.join(user);
+        if !create && !dir.exists() {
+            return Ok(None);
+        }
+        let found = lock(registry())
+            .get(&key(root))
+            .and_then(|(w, inline)| w.upgrade().map(|d| (d, *inline)));
+        let Some((dbs, inline_max)) = found else {
+            return Ok(Some(Arc::new(UserDb::open(&dir, DEFAULT_INLINE_MAX)?)));
+        };
+        let cell = lock(&dbs.users)
+            .entry(user.to_string())
+            .or_default()
+            .clone();
+        if let Some(db) = cell.get() {
+            return Ok(Some(db.clone()));
+        }
+        let db = Arc::new(UserDb::open(&dir, inline_max)?);
+        match cell.set(db.clone()) {
+            Ok(()) => {
+                dbs.opened.fetch_add(1, Ordering::Relaxed);
+                Ok(Some(db))
+            }
+            Err(_) => Err(io::Error::other("the user's database is being opened")),
+        }
+    }
+
+    /// `user`'s database under `root` if a live store of this process
+    /// has it open already; never opens one (which would wait on, or
+    /// hold up, the store's own opening of it).
+    pub(crate) fn open_user_db(root: &Path, user: &str) -> Option<Arc<UserDb>> {
+        let dbs = lock(registry())
+            .get(&key(root))
+            .and_then(|(w, _)| w.upgrade())?;
+        let cell = lock(&dbs.users).get(user).cloned()?;
+        cell.get().cloned()
+    }
+}
+
+/// Up to `limit` index entries after `after` whose id starts with
+/// `prefix` (`""`: every id), in id order, and whether more follow: one
+/// range scan that starts at the later of `after` and `prefix` and stops
+/// at the first id past the prefix. Blocking.
+pub(crate) fn page(
+    db: &UserDb,
+    after: Option<&BlobId>,
+    prefix: &str,
+    limit: usize,
+) -> io::Result<(Vec<(BlobId, Entry)>, bool)> {
+    let txn = db.db.begin_read().map_err(db_err)?;
+    let blobs = txn.open_table(BLOBS).map_err(db_err)?;
+    // A non-empty prefix is itself a valid id: the smallest one it starts.
+    let first = BlobId::new(prefix).ok();
+    let start: Bound<&str> = match (after, first.as_ref()) {
+        (Some(a), Some(p)) if a < p => Bound::Included(p.as_str()),
+        (Some(a), _) => Bound::Excluded(a.as_str()),
+        (None, Some(p)) => Bound::Included(p.as_str()),
+        (None, None) => Bound::Unbounded,
+    };
+    let mut out = Vec::new();
+    let range = blobs
+        .range::<&str>((start, Bound::Unbounded))
+        .map_err(db_err)?;
+    for item in range {
+        let (k, v) = item.map_err(db_err)?;
+        let key = k.value();
+        if !key.starts_with(prefix) {
+            return Ok((out, false));
+        }
+        if out.len() >= limit {
+            return Ok((out, true));
+        }
+        let id = BlobId::new(key).map_err(|_| io::Error::other("invalid id in the blob index"))?;
+        out.push((id, Entry::decode(v.value())));
+    }
+    Ok((out, false))
 }
 
 #[cfg(test)]

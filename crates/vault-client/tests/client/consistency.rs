@@ -13,24 +13,14 @@ use wire::{BatchFailure, ErrorCode, Request, Response};
 
 use super::common::*;
 
-/// Copies `from` (a folder of blobs) over `to`, replacing it.
-fn copy_dir(from: &std::path::Path, to: &std::path::Path) {
-    let _ = std::fs::remove_dir_all(to);
-    std::fs::create_dir_all(to).unwrap();
-    for e in std::fs::read_dir(from).unwrap() {
-        let e = e.unwrap();
-        if e.file_type().unwrap().is_file() {
-            std::fs::copy(e.path(), to.join(e.file_name())).unwrap();
-        }
-    }
-}
-
 /// The manifest copy each node holds of `name` (None: none).
-fn manifests_on_disk(c: &TestCluster, v: &Vault, name: &str) -> Vec<Option<Vec<u8>>> {
+async fn manifests_on_disk(c: &TestCluster, v: &Vault, name: &str) -> Vec<Option<Vec<u8>>> {
     let id = v.master().manifest_id(name);
-    (0..4)
-        .map(|i| std::fs::read(c.user_dir(i, v.user()).join(id.as_str())).ok())
-        .collect()
+    let mut out = Vec::new();
+    for i in 0..4 {
+        out.push(c.blob(i, v.user(), id.as_str()).await.unwrap());
+    }
+    out
 }
 
 async fn get_bytes(v: &Vault, c: &TestCluster, name: &str) -> Result<Vec<u8>, OpError> {
@@ -52,14 +42,12 @@ async fn two_colluders_on_old_disks_cannot_roll_back_or_undelete() {
         put(&v, &c, "gone.bin", &data(1_000, 3)).await;
         v.close();
         // DFS1 and DFS3 keep their disks as they are now...
-        let old: Vec<std::path::PathBuf> = [0, 2]
-            .iter()
-            .map(|&i| {
-                let keep = c.dir().join(format!("old-{i}"));
-                copy_dir(&c.user_dir(i, "alice"), &keep);
-                keep
-            })
-            .collect();
+        let mut old: Vec<std::path::PathBuf> = Vec::new();
+        for i in [0, 2] {
+            let keep = c.dir().join(format!("old-{i}"));
+            c.snapshot_user(i, "alice", &keep).await.unwrap();
+            old.push(keep);
+        }
         // ...the file gets a new version and the other one is deleted...
         let v = open(&c, "alice", ALICE).await.unwrap();
         put(&v, &c, "f.bin", &v2).await;
@@ -67,9 +55,7 @@ async fn two_colluders_on_old_disks_cannot_roll_back_or_undelete() {
         v.close();
         // ...and then they serve their old disks again.
         for (&i, keep) in [0usize, 2].iter().zip(&old) {
-            c.stop(i).await.unwrap();
-            copy_dir(keep, &c.user_dir(i, "alice"));
-            c.restart(i).await.unwrap();
+            c.restore_user(i, "alice", keep).await.unwrap();
         }
 
         // With DFS2 and DFS4 down, the colluders are all there is: refuse.
@@ -195,7 +181,7 @@ async fn a_manifest_only_a_liar_took_is_not_a_stored_file() {
         let v = open(&c, "alice", ALICE).await.unwrap();
         let v1 = data(30_000, 7);
         put(&v, &c, "doc.txt", &v1).await;
-        let parts_before = part_files(&c);
+        let parts_before = part_files(&c).await;
         v.close();
         let dropper = Arc::new(DropManifests(AtomicUsize::new(0)));
         c.make_hostile(0, dropper.clone()).await.unwrap();
@@ -212,21 +198,18 @@ async fn a_manifest_only_a_liar_took_is_not_a_stored_file() {
         assert!(e.to_string().contains("not stored"), "{e}");
         // The old version is intact and current; the failed one left no parts.
         assert_eq!(get_bytes(&v, &c, "doc.txt").await.unwrap(), v1);
-        assert_eq!(part_files(&c), parts_before);
+        assert_eq!(part_files(&c).await, parts_before);
     })
     .await
 }
 
 /// Every part blob on every node, sorted.
-fn part_files(c: &TestCluster) -> Vec<(usize, String)> {
+async fn part_files(c: &TestCluster) -> Vec<(usize, String)> {
     let mut out = Vec::new();
     for i in 0..4 {
-        if let Ok(dir) = std::fs::read_dir(c.user_dir(i, "alice")) {
-            for e in dir.flatten() {
-                let name = e.file_name().to_string_lossy().into_owned();
-                if name.starts_with("p2-") {
-                    out.push((i, name));
-                }
+        for id in c.blob_ids(i, "alice").await.unwrap() {
+            if id.starts_with("p2-") {
+                out.push((i, id));
             }
         }
     }
@@ -281,7 +264,7 @@ async fn concurrent_writers_of_one_name_end_with_one_version_everywhere() {
             sb.len()
         );
         // Exactly one version, everywhere.
-        let copies = manifests_on_disk(&c, &a, "same.bin");
+        let copies = manifests_on_disk(&c, &a, "same.bin").await;
         assert!(copies.iter().all(|m| m.is_some() && *m == copies[0]));
         // It is the newest one a writer was told it stored, and it reads back.
         let newest = sa.iter().chain(&sb).max_by_key(|(v, _)| *v).unwrap();
@@ -313,16 +296,23 @@ async fn manifests_do_not_show_name_lengths_or_tombstones() {
         let long = "n".repeat(200);
         put(&v, &c, "a", b"x").await;
         put(&v, &c, &long, b"x").await;
-        let len_of = |name: &str| {
-            manifests_on_disk(&c, &v, name)[0]
-                .as_ref()
-                .map(Vec::len)
-                .unwrap()
+        let len_of = |name: String| {
+            let (c, v) = (&c, &v);
+            async move {
+                manifests_on_disk(c, v, &name).await[0]
+                    .as_ref()
+                    .map(Vec::len)
+                    .unwrap()
+            }
         };
-        let (short, long_len) = (len_of("a"), len_of(&long));
+        let (short, long_len) = (len_of("a".into()).await, len_of(long).await);
         assert_eq!(short, long_len, "names of 1 and 200 bytes");
         ops::delete::delete_file(&v, "a").await.unwrap();
-        assert_eq!(len_of("a"), short, "a tombstone looks like a manifest");
+        assert_eq!(
+            len_of("a".into()).await,
+            short,
+            "a tombstone looks like a manifest"
+        );
     })
     .await
 }
@@ -383,6 +373,7 @@ async fn removing_a_version_asks_each_node_only_for_the_parts_it_holds() {
         let v = open(&c, "alice", ALICE).await.unwrap();
         put(&v, &c, "r.bin", &data(50_000, 11)).await;
         let held: Vec<String> = part_files(&c)
+            .await
             .into_iter()
             .filter(|(node, _)| *node == 0)
             .map(|(_, id)| id)

@@ -66,8 +66,8 @@ async fn a_truncated_part_copy_is_caught_and_the_other_copy_used() {
 }
 
 /// Serves, for every part id of `from`, the stored bytes of the same part
-/// slot of `to` read from node `node`'s disk (`to_user`'s folder).
-fn swap_parts(
+/// slot of `to` read from node `node`'s disk (`to_user`'s blobs).
+async fn swap_parts(
     c: &TestCluster,
     node: usize,
     v_from: &Vault,
@@ -78,10 +78,8 @@ fn swap_parts(
 ) -> Arc<ServeInstead> {
     let mut map = std::collections::HashMap::new();
     for k in 0..4 {
-        let theirs = c
-            .user_dir(node, to_user)
-            .join(v_to.master().part_id(&to.file_id, k).as_str());
-        if let Ok(bytes) = std::fs::read(theirs) {
+        let theirs = v_to.master().part_id(&to.file_id, k);
+        if let Some(bytes) = c.blob(node, to_user, theirs.as_str()).await.unwrap() {
             map.insert(v_from.master().part_id(&from.file_id, k), bytes);
         }
     }
@@ -102,7 +100,7 @@ async fn parts_swapped_between_files_are_caught() {
         put(&v, &c, "b.bin", &b).await;
         let ma = ops::get::find(&v, "a.bin").await.unwrap();
         let mb = ops::get::find(&v, "b.bin").await.unwrap();
-        let swap = swap_parts(&c, 0, &v, &ma, &v, &mb, "alice");
+        let swap = swap_parts(&c, 0, &v, &ma, &v, &mb, "alice").await;
         c.make_hostile(0, swap.clone()).await.unwrap();
         let v = open(&c, "alice", ALICE).await.unwrap();
         let failovers = get_ok(&v, &c, "a.bin", &a).await;
@@ -135,7 +133,7 @@ async fn parts_swapped_between_users_are_caught() {
         put(&bob, &c, "same.bin", &b).await;
         let ma = ops::get::find(&alice, "same.bin").await.unwrap();
         let mb = ops::get::find(&bob, "same.bin").await.unwrap();
-        let swap = swap_parts(&c, 3, &alice, &ma, &bob, &mb, "bob");
+        let swap = swap_parts(&c, 3, &alice, &ma, &bob, &mb, "bob").await;
         c.make_hostile(3, swap.clone()).await.unwrap();
         let alice = open(&c, "alice", ALICE).await.unwrap();
         let failovers = get_ok(&alice, &c, "same.bin", &a).await;

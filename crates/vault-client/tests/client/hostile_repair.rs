@@ -24,14 +24,13 @@ const FILES: usize = 2000;
 /// The whole test, which stores 4,000 versions and lists three times.
 const TIMEOUT: Duration = Duration::from_secs(180);
 
-/// Every manifest file (`m2-…`) in node `i`'s folder for alice.
-fn manifests(c: &TestCluster, i: usize) -> BTreeMap<String, Vec<u8>> {
+/// Every manifest blob (`m2-…`) node `i` stores for alice.
+async fn manifests(c: &TestCluster, i: usize) -> BTreeMap<String, Vec<u8>> {
     let mut out = BTreeMap::new();
-    for e in std::fs::read_dir(c.user_dir(i, "alice")).unwrap() {
-        let e = e.unwrap();
-        let name = e.file_name().to_string_lossy().to_string();
-        if name.starts_with("m2-") {
-            out.insert(name, std::fs::read(e.path()).unwrap());
+    for id in c.blob_ids(i, "alice").await.unwrap() {
+        if id.starts_with("m2-") {
+            let bytes = c.blob(i, "alice", &id).await.unwrap().unwrap();
+            out.insert(id, bytes);
         }
     }
     out
@@ -70,13 +69,17 @@ async fn a_slow_listing_node_cannot_make_repair_roll_back_files() {
         put_tree(&v, &tree, 1).await;
         // DFS1 keeps the v1 manifests.
         let kept: Vec<(BlobId, Vec<u8>)> = manifests(&c, 0)
+            .await
             .into_iter()
             .map(|(id, b)| (BlobId::new(id).unwrap(), b))
             .collect();
         assert_eq!(kept.len(), FILES);
         put_tree(&v, &tree, 2).await;
         v.close();
-        let before: Vec<BTreeMap<String, Vec<u8>>> = (0..4).map(|i| manifests(&c, i)).collect();
+        let mut before: Vec<BTreeMap<String, Vec<u8>>> = Vec::new();
+        for i in 0..4 {
+            before.push(manifests(&c, i).await);
+        }
         for (i, b) in before.iter().enumerate() {
             assert_eq!(b.len(), FILES, "DFS{} holds every v2 manifest", i + 1);
         }
@@ -111,7 +114,7 @@ async fn a_slow_listing_node_cannot_make_repair_roll_back_files() {
         // (its v1 copies live in the lie), and anything written to it is
         // v2 too.
         for (i, b) in before.iter().enumerate() {
-            let after = manifests(&c, i);
+            let after = manifests(&c, i).await;
             for (id, bytes) in b {
                 assert!(
                     after.get(id) == Some(bytes),

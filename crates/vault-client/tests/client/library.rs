@@ -34,9 +34,9 @@ async fn parts_swapped_between_files_are_detected() {
         );
         let mut swapped = 0;
         for n in 0..4 {
-            let dir = c.user_dir(n, "alice");
-            if dir.join(pa.as_str()).exists() {
-                std::fs::copy(dir.join(pb.as_str()), dir.join(pa.as_str())).unwrap();
+            if c.blob(n, "alice", pa.as_str()).await.unwrap().is_some() {
+                let theirs = c.blob(n, "alice", pb.as_str()).await.unwrap().unwrap();
+                c.set_blob(n, "alice", pa.as_str(), &theirs).await.unwrap();
                 swapped += 1;
             }
         }
@@ -64,11 +64,13 @@ async fn a_replayed_old_manifest_loses_to_the_newest() {
         let path = write(&c, "doc.txt", b"version one");
         ops::put::put_file(&v, &path, progress()).await.unwrap();
         let m_id = v.master().manifest_id("doc.txt");
-        let old_manifest = std::fs::read(c.user_dir(0, "alice").join(m_id.as_str())).unwrap();
+        let old_manifest = c.blob(0, "alice", m_id.as_str()).await.unwrap().unwrap();
         std::fs::write(&path, b"version two!").unwrap();
         ops::put::put_file(&v, &path, progress()).await.unwrap();
         // DFS1 replays the old manifest.
-        std::fs::write(c.user_dir(0, "alice").join(m_id.as_str()), old_manifest).unwrap();
+        c.set_blob(0, "alice", m_id.as_str(), &old_manifest)
+            .await
+            .unwrap();
         let out = c.dir().join("doc.out");
         ops::get::get_file(&v, "doc.txt", &out, false, progress())
             .await
@@ -215,28 +217,30 @@ async fn no_keystream_is_shared_between_parts_or_versions() {
         // Four parts of three full chunks of zeros each.
         let zeros = vec![0u8; 4 * 3 * 65536];
         let path = write(&c, "zeros.bin", &zeros);
-        let read_parts = |m: &vault_client::manifest::Manifest| -> Vec<Vec<u8>> {
-            (0..4)
-                .map(|k| {
+        let read_parts = |m: vault_client::manifest::Manifest| {
+            let (c, v) = (&c, &v);
+            async move {
+                let mut parts: Vec<Vec<u8>> = Vec::new();
+                for k in 0..4 {
                     let id = v.master().part_id(&m.file_id, k);
-                    let copies: Vec<Vec<u8>> = (0..4)
-                        .filter_map(|n| {
-                            std::fs::read(c.user_dir(n, "alice").join(id.as_str())).ok()
-                        })
-                        .collect();
+                    let mut copies: Vec<Vec<u8>> = Vec::new();
+                    for n in 0..4 {
+                        copies.extend(c.blob(n, "alice", id.as_str()).await.unwrap());
+                    }
                     assert_eq!(copies.len(), 2, "part {k} has two copies");
                     assert_eq!(copies[0], copies[1], "the copies are the same bytes");
-                    copies[0].clone()
-                })
-                .collect()
+                    parts.push(copies[0].clone());
+                }
+                parts
+            }
         };
         ops::put::put_file(&v, &path, progress()).await.unwrap();
         let first = ops::get::find(&v, "zeros.bin").await.unwrap();
-        let v1 = read_parts(&first);
+        let v1 = read_parts(first.clone()).await;
         ops::put::put_file(&v, &path, progress()).await.unwrap();
         let second = ops::get::find(&v, "zeros.bin").await.unwrap();
         assert_ne!(first.file_id, second.file_id);
-        let v2 = read_parts(&second);
+        let v2 = read_parts(second).await;
         let all: Vec<&Vec<u8>> = v1.iter().chain(&v2).collect();
         for i in 0..all.len() {
             for j in i + 1..all.len() {

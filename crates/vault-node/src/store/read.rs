@@ -2,29 +2,40 @@
 //! ([`BlobStore::open_many`]) or a listing page with the contents of its
 //! small blobs ([`BlobStore::list_data`]).
 //!
-//! Every file is opened, and its length taken from the open file, before
-//! anything is announced: blobs are only ever renamed over or removed,
-//! never written in place, so an open file keeps exactly the bytes it had
-//! and what is announced is what streams, whatever happens to the blob
-//! meanwhile.
+//! Each read looks blobs up in a read transaction of the user's database
+//! (it never waits for the writer). An inline blob's bytes are copied out
+//! of the database; a file blob's file is opened, and its length taken
+//! from the open file, before anything is announced: blob files are never
+//! written in place (a replacement is a new file), so an open file keeps
+//! exactly the bytes it had and what is announced is what streams. A file
+//! removed between the lookup and the open (its blob replaced or deleted
+//! meanwhile) is looked up again.
 //!
 //! Files held open for replies are bounded node-wide: a read takes one
-//! permit of the store's `reply_files` semaphore per file before opening
-//! anything (waiting at most `reply_files_wait`, else [`FilesBusy`]), and
-//! each [`OpenBlob`] keeps its permit until it is dropped. Each also
-//! carries the deadline of the whole reply (`reply_deadline` after the
-//! files were opened), which `bulk::send_bulk` enforces.
+//! permit of the store's `reply_files` semaphore per file blob before
+//! opening anything (waiting at most `reply_files_wait`, else
+//! [`FilesBusy`]), and each [`OpenBlob`] keeps its permit until it is
+//! dropped; inline blobs take none. Each also carries the deadline of the
+//! whole reply (`reply_deadline` after the blobs were opened), which
+//! `bulk::send_bulk` enforces.
 
-use std::io;
+use std::fs::File;
+use std::io::{self, Read};
 use std::path::Path;
 
+use redb::ReadableDatabase;
 use thiserror::Error;
 use tokio::sync::OwnedSemaphorePermit;
 use tokio::time::Instant;
 use wire::{BlobId, ListEntry};
 
+use super::db::{db_err, file_name, Entry, Place, UserDb, BLOBS, DATA};
 use super::index::unix_secs;
-use super::{blocking, lock, BlobStore};
+use super::{blocking, page, BlobStore};
+
+/// How often a read looks a blob up again when its file vanished between
+/// the lookup and the open.
+const REOPEN_TRIES: usize = 8;
 
 /// Every permit for files held open for replies is taken: the read is
 /// refused for now (`Busy`; see [`super::is_out_of_files`]).
@@ -32,13 +43,40 @@ use super::{blocking, lock, BlobStore};
 #[error("the node holds too many files open for replies")]
 pub struct FilesBusy;
 
+/// The bytes of an opened blob: its open file, or its bytes copied out of
+/// the database. Either stays readable if the blob is replaced or deleted.
+#[derive(Debug)]
+pub enum BlobReader {
+    /// A blob file.
+    File(File),
+    /// An inline blob.
+    Bytes(io::Cursor<Vec<u8>>),
+}
+
+impl Read for BlobReader {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        match self {
+            BlobReader::File(f) => f.read(buf),
+            BlobReader::Bytes(c) => c.read(buf),
+        }
+    }
+}
+
+impl BlobReader {
+    /// Whether the bytes come from a file (and hold a place under the
+    /// bound on files held open for replies).
+    pub fn is_file(&self) -> bool {
+        matches!(self, BlobReader::File(_))
+    }
+}
+
 /// A blob opened for reading.
 #[derive(Debug)]
 pub struct OpenBlob {
-    /// The open file: its bytes stay readable if the blob is replaced or
-    /// deleted.
-    pub file: std::fs::File,
-    /// Its length when opened: what is to be streamed.
+    /// Its bytes.
+    pub file: BlobReader,
+    /// Its length when opened: what is to be streamed (counts down as
+    /// it is read by `bulk`).
     pub len: u64,
     /// Its modification time, seconds since the Unix epoch (0 if unknown).
     pub modified: u64,
@@ -80,7 +118,7 @@ pub struct DataLimits {
 pub struct DataEntry {
     /// Id, length and time; for an inline blob, those of the open file.
     pub entry: ListEntry,
-    /// The open file of a blob carried inline.
+    /// The contents of a blob carried with its entry.
     pub data: Option<OpenBlob>,
 }
 
@@ -93,11 +131,23 @@ pub struct DataPage {
     pub more: bool,
 }
 
-/// Opens the blob file at `path`: `None` if absent or not a file. Its
-/// lease has no permit and a deadline of now: the caller sets both.
-/// Blocking.
+/// A blob with a lease of no permit and a deadline of now: the caller
+/// sets both.
+fn blob(file: BlobReader, len: u64, modified: u64) -> OpenBlob {
+    OpenBlob {
+        file,
+        len,
+        modified,
+        lease: Lease {
+            _permit: None,
+            reply_by: Instant::now(),
+        },
+    }
+}
+
+/// Opens the blob file at `path`: `None` if absent or not a file.
 fn open_file(path: &Path) -> io::Result<Option<OpenBlob>> {
-    let file = match std::fs::File::open(path) {
+    let file = match File::open(path) {
         Ok(f) => f,
         Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
         Err(e) => return Err(e),
@@ -106,52 +156,107 @@ fn open_file(path: &Path) -> io::Result<Option<OpenBlob>> {
     if !meta.is_file() {
         return Ok(None);
     }
-    Ok(Some(OpenBlob {
-        file,
-        len: meta.len(),
-        modified: unix_secs(&meta),
-        lease: Lease {
-            _permit: None,
-            reply_by: Instant::now(),
-        },
-    }))
+    Ok(Some(blob(
+        BlobReader::File(file),
+        meta.len(),
+        unix_secs(&meta),
+    )))
+}
+
+/// Opens `id` of `db` as it is now: `None` if absent. Blocking.
+fn open_current(db: &UserDb, id: &str) -> io::Result<Option<OpenBlob>> {
+    for _ in 0..REOPEN_TRIES {
+        let txn = db.db.begin_read().map_err(db_err)?;
+        let blobs = txn.open_table(BLOBS).map_err(db_err)?;
+        let Some(entry) = blobs
+            .get(id)
+            .map_err(db_err)?
+            .map(|v| Entry::decode(v.value()))
+        else {
+            return Ok(None);
+        };
+        match entry.place {
+            Place::Inline => {
+                let data = txn.open_table(DATA).map_err(db_err)?;
+                let bytes = data
+                    .get(id)
+                    .map_err(db_err)?
+                    .map(|v| v.value().to_vec())
+                    .unwrap_or_default();
+                let len = bytes.len() as u64;
+                return Ok(Some(blob(
+                    BlobReader::Bytes(io::Cursor::new(bytes)),
+                    len,
+                    entry.modified,
+                )));
+            }
+            Place::File(n) => {
+                if let Some(mut b) = open_file(&db.dir.join(file_name(id, n)))? {
+                    b.modified = entry.modified;
+                    return Ok(Some(b));
+                }
+                // Replaced or deleted since the lookup: look again.
+            }
+        }
+    }
+    Ok(None)
+}
+
+/// How many of `ids` are file blobs now (each needs a reply permit).
+fn count_files(db: &UserDb, ids: &[BlobId]) -> io::Result<usize> {
+    let txn = db.db.begin_read().map_err(db_err)?;
+    let blobs = txn.open_table(BLOBS).map_err(db_err)?;
+    let mut n = 0;
+    for id in ids {
+        if let Some(v) = blobs.get(id.as_str()).map_err(db_err)? {
+            if Entry::decode(v.value()).place != Place::Inline {
+                n += 1;
+            }
+        }
+    }
+    Ok(n)
 }
 
 impl BlobStore {
-    /// Opens blob `id` for reading; `None` if absent. Waits for a place
-    /// under the node's bound on files held open for replies; an error
-    /// ([`is_out_of_files`](super::is_out_of_files)) if none is free in
-    /// time.
+    /// Opens blob `id` for reading; `None` if absent. A file blob waits
+    /// for a place under the node's bound on files held open for replies;
+    /// an error ([`is_out_of_files`](super::is_out_of_files)) if none is
+    /// free in time.
     pub async fn open(&self, user: &str, id: &BlobId) -> io::Result<Option<OpenBlob>> {
         let found = self.open_many(user, std::slice::from_ref(id)).await?;
         Ok(found.into_iter().next().flatten())
     }
 
     /// Opens each of `ids` for reading, in order (`None`: absent), on one
-    /// blocking thread, once one place per id under the node's bound on
-    /// files held open for replies is free; an error
+    /// blocking thread, once one place per file blob among them under the
+    /// node's bound on files held open for replies is free; an error
     /// ([`is_out_of_files`](super::is_out_of_files)) if they are not free
-    /// within the wait, or if `ids` are more than the bound.
+    /// within the wait, or if they are more than the bound.
     pub async fn open_many(&self, user: &str, ids: &[BlobId]) -> io::Result<Vec<Option<OpenBlob>>> {
-        let dir = self.user_dir(user)?;
-        let mut permit = self.reply_permits(ids.len()).await?;
+        let db = self.db(user).await?;
         let ids = ids.to_vec();
+        let (db2, ids2) = (db.clone(), ids.clone());
+        let files = blocking(move || count_files(&db2, &ids2)).await?;
+        let mut permit = self.reply_permits(files).await?;
         let mut found = blocking(move || {
             ids.iter()
-                .map(|id| open_file(&dir.join(id.as_str())))
+                .map(|id| open_current(&db, id.as_str()))
                 .collect::<io::Result<Vec<_>>>()
         })
         .await?;
         let reply_by = Instant::now() + self.limits.reply_deadline;
         for blob in found.iter_mut().flatten() {
             blob.lease = Lease {
-                _permit: permit.as_mut().and_then(|p| p.split(1)),
+                _permit: if blob.file.is_file() {
+                    permit.as_mut().and_then(|p| p.split(1))
+                } else {
+                    None
+                },
                 reply_by,
             };
         }
         Ok(found)
     }
-
     /// `n` permits for files held open for replies (`None` for 0),
     /// waiting at most `reply_files_wait`.
     async fn reply_permits(&self, n: usize) -> io::Result<Option<OwnedSemaphorePermit>> {
@@ -178,15 +283,16 @@ impl BlobStore {
     }
 
     /// A page of `user`'s blobs whose id starts with `prefix`, in id order
-    /// after `after`, with the open files of those at most
+    /// after `after`, with the contents of those at most
     /// `limits.max_inline` bytes long.
     ///
     /// The page ends after `limits.max_entries` entries, or before the
     /// contents would pass `limits.max_bytes` (the first entry always
-    /// comes). Candidates come from the index; small ones are then opened
-    /// and listed as their open file is (a blob deleted in between is left
-    /// out, one replaced in between is listed as replaced); larger ones are
-    /// listed as the index has them, as `List` does.
+    /// comes). Entries come from one range scan of the index; inline
+    /// contents from the database, file contents from their opened files
+    /// (a blob deleted in between is left out, one replaced in between is
+    /// listed as replaced); larger ones are listed as the index has them,
+    /// as `List` does.
     pub async fn list_data(
         &self,
         user: &str,
@@ -194,82 +300,83 @@ impl BlobStore {
         prefix: &str,
         limits: DataLimits,
     ) -> io::Result<DataPage> {
-        let index = self.index(user).await?;
-        let mut page = DataPage {
-            entries: Vec::new(),
-            more: false,
-        };
-        let mut inline_bytes = 0u64;
-        let mut cursor = after;
-        // Each round takes the candidates for the page's free places; a
-        // round only repeats when candidates vanished, and then moves on.
-        loop {
-            let want = limits.max_entries.saturating_sub(page.entries.len());
-            let (mut candidates, mut more) = lock(&index).page(cursor.as_ref(), prefix, want);
-            // Open no more files than the byte budget can use, by the
-            // index's lengths: up to the first that would pass it.
-            let mut budget = inline_bytes;
-            let usable = candidates
-                .iter()
-                .position(|c| {
-                    if c.len > limits.max_inline {
-                        return false;
-                    }
-                    budget = budget.saturating_add(c.len);
-                    budget > limits.max_bytes
-                })
-                .map_or(candidates.len(), |i| i + 1);
-            if usable < candidates.len() {
-                candidates.truncate(usable);
+        let db = self.db(user).await?;
+        let prefix = prefix.to_string();
+        let db2 = db.clone();
+        // Candidates: the entries, cut where the byte budget (by the
+        // index's lengths) would pass.
+        let (candidates, more) = blocking(move || {
+            let (mut candidates, mut more) =
+                page(&db2, after.as_ref(), &prefix, limits.max_entries)?;
+            // Entries without contents cost nothing; the first one with
+            // contents always comes.
+            let mut budget = 0u64;
+            let mut cut = None;
+            for (i, (_, e)) in candidates.iter().enumerate() {
+                if e.len > limits.max_inline {
+                    continue;
+                }
+                let next = budget.saturating_add(e.len);
+                if next > limits.max_bytes && i > 0 {
+                    cut = Some(i);
+                    break;
+                }
+                budget = next;
+            }
+            if let Some(i) = cut {
+                candidates.truncate(i);
                 more = true;
             }
-            let Some(last) = candidates.last() else {
-                page.more = false;
-                return Ok(page);
-            };
-            cursor = Some(last.id.clone());
-            let small: Vec<BlobId> = candidates
-                .iter()
-                .filter(|c| c.len <= limits.max_inline)
-                .map(|c| c.id.clone())
-                .collect();
-            let mut opened = self.open_many(user, &small).await?.into_iter();
-            for candidate in candidates {
-                if candidate.len > limits.max_inline {
-                    page.entries.push(DataEntry {
-                        entry: candidate,
-                        data: None,
-                    });
-                    continue;
-                }
-                // Deleted since the index was read: not listed.
-                let Some(blob) = opened.next().flatten() else {
-                    continue;
-                };
-                let entry = ListEntry {
-                    id: candidate.id,
-                    len: blob.len,
-                    modified: blob.modified,
-                };
-                if blob.len > limits.max_inline {
-                    page.entries.push(DataEntry { entry, data: None });
-                    continue;
-                }
-                let total = inline_bytes.saturating_add(blob.len);
-                if total > limits.max_bytes && !page.entries.is_empty() {
-                    page.more = true;
-                    return Ok(page);
-                }
-                inline_bytes = total;
+            Ok((candidates, more))
+        })
+        .await?;
+        let small: Vec<BlobId> = candidates
+            .iter()
+            .filter(|(_, e)| e.len <= limits.max_inline)
+            .map(|(id, _)| id.clone())
+            .collect();
+        let mut opened = self.open_many(user, &small).await?.into_iter();
+        let mut page = DataPage {
+            entries: Vec::new(),
+            more,
+        };
+        let mut inline_bytes = 0u64;
+        for (id, e) in candidates {
+            if e.len > limits.max_inline {
                 page.entries.push(DataEntry {
-                    entry,
-                    data: Some(blob),
+                    entry: ListEntry {
+                        id,
+                        len: e.len,
+                        modified: e.modified,
+                    },
+                    data: None,
                 });
+                continue;
             }
-            if !more || page.entries.len() >= limits.max_entries {
-                page.more = more;
+            // Deleted since the scan: not listed.
+            let Some(blob) = opened.next().flatten() else {
+                continue;
+            };
+            let entry = ListEntry {
+                id,
+                len: blob.len,
+                modified: blob.modified,
+            };
+            if blob.len > limits.max_inline {
+                page.entries.push(DataEntry { entry, data: None });
+                continue;
+            }
+            let total = inline_bytes.saturating_add(blob.len);
+            if total > limits.max_bytes && !page.entries.is_empty() {
+                page.more = true;
                 return Ok(page);
             }
+            inline_bytes = total;
+            page.entries.push(DataEntry {
+                entry,
+                data: Some(blob),
+            });
         }
+        Ok(page)
     }
 }

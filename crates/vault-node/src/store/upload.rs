@@ -1,19 +1,19 @@
 //! Uploads: one blob ([`PendingBlob`], for `PutBlob`) or a batch
 //! ([`PutBatch`], for `PutBlobs`).
 //!
-//! Bytes are gathered in a buffer and written to a temp file under
-//! `.tmp/` on blocking threads. A blob becomes visible only by a rename
-//! after its bytes are synced, recorded in the index under its lock; the
-//! folder is synced before the upload is reported stored (once per blob,
-//! or once per batch). A temp file that is not renamed is removed, and
-//! quota that no blob took is given back, whatever ends the upload.
+//! A blob of at most the inline bound is gathered in memory; a larger one
+//! in a buffer written to a temp file under `.tmp/` on blocking threads
+//! and synced. Then the upload (a batch: all its blobs) goes to the user's
+//! writer (`db`), which stores it in its next transaction (inline, or
+//! renaming the file to `<id>.<n>`) and answers once that is committed.
+//! A temp file that is not stored is removed, and quota is given back,
+//! whatever ends the upload.
 //!
-//! A condition ([`Expect`]) is checked under the index lock, just before
-//! the rename and with the lock held across both: every rename into the
-//! folder and every removal from it happens under that lock, so nothing
-//! can change the blob between the check and the replacement. A
-//! `PutBlob`'s condition is also checked before its bytes are read, to
-//! refuse early; the check at the rename is the one that counts.
+//! A condition ([`Expect`]) is checked by the writer inside the
+//! transaction that stores the blob, so nothing can change the blob
+//! between the check and the replacement. A `PutBlob`'s condition is also
+//! checked before its bytes are read, to refuse early; the check in the
+//! writer is the one that counts.
 //!
 //! Every blocking file operation of an upload takes a permit of its
 //! user's share first, then one of the node-wide bound ([`IoBound`]), so
@@ -24,17 +24,18 @@
 
 use std::collections::VecDeque;
 use std::fs::File;
-use std::io::{self, Read, Write};
+use std::io::{self, Write};
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio::task::JoinHandle;
 use wire::{BlobId, Expect, PutItem};
 
-use super::index::{self, BlobMeta, Hold, UserIndex};
+use super::db::{self, Data, Job, PutOp, UploadTicket, UserDb};
+use super::index::Hold;
 use super::{blocking, is_no_space, lock, BlobStore, PutError, TMP_DIR};
-use crate::fsutil::{random_hex, sync_dir, Synced, TempGuard};
+use crate::fsutil::{random_hex, Synced, TempGuard};
 
 /// Upload bytes gathered before one blocking write.
 const WRITE_BUF: usize = 512 * 1024;
@@ -48,17 +49,18 @@ const MAX_SYNCING: usize = 8;
 const MAX_SYNCING_BYTES: usize = WRITE_BUF;
 
 /// Largest stored blob a condition ([`Expect::Hash`]) is compared with:
-/// it is read and hashed under the user's index lock. Conditions are for
+/// it is read and hashed by the user's writer. Conditions are for
 /// manifests, which are far smaller. A `PutBlob` whose condition names a
 /// larger stored blob is refused (`BadRequest`); a larger blob found at
-/// the rename never matches (`Conflict`).
+/// the commit never matches (`Conflict`).
 pub const MAX_EXPECT_LEN: u64 = 1 << 20;
 
 /// Quota (and places under the blob count cap) held by an upload; given
-/// back on drop unless settled.
+/// back on drop (once the upload is stored, its blob counts in the
+/// database's totals instead).
 #[derive(Debug)]
 struct Reservation {
-    index: Arc<Mutex<UserIndex>>,
+    db: Arc<UserDb>,
     hold: Hold,
 }
 
@@ -72,25 +74,16 @@ impl Reservation {
         self.hold.charge -= hold.charge;
         self.hold.slots -= hold.slots;
         Reservation {
-            index: self.index.clone(),
+            db: self.db.clone(),
             hold,
         }
-    }
-
-    /// The upload became blob `id`, `meta`, in `ix`: the (locked) index
-    /// this reservation was taken from.
-    fn settle(mut self, ix: &mut UserIndex, id: BlobId, meta: BlobMeta) {
-        ix.committed(id, meta, self.hold);
-        self.hold = Hold::default();
     }
 }
 
 impl Drop for Reservation {
     fn drop(&mut self) {
-        // Never dropped unsettled while its index is locked (the lock is
-        // not reentrant).
         if self.hold != Hold::default() {
-            lock(&self.index).release(self.hold);
+            lock(&self.db.reserved).release(self.hold);
         }
     }
 }
@@ -128,35 +121,43 @@ async fn io_permit(io: &IoBound) -> io::Result<IoPermit> {
     Ok((user, node))
 }
 
-/// Whether `expect` holds for blob `id` of folder `dir`, whose (locked)
-/// index is `ix`: the stored bytes (at most [`MAX_EXPECT_LEN`]) are read
-/// and hashed. Blocking.
-fn expect_holds(
-    ix: &UserIndex,
-    dir: &Path,
-    id: &BlobId,
-    expect: &Expect,
-) -> Result<bool, PutError> {
-    let Some(meta) = ix.get(id) else {
-        return Ok(expect.holds(None));
+/// Checks `expect` for blob `id` as committed now (the early check of a
+/// `PutBlob`; the writer checks again at the commit). Blocking.
+fn check_early(db: &UserDb, id: &BlobId, expect: &Expect) -> Result<(), PutError> {
+    let Some(found) = db::lookup(db, id.as_str())? else {
+        return if expect.holds(None) {
+            Ok(())
+        } else {
+            Err(PutError::Conflict)
+        };
     };
-    if matches!(expect, Expect::Absent) || meta.len > MAX_EXPECT_LEN {
-        return Ok(false);
+    if let Expect::Hash(_) = expect {
+        if found.len > MAX_EXPECT_LEN {
+            return Err(PutError::BadCondition(format!(
+                "a condition can only name a stored blob of at most {MAX_EXPECT_LEN} \
+                 bytes; this one holds {} bytes",
+                found.len
+            )));
+        }
     }
-    let file = match File::open(dir.join(id.as_str())) {
-        Ok(f) => f,
-        // Removed by hand behind the index's back.
-        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(expect.holds(None)),
-        Err(e) => return Err(PutError::Io(e)),
+    if matches!(expect, Expect::Absent) {
+        return Err(PutError::Conflict);
+    }
+    let bytes = match db::read_blob(db, id.as_str(), MAX_EXPECT_LEN)? {
+        Some(b) => b,
+        None => {
+            return if expect.holds(None) {
+                Ok(())
+            } else {
+                Err(PutError::Conflict)
+            }
+        }
     };
-    let mut bytes = Vec::new();
-    file.take(MAX_EXPECT_LEN + 1)
-        .read_to_end(&mut bytes)
-        .map_err(PutError::Io)?;
-    if bytes.len() as u64 > MAX_EXPECT_LEN {
-        return Ok(false);
+    if expect.holds(Some(&wire::content_hash(&bytes))) {
+        Ok(())
+    } else {
+        Err(PutError::Conflict)
     }
-    Ok(expect.holds(Some(&wire::content_hash(&bytes))))
 }
 
 /// A new temp file's path under `tmp_dir`.
@@ -266,52 +267,73 @@ impl TempWriter {
     }
 }
 
-/// Renames `synced` over `dir/id` and records it in the index, under the
-/// index lock (so concurrent uploads of one id leave the index agreeing
-/// with the folder), if `expect` (checked under that lock) holds. The
-/// folder still needs a sync. On `Err` the temp file is removed and the
-/// reservation given back.
-fn publish(
-    synced: Synced,
-    dir: &Path,
-    id: BlobId,
-    reservation: Reservation,
-    expect: Option<&Expect>,
-) -> Result<(), PutError> {
-    let meta = BlobMeta {
-        len: synced.metadata().len(),
-        modified: index::unix_secs(synced.metadata()),
-    };
-    let index = reservation.index.clone();
-    let mut ix = lock(&index);
-    let checked = match expect {
-        None => Ok(()),
-        Some(expect) => match expect_holds(&ix, dir, &id, expect) {
-            Ok(true) => Ok(()),
-            Ok(false) => Err(PutError::Conflict),
-            Err(e) => Err(e),
-        },
-    };
-    let result = checked.and_then(|()| {
-        synced
-            .rename(&dir.join(id.as_str()))
-            .map_err(PutError::from)
-    });
-    match result {
-        Ok(()) => {
-            reservation.settle(&mut ix, id, meta);
-            Ok(())
+/// Where an upload's bytes gather: in memory (at most the inline bound)
+/// or in a temp file.
+#[derive(Debug)]
+enum Sink {
+    Memory(Vec<u8>),
+    File(TempWriter),
+}
+
+impl Sink {
+    async fn write(&mut self, bytes: &[u8], max: u64) -> io::Result<()> {
+        match self {
+            Sink::Memory(buf) => {
+                if (buf.len() + bytes.len()) as u64 > max {
+                    return Err(io::Error::other("upload longer than announced"));
+                }
+                buf.extend_from_slice(bytes);
+                Ok(())
+            }
+            Sink::File(w) => w.write(bytes).await,
         }
-        Err(e) => {
-            // The lock first: the reservation takes it to give back.
-            drop(ix);
-            drop(reservation);
-            Err(e)
+    }
+
+    fn written(&self) -> u64 {
+        match self {
+            Sink::Memory(b) => b.len() as u64,
+            Sink::File(w) => w.written,
         }
     }
 }
 
+/// Hands `ops` to `db`'s writer as one job and waits for its durable
+/// commit: each op's outcome, in order.
+async fn store_ops(db: &UserDb, ops: Vec<PutOp>) -> Result<Vec<Result<(), PutError>>, PutError> {
+    let (reply, answer) = tokio::sync::oneshot::channel();
+    db.submit(Job::Put { ops, reply })?;
+    let results = answer
+        .await
+        .map_err(|_| io::Error::other("blob writer stopped"))??;
+    Ok(results)
+}
+
 impl BlobStore {
+    /// Reserves `items` for `user` against `quota` and the blob count cap,
+    /// counting what the database holds now.
+    async fn reserve(
+        &self,
+        db: &Arc<UserDb>,
+        items: Vec<(BlobId, u64)>,
+        quota: Option<u64>,
+    ) -> Result<Vec<Hold>, PutError> {
+        let max_blobs = self.limits.max_blobs;
+        let db = db.clone();
+        blocking(move || {
+            let stored = db::stored_lens(&db, items.iter().map(|(id, _)| id))?;
+            let totals = db.totals()?;
+            Ok(lock(&db.reserved).reserve_many(
+                (totals.count, totals.bytes),
+                |id| stored.get(id).copied(),
+                items.iter().map(|(id, n)| (id, *n)),
+                quota,
+                max_blobs,
+            ))
+        })
+        .await?
+        .map_err(PutError::from)
+    }
+
     /// Starts an upload of `len` bytes as blob `id` for `user`, first
     /// reserving its charge against `quota` and a place under the blob
     /// count cap (refused with [`PutError::Quota`] or
@@ -329,60 +351,39 @@ impl BlobStore {
         expect: Option<&Expect>,
     ) -> Result<PendingBlob, PutError> {
         let dir = self.user_dir(user)?;
-        let index = self.index(user).await?;
+        let db = self.db(user).await?;
         if let Some(expect) = expect {
-            let (index, dir, id, expect) = (index.clone(), dir.clone(), id.clone(), expect.clone());
-            blocking(move || {
-                let ix = lock(&index);
-                if let (Expect::Hash(_), Some(meta)) = (&expect, ix.get(&id)) {
-                    if meta.len > MAX_EXPECT_LEN {
-                        return Ok(Err(PutError::BadCondition(format!(
-                            "a condition can only name a stored blob of at most {MAX_EXPECT_LEN} \
-                             bytes; this one holds {} bytes",
-                            meta.len
-                        ))));
-                    }
-                }
-                Ok(match expect_holds(&ix, &dir, &id, &expect) {
-                    Ok(true) => Ok(()),
-                    Ok(false) => Err(PutError::Conflict),
-                    Err(e) => Err(e),
-                })
-            })
-            .await??;
+            let (db, id, expect) = (db.clone(), id.clone(), expect.clone());
+            blocking(move || Ok(check_early(&db, &id, &expect))).await??;
         }
-        let max_blobs = self.limits.max_blobs;
-        let hold = lock(&index).reserve_many([(id, len)], quota, max_blobs)?[0];
-        let reservation = Reservation { index, hold };
-        let tmp_dir = self.tmp_dir(&dir).await?;
-        let io = self.upload_bound(user);
-        let writer = TempWriter::create(temp_path(&tmp_dir)?, len, io).await?;
+        let hold = self.reserve(&db, vec![(id.clone(), len)], quota).await?[0];
+        let ticket = UploadTicket::new(&db);
+        let reservation = Reservation { db, hold };
+        let inline_max = self.limits.inline_max;
+        let sink = if len <= inline_max {
+            Sink::Memory(Vec::with_capacity(usize::try_from(len).unwrap_or(0)))
+        } else {
+            let tmp_dir = self.tmp_dir(&dir).await?;
+            let io = self.upload_bound(user);
+            Sink::File(TempWriter::create(temp_path(&tmp_dir)?, len, io).await?)
+        };
         Ok(PendingBlob {
-            writer,
-            dir,
+            _ticket: ticket,
+            sink,
+            inline_max,
+            io: self.upload_bound(user),
             id: id.clone(),
             reservation,
             expect: expect.cloned(),
         })
     }
 
-    /// The user folder's `.tmp`, made if missing, with the root synced so
-    /// a user folder made here (the user's first upload) is durable.
+    /// The user folder's `.tmp`, made if missing.
     async fn tmp_dir(&self, dir: &Path) -> io::Result<PathBuf> {
         let tmp_dir = dir.join(TMP_DIR);
         if tokio::fs::metadata(&tmp_dir).await.is_err() {
-            let (dir, tmp) = (dir.to_path_buf(), tmp_dir.clone());
-            // Synced whenever `.tmp` was missing (rare: once per user
-            // folder), so no upload is acknowledged before its folder is
-            // durable, however two first uploads interleave.
-            blocking(move || {
-                std::fs::create_dir_all(&tmp)?;
-                if let Some(root) = dir.parent() {
-                    sync_dir(root)?;
-                }
-                Ok(())
-            })
-            .await?;
+            let tmp = tmp_dir.clone();
+            blocking(move || std::fs::create_dir_all(&tmp)).await?;
         }
         Ok(tmp_dir)
     }
@@ -399,25 +400,32 @@ impl BlobStore {
         quota: Option<u64>,
     ) -> Result<PutBatch, PutError> {
         let dir = self.user_dir(user)?;
-        let index = self.index(user).await?;
-        let max_blobs = self.limits.max_blobs;
-        let holds =
-            lock(&index).reserve_many(items.iter().map(|i| (&i.id, i.len)), quota, max_blobs)?;
+        let db = self.db(user).await?;
+        let holds = self
+            .reserve(
+                &db,
+                items.iter().map(|i| (i.id.clone(), i.len)).collect(),
+                quota,
+            )
+            .await?;
         let total = holds.iter().fold(Hold::default(), |t, h| Hold {
             charge: t.charge.saturating_add(h.charge),
             slots: t.slots.saturating_add(h.slots),
         });
-        let reservation = Reservation { index, hold: total };
+        let ticket = UploadTicket::new(&db);
+        let reservation = Reservation { db, hold: total };
         let tmp_dir = self.tmp_dir(&dir).await?;
         Ok(PutBatch {
-            dir,
+            _ticket: ticket,
             tmp_dir,
+            inline_max: self.limits.inline_max,
             reservation,
             holds,
             expects: items.iter().map(|i| i.expect.clone()).collect(),
             io: self.upload_bound(user),
             next: 0,
             current: None,
+            in_memory: 0,
             syncing: VecDeque::new(),
             ready: Vec::new(),
             failed: Vec::new(),
@@ -425,13 +433,15 @@ impl BlobStore {
     }
 }
 
-/// An upload in progress: bytes go to a temp file that is removed unless
-/// [`PendingBlob::commit`] renames it into place.
+/// An upload in progress: bytes gather in memory (a blob of at most the
+/// inline bound) or in a temp file that is removed unless
+/// [`PendingBlob::commit`] stores it.
 #[derive(Debug)]
 pub struct PendingBlob {
-    writer: TempWriter,
-    /// The user's folder.
-    dir: PathBuf,
+    _ticket: UploadTicket,
+    sink: Sink,
+    inline_max: u64,
+    io: IoBound,
     id: BlobId,
     reservation: Reservation,
     expect: Option<Expect>,
@@ -440,53 +450,60 @@ pub struct PendingBlob {
 impl PendingBlob {
     /// Appends bytes to the upload.
     pub async fn write(&mut self, bytes: &[u8]) -> Result<(), PutError> {
-        Ok(self.writer.write(bytes).await?)
+        Ok(self.sink.write(bytes, self.inline_max).await?)
     }
 
     /// Bytes written so far.
     pub fn written(&self) -> u64 {
-        self.writer.written
+        self.sink.written()
     }
 
-    /// Makes the upload durable and visible: `sync_all`, check the
-    /// condition and rename over the blob's name (under the index lock,
-    /// recorded in the index), fsync the folder. A condition that no
+    /// Makes the upload durable and visible: a file is synced, then the
+    /// user's writer checks the condition and stores the blob in its next
+    /// transaction, answering once that is committed. A condition that no
     /// longer holds is [`PutError::Conflict`], and nothing changed.
     pub async fn commit(self) -> Result<(), PutError> {
         let PendingBlob {
-            writer,
-            dir,
+            sink,
+            io,
             id,
             reservation,
             expect,
+            ..
         } = self;
-        let io = writer.io.clone();
-        bounded(&io, move || {
-            let synced = writer.finish()?;
-            Ok(publish(synced, &dir, id, reservation, expect.as_ref())
-                .and_then(|()| sync_dir(&dir).map_err(PutError::from)))
-        })
-        .await?
+        let data = match sink {
+            Sink::Memory(b) => Data::Bytes(b),
+            Sink::File(w) => Data::Temp(bounded(&io, move || w.finish()).await?),
+        };
+        let op = PutOp { id, data, expect };
+        let mut results = store_ops(&reservation.db, vec![op]).await?;
+        drop(reservation);
+        results.pop().unwrap_or(Ok(()))
     }
 }
 
+/// Most bytes of a batch's small blobs held in memory until its commit;
+/// past it they go to temp files too.
+const BATCH_MEMORY: usize = 8 << 20;
+
 /// A batch upload (`PutBlobs`): its blobs arrive one after the other
-/// ([`PutBatch::start`], [`PutBatch::write`], [`PutBatch::end`]); each is
-/// written to a temp file and synced (several at once, on blocking
-/// threads) as soon as its bytes are in, and none is renamed into place
-/// before [`PutBatch::commit`], which renames them all and syncs the
-/// folder once.
+/// ([`PutBatch::start`], [`PutBatch::write`], [`PutBatch::end`]); a small
+/// one (at most the inline bound) is kept in memory, a larger one written
+/// to a temp file and synced (several at once, on blocking threads) as
+/// soon as its bytes are in. None is stored before [`PutBatch::commit`],
+/// which hands them all to the user's writer as one job: one transaction,
+/// one commit.
 ///
 /// So an upload that ends early, long or never (the batch dropped)
 /// leaves nothing behind: no blob of the batch, no temp file, no quota
 /// held. A blob that fails on its own (an I/O error other than a full
-/// disk, or its condition not holding at the rename) is dropped and
-/// reported by `commit`; a full disk fails the batch.
+/// disk, or its condition not holding) is dropped and reported by
+/// `commit`; a full disk fails the batch.
 #[derive(Debug)]
 pub struct PutBatch {
-    /// The user's folder.
-    dir: PathBuf,
+    _ticket: UploadTicket,
     tmp_dir: PathBuf,
+    inline_max: u64,
     /// Quota reserved for the batch and not yet handed to a blob.
     reservation: Reservation,
     /// What each item reserved, by position.
@@ -499,9 +516,11 @@ pub struct PutBatch {
     next: u32,
     /// The blob being received.
     current: Option<Current>,
+    /// Bytes of small blobs held in memory.
+    in_memory: usize,
     /// Blobs being written and synced on blocking threads, oldest first.
     syncing: VecDeque<Syncing>,
-    /// Blobs synced, waiting for the rename, in batch order.
+    /// Blobs received in full, waiting for the commit, in batch order.
     ready: Vec<Ready>,
     /// Blobs that failed on their own: position and error.
     failed: Vec<(u32, PutError)>,
@@ -512,7 +531,7 @@ struct Current {
     pos: u32,
     id: BlobId,
     /// `None` once the blob failed: its further bytes are dropped.
-    writing: Option<(TempWriter, Reservation)>,
+    writing: Option<(Sink, Reservation)>,
 }
 
 #[derive(Debug)]
@@ -530,7 +549,7 @@ struct Ready {
     pos: u32,
     id: BlobId,
     reservation: Reservation,
-    synced: Synced,
+    data: Data,
 }
 
 impl PutBatch {
@@ -542,11 +561,24 @@ impl PutBatch {
         self.next += 1;
         let hold = self.holds.get(pos as usize).copied().unwrap_or_default();
         let reservation = self.reservation.split(hold);
-        let writing = match temp_path(&self.tmp_dir) {
-            Ok(path) => Some((TempWriter::lazy(path, len, self.io.clone()), reservation)),
-            Err(e) => {
-                self.failed.push((pos, PutError::Io(e)));
-                None
+        let small = len <= self.inline_max
+            && self
+                .in_memory
+                .saturating_add(usize::try_from(len).unwrap_or(usize::MAX))
+                <= BATCH_MEMORY;
+        let writing = if small {
+            self.in_memory += len as usize;
+            Some((Sink::Memory(Vec::with_capacity(len as usize)), reservation))
+        } else {
+            match temp_path(&self.tmp_dir) {
+                Ok(path) => Some((
+                    Sink::File(TempWriter::lazy(path, len, self.io.clone())),
+                    reservation,
+                )),
+                Err(e) => {
+                    self.failed.push((pos, PutError::Io(e)));
+                    None
+                }
             }
         };
         self.current = Some(Current {
@@ -563,10 +595,10 @@ impl PutBatch {
         let Some(current) = self.current.as_mut() else {
             return Ok(());
         };
-        let Some((writer, _)) = current.writing.as_mut() else {
+        let Some((sink, _)) = current.writing.as_mut() else {
             return Ok(());
         };
-        if let Err(e) = writer.write(bytes).await {
+        if let Err(e) = sink.write(bytes, self.inline_max).await {
             let pos = current.pos;
             current.writing = None;
             self.fail(pos, e)?;
@@ -574,14 +606,26 @@ impl PutBatch {
         Ok(())
     }
 
-    /// The current blob's bytes are all in: its file is written and synced
+    /// The current blob's bytes are all in: a file is written and synced
     /// on a blocking thread while the next blob arrives.
     pub async fn end(&mut self) -> Result<(), PutError> {
         let Some(Current { pos, id, writing }) = self.current.take() else {
             return Ok(());
         };
-        let Some((writer, reservation)) = writing else {
+        let Some((sink, reservation)) = writing else {
             return Ok(());
+        };
+        let writer = match sink {
+            Sink::Memory(bytes) => {
+                self.ready.push(Ready {
+                    pos,
+                    id,
+                    reservation,
+                    data: Data::Bytes(bytes),
+                });
+                return Ok(());
+            }
+            Sink::File(w) => w,
         };
         let buffered = writer.buf.len();
         while !self.syncing.is_empty()
@@ -604,50 +648,46 @@ impl PutBatch {
         Ok(())
     }
 
-    /// Stores every blob received in full: waits for their syncs, renames
-    /// them into place in batch order (each after its condition is checked
-    /// under the index lock, and recorded in the index), then syncs the
-    /// folder once, so all are durable when this returns `Ok`. Returns the
+    /// Stores every blob received in full: waits for their syncs, then
+    /// hands them to the user's writer as one job (each condition checked
+    /// there, in batch order), durable when this returns `Ok`. Returns the
     /// blobs that failed on their own, by position ([`PutError::Conflict`]
     /// for a condition that did not hold).
     ///
-    /// On `Err` (a full disk, or the folder sync failing) the blobs renamed
-    /// before the failure stay; the others are removed.
+    /// On `Err` (a full disk, or the commit failing) nothing of the batch
+    /// is stored.
     pub async fn commit(mut self) -> Result<Vec<(u32, PutError)>, PutError> {
         self.end().await?;
         while !self.syncing.is_empty() {
             self.wait_oldest().await?;
         }
-        let dir = self.dir.clone();
-        let ready = std::mem::take(&mut self.ready);
+        let mut ready = std::mem::take(&mut self.ready);
+        ready.sort_by_key(|r| r.pos);
         let expects = std::mem::take(&mut self.expects);
-        let renamed = bounded(&self.io, move || {
-            let mut failed = Vec::new();
-            let mut renamed_any = false;
-            let mut full = None;
-            for r in ready {
-                let expect = expects.get(r.pos as usize).and_then(Option::as_ref);
-                match publish(r.synced, &dir, r.id, r.reservation, expect) {
-                    Ok(()) => renamed_any = true,
-                    Err(PutError::NoSpace(e)) => {
-                        // The rest are dropped: temp files removed.
-                        full = Some(e);
-                        break;
-                    }
-                    Err(e) => failed.push((r.pos, e)),
+        let mut positions = Vec::with_capacity(ready.len());
+        let mut reservations = Vec::with_capacity(ready.len());
+        let mut ops = Vec::with_capacity(ready.len());
+        for r in ready {
+            let expect = expects.get(r.pos as usize).cloned().flatten();
+            positions.push(r.pos);
+            reservations.push(r.reservation);
+            ops.push(PutOp {
+                id: r.id,
+                data: r.data,
+                expect,
+            });
+        }
+        if !ops.is_empty() {
+            let results = store_ops(&self.reservation.db, ops).await?;
+            for (pos, r) in positions.into_iter().zip(results) {
+                match r {
+                    Ok(()) => {}
+                    Err(PutError::NoSpace(e)) => return Err(PutError::NoSpace(e)),
+                    Err(e) => self.failed.push((pos, e)),
                 }
             }
-            if renamed_any {
-                sync_dir(&dir)?;
-            }
-            Ok((failed, full))
-        })
-        .await?;
-        let (failed, full) = renamed;
-        if let Some(e) = full {
-            return Err(PutError::NoSpace(e));
         }
-        self.failed.extend(failed);
+        drop(reservations);
         self.failed.sort_by_key(|(pos, _)| *pos);
         Ok(std::mem::take(&mut self.failed))
     }
@@ -671,7 +711,7 @@ impl PutBatch {
                     pos: s.pos,
                     id: s.id,
                     reservation: s.reservation,
-                    synced,
+                    data: Data::Temp(synced),
                 });
                 Ok(())
             }

@@ -1,5 +1,6 @@
 //! [`TestCluster`]: four real nodes in this process.
 
+use std::io;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -12,6 +13,7 @@ use super::observed::Observed;
 use super::proxy::{Proxy, Target};
 use super::raw::RawClient;
 use crate::server::NodeConfig;
+use crate::store::offline;
 use crate::users::UserDb;
 
 /// The nodes' names, in `dfc.conf` order (node `i` is `NODE_NAMES[i]`).
@@ -152,10 +154,84 @@ impl TestCluster {
         &self.slot(i).node.config.root
     }
 
-    /// Node `i`'s folder for `user` (the lower-case name), where its blobs
-    /// are files named by id. It exists once the user stored something.
+    /// Node `i`'s folder for `user` (the lower-case name): everything the
+    /// node keeps for the user. It exists once the user stored something.
+    /// To read or change blobs, use [`TestCluster::blob`] and its siblings,
+    /// not the files in it (their layout is the store's own).
     pub fn user_dir(&self, i: usize, user: &str) -> PathBuf {
         self.root(i).join(user.to_ascii_lowercase())
+    }
+
+    /// The bytes node `i` stores as `user`'s blob `id` (`None`: it holds
+    /// none), as they are on its disk: what a test checks against what a
+    /// proxy or a client was told.
+    ///
+    /// Works whether node `i` runs or is stopped. On today's layout (one
+    /// file per blob, [`crate::store::offline`]) it reads the file.
+    pub async fn blob(&self, i: usize, user: &str, id: &str) -> io::Result<Option<Vec<u8>>> {
+        offline::read_blob(self.root(i), user, id)
+    }
+
+    /// Makes `bytes` node `i`'s stored blob `id` of `user`, replacing it or
+    /// creating it, as a hostile edit of the node's disk would (the node
+    /// is not asked: no quota, no condition). The node serves the new
+    /// bytes from then on.
+    ///
+    /// Works whether node `i` runs or is stopped. On today's layout it
+    /// writes the file: a running node serves a replaced blob's new bytes
+    /// at once, but lists a blob created this way only after a restart.
+    pub async fn set_blob(&self, i: usize, user: &str, id: &str, bytes: &[u8]) -> io::Result<()> {
+        offline::write_blob(self.root(i), user, id, bytes)
+    }
+
+    /// Removes `user`'s blob `id` from node `i`'s disk, as a lost or
+    /// wiped file would (the node is not asked); `false` if there was none.
+    ///
+    /// Works whether node `i` runs or is stopped. On today's layout it
+    /// removes the file: a running node then fails to read it, and still
+    /// lists it until a restart.
+    pub async fn remove_blob(&self, i: usize, user: &str, id: &str) -> io::Result<bool> {
+        offline::remove_blob(self.root(i), user, id)
+    }
+
+    /// The ids of the blobs node `i` stores for `user`, sorted (uploads in
+    /// progress left out); empty if it stores none.
+    ///
+    /// Works whether node `i` runs or is stopped.
+    pub async fn blob_ids(&self, i: usize, user: &str) -> io::Result<Vec<String>> {
+        offline::blob_ids(self.root(i), user)
+    }
+
+    /// Keeps a copy of node `i`'s disk for `user` as it is now, in
+    /// `<to>/<user>` (replacing an earlier copy there), to serve it again
+    /// later with [`TestCluster::restore_user`]. A running node is stopped
+    /// for the copy and started again after, so the copy is a state the
+    /// node left on its disk.
+    pub async fn snapshot_user(&mut self, i: usize, user: &str, to: &Path) -> anyhow::Result<()> {
+        let running = self.is_running(i);
+        self.stop(i).await?;
+        offline::copy_user(self.root(i), to, user)
+            .with_context(|| format!("failed to copy {}'s disk for {user}", self.name(i)))?;
+        if running {
+            self.restart(i).await?;
+        }
+        Ok(())
+    }
+
+    /// Replaces node `i`'s disk for `user` by the copy in `<from>/<user>`
+    /// made by [`TestCluster::snapshot_user`]: the node serves its old disk
+    /// again. A running node is stopped first and started again after; a
+    /// stopped one stays stopped.
+    pub async fn restore_user(&mut self, i: usize, user: &str, from: &Path) -> anyhow::Result<()> {
+        let running = self.is_running(i);
+        self.stop(i).await?;
+        let root = self.root(i).to_path_buf();
+        offline::copy_user(from, &root, user)
+            .with_context(|| format!("failed to restore {}'s disk for {user}", self.name(i)))?;
+        if running {
+            self.restart(i).await?;
+        }
+        Ok(())
     }
 
     /// Whether node `i` is running (not stopped).

@@ -12,6 +12,7 @@ use tokio::task::JoinHandle;
 
 use super::raw::RawClient;
 use crate::server::{NodeConfig, Server};
+use crate::store::offline;
 use crate::users::UserDb;
 
 /// How long a restart keeps trying to re-bind the node's port while the
@@ -146,9 +147,34 @@ impl TestNode {
         self.node.restart_with(tweak).await
     }
 
+    /// Every blob the node stores, of every user, as sorted `user/id`
+    /// strings (`alice/p-1`); uploads in progress are not blobs.
+    ///
+    /// Works whether the node runs or is stopped. On today's layout (one
+    /// file per blob, [`crate::store::offline`]) it lists the files.
+    pub async fn stored_blobs(&self) -> std::io::Result<Vec<String>> {
+        let mut out = Vec::new();
+        for user in offline::users(self.root())? {
+            for id in offline::blob_ids(self.root(), &user)? {
+                out.push(format!("{user}/{id}"));
+            }
+        }
+        Ok(out)
+    }
+
+    /// The node's uploads in progress: every file in a user's uploads
+    /// folder (`<root>/<user>/.tmp/`), as sorted `user/.tmp/name` strings.
+    /// Empty once every upload was committed or given up.
+    pub fn upload_files(&self) -> Vec<String> {
+        let mut out = self.user_files();
+        out.retain(|p| p.split('/').nth(1) == Some(crate::store::TMP_DIR));
+        out
+    }
+
     /// Every file under the root, as sorted `/`-separated relative paths
     /// (`alice/p-1`, `alice/.tmp/...`), except the node's own metadata
-    /// under `.vault/`.
+    /// under `.vault/`: the raw disk, for what is not a blob (uploads in
+    /// progress). For blobs, [`TestNode::stored_blobs`].
     pub fn user_files(&self) -> Vec<String> {
         let mut out = Vec::new();
         walk(self.root(), self.root(), &mut out);

@@ -120,7 +120,7 @@ async fn login_must_follow_hello_for_the_same_user() {
         let resp = c.call(&Request::Hello { user: "bob".into() }).await;
         assert_eq!(error_code(&resp), Some(ErrorCode::BadRequest));
         assert_eq!(c.put("x", b"1").await, Response::Stored);
-        assert_eq!(node.user_files(), vec!["alice/x"]);
+        assert_eq!(node.stored_blobs().await.unwrap(), vec!["alice/x"]);
     })
     .await
 }

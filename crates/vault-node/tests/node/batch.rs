@@ -5,6 +5,7 @@
 use std::path::Path;
 use std::time::Duration;
 
+use vault_node::store::offline::uploads_in_progress;
 use vault_node::testing::raw::{error_code, read_response};
 use vault_node::testing::{eventually, timed, users_text, RawClient, TestNode};
 use wire::{
@@ -40,6 +41,12 @@ fn pattern(len: usize, seed: u8) -> Vec<u8> {
 
 fn temp_files(root: &Path, user: &str) -> usize {
     std::fs::read_dir(root.join(user).join(".tmp")).map_or(0, |d| d.count())
+}
+
+/// No upload of `user`'s is left: none in progress (no quota held), no
+/// temp file.
+fn nothing_left(root: &Path, user: &str) -> bool {
+    uploads_in_progress(root, user) == 0 && temp_files(root, user) == 0
 }
 
 /// Sends a request frame and no bytes, keeping the stream open, and
@@ -99,10 +106,10 @@ async fn put_blobs_stores_each_blob_and_get_blobs_reads_them_back() {
             other => panic!("{other:?}"),
         }
         assert_eq!(
-            node.user_files(),
+            node.stored_blobs().await.unwrap(),
             ["alice/m2-empty", "alice/p2-big", "alice/p2-old"]
         );
-        assert_eq!(temp_files(node.root(), "alice"), 0);
+        assert!(eventually(|| nothing_left(node.root(), "alice")).await);
     })
     .await
 }
@@ -170,7 +177,7 @@ async fn delete_blobs_and_stat_blobs_answer_per_id() {
                 missing: vec![1, 3]
             }
         );
-        assert_eq!(node.user_files(), ["alice/b"]);
+        assert_eq!(node.stored_blobs().await.unwrap(), ["alice/b"]);
         let Response::Stats { entries } = c
             .call(&Request::StatBlobs {
                 ids: ids(&["a", "b", "c"]),
@@ -212,7 +219,7 @@ async fn a_batch_over_the_quota_is_refused_before_any_byte() {
         assert_eq!(code, ErrorCode::QuotaExceeded);
         let need = format!("these 2 blobs need {} bytes", 61 + 2 * O);
         assert!(message.contains(&need), "{message}");
-        assert_eq!(node.user_files(), ["alice/a"]);
+        assert_eq!(node.stored_blobs().await.unwrap(), ["alice/a"]);
         let ok = c
             .put_blobs(&[("a", &[2; 50]), ("b", &[3; 11]), ("c", &[4; 39])])
             .await;
@@ -237,7 +244,8 @@ async fn a_batch_with_a_blob_over_the_node_limit_is_refused_before_any_byte() {
         };
         let resp = announce_only(&c, &req).await;
         assert_eq!(error_code(&resp), Some(ErrorCode::TooLarge), "{resp:?}");
-        assert!(node.user_files().is_empty());
+        assert!(node.stored_blobs().await.unwrap().is_empty());
+        assert!(node.upload_files().is_empty(), "{:?}", node.upload_files());
     })
     .await
 }
@@ -268,8 +276,8 @@ async fn a_short_or_long_batch_stores_nothing() {
             };
             assert!(message.contains("nothing was stored"), "{message}");
         }
-        assert!(eventually(|| temp_files(node.root(), "alice") == 0).await);
-        assert_eq!(node.user_files(), ["alice/b"]);
+        assert!(eventually(|| nothing_left(node.root(), "alice")).await);
+        assert_eq!(node.stored_blobs().await.unwrap(), ["alice/b"]);
         assert_eq!(c.get("b").await.1, b"old");
         match c.call(&Request::Status).await {
             Response::Status(s) => assert_eq!((s.blobs, s.bytes), (1, 3)),
@@ -295,10 +303,15 @@ async fn a_reset_or_dropped_batch_leaves_no_blob_and_no_temp_file() {
             send.write_all(&encode_request(&req)).await.unwrap();
             send.write_all(&[1; 100]).await.unwrap();
             send.write_all(&vec![2; 2 << 20]).await.unwrap();
-            // Both blobs are on their way once their temp files exist.
+            // The small blob is held in memory, the big one (over the
+            // inline bound) in a temp file: both are on their way once the
+            // batch is under way and that temp file exists.
             let root = node.root().to_path_buf();
             assert!(
-                eventually(|| temp_files(&root, "alice") == 2).await,
+                eventually(
+                    || uploads_in_progress(&root, "alice") == 1 && temp_files(&root, "alice") == 1
+                )
+                .await,
                 "the upload never started ({end})"
             );
             if end == "reset" {
@@ -309,10 +322,12 @@ async fn a_reset_or_dropped_batch_leaves_no_blob_and_no_temp_file() {
                 c.conn.close(0u32.into(), b"gone");
             }
             assert!(
-                eventually(|| temp_files(&root, "alice") == 0).await,
-                "temp files left behind ({end})"
+                eventually(|| nothing_left(&root, "alice")).await,
+                "an upload or temp file left behind ({end})"
             );
-            assert!(node.user_files().is_empty(), "{:?}", node.user_files());
+            let blobs = node.stored_blobs().await.unwrap();
+            assert!(blobs.is_empty(), "{blobs:?}");
+            assert!(node.upload_files().is_empty(), "{:?}", node.upload_files());
         }
         // Nothing stayed reserved: the whole quota is there.
         let c = node.md5_client("alice", "Crimson33").await.unwrap();
@@ -366,7 +381,8 @@ async fn batches_over_their_bounds_are_refused() {
             })
             .await;
         assert!(matches!(resp, Response::Stats { entries } if entries.len() == MAX_BATCH));
-        assert!(node.user_files().is_empty());
+        assert!(node.stored_blobs().await.unwrap().is_empty());
+        assert!(node.upload_files().is_empty(), "{:?}", node.upload_files());
     })
     .await
 }
@@ -441,7 +457,10 @@ async fn batches_need_login_and_touch_only_the_users_folder() {
         assert_eq!(stored, Response::BatchStored { failed: vec![] });
         assert_eq!(bob.get("p-secret").await.1, b"bob's bytes");
         assert_eq!(alice.get("p-secret").await.1, b"alice");
-        assert_eq!(node.user_files(), ["alice/p-secret", "bob/p-secret"]);
+        assert_eq!(
+            node.stored_blobs().await.unwrap(),
+            ["alice/p-secret", "bob/p-secret"]
+        );
     })
     .await
 }

@@ -81,7 +81,7 @@ async fn put_get_list_delete_round_trip() {
             error_code(&c.get("p-small").await.0),
             Some(ErrorCode::NotFound)
         );
-        assert!(node.user_files().iter().all(|f| !f.contains(".tmp/")));
+        assert!(node.upload_files().is_empty(), "{:?}", node.upload_files());
         node.stop().await.unwrap();
     })
     .await
@@ -162,7 +162,7 @@ async fn users_are_isolated() {
         assert_eq!(alice.put("p-secret", b"alice").await, Response::Stored);
         assert_eq!(bob.get("p-secret").await.1, b"bob's bytes");
         assert_eq!(alice.get("p-secret").await.1, b"alice");
-        let files = node.user_files();
+        let files = node.stored_blobs().await.unwrap();
         assert_eq!(files, vec!["alice/p-secret", "bob/p-secret"], "{files:?}");
     })
     .await
@@ -193,7 +193,8 @@ async fn requests_need_login() {
             let resp = c.call(&req).await;
             assert_eq!(error_code(&resp), Some(ErrorCode::NotLoggedIn), "{req:?}");
         }
-        assert!(node.user_files().is_empty());
+        assert!(node.stored_blobs().await.unwrap().is_empty());
+        assert!(node.upload_files().is_empty(), "{:?}", node.upload_files());
     })
     .await
 }
@@ -240,7 +241,9 @@ async fn hostile_ids_are_refused_and_nothing_is_written() {
                 assert_eq!(error_code(&resp), Some(ErrorCode::BadRequest), "{bad:?}");
             }
         }
-        assert!(node.user_files().is_empty(), "{:?}", node.user_files());
+        let blobs = node.stored_blobs().await.unwrap();
+        assert!(blobs.is_empty(), "{blobs:?}");
+        assert!(node.upload_files().is_empty(), "{:?}", node.upload_files());
         // The connection still works.
         assert_eq!(c.put("ok", b"1").await, Response::Stored);
     })
@@ -263,7 +266,7 @@ async fn oversized_blob_is_refused_before_reading() {
         };
         let (resp, _) = c.request(&req, &[0; 10]).await.unwrap();
         assert_eq!(error_code(&resp), Some(ErrorCode::TooLarge));
-        assert_eq!(node.user_files(), vec!["alice/fits"]);
+        assert_eq!(node.stored_blobs().await.unwrap(), vec!["alice/fits"]);
     })
     .await
 }
@@ -289,7 +292,9 @@ async fn upload_must_match_announced_length() {
         };
         let (resp, _) = c.request(&req, b"abc").await.unwrap();
         assert_eq!(error_code(&resp), Some(ErrorCode::BadRequest));
-        assert!(node.user_files().is_empty(), "{:?}", node.user_files());
+        let blobs = node.stored_blobs().await.unwrap();
+        assert!(blobs.is_empty(), "{blobs:?}");
+        assert!(node.upload_files().is_empty(), "{:?}", node.upload_files());
     })
     .await
 }
@@ -323,7 +328,7 @@ async fn dropped_upload_leaves_no_blob_and_no_temp_file() {
         // The old blob is intact.
         let c2 = node.md5_client("alice", "Crimson33").await.unwrap();
         assert_eq!(c2.get("p-keep").await.1, b"old");
-        assert_eq!(node.user_files(), vec!["alice/p-keep"]);
+        assert_eq!(node.stored_blobs().await.unwrap(), vec!["alice/p-keep"]);
     })
     .await
 }

@@ -6,6 +6,7 @@
 use std::path::Path;
 
 use quinn::{RecvStream, SendStream};
+use vault_node::store::offline::uploads_in_progress;
 use vault_node::store::{BLOB_OVERHEAD, MAX_EXPECT_LEN};
 use vault_node::testing::raw::{error_code, read_response};
 use vault_node::testing::{eventually, timed, users_text, RawClient, TestNode};
@@ -17,6 +18,12 @@ fn id(s: &str) -> BlobId {
 
 fn temp_files(root: &Path, user: &str) -> usize {
     std::fs::read_dir(root.join(user).join(".tmp")).map_or(0, |d| d.count())
+}
+
+/// No upload of `user`'s is left: none in progress (no quota held), no
+/// temp file.
+fn nothing_left(root: &Path, user: &str) -> bool {
+    uploads_in_progress(root, user) == 0 && temp_files(root, user) == 0
 }
 
 /// `PutBlob` of `data` as `name` under `expect`.
@@ -66,7 +73,7 @@ async fn absent_is_refused_when_a_blob_exists_and_accepted_when_not() {
             Response::Stored
         );
         assert_eq!(c.get("m-1").await.1, b"third");
-        assert_eq!(temp_files(node.root(), "alice"), 0);
+        assert!(eventually(|| nothing_left(node.root(), "alice")).await);
     })
     .await
 }
@@ -104,14 +111,19 @@ async fn hash_is_accepted_only_for_the_exact_current_bytes() {
         // A hash never matches a blob that is not there.
         let resp = put_if(&c, "m-none", b"x", Some(v2)).await;
         assert_eq!(error_code(&resp), Some(ErrorCode::Conflict));
-        assert!(node.user_files().iter().all(|f| f != "alice/m-none"));
+        assert!(node
+            .stored_blobs()
+            .await
+            .unwrap()
+            .iter()
+            .all(|f| f != "alice/m-none"));
         // A condition on a stored blob too large to hash is refused as such.
         let big = vec![7u8; MAX_EXPECT_LEN as usize + 1];
         assert_eq!(c.put("p-big", &big).await, Response::Stored);
         let resp = put_if(&c, "p-big", b"x", Some(Expect::of(Some(&big)))).await;
         assert_eq!(error_code(&resp), Some(ErrorCode::BadRequest), "{resp:?}");
         assert_eq!(c.get("p-big").await.1.len(), big.len());
-        assert!(eventually(|| temp_files(node.root(), "alice") == 0).await);
+        assert!(eventually(|| nothing_left(node.root(), "alice")).await);
     })
     .await
 }
@@ -141,11 +153,11 @@ async fn of_two_put_blobs_expecting_the_same_bytes_exactly_one_wins() {
                     expect: expect.clone(),
                 };
                 // All but the last byte: both pass the early check and
-                // wait with a temp file each.
+                // wait, each holding its reservation.
                 streams.push(send_unfinished(c, &req, &d[..len - 1]).await);
             }
             assert!(
-                eventually(|| temp_files(node.root(), "alice") == 2).await,
+                eventually(|| uploads_in_progress(node.root(), "alice") == 2).await,
                 "both uploads under way"
             );
             let mut answers = Vec::new();
@@ -162,11 +174,14 @@ async fn of_two_put_blobs_expecting_the_same_bytes_exactly_one_wins() {
             let (_, stored) = a.get("m-race").await;
             assert_eq!(stored, data[won[0]], "round {round}: the winner's bytes");
             current = stored;
-            assert!(eventually(|| temp_files(node.root(), "alice") == 0).await);
+            assert!(eventually(|| nothing_left(node.root(), "alice")).await);
         }
         // Nothing stayed reserved: one more blob of that size still fits.
         assert_eq!(a.put("m-other", &vec![1; len]).await, Response::Stored);
-        assert_eq!(node.user_files(), ["alice/m-other", "alice/m-race"]);
+        assert_eq!(
+            node.stored_blobs().await.unwrap(),
+            ["alice/m-other", "alice/m-race"]
+        );
     })
     .await
 }
@@ -200,10 +215,10 @@ async fn of_two_put_blobs_batches_expecting_the_same_bytes_exactly_one_item_wins
             let bulk = [manifest.as_bytes(), part.as_bytes()].concat();
             streams.push(send_unfinished(c, &req, &bulk).await);
         }
-        // Each batch's first blob is written (its temp file exists) once
-        // its second one started; none is renamed before the FIN.
+        // Both batches hold their reservations; neither is committed
+        // before its FIN.
         assert!(
-            eventually(|| temp_files(node.root(), "alice") == 2).await,
+            eventually(|| uploads_in_progress(node.root(), "alice") == 2).await,
             "both batches under way"
         );
         let mut answers = Vec::new();
@@ -232,7 +247,7 @@ async fn of_two_put_blobs_batches_expecting_the_same_bytes_exactly_one_item_wins
         // The other items of both batches were stored.
         assert_eq!(a.get("p-a").await.1, b"part by a");
         assert_eq!(a.get("p-b").await.1, b"part by b");
-        assert!(eventually(|| temp_files(node.root(), "alice") == 0).await);
+        assert!(eventually(|| nothing_left(node.root(), "alice")).await);
         // The loser's condition, retried on top of the winner, succeeds.
         let req = Request::PutBlobs {
             items: vec![PutItem {

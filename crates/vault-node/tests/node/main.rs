@@ -11,6 +11,7 @@ mod certs;
 mod cli;
 mod cluster_secret;
 mod conditional;
+mod engine;
 mod listing;
 mod prelogin;
 mod quota;

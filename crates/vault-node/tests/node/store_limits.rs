@@ -47,7 +47,10 @@ async fn zero_length_blobs_count_against_the_quota() {
         );
         // Replacing one costs nothing more.
         assert_eq!(c.put("e-1", b"").await, Response::Stored);
-        assert_eq!(node.user_files(), ["alice/e-1", "alice/e-2", "alice/e-3"]);
+        assert_eq!(
+            node.stored_blobs().await.unwrap(),
+            ["alice/e-1", "alice/e-2", "alice/e-3"]
+        );
     })
     .await
 }
@@ -96,7 +99,7 @@ async fn the_blob_count_cap_refuses_new_blobs_but_not_replacements() {
         ));
         assert_eq!(c.put("b-4", b"4").await, Response::Stored);
         assert_eq!(
-            node.user_files(),
+            node.stored_blobs().await.unwrap(),
             ["alice/b-1", "alice/b-3", "alice/b-4", "bob/b-4"]
         );
     })

@@ -99,7 +99,7 @@ async fn the_honest_proxy_forwards_batch_requests_unchanged() {
             wire::decode_response(&via[wire::FRAME_PREFIX_LEN..]).unwrap(),
             Response::BatchDeleted { missing: vec![1] }
         );
-        assert!(!c.user_dir(1, "alice").join("p2-a").exists());
+        assert_eq!(c.blob(1, "alice", "p2-a").await.unwrap(), None);
         let count = |f: fn(&Request) -> bool| seen.count(f);
         assert_eq!(count(|r| matches!(r, Request::PutBlobs { .. })), 1);
         assert_eq!(count(|r| matches!(r, Request::GetBlobs { .. })), 2);
@@ -162,8 +162,8 @@ async fn lies_see_and_rewrite_the_bulk_of_batches() {
             [[b"abcde".as_slice(), &[7; 300]].concat()]
         );
         // Stored as sent: the node's disk has them unchanged.
-        let on_disk = std::fs::read(c.user_dir(2, "alice").join("m2-a")).unwrap();
-        assert_eq!(on_disk, b"abc");
+        let on_disk = c.blob(2, "alice", "m2-a").await.unwrap();
+        assert_eq!(on_disk.as_deref(), Some(&b"abc"[..]));
 
         let (resp, parts) = client.get_blobs(&["m2-a", "m2-b"]).await;
         assert_eq!(

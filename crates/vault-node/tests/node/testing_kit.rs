@@ -133,8 +133,8 @@ async fn a_stall_leaves_the_client_waiting() {
         let waited = tokio::time::timeout(PATIENCE, client.put("p-late", b"late")).await;
         assert!(waited.is_err(), "answered: {waited:?}");
         answered.recv().await;
-        let on_disk = std::fs::read(c.user_dir(1, "alice").join("p-late")).unwrap();
-        assert_eq!(on_disk, b"late");
+        let on_disk = c.blob(1, "alice", "p-late").await.unwrap();
+        assert_eq!(on_disk.as_deref(), Some(&b"late"[..]));
 
         // Mid-blob: the frame and the first bytes, then nothing.
         c.make_hostile(1, Arc::new(StallOn::mid_blob("p-", 2)))

@@ -111,10 +111,8 @@ async fn serve_instead_swaps_in_another_users_blob() {
                 .await,
             Response::Stored
         );
-        let swap = Arc::new(ServeInstead::file(
-            id("p-mine"),
-            c.user_dir(3, "Bob").join("p-bob"),
-        ));
+        let bobs = c.blob(3, "Bob", "p-bob").await.unwrap().unwrap();
+        let swap = Arc::new(ServeInstead::map([(id("p-mine"), bobs)].into()));
         c.make_hostile(3, swap.clone()).await.unwrap();
         let client = c.md5_client(3, "alice", "Crimson33").await.unwrap();
         let (resp, bulk) = client.get("p-mine").await;
@@ -136,6 +134,14 @@ async fn serve_instead_swaps_in_another_users_blob() {
             .unwrap();
         let client = c.md5_client(3, "alice", "Crimson33").await.unwrap();
         assert_eq!(client.get("p-ghost").await.1, b"boo");
+        // From a file, read at request time.
+        let file = c.dir().join("instead.bin");
+        let lie = Arc::new(ServeInstead::file(id("p-mine"), &file));
+        c.make_hostile(3, lie.clone()).await.unwrap();
+        std::fs::write(&file, b"from a file").unwrap();
+        let client = c.md5_client(3, "alice", "Crimson33").await.unwrap();
+        assert_eq!(client.get("p-mine").await.1, b"from a file");
+        assert_eq!(lie.hits(), 1);
     })
     .await;
 }
@@ -149,8 +155,12 @@ async fn replay_blob_keeps_serving_the_first_version() {
         let client = c.md5_client(1, "alice", "Crimson33").await.unwrap();
         assert_eq!(client.put("m-doc", b"version one").await, Response::Stored);
         assert_eq!(client.put("m-doc", b"version two").await, Response::Stored);
-        let on_disk = std::fs::read(c.user_dir(1, "alice").join("m-doc")).unwrap();
-        assert_eq!(on_disk, b"version two", "the node stored the new version");
+        let on_disk = c.blob(1, "alice", "m-doc").await.unwrap();
+        assert_eq!(
+            on_disk.as_deref(),
+            Some(&b"version two"[..]),
+            "the node stored the new version"
+        );
         assert_eq!(client.get("m-doc").await.1, b"version one");
         let delete = Request::Delete { id: id("m-doc") };
         assert_eq!(client.call(&delete).await, Response::Deleted);

@@ -3,6 +3,7 @@
 use std::time::Duration;
 
 use vault_node::certs;
+use vault_node::store::offline::uploads_in_progress;
 use vault_node::testing::raw::{error_code, frame};
 use vault_node::testing::{eventually, timed, users_text, RawClient, TestNode};
 use wire::{BlobId, ErrorCode, Request, Response};
@@ -141,7 +142,7 @@ async fn run_returns_after_shutdown() {
             format!("{err}").contains("shutdown") || format!("{err}").contains("closed"),
             "{err}"
         );
-        assert_eq!(node.user_files(), vec!["alice/p-1"]);
+        assert_eq!(node.stored_blobs().await.unwrap(), vec!["alice/p-1"]);
     })
     .await
 }
@@ -163,19 +164,22 @@ async fn shutdown_aborts_a_stalled_upload_without_leaving_it_visible() {
         };
         send.write_all(&wire::encode_request(&req)).await.unwrap();
         send.write_all(&[3u8; 4096]).await.unwrap();
+        // 1 MiB is over the inline bound: the upload goes to a temp file.
         let tmp = node.root().join("alice/.tmp");
         let count = |p: &std::path::Path| std::fs::read_dir(p).map(|d| d.count()).unwrap_or(0);
         assert!(
-            eventually(|| count(&tmp) == 1).await,
+            eventually(|| count(&tmp) == 1 && uploads_in_progress(node.root(), "alice") == 1).await,
             "upload never started"
         );
         // The upload never completes: the grace period runs out.
         node.stop().await.unwrap();
         assert!(
-            eventually(|| count(&tmp) == 0).await,
-            "temp file left behind"
+            eventually(|| count(&tmp) == 0 && uploads_in_progress(node.root(), "alice") == 0).await,
+            "temp file or upload left behind"
         );
-        assert!(node.user_files().is_empty(), "{:?}", node.user_files());
+        let blobs = node.stored_blobs().await.unwrap();
+        assert!(blobs.is_empty(), "{blobs:?}");
+        assert!(node.upload_files().is_empty(), "{:?}", node.upload_files());
     })
     .await
 }
@@ -197,9 +201,8 @@ async fn new_requests_during_shutdown_are_told_so() {
         };
         send.write_all(&wire::encode_request(&req)).await.unwrap();
         send.write_all(b"12345").await.unwrap();
-        let tmp = node.root().join("alice/.tmp");
-        let count = |p: &std::path::Path| std::fs::read_dir(p).map(|d| d.count()).unwrap_or(0);
-        assert!(eventually(|| count(&tmp) == 1).await);
+        // Its quota is reserved: it is under way (in memory, being small).
+        assert!(eventually(|| uploads_in_progress(node.root(), "alice") == 1).await);
         node.signal_stop();
         // A new request on the open connection is refused as shutting down.
         let mut refused = false;
@@ -218,7 +221,8 @@ async fn new_requests_during_shutdown_are_told_so() {
         send.write_all(b"67890").await.unwrap();
         send.finish().unwrap();
         node.stop().await.unwrap();
-        assert_eq!(node.user_files(), vec!["alice/p-slow"]);
+        assert_eq!(node.stored_blobs().await.unwrap(), vec!["alice/p-slow"]);
+        assert!(node.upload_files().is_empty(), "{:?}", node.upload_files());
     })
     .await
 }

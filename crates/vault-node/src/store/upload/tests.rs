@@ -7,7 +7,7 @@ fn id(s: &str) -> BlobId {
 }
 
 /// What each blob counts against the quota besides its bytes.
-const O: u64 = index::BLOB_OVERHEAD;
+const O: u64 = super::super::BLOB_OVERHEAD;
 
 fn item(name: &str, len: usize) -> PutItem {
     PutItem {
@@ -44,6 +44,14 @@ async fn receive(batch: &mut PutBatch, blobs: &[(&str, &[u8])]) -> Result<(), Pu
     Ok(())
 }
 
+/// The stored bytes of `alice`'s blob `name` (`None`: absent).
+async fn read_back(store: &BlobStore, name: &str) -> Option<Vec<u8>> {
+    let mut blob = store.open("alice", &id(name)).await.unwrap()?;
+    let mut out = Vec::new();
+    std::io::Read::read_to_end(&mut blob.file, &mut out).unwrap();
+    Some(out)
+}
+
 fn items(blobs: &[(&str, &[u8])]) -> Vec<PutItem> {
     blobs.iter().map(|(n, d)| item(n, d.len())).collect()
 }
@@ -65,14 +73,11 @@ async fn a_batch_shows_nothing_before_its_commit_and_every_blob_after() {
     receive(&mut batch, &blobs).await.unwrap();
     // Nothing is visible before the commit.
     assert_eq!(store.usage("alice").await.unwrap(), (0, 0));
-    assert!(!root.path().join("alice/big").exists());
+    assert!(read_back(&store, "big").await.is_none());
     let failed = batch.commit().await.unwrap();
     assert!(failed.is_empty(), "{failed:?}");
     for (name, data) in &blobs {
-        assert_eq!(
-            std::fs::read(root.path().join("alice").join(name)).unwrap(),
-            *data
-        );
+        assert_eq!(read_back(&store, name).await.unwrap(), *data);
     }
     let bytes: usize = blobs.iter().map(|(_, d)| d.len()).sum();
     assert_eq!(
@@ -94,10 +99,7 @@ async fn a_repeated_id_ends_as_its_last_copy() {
         .unwrap();
     receive(&mut batch, &blobs).await.unwrap();
     assert!(batch.commit().await.unwrap().is_empty());
-    assert_eq!(
-        std::fs::read(root.path().join("alice/a")).unwrap(),
-        b"second!"
-    );
+    assert_eq!(read_back(&store, "a").await.unwrap(), b"second!");
     assert_eq!(store.usage("alice").await.unwrap(), (1, 7));
     assert_eq!(store.reserved("alice").await, 0);
 }
@@ -128,7 +130,16 @@ async fn a_dropped_batch_leaves_nothing_and_gives_its_quota_back() {
         .unwrap()
         .map(|e| e.unwrap().file_name())
         .collect();
-    assert_eq!(files, [TMP_DIR], "only the temp folder");
+    let mut files: Vec<String> = files
+        .into_iter()
+        .map(|f| f.to_string_lossy().into_owned())
+        .collect();
+    files.sort();
+    assert_eq!(
+        files,
+        [TMP_DIR, db::DB_FILE],
+        "only the temp folder and index"
+    );
 }
 
 #[tokio::test]
@@ -179,13 +190,14 @@ async fn a_batch_over_the_quota_is_refused_whole() {
 async fn a_blob_that_fails_alone_is_reported_and_the_rest_stored() {
     let root = tempfile::tempdir().unwrap();
     let store = BlobStore::new(root.path());
-    let blobs: [(&str, &[u8]); 3] = [("a", b"aaa"), ("b", b"bbb"), ("c", b"ccc")];
+    let big = vec![0u8; WRITE_BUF];
+    let blobs: [(&str, &[u8]); 3] = [("a", b"aaa"), ("b", &big), ("c", b"ccc")];
     let mut batch = store
         .begin_batch("alice", &items(&blobs), None)
         .await
         .unwrap();
     receive(&mut batch, &blobs[..1]).await.unwrap();
-    batch.start(&id("b"), 3).await.unwrap();
+    batch.start(&id("b"), WRITE_BUF as u64).await.unwrap();
     // Writing to a file opened read-only fails, and not with a full disk.
     let readonly = root.path().join("readonly");
     std::fs::write(&readonly, b"").unwrap();
@@ -195,8 +207,8 @@ async fn a_blob_that_fails_alone_is_reported_and_the_rest_stored() {
     receive(&mut batch, &blobs[2..]).await.unwrap();
     let failed = batch.commit().await.unwrap();
     assert_eq!(failed.iter().map(|(i, _)| *i).collect::<Vec<_>>(), [1]);
-    assert!(root.path().join("alice/a").exists() && root.path().join("alice/c").exists());
-    assert!(!root.path().join("alice/b").exists());
+    assert!(read_back(&store, "a").await.is_some() && read_back(&store, "c").await.is_some());
+    assert!(read_back(&store, "b").await.is_none());
     assert_eq!(store.usage("alice").await.unwrap(), (2, 6));
     assert_eq!(store.reserved("alice").await, 0);
     assert_eq!(temp_files(root.path()), 0);
@@ -205,7 +217,10 @@ async fn a_blob_that_fails_alone_is_reported_and_the_rest_stored() {
 /// Makes the current blob of `batch` write to `file`.
 fn poke_file(batch: &mut PutBatch, file: std::fs::File) {
     let current = batch.current.as_mut().expect("a current blob");
-    let (writer, _) = current.writing.as_mut().expect("still writing");
+    let (sink, _) = current.writing.as_mut().expect("still writing");
+    let Sink::File(writer) = sink else {
+        panic!("a blob over the inline bound has a file");
+    };
     writer.file = Some(file);
     writer.created = true;
 }
@@ -250,7 +265,10 @@ async fn a_full_disk_is_reported_as_such_and_leaves_nothing() {
         .begin_put("alice", &id("big"), len, Some(len + O), None)
         .await
         .unwrap();
-    p.writer.file = Some(dev_full());
+    let Sink::File(writer) = &mut p.sink else {
+        panic!("a blob over the inline bound has a file");
+    };
+    writer.file = Some(dev_full());
     let err = p.write(&vec![0; WRITE_BUF]).await.unwrap_err();
     assert!(matches!(err, PutError::NoSpace(_)), "{err:?}");
     assert_eq!(err.to_string(), "the node's disk is full");

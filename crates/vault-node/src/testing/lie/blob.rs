@@ -177,7 +177,9 @@ impl ServeInstead {
 
     /// Serves the contents of `path`, read at request time, for `id`; if
     /// the file cannot be read then, the stream is reset (and not counted).
-    /// For another user's blob: `cluster.user_dir(i, "bob").join(bob_id)`.
+    /// For another user's blob, read it first with
+    /// [`TestCluster::blob`](crate::testing::TestCluster::blob) and serve it
+    /// with [`ServeInstead::map`]: blob files are the store's own business.
     pub fn file(id: BlobId, path: impl Into<PathBuf>) -> Self {
         Self::with(Instead::File(id, path.into()))
     }
