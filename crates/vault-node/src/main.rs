@@ -13,6 +13,12 @@ use vault_node::secret::{self, ClusterSecret};
 use vault_node::{certs, dev_cluster, invocation, kdf, server, users, NodeConfig, Server, UserDb};
 use zeroize::Zeroizing;
 
+/// The largest `--inline-max`: blobs kept inline are buffered in memory
+/// whole and copied into the index database, so a bound of several MiB
+/// would make every upload of such a blob a large allocation and bloat
+/// the database.
+const MAX_INLINE_MAX: u64 = 1 << 20;
+
 /// Vault storage node: keeps users' encrypted file parts, served over QUIC.
 #[derive(Parser)]
 #[command(version, about, long_about = None)]
@@ -119,20 +125,29 @@ enum Command {
         #[arg(long, value_name = "N", default_value_t = vault_node::store::DEFAULT_MAX_BLOBS)]
         max_blobs: u64,
         /// Largest blob kept inside the user's index database instead of a
-        /// file of its own (manifests, tombstones, small parts).
-        #[arg(long, value_name = "BYTES", default_value_t = vault_node::store::DEFAULT_INLINE_MAX)]
+        /// file of its own (manifests, tombstones, small parts); at most
+        /// 1048576 (1 MiB).
+        #[arg(
+            long,
+            value_name = "BYTES",
+            default_value_t = vault_node::store::DEFAULT_INLINE_MAX,
+            value_parser = clap::value_parser!(u64).range(..=MAX_INLINE_MAX)
+        )]
         inline_max: u64,
     },
     /// Check a stopped node's root: every index entry's bytes exist and
     /// have the recorded size, and no file is left that no entry names.
     ///
-    /// Exits 1 when something is wrong. With --fix, files that no entry
-    /// names are removed (left by a crash between a commit and the removal
-    /// of the file it replaced) and wrong totals rewritten; an entry whose
-    /// bytes are missing is only reported (clients repair it from the other
-    /// nodes with `repair`). Run it after a crash or a disk error, or when
-    /// the node's disk use looks larger than its blobs. Refuses while a
-    /// node serves the root.
+    /// Exits 1 when something is wrong. With --fix, blob files that no
+    /// entry names are removed (left by a crash between a commit and the
+    /// removal of the file it replaced) and wrong totals rewritten; an entry
+    /// whose bytes are missing is only reported (clients repair it from the
+    /// other nodes with `repair`). Folders and other names in a user folder
+    /// are reported, never removed, and a user whose 0.2 conversion has not
+    /// finished is left alone (start the node once to finish it). Run it
+    /// after a crash or a disk error, or when the node's disk use looks
+    /// larger than its blobs. Refuses while a node serves the root (the
+    /// node holds ROOT/.vault/lock), and a node cannot start meanwhile.
     #[command(verbatim_doc_comment)]
     Fsck {
         /// The node's root folder.
@@ -537,4 +552,23 @@ fn read_password_line(input: impl std::io::BufRead) -> anyhow::Result<Zeroizing<
         .context("--password-stdin: the password is not UTF-8")?
         .to_string();
     Ok(Zeroizing::new(text))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn serve_with_inline_max(v: &str) -> Result<Cli, clap::Error> {
+        Cli::try_parse_from(["vault-node", "serve", "--root", "r", "--inline-max", v])
+    }
+
+    #[test]
+    fn inline_max_is_at_most_1_mib() {
+        assert!(serve_with_inline_max("1048576").is_ok());
+        assert!(serve_with_inline_max("0").is_ok());
+        let e = serve_with_inline_max("1048577").err().expect("refused");
+        assert_eq!(e.kind(), clap::error::ErrorKind::ValueValidation);
+        assert!(e.to_string().contains("--inline-max"), "{e}");
+        assert!(serve_with_inline_max("18446744073709551615").is_err());
+    }
 }

@@ -45,6 +45,7 @@ use crate::connection::{refuse, ConnTask, MAX_REFUSING};
 use crate::records::RecordStore;
 use crate::secret::ClusterSecret;
 use crate::state::{prepare_root, Shared, META_DIR};
+use crate::store::maintenance::RootLock;
 use crate::store::{BlobStore, StoreLimits};
 use crate::throttle::{Throttle, ThrottleConfig};
 use crate::users::UserDb;
@@ -206,6 +207,8 @@ pub struct Server {
     user_caps: Arc<UserCaps>,
     login_timeout: Duration,
     grace: Duration,
+    /// `<root>/.vault/lock`, held until the node has stopped.
+    root_lock: RootLock,
 }
 
 impl std::fmt::Debug for Server {
@@ -218,8 +221,11 @@ impl std::fmt::Debug for Server {
 }
 
 impl Server {
-    /// Prepares the root (folders, node secret, leftover uploads removed),
-    /// loads the certificate and binds the UDP socket. Needs no runtime.
+    /// Locks the root (`<root>/.vault/lock`: another node serving it, or
+    /// `fsck`/`compact` running on it, is an error), prepares it (folders,
+    /// node secret, leftover uploads removed), loads the certificate and
+    /// binds the UDP socket. Needs no runtime. The lock is released when
+    /// the `Server` is dropped or its [`Server::run`] returns.
     pub fn bind(config: NodeConfig) -> anyhow::Result<Server> {
         if config.name.is_empty() {
             bail!("node name is empty");
@@ -254,6 +260,16 @@ impl Server {
             }),
         });
         let quic = quic_config(&config)?;
+        // Before anything touches the root: a second node on it would
+        // remove the first one's uploads in progress.
+        let root_lock = RootLock::serve(&config.root).map_err(|e| {
+            if e.kind() == std::io::ErrorKind::WouldBlock {
+                anyhow::Error::new(e)
+            } else {
+                anyhow::Error::new(e)
+                    .context(format!("failed to lock the root {}", config.root.display()))
+            }
+        })?;
         let node_secret = prepare_root(&config.root)?;
         let secret = match config.cluster_secret {
             Some(cluster) => cluster.into_inner(),
@@ -290,6 +306,7 @@ impl Server {
             user_caps,
             login_timeout: config.login_timeout,
             grace: config.shutdown_grace,
+            root_lock,
         })
     }
 
@@ -378,6 +395,7 @@ impl Server {
         endpoint.close(VarInt::from_u32(0), b"shutdown");
         let _ = tokio::time::timeout(Duration::from_secs(5), endpoint.wait_idle()).await;
         tracing::info!(name = %node.name, "node stopped");
+        drop(self.root_lock);
         Ok(())
     }
 }

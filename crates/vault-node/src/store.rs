@@ -88,6 +88,8 @@ pub const DEFAULT_MAX_UPLOAD_IO: usize = 64;
 /// Default [`StoreLimits::inline_max`]: 64 KiB, which holds every
 /// manifest and tombstone and the parts of small files.
 pub const DEFAULT_INLINE_MAX: u64 = 64 << 10;
+/// Default [`StoreLimits::max_upload_memory`]: 256 MiB.
+pub const DEFAULT_MAX_UPLOAD_MEMORY: usize = 256 << 20;
 
 /// The store's resource limits.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -118,6 +120,11 @@ pub struct StoreLimits {
     /// file of its own; uploads of at most this many bytes are gathered in
     /// memory.
     pub inline_max: u64,
+    /// Most bytes of uploads gathered in memory at once, node-wide
+    /// (reserved at an upload's announced length, which is at most
+    /// [`StoreLimits::inline_max`]); an upload that finds no room goes to
+    /// a temp file instead, so it is never refused for it.
+    pub max_upload_memory: usize,
 }
 
 impl Default for StoreLimits {
@@ -129,6 +136,7 @@ impl Default for StoreLimits {
             reply_deadline: DEFAULT_REPLY_DEADLINE,
             max_upload_io: DEFAULT_MAX_UPLOAD_IO,
             inline_max: DEFAULT_INLINE_MAX,
+            max_upload_memory: DEFAULT_MAX_UPLOAD_MEMORY,
         }
     }
 }
@@ -143,6 +151,8 @@ pub struct BlobStore {
     reply_files: Arc<Semaphore>,
     /// Permits for blocking file operations of uploads.
     upload_io: Arc<Semaphore>,
+    /// Permits for upload bytes gathered in memory, one per byte.
+    upload_memory: Arc<Semaphore>,
 }
 
 /// Each user's share of [`BlobStore::upload_io`]: a quarter of it, at
@@ -163,6 +173,22 @@ struct Dbs {
     opened: AtomicU64,
     /// Each user's share of the upload I/O bound, made on first use.
     upload_shares: Mutex<HashMap<String, Arc<Semaphore>>>,
+}
+
+impl Dbs {
+    /// `user`'s cell, a fresh one if the cached database is broken (a
+    /// transaction failed or its writer stopped: redb refuses every later
+    /// transaction after an I/O error, so it is reopened). The broken one
+    /// is closed once the requests still holding it end.
+    fn cell(&self, user: &str) -> DbCell {
+        let mut users = lock(&self.users);
+        let cell = users.entry(user.to_string()).or_default();
+        if cell.get().is_some_and(|db| db.is_broken()) {
+            tracing::warn!(user, "reopening the blob index after a failure");
+            *cell = DbCell::default();
+        }
+        cell.clone()
+    }
 }
 
 /// Why an upload could not be stored.
@@ -315,6 +341,17 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
+/// The error of opening the database of folder `dir`, naming it.
+fn open_failed(dir: &str, e: io::Error) -> io::Error {
+    if e.raw_os_error().is_some() || db::is_already_open(&e) {
+        return e;
+    }
+    io::Error::new(
+        e.kind(),
+        format!("the blob index of {dir} cannot be opened: {e}"),
+    )
+}
+
 fn bad_user() -> io::Error {
     io::Error::new(io::ErrorKind::InvalidInput, "invalid user folder name")
 }
@@ -342,6 +379,9 @@ impl BlobStore {
             dbs: Arc::default(),
             reply_files: Arc::new(Semaphore::new(limits.max_reply_files)),
             upload_io: Arc::new(Semaphore::new(limits.max_upload_io)),
+            upload_memory: Arc::new(Semaphore::new(
+                limits.max_upload_memory.min(Semaphore::MAX_PERMITS),
+            )),
             limits,
         };
         live::register(&store.root, &store.dbs, store.limits.inline_max);
@@ -389,15 +429,15 @@ impl BlobStore {
     /// for the first one's open; a 0.2 folder is converted then).
     async fn db(&self, user: &str) -> io::Result<Arc<UserDb>> {
         let dir = self.user_dir(user)?;
-        let cell = {
-            let mut users = lock(&self.dbs.users);
-            users.entry(user.to_string()).or_default().clone()
-        };
+        let cell = self.dbs.cell(user);
         let inline_max = self.limits.inline_max;
         let db = cell
             .get_or_try_init(|| async {
                 self.dbs.opened.fetch_add(1, Ordering::Relaxed);
-                let db = blocking(move || UserDb::open(&dir, inline_max)).await?;
+                let shown = dir.display().to_string();
+                let db = blocking(move || UserDb::open(&dir, inline_max))
+                    .await
+                    .map_err(|e| open_failed(&shown, e))?;
                 Ok::<_, io::Error>(Arc::new(db))
             })
             .await?;
@@ -412,13 +452,28 @@ impl BlobStore {
 
     /// Opens every user folder's database once, converting 0.2 folders
     /// (one file per blob) in place, then closes them: run at start,
-    /// before serving. Returns the number of folders looked at.
+    /// before serving. A folder that cannot be opened (a damaged or
+    /// missing index) is logged, naming the user, and skipped: the other
+    /// users are served, and that user's requests fail with the cause
+    /// until it is repaired. Returns the number of folders opened.
     pub fn convert_all(&self) -> io::Result<usize> {
         let mut n = 0;
         for user in offline::users(&self.root)? {
-            let dir = self.user_dir(&user)?;
-            drop(UserDb::open(&dir, self.limits.inline_max)?);
-            n += 1;
+            let opened = self
+                .user_dir(&user)
+                .and_then(|dir| UserDb::open(&dir, self.limits.inline_max));
+            match opened {
+                Ok(db) => {
+                    drop(db);
+                    n += 1;
+                }
+                Err(e) => tracing::error!(
+                    user = %user,
+                    error = %e,
+                    "cannot open the blob index of user {user}: not serving that user \
+                     until it is repaired (see vault-node fsck)"
+                ),
+            }
         }
         Ok(n)
     }
@@ -612,10 +667,7 @@ pub(crate) mod live {
         let Some((dbs, inline_max)) = found else {
             return Ok(Some(Arc::new(UserDb::open(&dir, DEFAULT_INLINE_MAX)?)));
         };
-        let cell = lock(&dbs.users)
-            .entry(user.to_string())
-            .or_default()
-            .clone();
+        let cell = dbs.cell(user);
         if let Some(db) = cell.get() {
             return Ok(Some(db.clone()));
         }

@@ -1,9 +1,13 @@
 //! `PutBlob{id, len, expect}` + exactly `len` bytes + FIN -> `Stored`.
 //!
-//! The bytes go to a temp file that becomes the blob only after they all
-//! arrived, were synced and the stream ended; any other outcome (short,
-//! long, reset, lost connection, node shutdown) leaves the old blob, if
-//! any, untouched and no temp file behind.
+//! The bytes are buffered (in memory for a blob up to the node's
+//! `--inline-max`, otherwise in a temp file, synced) and become the blob
+//! only after they all arrived and the stream ended: the user's writer
+//! then stores them in one index transaction (inline in the user's
+//! database, or a new file `<id>.<n>` renamed into place first) and
+//! answers once it is committed. Any other outcome (short, long, reset,
+//! lost connection, node shutdown) leaves the old blob, if any, untouched
+//! and no temp file behind.
 //!
 //! The announced length plus [`crate::store::BLOB_OVERHEAD`] is reserved
 //! against the node's per-user quota, and a new id takes a place under the
@@ -13,8 +17,8 @@
 //!
 //! With `expect`, the blob is replaced only if the stored one is still
 //! what the writer read (`Absent`: none; `Hash`: its
-//! [`wire::content_hash`]), checked under the user's index lock together
-//! with the rename; otherwise the answer is `Conflict` and nothing changed
+//! [`wire::content_hash`]), checked by the user's writer inside the
+//! transaction that stores the blob; otherwise the answer is `Conflict` and nothing changed
 //! (no temp file left, the quota given back). The condition is checked
 //! once before the bytes are read as well, to refuse early. A `Hash`
 //! condition naming a stored blob over [`crate::store::MAX_EXPECT_LEN`]

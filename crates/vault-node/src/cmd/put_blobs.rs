@@ -2,14 +2,17 @@
 //! `BatchStored{failed}`.
 //!
 //! An item with `expect` is stored only if the stored blob is still what
-//! the writer read, checked under the user's index lock together with its
-//! rename (as `PutBlob` does); otherwise it alone fails, listed in
+//! the writer read, checked by the user's writer inside the transaction
+//! that stores it (as `PutBlob` does); otherwise it alone fails, listed in
 //! `failed` with code `Conflict`, and the other items still commit.
 //!
-//! Each blob is stored as `PutBlob` stores one (a temp file, synced,
-//! renamed over the blob's name, recorded in the index), atomically on its
-//! own; the folder is synced once for the whole batch, before the answer,
-//! so every blob reported stored is durable.
+//! Each blob is stored as `PutBlob` stores one (buffered in memory up to
+//! the node's `--inline-max`, otherwise in a synced temp file); the whole
+//! batch goes to the user's writer as one job, committed in one index
+//! transaction (with whatever other writes are queued: one fsync for the
+//! lot; larger blobs renamed to new `<id>.<n>` files and the folder
+//! synced before the commit), and answered only once committed, so every
+//! blob reported stored is durable.
 //!
 //! Before any byte is read, an item over the node's blob limit refuses the
 //! batch with `TooLarge`, and the batch's total charge (each blob's length
@@ -19,14 +22,14 @@
 //! [`wire::MAX_BATCH`] items and [`wire::MAX_BATCH_BYTES`] bytes in all
 //! (checked by the decoder).
 //!
-//! Nothing is renamed into place before every byte and the FIN arrived: a
+//! Nothing reaches the writer before every byte and the FIN arrived: a
 //! stream that ends short, runs long, is reset or lost (or a node shutdown)
 //! leaves no blob of the batch and no temp file behind, and the answer, if
 //! the client is still there, is an error. A full disk answers `NoSpace`:
-//! while the bytes arrive, with nothing stored; in the final renames, with
-//! the blobs renamed before it stored. A blob that fails on its own (any
-//! other I/O error) is left out and listed in `failed`; the rest are
-//! stored.
+//! while the bytes arrive, with nothing stored; when the writer stores
+//! the batch, a failed commit stores none of it. A blob that fails on its
+//! own (its file could not be put in place, or another I/O error) is left
+//! out and listed in `failed`; the rest are stored.
 
 use wire::{BatchFailure, ErrorCode, PutItem, Response};
 

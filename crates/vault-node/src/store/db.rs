@@ -19,12 +19,27 @@
 //! after it: a crash leaves at worst an unreferenced file, which
 //! `vault-node fsck --fix` removes. Reads use read transactions and never
 //! wait for the writer.
+//!
+//! A transaction that fails (an I/O error, a full disk, a panic, caught
+//! and logged) answers each of its jobs and every queued one with the
+//! cause, and the writer stops: the database is marked broken and the
+//! store reopens it on the next request (redb refuses every transaction
+//! after an I/O error until it is reopened). Files it renamed into place
+//! are removed if it failed before `commit()`; after that call they stay
+//! (the commit may be durable, e.g. when only the final fsync failed), and
+//! so do the files it would have made obsolete.
+//!
+//! Damage is an error, never a wrong answer: an inline entry without its
+//! data row (or of another length), a file entry whose file is missing,
+//! and a folder holding `<id>.<n>` files but no database (opening it would
+//! make an empty index) are refused, naming the blob or folder.
 
 use std::collections::VecDeque;
 use std::fs::File;
 use std::io::{self, Read};
+use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{mpsc, Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -202,6 +217,83 @@ impl Job {
     }
 }
 
+/// The reply channel of a job being worked on.
+enum Reply {
+    Put(oneshot::Sender<io::Result<Vec<Result<(), PutError>>>>),
+    Delete(oneshot::Sender<io::Result<Vec<bool>>>),
+}
+
+impl Reply {
+    fn fail(self, e: &io::Error) {
+        match self {
+            Reply::Put(reply) => {
+                let _ = reply.send(Err(copy_err(e)));
+            }
+            Reply::Delete(reply) => {
+                let _ = reply.send(Err(copy_err(e)));
+            }
+        }
+    }
+}
+
+/// Faults a unit test injects into a writer's next transaction.
+#[cfg(test)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Fault {
+    /// The transaction fails before its commit with `ENOSPC`, and (as
+    /// redb latches an I/O failure) every later transaction of this
+    /// database fails too, until it is reopened.
+    NoSpace,
+    /// The transaction panics before its commit.
+    Panic,
+    /// The commit is durable but reports an error (a failed final fsync).
+    AfterCommit,
+}
+
+/// The fault hook shared by a [`UserDb`] and its writer.
+#[cfg(test)]
+#[derive(Debug, Default)]
+pub(crate) struct Faults {
+    next: Mutex<Option<Fault>>,
+    latched: AtomicBool,
+}
+
+#[cfg(test)]
+impl Faults {
+    /// Before the commit: the injected failure, if any.
+    fn before_commit(&self) -> io::Result<()> {
+        if self.latched.load(Ordering::Relaxed) {
+            return Err(io::Error::other("Previous I/O error occurred (injected)"));
+        }
+        let mut next = self.next.lock().unwrap_or_else(|p| p.into_inner());
+        match *next {
+            Some(Fault::NoSpace) => {
+                *next = None;
+                self.latched.store(true, Ordering::Relaxed);
+                Err(io::Error::from_raw_os_error(
+                    rustix::io::Errno::NOSPC.raw_os_error(),
+                ))
+            }
+            Some(Fault::Panic) => {
+                *next = None;
+                drop(next);
+                panic!("injected writer panic");
+            }
+            _ => Ok(()),
+        }
+    }
+
+    /// After a successful commit: the injected failure, if any.
+    fn after_commit(&self) -> io::Result<()> {
+        let mut next = self.next.lock().unwrap_or_else(|p| p.into_inner());
+        if *next == Some(Fault::AfterCommit) {
+            *next = None;
+            return Err(io::Error::other("injected failure of the final fsync"));
+        }
+        Ok(())
+    }
+}
+
 /// The running totals of a user's blobs.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub(crate) struct Totals {
@@ -226,6 +318,13 @@ pub(crate) struct UserDb {
     pub(crate) uploads: Arc<AtomicU64>,
     /// The inline bound of the writer.
     inline_max: u64,
+    /// Set when a transaction failed or the writer stopped: the store
+    /// drops this database from its cache and the next request reopens it
+    /// (redb refuses every later transaction after an I/O error).
+    broken: Arc<AtomicBool>,
+    /// Faults injected by unit tests.
+    #[cfg(test)]
+    pub(crate) faults: Arc<Faults>,
 }
 
 /// Counts one upload in progress of a [`UserDb`] while alive.
@@ -356,6 +455,7 @@ impl UserDb {
                 sync_dir(root)?;
             }
         }
+        check_index_present(dir)?;
         let db = open_database(dir, true)?;
         let user = dir
             .file_name()
@@ -364,11 +464,17 @@ impl UserDb {
         let db = Arc::new(db);
         let (sender, receiver) = mpsc::channel();
         let commits = Arc::new(AtomicU64::new(0));
+        let broken = Arc::new(AtomicBool::new(false));
+        #[cfg(test)]
+        let faults = Arc::new(Faults::default());
         let writer = Writer {
             db: db.clone(),
             dir: dir.to_path_buf(),
             inline_max,
             commits: commits.clone(),
+            broken: broken.clone(),
+            #[cfg(test)]
+            faults: faults.clone(),
         };
         let thread = std::thread::Builder::new()
             .name(format!("blob-writer-{user}"))
@@ -382,18 +488,32 @@ impl UserDb {
             commits,
             uploads: Arc::default(),
             inline_max,
+            broken,
+            #[cfg(test)]
+            faults,
         })
     }
 
     /// Hands `job` to the writer.
     pub(crate) fn submit(&self, job: Job) -> io::Result<()> {
         let sender = self.sender.lock().unwrap_or_else(|p| p.into_inner());
-        match sender.as_ref() {
-            Some(s) => s
-                .send(job)
-                .map_err(|_| io::Error::other("blob writer stopped")),
-            None => Err(io::Error::other("blob writer stopped")),
+        let sent = match sender.as_ref() {
+            Some(s) => s.send(job).is_ok(),
+            None => false,
+        };
+        if sent {
+            Ok(())
+        } else {
+            // The writer is gone: the next request reopens the database.
+            self.broken.store(true, Ordering::Relaxed);
+            Err(io::Error::other("blob writer stopped"))
         }
+    }
+
+    /// Whether a transaction failed or the writer stopped: this database
+    /// must be reopened before it is used again.
+    pub(crate) fn is_broken(&self) -> bool {
+        self.broken.load(Ordering::Relaxed)
     }
 
     /// Runs `job` in a transaction of its own on this thread (blocking,
@@ -405,8 +525,14 @@ impl UserDb {
             dir: self.dir.clone(),
             inline_max: self.inline_max,
             commits: self.commits.clone(),
+            broken: self.broken.clone(),
+            #[cfg(test)]
+            faults: self.faults.clone(),
         };
-        writer.transact(vec![job]);
+        if let Err(e) = writer.transact(vec![job]) {
+            writer.broken.store(true, Ordering::Relaxed);
+            drop(e);
+        }
     }
 
     /// Write transactions committed so far.
@@ -426,6 +552,9 @@ struct Writer {
     dir: PathBuf,
     inline_max: u64,
     commits: Arc<AtomicU64>,
+    broken: Arc<AtomicBool>,
+    #[cfg(test)]
+    faults: Arc<Faults>,
 }
 
 /// What a transaction did to files.
@@ -460,15 +589,27 @@ impl Writer {
                 while let Some(j) = queue.front() {
                     let (o, b) = j.weight();
                     if !jobs.is_empty()
-                        && (ops + o > MAX_OPS || bytes.saturating_add(b) > MAX_BYTES)
+                        && (ops.saturating_add(o) > MAX_OPS || bytes.saturating_add(b) > MAX_BYTES)
                     {
                         break;
                     }
-                    ops += o;
+                    ops = ops.saturating_add(o);
                     bytes = bytes.saturating_add(b);
                     jobs.extend(queue.pop_front());
                 }
-                self.transact(jobs);
+                if let Err(e) = self.transact(jobs) {
+                    // redb refuses every later transaction after an I/O
+                    // error: stop, answer what is queued with the cause,
+                    // and let the store reopen the database.
+                    self.broken.store(true, Ordering::Relaxed);
+                    for j in queue.drain(..) {
+                        j.fail(&e);
+                    }
+                    while let Ok(j) = receiver.try_recv() {
+                        j.fail(&e);
+                    }
+                    return;
+                }
                 // Whatever arrived during that commit goes into the next.
                 while let Ok(j) = receiver.try_recv() {
                     queue.push_back(j);
@@ -477,30 +618,43 @@ impl Writer {
         }
     }
 
-    /// Runs `jobs` in one transaction and answers them.
-    fn transact(&self, jobs: Vec<Job>) {
+    /// Runs `jobs` in one transaction and answers every one of them (the
+    /// cause of a failure included). `Err`: the transaction failed or
+    /// panicked, and the database must be reopened.
+    fn transact(&self, jobs: Vec<Job>) -> io::Result<()> {
         let mut files = FileChanges::default();
         let mut outcomes = Vec::with_capacity(jobs.len());
         let mut pending = jobs.into_iter();
-        let result = (|| -> io::Result<()> {
+        // The reply of the job being worked on, answered on a failure.
+        let mut current: Option<Reply> = None;
+        // Whether `commit()` was called: after that the commit may be on
+        // disk even if it reports an error.
+        let mut committing = false;
+        let result = catch_unwind(AssertUnwindSafe(|| -> io::Result<()> {
             let txn = self.db.begin_write().map_err(db_err)?;
             {
                 let mut t = Tables::open(&txn)?;
                 for job in pending.by_ref() {
                     match job {
                         Job::Put { ops, reply } => {
+                            current = Some(Reply::Put(reply));
                             let mut results = Vec::with_capacity(ops.len());
                             for op in ops {
                                 results.push(self.put(&mut t, op, &mut files)?);
                             }
-                            outcomes.push(Outcome::Put(reply, results));
+                            if let Some(Reply::Put(reply)) = current.take() {
+                                outcomes.push(Outcome::Put(reply, results));
+                            }
                         }
                         Job::Delete { ids, reply } => {
+                            current = Some(Reply::Delete(reply));
                             let mut found = Vec::with_capacity(ids.len());
                             for id in ids {
                                 found.push(self.delete(&mut t, &id, &mut files)?);
                             }
-                            outcomes.push(Outcome::Delete(reply, found));
+                            if let Some(Reply::Delete(reply)) = current.take() {
+                                outcomes.push(Outcome::Delete(reply, found));
+                            }
                         }
                     }
                 }
@@ -509,8 +663,23 @@ impl Writer {
             if !files.added.is_empty() {
                 sync_dir(&self.dir)?;
             }
-            txn.commit().map_err(db_err)
-        })();
+            #[cfg(test)]
+            self.faults.before_commit()?;
+            committing = true;
+            txn.commit().map_err(db_err)?;
+            #[cfg(test)]
+            self.faults.after_commit()?;
+            Ok(())
+        }));
+        let result = result.unwrap_or_else(|panic| {
+            let what = panic
+                .downcast_ref::<&str>()
+                .map(|s| s.to_string())
+                .or_else(|| panic.downcast_ref::<String>().cloned())
+                .unwrap_or_else(|| "unknown cause".into());
+            tracing::error!(dir = %self.dir.display(), "blob writer panicked: {what}");
+            Err(io::Error::other(format!("blob writer panicked: {what}")))
+        });
         match result {
             Ok(()) => {
                 self.commits.fetch_add(1, Ordering::Relaxed);
@@ -527,11 +696,21 @@ impl Writer {
                         }
                     }
                 }
+                Ok(())
             }
             Err(e) => {
                 tracing::error!(error = %e, dir = %self.dir.display(), "blob index commit failed");
-                for f in &files.added {
-                    let _ = std::fs::remove_file(f);
+                // Before anyone is answered, so that a request sent after
+                // the answer reopens the database.
+                self.broken.store(true, Ordering::Relaxed);
+                // Before `commit()` nothing is on disk: the new files go.
+                // After it the commit may be durable (a failed final
+                // fsync): its files stay (an orphan is removed by `fsck
+                // --fix`), and so do the ones it made obsolete.
+                if !committing {
+                    for f in &files.added {
+                        let _ = std::fs::remove_file(f);
+                    }
                 }
                 for o in outcomes {
                     match o {
@@ -543,9 +722,13 @@ impl Writer {
                         }
                     }
                 }
+                if let Some(reply) = current {
+                    reply.fail(&e);
+                }
                 for job in pending {
                     job.fail(&e);
                 }
+                Err(e)
             }
         }
     }
@@ -588,7 +771,7 @@ impl Writer {
                 }
             };
             let n = t.next_file.max(2);
-            t.next_file = n + 1;
+            t.next_file = n.checked_add(1).ok_or_else(|| overflow("file counter"))?;
             let path = self.dir.join(file_name(key, n));
             if let Err(e) = synced.rename(&path) {
                 return Ok(Err(PutError::from(e)));
@@ -618,7 +801,13 @@ impl Writer {
                     files.obsolete.push(self.dir.join(file_name(key, m)));
                 }
             }
-            None => t.totals.count += 1,
+            None => {
+                t.totals.count = t
+                    .totals
+                    .count
+                    .checked_add(1)
+                    .ok_or_else(|| overflow("blob count"))?
+            }
         }
         t.totals.bytes = t.totals.bytes.saturating_add(len);
         Ok(Ok(()))
@@ -694,6 +883,70 @@ impl<'t> Tables<'t> {
     }
 }
 
+/// A counter read from the database would overflow.
+fn overflow(what: &str) -> io::Error {
+    io::Error::other(format!("blob index damaged: the {what} overflows"))
+}
+
+/// The index says more than the store holds (a damaged database or
+/// folder): an error, never an empty or absent blob.
+pub(crate) fn damaged(key: &str, what: &str) -> io::Error {
+    io::Error::new(
+        io::ErrorKind::InvalidData,
+        format!("blob index damaged: blob {key}: {what} (see vault-node fsck)"),
+    )
+}
+
+/// The bytes of inline blob `key` (entry `entry`): an error if its data
+/// row is missing or not `entry.len` bytes long.
+pub(crate) fn inline_data(
+    data: &impl ReadableTable<&'static str, &'static [u8]>,
+    key: &str,
+    entry: &Entry,
+) -> io::Result<Vec<u8>> {
+    let bytes = data
+        .get(key)
+        .map_err(db_err)?
+        .map(|v| v.value().to_vec())
+        .ok_or_else(|| damaged(key, "its inline bytes are missing"))?;
+    if bytes.len() as u64 != entry.len {
+        return Err(damaged(
+            key,
+            "its inline bytes are not of the indexed length",
+        ));
+    }
+    Ok(bytes)
+}
+
+/// Refuses a folder whose database is missing while it holds blob files
+/// `<id>.<n>` (which only an indexed folder has): opening would create an
+/// empty index and lose them all silently.
+fn check_index_present(dir: &Path) -> io::Result<()> {
+    if dir.join(DB_FILE).exists() {
+        return Ok(());
+    }
+    let entries = match std::fs::read_dir(dir) {
+        Ok(e) => e,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(()),
+        Err(e) => return Err(e),
+    };
+    for entry in entries {
+        let name = entry?.file_name();
+        let Some(name) = name.to_str() else { continue };
+        let Some((id, n)) = name.rsplit_once('.') else {
+            continue;
+        };
+        if BlobId::new(id).is_ok() && n.parse::<u64>().is_ok_and(|n| n >= 2) {
+            return Err(io::Error::other(format!(
+                "{} holds blob files ({name}, ...) but no {DB_FILE}: its index is missing; \
+                 restore {DB_FILE} from a backup (the folder is not served meanwhile)",
+                dir.display()
+            )));
+        }
+    }
+    Ok(())
+}
+
 /// Reads the file at `path`, refusing one over `max` bytes.
 pub(crate) fn read_bounded(path: &Path, max: u64) -> io::Result<Vec<u8>> {
     let mut bytes = Vec::new();
@@ -722,15 +975,14 @@ fn expect_holds(
         return Ok(false);
     }
     let bytes = match entry.place {
-        Place::Inline => t
-            .data
-            .get(key)
-            .map_err(db_err)?
-            .map(|v| v.value().to_vec())
-            .unwrap_or_default(),
+        Place::Inline => inline_data(&t.data, key, &entry)?,
+        // The writer sees the last commit, whose files all exist: a
+        // missing one is damage, not a blob deleted meanwhile.
         Place::File(n) => match read_bounded(&dir.join(file_name(key, n)), MAX_EXPECT_LEN) {
             Ok(b) => b,
-            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(expect.holds(None)),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                return Err(damaged(key, "its file is missing"))
+            }
             Err(e) => return Err(e),
         },
     };
@@ -822,7 +1074,11 @@ pub(crate) fn convert(
                             place,
                         };
                         t.blobs.insert(name.as_str(), e.encode()).map_err(db_err)?;
-                        t.totals.count += 1;
+                        t.totals.count = t
+                            .totals
+                            .count
+                            .checked_add(1)
+                            .ok_or_else(|| overflow("blob count"))?;
                         t.totals.bytes = t.totals.bytes.saturating_add(len);
                     }
                 }
@@ -860,6 +1116,7 @@ pub(crate) fn convert(
 /// Converts the 0.2 folder `dir` as a starting node does, with `hook` (for tests of an
 /// interrupted conversion): `Ok(false)` if it stopped early.
 pub fn convert_folder(dir: &Path, inline_max: u64, hook: &mut Convert) -> io::Result<bool> {
+    check_index_present(dir)?;
     let db = open_database(dir, false)?;
     let user = dir
         .file_name()
@@ -877,12 +1134,18 @@ pub(crate) fn lookup(db: &UserDb, id: &str) -> io::Result<Option<Entry>> {
         .map(|v| Entry::decode(v.value())))
 }
 
-/// The stored lengths of those of `ids` that are stored.
+/// The stored lengths of those of `ids` that are stored, and the totals,
+/// as one read transaction sees them (so the two agree).
 pub(crate) fn stored_lens<'a>(
     db: &UserDb,
     ids: impl Iterator<Item = &'a BlobId>,
-) -> io::Result<std::collections::HashMap<BlobId, u64>> {
+) -> io::Result<(std::collections::HashMap<BlobId, u64>, Totals)> {
     let txn = db.db.begin_read().map_err(db_err)?;
+    let meta = txn.open_table(META).map_err(db_err)?;
+    let totals = Totals {
+        count: meta_get(&meta, COUNT)?,
+        bytes: meta_get(&meta, BYTES)?,
+    };
     let blobs = txn.open_table(BLOBS).map_err(db_err)?;
     let mut out = std::collections::HashMap::new();
     for id in ids {
@@ -890,7 +1153,7 @@ pub(crate) fn stored_lens<'a>(
             out.insert(id.clone(), Entry::decode(v.value()).len);
         }
     }
-    Ok(out)
+    Ok((out, totals))
 }
 
 /// The bytes of blob `id` as committed now, if it has at most `max`
@@ -918,7 +1181,7 @@ pub(crate) fn read_blob_in(
     match entry.place {
         Place::Inline => {
             let data = txn.open_table(DATA).map_err(db_err)?;
-            Ok(data.get(id).map_err(db_err)?.map(|v| v.value().to_vec()))
+            Ok(Some(inline_data(&data, id, &entry)?))
         }
         Place::File(n) => match read_bounded(&dir.join(file_name(id, n)), max) {
             Ok(b) => Ok(Some(b)),
@@ -958,7 +1221,11 @@ pub fn fill_for_tests(
             if let Some(o) = old {
                 t.totals.bytes = t.totals.bytes.saturating_sub(o.len);
             } else {
-                t.totals.count += 1;
+                t.totals.count = t
+                    .totals
+                    .count
+                    .checked_add(1)
+                    .ok_or_else(|| overflow("blob count"))?;
             }
             t.totals.bytes = t.totals.bytes.saturating_add(e.len);
         }
@@ -966,4 +1233,280 @@ pub fn fill_for_tests(
         t.set_converted()?;
     }
     txn.commit().map_err(db_err)
+}
+
+#[cfg(test)]
+mod fault_tests {
+    //! Failures of the writer and damage of the index (review of issue
+    //! 17, findings 2, 5, 6, 7, 8, 10).
+
+    use super::*;
+    use crate::store::BlobStore;
+    use std::future::Future;
+
+    /// Fails a test that hangs instead of hanging the suite.
+    async fn timed<F: Future>(f: F) -> F::Output {
+        tokio::time::timeout(Duration::from_secs(60), f)
+            .await
+            .expect("test timed out")
+    }
+
+    fn id(s: &str) -> BlobId {
+        BlobId::new(s).unwrap()
+    }
+
+    async fn put(
+        store: &BlobStore,
+        user: &str,
+        name: &str,
+        data: &[u8],
+        expect: Option<&Expect>,
+    ) -> Result<(), PutError> {
+        let mut p = store
+            .begin_put(user, &id(name), data.len() as u64, None, expect)
+            .await?;
+        p.write(data).await?;
+        p.commit().await
+    }
+
+    async fn get(store: &BlobStore, name: &str) -> io::Result<Option<Vec<u8>>> {
+        let Some(mut b) = store.open("alice", &id(name)).await? else {
+            return Ok(None);
+        };
+        let mut out = Vec::new();
+        b.file.read_to_end(&mut out)?;
+        Ok(Some(out))
+    }
+
+    /// Larger than the inline bound: stored as a file.
+    fn big() -> Vec<u8> {
+        vec![7u8; (crate::store::DEFAULT_INLINE_MAX + 1000) as usize]
+    }
+
+    async fn inject(store: &BlobStore, fault: Fault) {
+        let db = store.db("alice").await.unwrap();
+        *db.faults.next.lock().unwrap() = Some(fault);
+    }
+
+    /// Runs `f` in a write transaction of alice's open database.
+    async fn edit(store: &BlobStore, f: impl FnOnce(&mut Tables<'_>)) {
+        let db = store.db("alice").await.unwrap();
+        let txn = db.db.begin_write().unwrap();
+        {
+            let mut t = Tables::open(&txn).unwrap();
+            f(&mut t);
+        }
+        txn.commit().unwrap();
+    }
+
+    /// The files of alice's folder named after blob `name`.
+    fn blob_files(root: &Path, name: &str) -> Vec<String> {
+        let mut v: Vec<String> = std::fs::read_dir(root.join("alice"))
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .filter(|n| n == name || n.starts_with(&format!("{name}.")))
+            .collect();
+        v.sort();
+        v
+    }
+
+    #[tokio::test]
+    async fn a_full_disk_on_commit_answers_no_space_and_the_next_write_reopens() {
+        timed(async {
+            let root = tempfile::tempdir().unwrap();
+            let store = BlobStore::new(root.path());
+            put(&store, "alice", "a", b"one", None).await.unwrap();
+            inject(&store, Fault::NoSpace).await;
+            let err = put(&store, "alice", "b", b"two", None).await.unwrap_err();
+            assert!(matches!(err, PutError::NoSpace(_)), "{err:?}");
+            // redb refuses every transaction after an I/O error (simulated
+            // by the hook's latch): the store reopens the database.
+            put(&store, "alice", "c", b"three", None).await.unwrap();
+            assert_eq!(
+                get(&store, "a").await.unwrap().as_deref(),
+                Some(&b"one"[..])
+            );
+            assert_eq!(get(&store, "b").await.unwrap(), None);
+            assert_eq!(
+                get(&store, "c").await.unwrap().as_deref(),
+                Some(&b"three"[..])
+            );
+            assert_eq!(store.usage("alice").await.unwrap(), (2, 8));
+            assert_eq!(store.databases_opened(), 2);
+        })
+        .await
+    }
+
+    #[tokio::test]
+    async fn a_panicking_writer_fails_its_jobs_with_the_cause_and_the_next_write_reopens() {
+        timed(async {
+            let root = tempfile::tempdir().unwrap();
+            let store = BlobStore::new(root.path());
+            put(&store, "alice", "a", b"one", None).await.unwrap();
+            inject(&store, Fault::Panic).await;
+            let err = put(&store, "alice", "b", b"two", None).await.unwrap_err();
+            assert!(err.to_string().contains("panicked"), "{err}");
+            put(&store, "alice", "c", b"three", None).await.unwrap();
+            assert!(store.delete("alice", &id("a")).await.unwrap());
+            assert_eq!(store.usage("alice").await.unwrap(), (1, 5));
+        })
+        .await
+    }
+
+    #[tokio::test]
+    async fn a_counter_overflow_fails_the_job_with_the_cause() {
+        timed(async {
+            let root = tempfile::tempdir().unwrap();
+            let store = BlobStore::new(root.path());
+            put(&store, "alice", "a", b"one", None).await.unwrap();
+            edit(&store, |t| {
+                t.next_file = u64::MAX;
+                t.save().unwrap();
+            })
+            .await;
+            let err = put(&store, "alice", "big", &big(), None).await.unwrap_err();
+            assert!(err.to_string().contains("overflows"), "{err}");
+            // Inline blobs need no file number: the user is served still.
+            put(&store, "alice", "c", b"three", None).await.unwrap();
+            assert_eq!(get(&store, "big").await.unwrap(), None);
+            assert!(blob_files(root.path(), "big").is_empty());
+        })
+        .await
+    }
+
+    #[tokio::test]
+    async fn a_commit_that_fails_after_commit_keeps_its_files() {
+        timed(async {
+            let root = tempfile::tempdir().unwrap();
+            let store = BlobStore::new(root.path());
+            inject(&store, Fault::AfterCommit).await;
+            let data = big();
+            let err = put(&store, "alice", "big", &data, None).await.unwrap_err();
+            assert!(err.to_string().contains("fsync"), "{err}");
+            // The commit is durable: its entry has its bytes.
+            assert_eq!(get(&store, "big").await.unwrap(), Some(data));
+            assert_eq!(blob_files(root.path(), "big"), ["big.2"]);
+        })
+        .await
+    }
+
+    #[tokio::test]
+    async fn a_missing_inline_row_is_an_error_not_an_empty_blob() {
+        timed(async {
+            let root = tempfile::tempdir().unwrap();
+            let store = BlobStore::new(root.path());
+            put(&store, "alice", "a", b"one", None).await.unwrap();
+            put(&store, "alice", "e", b"", None).await.unwrap();
+            edit(&store, |t| {
+                t.data.remove("a").unwrap();
+                t.data.remove("e").unwrap();
+            })
+            .await;
+            let err = get(&store, "a").await.unwrap_err();
+            assert!(err.to_string().contains("damaged"), "{err}");
+            // An empty blob without its row is damage too.
+            assert!(get(&store, "e").await.is_err());
+            // A condition on the empty contents does not hold on damage.
+            let empty = Expect::of(Some(b""));
+            let err = put(&store, "alice", "a", b"new", Some(&empty))
+                .await
+                .unwrap_err();
+            assert!(err.to_string().contains("damaged"), "{err}");
+            // A row of another length than the entry's is damage as well.
+            edit(&store, |t| {
+                t.data.insert("a", &b"longer"[..]).unwrap();
+            })
+            .await;
+            assert!(get(&store, "a").await.is_err());
+        })
+        .await
+    }
+
+    #[tokio::test]
+    async fn a_missing_blob_file_is_an_error_not_absent() {
+        timed(async {
+            let root = tempfile::tempdir().unwrap();
+            // A small inline bound: a file blob short enough for a
+            // condition on its contents.
+            let limits = crate::store::StoreLimits {
+                inline_max: 100,
+                ..Default::default()
+            };
+            let store = BlobStore::with_limits(root.path(), limits);
+            let data = vec![3u8; 1000];
+            put(&store, "alice", "big", &data, None).await.unwrap();
+            std::fs::remove_file(root.path().join("alice").join("big.2")).unwrap();
+            let err = get(&store, "big").await.unwrap_err();
+            assert!(err.to_string().contains("missing"), "{err}");
+            let cond = Expect::of(Some(&data));
+            // Not stored (the early check or the writer's refuses it).
+            assert!(put(&store, "alice", "big", b"x", Some(&cond))
+                .await
+                .is_err());
+            // The writer's own check says why, not "changed".
+            let db = store.db("alice").await.unwrap();
+            let (reply, answer) = oneshot::channel();
+            db.run_now(Job::Put {
+                ops: vec![PutOp {
+                    id: id("big"),
+                    data: Data::Bytes(b"x".to_vec()),
+                    expect: Some(cond),
+                }],
+                reply,
+            });
+            let mut results = answer.await.unwrap().unwrap();
+            let err = results.pop().unwrap().unwrap_err();
+            assert!(err.to_string().contains("missing"), "{err}");
+            // Deleting it still works (fsck-free repair).
+            assert!(store.delete("alice", &id("big")).await.unwrap());
+            assert_eq!(get(&store, "big").await.unwrap(), None);
+        })
+        .await
+    }
+
+    #[tokio::test]
+    async fn a_missing_index_beside_numbered_files_is_refused_not_emptied() {
+        timed(async {
+            let root = tempfile::tempdir().unwrap();
+            {
+                let store = BlobStore::new(root.path());
+                put(&store, "alice", "big", &big(), None).await.unwrap();
+                put(&store, "bob", "b", b"bob's", None).await.unwrap();
+            }
+            let dir = root.path().join("alice");
+            std::fs::remove_file(dir.join(DB_FILE)).unwrap();
+            let store = BlobStore::new(root.path());
+            // Start goes on with the other users.
+            assert_eq!(store.convert_all().unwrap(), 1);
+            let err = store.usage("alice").await.unwrap_err();
+            assert!(err.to_string().contains("no index.redb"), "{err}");
+            assert!(store.list("alice", None, "", 10).await.is_err());
+            assert!(!dir.join(DB_FILE).exists(), "no empty index made");
+            assert_eq!(store.usage("bob").await.unwrap(), (1, 5));
+            let err = convert_folder(&dir, DEFAULT_INLINE, &mut Convert::default()).unwrap_err();
+            assert!(err.to_string().contains("no index.redb"), "{err}");
+        })
+        .await
+    }
+
+    const DEFAULT_INLINE: u64 = crate::store::DEFAULT_INLINE_MAX;
+
+    #[tokio::test]
+    async fn a_damaged_index_skips_that_user_at_start() {
+        timed(async {
+            let root = tempfile::tempdir().unwrap();
+            {
+                let store = BlobStore::new(root.path());
+                put(&store, "alice", "a", b"one", None).await.unwrap();
+                put(&store, "bob", "b", b"bob's", None).await.unwrap();
+            }
+            std::fs::write(root.path().join("alice").join(DB_FILE), vec![0x5a; 8192]).unwrap();
+            let store = BlobStore::new(root.path());
+            assert_eq!(store.convert_all().unwrap(), 1);
+            let err = store.usage("alice").await.unwrap_err();
+            assert!(err.to_string().contains("alice"), "names the folder: {err}");
+            assert_eq!(store.usage("bob").await.unwrap(), (1, 5));
+        })
+        .await
+    }
 }

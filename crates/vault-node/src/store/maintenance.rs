@@ -1,22 +1,116 @@
 //! `vault-node fsck` and `vault-node compact`: checks and compaction of
 //! every user database under a root no node serves.
 //!
-//! A serving node holds each user database open (redb's file lock), so
-//! both refuse while it runs: [`NodeRunning`].
+//! A serving node holds the root's lock file, `<root>/.vault/lock`
+//! ([`RootLock`], an exclusive `flock` taken before the node touches the
+//! root and released when it stops or dies), and both take it too, so they
+//! refuse while a node runs ([`NodeRunning`]) and a node cannot start while
+//! they run. A second node on the same root is refused the same way
+//! ([`RootBusy`]).
 
 use std::collections::HashSet;
+use std::fs::{File, OpenOptions, TryLockError};
 use std::io;
 use std::path::{Path, PathBuf};
 
 use redb::{ReadableDatabase, ReadableTable};
+use wire::BlobId;
 
 use super::db::{self, db_err, file_name, Entry, Place, Tables, BLOBS, DATA, DB_FILE};
 use super::{offline, TMP_DIR};
+use crate::state::META_DIR;
 
 /// A node serves the root: stop it first.
 #[derive(Debug, thiserror::Error)]
 #[error("the node is running on {0}; stop it first")]
 pub struct NodeRunning(pub String);
+
+/// Another node (or `fsck`, `compact`) holds the root.
+#[derive(Debug, thiserror::Error)]
+#[error("another vault-node serves {0} (or checks or compacts it)")]
+pub struct RootBusy(pub String);
+
+/// The lock file's name in `<root>/.vault`.
+pub const LOCK_FILE: &str = "lock";
+
+/// An exclusive lock on a node root (`<root>/.vault/lock`): held by a
+/// serving node from before it touches the root until it stops, and by
+/// [`fsck`] and [`compact`] while they run. Released when dropped (or when
+/// the process dies). Two holders in one process exclude each other too.
+#[derive(Debug)]
+pub struct RootLock {
+    _file: File,
+}
+
+impl RootLock {
+    /// The lock for a node about to serve `root` (its `.vault` folder
+    /// created if missing): a [`RootBusy`] error
+    /// ([`io::ErrorKind::WouldBlock`]) if another holder has it.
+    pub fn serve(root: &Path) -> io::Result<RootLock> {
+        let meta = root.join(META_DIR);
+        std::fs::create_dir_all(&meta)?;
+        try_lock(&meta.join(LOCK_FILE))?.ok_or_else(|| {
+            io::Error::new(
+                io::ErrorKind::WouldBlock,
+                RootBusy(root.display().to_string()),
+            )
+        })
+    }
+
+    /// The lock for maintenance of `root`: a [`NodeRunning`] error
+    /// ([`io::ErrorKind::WouldBlock`]) if a node holds it. `None` when the
+    /// root has no `.vault` folder (no node ever served it): nothing is
+    /// created there, so a tool run by another system user cannot leave a
+    /// folder the node may not write.
+    pub fn maintain(root: &Path) -> io::Result<Option<RootLock>> {
+        let meta = root.join(META_DIR);
+        if !meta.is_dir() {
+            return Ok(None);
+        }
+        match try_lock(&meta.join(LOCK_FILE))? {
+            Some(lock) => Ok(Some(lock)),
+            None => Err(io::Error::new(
+                io::ErrorKind::WouldBlock,
+                NodeRunning(root.display().to_string()),
+            )),
+        }
+    }
+}
+
+/// Takes the lock on `path` (created if missing; an existing file opened
+/// read-only, so one created by another system user still works):
+/// `None` if another holder has it.
+fn try_lock(path: &Path) -> io::Result<Option<RootLock>> {
+    let file = match File::open(path) {
+        Ok(f) => f,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .open(path)?,
+        Err(e) => return Err(e),
+    };
+    match file.try_lock() {
+        Ok(()) => Ok(Some(RootLock { _file: file })),
+        Err(TryLockError::WouldBlock) => Ok(None),
+        Err(TryLockError::Error(e)) => Err(io::Error::new(
+            e.kind(),
+            format!("failed to lock {}: {e}", path.display()),
+        )),
+    }
+}
+
+/// Whether `name` is a blob file's: `<id>` (a converted 0.2 blob) or
+/// `<id>.<n>` with `n >= 2` written in decimal.
+fn is_blob_file_name(name: &str) -> bool {
+    match name.split_once('.') {
+        None => BlobId::is_valid(name),
+        Some((id, n)) => {
+            BlobId::is_valid(id) && n.parse::<u64>().is_ok_and(|v| v >= 2 && v.to_string() == n)
+        }
+    }
+}
 
 /// What [`fsck`] found.
 #[derive(Debug, Default)]
@@ -59,24 +153,53 @@ fn open(root: &Path, dir: &Path) -> io::Result<redb::Database> {
 /// and inline bytes without an entry are removed and the totals rewritten;
 /// an entry whose bytes are missing or of another length is only reported
 /// (clients repair it from the other nodes).
+///
+/// A user whose conversion from a 0.2 folder has not finished (a node
+/// stopped part-way; its blobs are still files named by their ids) is
+/// reported and left alone, even with `fix`: starting the node finishes
+/// it. Only blob files (`<id>`, `<id>.<n>`) are ever removed; anything
+/// else in a user folder is reported and left alone. Ids read from a
+/// database are checked before they name a file.
 pub fn fsck(root: &Path, fix: bool) -> io::Result<FsckReport> {
+    let _lock = RootLock::maintain(root)?;
     let mut report = FsckReport::default();
     for user in offline::users(root)? {
         let dir = root.join(&user);
         report.users += 1;
         if !dir.join(DB_FILE).exists() {
-            let files = std::fs::read_dir(&dir)?
-                .flatten()
-                .filter(|e| e.file_name().to_str().is_some_and(wire::BlobId::is_valid))
-                .count();
-            if files > 0 {
+            let (mut old, mut new) = (0usize, 0usize);
+            for e in std::fs::read_dir(&dir)?.flatten() {
+                let Some(name) = e.file_name().to_str().map(str::to_owned) else {
+                    continue;
+                };
+                if BlobId::is_valid(&name) {
+                    old += 1;
+                } else if is_blob_file_name(&name) {
+                    new += 1;
+                }
+            }
+            if old > 0 {
                 report.problems.push(format!(
-                    "{user}: {files} blob files not converted yet (start the node once)"
+                    "{user}: {old} blob files not converted yet (start the node once)"
+                ));
+            }
+            if new > 0 {
+                report.problems.push(format!(
+                    "{user}: {new} blob files of the indexed layout but no {DB_FILE} \
+                     (the index is lost: restore it, or remove the folder and repair \
+                     the user from the other nodes)"
                 ));
             }
             continue;
         }
         let database = open(root, &dir)?;
+        if !db::read_totals(&database)?.1 {
+            report.problems.push(format!(
+                "{user}: conversion unfinished: start the node once to finish it \
+                 (nothing checked or removed)"
+            ));
+            continue;
+        }
         check_user(&user, &database, &dir, fix, &mut report)?;
     }
     Ok(report)
@@ -103,6 +226,13 @@ fn check_user(
             report.entries += 1;
             count += 1;
             bytes = bytes.saturating_add(entry.len);
+            if !BlobId::is_valid(&id) {
+                // Never a path component: it could name anything.
+                report
+                    .problems
+                    .push(format!("{user}: invalid blob id {id:?} in the index"));
+                continue;
+            }
             let found = match entry.place {
                 Place::Inline => data
                     .get(id.as_str())
@@ -132,7 +262,7 @@ fn check_user(
             if blobs.get(id).map_err(db_err)?.is_none() {
                 report
                     .problems
-                    .push(format!("{user}: inline bytes of {id} without an entry"));
+                    .push(format!("{user}: inline bytes of {id:?} without an entry"));
                 orphan_data.push(id.to_string());
             }
         }
@@ -152,21 +282,24 @@ fn check_user(
         if name == DB_FILE || name == TMP_DIR || referenced.contains(&name) {
             continue;
         }
-        report.problems.push(format!(
-            "{user}: file {name} is not referenced by the index"
-        ));
-        unreferenced.push(entry.path());
+        // Only a blob file is ever removed; a folder or another name is
+        // not the node's and is left to the operator.
+        if is_blob_file_name(&name) && entry.file_type()?.is_file() {
+            report.problems.push(format!(
+                "{user}: file {name} is not referenced by the index"
+            ));
+            unreferenced.push(entry.path());
+        } else {
+            report
+                .problems
+                .push(format!("{user}: {name:?} is not a blob file (left alone)"));
+        }
     }
     if !fix {
         return Ok(());
     }
     for path in unreferenced {
-        let removed = if path.is_dir() {
-            std::fs::remove_dir_all(&path)
-        } else {
-            std::fs::remove_file(&path)
-        };
-        removed?;
+        std::fs::remove_file(&path)?;
         report.fixed += 1;
     }
     if !orphan_data.is_empty() || totals_wrong {
@@ -192,6 +325,7 @@ fn check_user(
 /// back the space of deleted and replaced blobs); returns the bytes the
 /// databases took before and after.
 pub fn compact(root: &Path) -> io::Result<(u64, u64)> {
+    let _lock = RootLock::maintain(root)?;
     let (mut before, mut after) = (0u64, 0u64);
     for user in offline::users(root)? {
         let dir = root.join(&user);

@@ -165,19 +165,50 @@ pub fn users(root: &Path) -> io::Result<Vec<String>> {
 }
 
 /// The ids of `user`'s blobs under `root`, sorted; empty if the user has no
-/// folder. Uploads in progress are not blobs.
+/// folder. Uploads in progress are not blobs. An index key that is not a
+/// valid blob id is an [`io::ErrorKind::InvalidData`] error.
 pub fn blob_ids(root: &Path, user: &str) -> io::Result<Vec<String>> {
     let Some(db) = user_db(root, user, false)? else {
         return Ok(Vec::new());
     };
+    ids_in(&db)
+}
+
+/// The ids in `db`, sorted; a key that is not a valid blob id (a damaged
+/// or hostile database) is an [`io::ErrorKind::InvalidData`] error, never
+/// an id that later names a path.
+fn ids_in(db: &UserDb) -> io::Result<Vec<String>> {
     let txn = db.db.begin_read().map_err(db_err)?;
     let blobs = txn.open_table(BLOBS).map_err(db_err)?;
     let mut ids = Vec::new();
     for item in blobs.iter().map_err(db_err)? {
         let (k, _) = item.map_err(db_err)?;
-        ids.push(k.value().to_string());
+        let id = k.value();
+        if !BlobId::is_valid(id) {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidData,
+                format!("the index holds an invalid blob id {id:?}"),
+            ));
+        }
+        ids.push(id.to_string());
     }
     Ok(ids)
+}
+
+/// Every blob of `user` under `root`, id and bytes, in id order (the
+/// database opened once: reading many blobs with [`read_blob`] opens it
+/// for each on a root no node of this process serves).
+pub fn read_blobs(root: &Path, user: &str) -> io::Result<Vec<(String, Vec<u8>)>> {
+    let Some(db) = user_db(root, user, false)? else {
+        return Ok(Vec::new());
+    };
+    let mut out = Vec::new();
+    for id in ids_in(&db)? {
+        if let Some(bytes) = db::read_blob(&db, &id, u64::MAX)? {
+            out.push((id, bytes));
+        }
+    }
+    Ok(out)
 }
 
 /// Replaces `user`'s folder under `to_root` by a copy of the one under

@@ -9,7 +9,10 @@
 //! written in place (a replacement is a new file), so an open file keeps
 //! exactly the bytes it had and what is announced is what streams. A file
 //! removed between the lookup and the open (its blob replaced or deleted
-//! meanwhile) is looked up again.
+//! meanwhile) is looked up again; one the index still names on the next
+//! lookup is lost, and the read fails (as does an inline entry without its
+//! bytes, or with bytes of another length): damage is never served as an
+//! empty or absent blob.
 //!
 //! Files held open for replies are bounded node-wide: a read takes one
 //! permit of the store's `reply_files` semaphore per file blob before
@@ -22,6 +25,7 @@
 use std::fs::File;
 use std::io::{self, Read};
 use std::path::Path;
+use std::sync::Arc;
 
 use redb::ReadableDatabase;
 use thiserror::Error;
@@ -29,7 +33,7 @@ use tokio::sync::OwnedSemaphorePermit;
 use tokio::time::Instant;
 use wire::{BlobId, ListEntry};
 
-use super::db::{db_err, file_name, Entry, Place, UserDb, BLOBS, DATA};
+use super::db::{damaged, db_err, file_name, inline_data, Entry, Place, UserDb, BLOBS, DATA};
 use super::index::unix_secs;
 use super::{blocking, page, BlobStore};
 
@@ -163,8 +167,21 @@ fn open_file(path: &Path) -> io::Result<Option<OpenBlob>> {
     )))
 }
 
-/// Opens `id` of `db` as it is now: `None` if absent. Blocking.
-fn open_current(db: &UserDb, id: &str) -> io::Result<Option<OpenBlob>> {
+/// Opens `id` of `db` as it is now: `None` if absent; an error if the
+/// index is damaged (an inline entry without its bytes, or of another
+/// length; a file entry whose file is missing while the index still
+/// names it). Blocking.
+///
+/// A file blob takes one of `permits` (its place under the bound on files
+/// held open for replies) before its file is opened; with none left, the
+/// error is [`NoPermit`] and nothing is opened.
+fn open_current(
+    db: &UserDb,
+    id: &str,
+    permits: &mut Option<OwnedSemaphorePermit>,
+) -> io::Result<Option<OpenBlob>> {
+    // The file the previous lookup named, found missing.
+    let mut missing = None;
     for _ in 0..REOPEN_TRIES {
         let txn = db.db.begin_read().map_err(db_err)?;
         let blobs = txn.open_table(BLOBS).map_err(db_err)?;
@@ -178,11 +195,7 @@ fn open_current(db: &UserDb, id: &str) -> io::Result<Option<OpenBlob>> {
         match entry.place {
             Place::Inline => {
                 let data = txn.open_table(DATA).map_err(db_err)?;
-                let bytes = data
-                    .get(id)
-                    .map_err(db_err)?
-                    .map(|v| v.value().to_vec())
-                    .unwrap_or_default();
+                let bytes = inline_data(&data, id, &entry)?;
                 let len = bytes.len() as u64;
                 return Ok(Some(blob(
                     BlobReader::Bytes(io::Cursor::new(bytes)),
@@ -191,15 +204,69 @@ fn open_current(db: &UserDb, id: &str) -> io::Result<Option<OpenBlob>> {
                 )));
             }
             Place::File(n) => {
+                let permit = take_permit(permits)?;
                 if let Some(mut b) = open_file(&db.dir.join(file_name(id, n)))? {
                     b.modified = entry.modified;
+                    b.lease._permit = Some(permit);
                     return Ok(Some(b));
                 }
+                give_back(permits, permit);
+                // A file is removed only after the commit that made it
+                // obsolete, so a later lookup no longer names it: named
+                // twice, it is lost, not replaced.
+                if missing == Some(n) {
+                    return Err(damaged(id, "its file is missing"));
+                }
+                missing = Some(n);
                 // Replaced or deleted since the lookup: look again.
             }
         }
     }
-    Ok(None)
+    Err(damaged(id, "its file keeps vanishing"))
+}
+
+/// A read found more file blobs than it took reply permits for (blobs
+/// replaced meanwhile): it closes what it opened and tries again.
+#[derive(Debug, Error)]
+#[error("more files to open than reply permits taken")]
+struct NoPermit;
+
+/// One of `permits`, or [`NoPermit`].
+fn take_permit(permits: &mut Option<OwnedSemaphorePermit>) -> io::Result<OwnedSemaphorePermit> {
+    permits
+        .as_mut()
+        .and_then(|p| p.split(1))
+        .ok_or_else(|| io::Error::other(NoPermit))
+}
+
+/// Puts an unused permit back with `permits`.
+fn give_back(permits: &mut Option<OwnedSemaphorePermit>, permit: OwnedSemaphorePermit) {
+    match permits {
+        Some(p) => p.merge(permit),
+        None => *permits = Some(permit),
+    }
+}
+
+/// Opens each of `ids` (see [`open_current`]) with `permits`; `Ok(Err(n))`
+/// if they were too few: `n` of `ids` are file blobs now, and nothing
+/// stays open. Blocking.
+fn open_all(
+    db: &UserDb,
+    ids: &[BlobId],
+    mut permits: Option<OwnedSemaphorePermit>,
+) -> io::Result<Result<Vec<Option<OpenBlob>>, usize>> {
+    let mut found = Vec::with_capacity(ids.len());
+    for id in ids {
+        match open_current(db, id.as_str(), &mut permits) {
+            Ok(b) => found.push(b),
+            Err(e) if e.get_ref().is_some_and(|i| i.is::<NoPermit>()) => {
+                drop(found);
+                return Ok(Err(count_files(db, ids)?));
+            }
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(Ok(found))
 }
 
 /// How many of `ids` are file blobs now (each needs a reply permit).
@@ -234,28 +301,27 @@ impl BlobStore {
     /// within the wait, or if they are more than the bound.
     pub async fn open_many(&self, user: &str, ids: &[BlobId]) -> io::Result<Vec<Option<OpenBlob>>> {
         let db = self.db(user).await?;
-        let ids = ids.to_vec();
+        let ids: Arc<[BlobId]> = ids.into();
         let (db2, ids2) = (db.clone(), ids.clone());
-        let files = blocking(move || count_files(&db2, &ids2)).await?;
-        let mut permit = self.reply_permits(files).await?;
-        let mut found = blocking(move || {
-            ids.iter()
-                .map(|id| open_current(&db, id.as_str()))
-                .collect::<io::Result<Vec<_>>>()
-        })
-        .await?;
-        let reply_by = Instant::now() + self.limits.reply_deadline;
-        for blob in found.iter_mut().flatten() {
-            blob.lease = Lease {
-                _permit: if blob.file.is_file() {
-                    permit.as_mut().and_then(|p| p.split(1))
-                } else {
-                    None
-                },
-                reply_by,
-            };
+        let mut files = blocking(move || count_files(&db2, &ids2)).await?;
+        // Blobs replaced between the count and the opening may need more
+        // permits: then everything is closed and the count taken again.
+        // Every file is opened with its permit, so the bound is strict.
+        for _ in 0..REOPEN_TRIES {
+            let permits = self.reply_permits(files).await?;
+            let (db2, ids2) = (db.clone(), ids.clone());
+            match blocking(move || open_all(&db2, &ids2, permits)).await? {
+                Ok(mut found) => {
+                    let reply_by = Instant::now() + self.limits.reply_deadline;
+                    for blob in found.iter_mut().flatten() {
+                        blob.lease.reply_by = reply_by;
+                    }
+                    return Ok(found);
+                }
+                Err(now) => files = now,
+            }
         }
-        Ok(found)
+        Err(io::Error::other(FilesBusy))
     }
     /// `n` permits for files held open for replies (`None` for 0),
     /// waiting at most `reply_files_wait`.
@@ -378,5 +444,88 @@ impl BlobStore {
             });
         }
         Ok(page)
+    }
+}
+
+#[cfg(test)]
+mod permit_tests {
+    use std::time::Duration;
+
+    use super::*;
+    use crate::store::StoreLimits;
+
+    fn id(s: &str) -> BlobId {
+        BlobId::new(s).unwrap()
+    }
+
+    async fn put(store: &BlobStore, name: &str, data: &[u8]) {
+        let mut p = store
+            .begin_put("alice", &id(name), data.len() as u64, None, None)
+            .await
+            .unwrap();
+        p.write(data).await.unwrap();
+        p.commit().await.unwrap();
+    }
+
+    #[tokio::test]
+    async fn a_blob_that_became_a_file_since_the_count_waits_for_its_permit() {
+        tokio::time::timeout(Duration::from_secs(60), async {
+            let root = tempfile::tempdir().unwrap();
+            let limits = StoreLimits {
+                max_reply_files: 2,
+                reply_files_wait: Duration::from_secs(30),
+                ..Default::default()
+            };
+            let big = vec![1u8; 100 << 10];
+            let store = BlobStore::with_limits(root.path(), limits);
+            put(&store, "x", &big).await;
+            put(&store, "y", b"small").await;
+            // Every reply permit taken: the read counts one file (x),
+            // then waits.
+            let mut held = store
+                .reply_files
+                .clone()
+                .acquire_many_owned(2)
+                .await
+                .unwrap();
+            let reader = {
+                let store = store.clone();
+                tokio::spawn(async move { store.open_many("alice", &[id("x"), id("y")]).await })
+            };
+            for _ in 0..10 {
+                tokio::task::yield_now().await;
+            }
+            // Meanwhile y becomes a file blob.
+            put(&store, "y", &big).await;
+            drop(held.split(1));
+            let mut taken = false;
+            for _ in 0..1000 {
+                if store.reply_files.available_permits() == 0 {
+                    taken = true;
+                    break;
+                }
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+            assert!(taken, "the reader takes the permit given back");
+            drop(held);
+            let found = reader.await.unwrap().unwrap();
+            let files: Vec<_> = found
+                .iter()
+                .flatten()
+                .filter(|b| b.file.is_file())
+                .collect();
+            assert_eq!(files.len(), 2);
+            for b in &files {
+                assert!(
+                    b.lease._permit.is_some(),
+                    "a file opened for a reply holds its place under the bound"
+                );
+            }
+            assert_eq!(store.reply_files.available_permits(), 0);
+            drop(found);
+            assert_eq!(store.reply_files.available_permits(), 2);
+        })
+        .await
+        .unwrap();
     }
 }

@@ -1,13 +1,24 @@
 //! Uploads: one blob ([`PendingBlob`], for `PutBlob`) or a batch
 //! ([`PutBatch`], for `PutBlobs`).
 //!
-//! A blob of at most the inline bound is gathered in memory; a larger one
-//! in a buffer written to a temp file under `.tmp/` on blocking threads
-//! and synced. Then the upload (a batch: all its blobs) goes to the user's
+//! A blob of at most the inline bound is gathered in memory, if the
+//! node-wide budget for that ([`super::StoreLimits::max_upload_memory`])
+//! has room for its announced length (else it goes to a temp file too,
+//! never refused); a larger one in a buffer written to a temp file under
+//! `.tmp/` on blocking threads and synced. Buffers grow as bytes arrive:
+//! an announced length allocates nothing. Then the upload (a batch: all its blobs) goes to the user's
 //! writer (`db`), which stores it in its next transaction (inline, or
 //! renaming the file to `<id>.<n>`) and answers once that is committed.
 //! A temp file that is not stored is removed, and quota is given back,
-//! whatever ends the upload.
+//! whatever ends the upload; once handed to the writer, an upload's
+//! reservation is held until the writer answers (even if the request is
+//! dropped meanwhile), so a reservation is always given back after its
+//! blob counts in the database's totals, never before.
+//!
+//! A reservation is checked under the user's reservation lock against
+//! the stored lengths and totals of one read transaction, so a commit or
+//! delete landing meanwhile is counted once: as stored, or as reserved
+//! (both, at worst, for a moment).
 //!
 //! A condition ([`Expect`]) is checked by the writer inside the
 //! transaction that stores the blob, so nothing can change the blob
@@ -55,13 +66,16 @@ const MAX_SYNCING_BYTES: usize = WRITE_BUF;
 /// the commit never matches (`Conflict`).
 pub const MAX_EXPECT_LEN: u64 = 1 << 20;
 
-/// Quota (and places under the blob count cap) held by an upload; given
-/// back on drop (once the upload is stored, its blob counts in the
-/// database's totals instead).
+/// Quota (and places under the blob count cap) held by an upload, and its
+/// share of the node's in-memory upload budget if its bytes are gathered
+/// in memory; given back on drop (once the upload is stored, its blob
+/// counts in the database's totals instead).
 #[derive(Debug)]
 struct Reservation {
     db: Arc<UserDb>,
     hold: Hold,
+    /// Bytes of [`super::StoreLimits::max_upload_memory`] held.
+    memory: Option<OwnedSemaphorePermit>,
 }
 
 impl Reservation {
@@ -76,6 +90,7 @@ impl Reservation {
         Reservation {
             db: self.db.clone(),
             hold,
+            memory: None,
         }
     }
 }
@@ -189,14 +204,13 @@ struct TempWriter {
 }
 
 impl TempWriter {
-    /// A writer for about `len` bytes whose file is created with the first
-    /// write that reaches the disk.
-    fn lazy(path: PathBuf, len: u64, io: IoBound) -> TempWriter {
-        let cap = usize::try_from(len).unwrap_or(WRITE_BUF).min(WRITE_BUF);
+    /// A writer whose file is created with the first write that reaches
+    /// the disk. Its buffer grows as bytes arrive.
+    fn lazy(path: PathBuf, io: IoBound) -> TempWriter {
         TempWriter {
             file: None,
             created: false,
-            buf: Vec::with_capacity(cap),
+            buf: Vec::new(),
             guard: TempGuard::new(path),
             written: 0,
             io,
@@ -205,8 +219,8 @@ impl TempWriter {
 
     /// A writer whose file exists from the start (an upload in progress
     /// shows in `.tmp/`).
-    async fn create(path: PathBuf, len: u64, io: IoBound) -> io::Result<TempWriter> {
-        let mut w = TempWriter::lazy(path, len, io);
+    async fn create(path: PathBuf, io: IoBound) -> io::Result<TempWriter> {
+        let mut w = TempWriter::lazy(path, io);
         let path = w.guard.path().to_path_buf();
         w.created = true;
         w.file = Some(bounded(&w.io, move || create_new(&path)).await?);
@@ -214,6 +228,7 @@ impl TempWriter {
     }
 
     async fn write(&mut self, bytes: &[u8]) -> io::Result<()> {
+        grow(&mut self.buf, bytes.len(), WRITE_BUF);
         self.buf.extend_from_slice(bytes);
         self.written += bytes.len() as u64;
         if self.buf.len() >= WRITE_BUF {
@@ -267,21 +282,42 @@ impl TempWriter {
     }
 }
 
-/// Where an upload's bytes gather: in memory (at most the inline bound)
-/// or in a temp file.
+/// Makes room in `buf` for `extra` more bytes: its capacity at least
+/// doubles, but not past `cap` (unless the bytes need more), so a buffer
+/// never holds much more than it is expected to.
+fn grow(buf: &mut Vec<u8>, extra: usize, cap: usize) {
+    let need = buf.len().saturating_add(extra);
+    if need > buf.capacity() {
+        let target = need
+            .max(buf.capacity().saturating_mul(2))
+            .min(cap.max(need));
+        buf.reserve_exact(target - buf.len());
+    }
+}
+
+/// Where an upload's bytes gather: in memory (at most its announced
+/// length, which is at most the inline bound, and which its reservation
+/// holds of the node's memory budget) or in a temp file.
 #[derive(Debug)]
 enum Sink {
-    Memory(Vec<u8>),
+    /// The bytes so far, and the announced length.
+    Memory(Vec<u8>, usize),
     File(TempWriter),
 }
 
 impl Sink {
-    async fn write(&mut self, bytes: &[u8], max: u64) -> io::Result<()> {
+    /// An in-memory sink for `len` bytes: allocates nothing yet.
+    fn memory(len: usize) -> Sink {
+        Sink::Memory(Vec::new(), len)
+    }
+
+    async fn write(&mut self, bytes: &[u8]) -> io::Result<()> {
         match self {
-            Sink::Memory(buf) => {
-                if (buf.len() + bytes.len()) as u64 > max {
+            Sink::Memory(buf, len) => {
+                if buf.len().saturating_add(bytes.len()) > *len {
                     return Err(io::Error::other("upload longer than announced"));
                 }
+                grow(buf, bytes.len(), *len);
                 buf.extend_from_slice(bytes);
                 Ok(())
             }
@@ -291,7 +327,7 @@ impl Sink {
 
     fn written(&self) -> u64 {
         match self {
-            Sink::Memory(b) => b.len() as u64,
+            Sink::Memory(b, _) => b.len() as u64,
             Sink::File(w) => w.written,
         }
     }
@@ -299,11 +335,26 @@ impl Sink {
 
 /// Hands `ops` to `db`'s writer as one job and waits for its durable
 /// commit: each op's outcome, in order.
-async fn store_ops(db: &UserDb, ops: Vec<PutOp>) -> Result<Vec<Result<(), PutError>>, PutError> {
+///
+/// `held` (the ops' reservations) is given back only once the writer
+/// has answered, even if this future is dropped first: until the commit,
+/// the blobs count nowhere else, and a reservation checked meanwhile
+/// must still see them.
+async fn store_ops(
+    db: &UserDb,
+    ops: Vec<PutOp>,
+    held: Vec<Reservation>,
+) -> Result<Vec<Result<(), PutError>>, PutError> {
     let (reply, answer) = tokio::sync::oneshot::channel();
     db.submit(Job::Put { ops, reply })?;
-    let results = answer
+    let waiter = tokio::spawn(async move {
+        let answer = answer.await;
+        drop(held);
+        answer
+    });
+    let results = waiter
         .await
+        .map_err(|e| io::Error::other(format!("commit waiter failed: {e}")))?
         .map_err(|_| io::Error::other("blob writer stopped"))??;
     Ok(results)
 }
@@ -320,9 +371,13 @@ impl BlobStore {
         let max_blobs = self.limits.max_blobs;
         let db = db.clone();
         blocking(move || {
-            let stored = db::stored_lens(&db, items.iter().map(|(id, _)| id))?;
-            let totals = db.totals()?;
-            Ok(lock(&db.reserved).reserve_many(
+            // The lock first, then one read transaction: a commit can give
+            // its reservation back only after its blob counts in the
+            // totals, and a delete cannot land between the lengths and
+            // the totals.
+            let mut reserved = lock(&db.reserved);
+            let (stored, totals) = db::stored_lens(&db, items.iter().map(|(id, _)| id))?;
+            Ok(reserved.reserve_many(
                 (totals.count, totals.bytes),
                 |id| stored.get(id).copied(),
                 items.iter().map(|(id, n)| (id, *n)),
@@ -358,19 +413,23 @@ impl BlobStore {
         }
         let hold = self.reserve(&db, vec![(id.clone(), len)], quota).await?[0];
         let ticket = UploadTicket::new(&db);
-        let reservation = Reservation { db, hold };
+        let mut reservation = Reservation {
+            db,
+            hold,
+            memory: None,
+        };
         let inline_max = self.limits.inline_max;
-        let sink = if len <= inline_max {
-            Sink::Memory(Vec::with_capacity(usize::try_from(len).unwrap_or(0)))
+        reservation.memory = memory_permit(&self.upload_memory, len, inline_max);
+        let sink = if reservation.memory.is_some() {
+            Sink::memory(len as usize)
         } else {
             let tmp_dir = self.tmp_dir(&dir).await?;
             let io = self.upload_bound(user);
-            Sink::File(TempWriter::create(temp_path(&tmp_dir)?, len, io).await?)
+            Sink::File(TempWriter::create(temp_path(&tmp_dir)?, io).await?)
         };
         Ok(PendingBlob {
             _ticket: ticket,
             sink,
-            inline_max,
             io: self.upload_bound(user),
             id: id.clone(),
             reservation,
@@ -413,12 +472,17 @@ impl BlobStore {
             slots: t.slots.saturating_add(h.slots),
         });
         let ticket = UploadTicket::new(&db);
-        let reservation = Reservation { db, hold: total };
+        let reservation = Reservation {
+            db,
+            hold: total,
+            memory: None,
+        };
         let tmp_dir = self.tmp_dir(&dir).await?;
         Ok(PutBatch {
             _ticket: ticket,
             tmp_dir,
             inline_max: self.limits.inline_max,
+            memory: self.upload_memory.clone(),
             reservation,
             holds,
             expects: items.iter().map(|i| i.expect.clone()).collect(),
@@ -433,14 +497,28 @@ impl BlobStore {
     }
 }
 
+/// `len` bytes of the node's in-memory upload budget `memory`, if an
+/// upload of `len` bytes may be gathered in memory (at most `inline_max`)
+/// and the budget has room for it now.
+fn memory_permit(
+    memory: &Arc<Semaphore>,
+    len: u64,
+    inline_max: u64,
+) -> Option<OwnedSemaphorePermit> {
+    if len > inline_max {
+        return None;
+    }
+    let n = u32::try_from(len).ok()?;
+    memory.clone().try_acquire_many_owned(n).ok()
+}
+
 /// An upload in progress: bytes gather in memory (a blob of at most the
-/// inline bound) or in a temp file that is removed unless
-/// [`PendingBlob::commit`] stores it.
+/// inline bound, if the node's budget has room) or in a temp file that is
+/// removed unless [`PendingBlob::commit`] stores it.
 #[derive(Debug)]
 pub struct PendingBlob {
     _ticket: UploadTicket,
     sink: Sink,
-    inline_max: u64,
     io: IoBound,
     id: BlobId,
     reservation: Reservation,
@@ -450,7 +528,7 @@ pub struct PendingBlob {
 impl PendingBlob {
     /// Appends bytes to the upload.
     pub async fn write(&mut self, bytes: &[u8]) -> Result<(), PutError> {
-        Ok(self.sink.write(bytes, self.inline_max).await?)
+        Ok(self.sink.write(bytes).await?)
     }
 
     /// Bytes written so far.
@@ -472,12 +550,12 @@ impl PendingBlob {
             ..
         } = self;
         let data = match sink {
-            Sink::Memory(b) => Data::Bytes(b),
+            Sink::Memory(b, _) => Data::Bytes(b),
             Sink::File(w) => Data::Temp(bounded(&io, move || w.finish()).await?),
         };
         let op = PutOp { id, data, expect };
-        let mut results = store_ops(&reservation.db, vec![op]).await?;
-        drop(reservation);
+        let db = reservation.db.clone();
+        let mut results = store_ops(&db, vec![op], vec![reservation]).await?;
         results.pop().unwrap_or(Ok(()))
     }
 }
@@ -504,6 +582,8 @@ pub struct PutBatch {
     _ticket: UploadTicket,
     tmp_dir: PathBuf,
     inline_max: u64,
+    /// The node's in-memory upload budget.
+    memory: Arc<Semaphore>,
     /// Quota reserved for the batch and not yet handed to a blob.
     reservation: Reservation,
     /// What each item reserved, by position.
@@ -560,19 +640,22 @@ impl PutBatch {
         let pos = self.next;
         self.next += 1;
         let hold = self.holds.get(pos as usize).copied().unwrap_or_default();
-        let reservation = self.reservation.split(hold);
+        let mut reservation = self.reservation.split(hold);
         let small = len <= self.inline_max
             && self
                 .in_memory
                 .saturating_add(usize::try_from(len).unwrap_or(usize::MAX))
                 <= BATCH_MEMORY;
-        let writing = if small {
+        if small {
+            reservation.memory = memory_permit(&self.memory, len, self.inline_max);
+        }
+        let writing = if reservation.memory.is_some() {
             self.in_memory += len as usize;
-            Some((Sink::Memory(Vec::with_capacity(len as usize)), reservation))
+            Some((Sink::memory(len as usize), reservation))
         } else {
             match temp_path(&self.tmp_dir) {
                 Ok(path) => Some((
-                    Sink::File(TempWriter::lazy(path, len, self.io.clone())),
+                    Sink::File(TempWriter::lazy(path, self.io.clone())),
                     reservation,
                 )),
                 Err(e) => {
@@ -598,7 +681,7 @@ impl PutBatch {
         let Some((sink, _)) = current.writing.as_mut() else {
             return Ok(());
         };
-        if let Err(e) = sink.write(bytes, self.inline_max).await {
+        if let Err(e) = sink.write(bytes).await {
             let pos = current.pos;
             current.writing = None;
             self.fail(pos, e)?;
@@ -616,7 +699,7 @@ impl PutBatch {
             return Ok(());
         };
         let writer = match sink {
-            Sink::Memory(bytes) => {
+            Sink::Memory(bytes, _) => {
                 self.ready.push(Ready {
                     pos,
                     id,
@@ -678,7 +761,7 @@ impl PutBatch {
             });
         }
         if !ops.is_empty() {
-            let results = store_ops(&self.reservation.db, ops).await?;
+            let results = store_ops(&self.reservation.db, ops, reservations).await?;
             for (pos, r) in positions.into_iter().zip(results) {
                 match r {
                     Ok(()) => {}
@@ -687,7 +770,6 @@ impl PutBatch {
                 }
             }
         }
-        drop(reservations);
         self.failed.sort_by_key(|(pos, _)| *pos);
         Ok(std::mem::take(&mut self.failed))
     }

@@ -295,24 +295,29 @@ async fn fsck_finds_missing_bytes_and_stray_files_and_fix_removes_strays() {
 #[tokio::test]
 async fn a_node_with_200000_blobs_starts_without_scanning() {
     timed(async {
-        const N: usize = 200_000;
+        // VAULT_START_BLOBS=1000000 measures the million (see
+        // docs/bench.md); the suite uses 200,000.
+        let n: usize = std::env::var("VAULT_START_BLOBS")
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(200_000);
         let mut node = TestNode::start(&users_text()).await.unwrap();
         node.stop().await.unwrap();
         let dir = node.root().join("alice");
         db::fill_for_tests(
             &dir,
-            (0..N).map(|i| (format!("m-{i:06}"), vec![(i % 256) as u8; 64])),
+            (0..n).map(|i| (format!("m-{i:06}"), vec![(i % 256) as u8; 64])),
         )
         .unwrap();
         let started = Instant::now();
         node.restart_with(|_| {}).await.unwrap();
         let took = started.elapsed();
-        eprintln!("a node with {N} blobs started in {took:?}");
+        eprintln!("a node with {n} blobs started in {took:?}");
         assert!(took.as_secs_f64() < 1.0, "start took {took:?}");
         let c = node.md5_client("alice", "Crimson33").await.unwrap();
         let started = Instant::now();
         match c.call(&Request::Status).await {
-            Response::Status(s) => assert_eq!((s.blobs, s.bytes), (N as u64, 64 * N as u64)),
+            Response::Status(s) => assert_eq!((s.blobs, s.bytes), (n as u64, 64 * n as u64)),
             other => panic!("{other:?}"),
         }
         let req = Request::List {

@@ -281,3 +281,180 @@ async fn a_full_disk_is_reported_as_such_and_leaves_nothing() {
         .await
         .is_ok());
 }
+
+/// Polls `cond` (bounded: about 10 s) until it holds.
+async fn eventually(mut cond: impl FnMut() -> bool) -> bool {
+    for _ in 0..1000 {
+        if cond() {
+            return true;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    false
+}
+
+/// Holds `db`'s write lock on a thread of its own until `release` is
+/// dropped or sent to: the user's writer waits meanwhile.
+fn block_writer(db: &Arc<UserDb>) -> std::sync::mpsc::Sender<()> {
+    let (ready_tx, ready_rx) = std::sync::mpsc::channel();
+    let (release, release_rx) = std::sync::mpsc::channel::<()>();
+    let db = db.clone();
+    std::thread::spawn(move || {
+        let txn = db.db.begin_write().unwrap();
+        ready_tx.send(()).unwrap();
+        let _ = release_rx.recv();
+        txn.abort().unwrap();
+    });
+    ready_rx.recv().unwrap();
+    release
+}
+
+#[tokio::test]
+async fn a_commit_dropped_after_its_hand_off_keeps_its_quota_until_the_writer_answers() {
+    tokio::time::timeout(Duration::from_secs(60), async {
+        let root = tempfile::tempdir().unwrap();
+        let store = BlobStore::new(root.path());
+        let quota = Some(100 + O);
+        let db = store.db("alice").await.unwrap();
+        let release = block_writer(&db);
+        let mut p = store
+            .begin_put("alice", &id("a"), 100, quota, None)
+            .await
+            .unwrap();
+        p.write(&[7; 100]).await.unwrap();
+        // The commit is handed to the (blocked) writer, then the request
+        // goes away: the blob is still to be committed.
+        let mut commit = Box::pin(p.commit());
+        tokio::select! {
+            biased;
+            r = &mut commit => panic!("committed with the writer blocked: {r:?}"),
+            () = std::future::ready(()) => {}
+        }
+        drop(commit);
+        let err = store
+            .begin_put("alice", &id("b"), 0, quota, None)
+            .await
+            .expect_err("the queued blob must still count against the quota");
+        assert!(matches!(err, PutError::Quota { .. }), "{err:?}");
+        drop(release);
+        assert!(
+            eventually(|| db.totals().unwrap().count == 1).await,
+            "the queued blob is stored"
+        );
+        assert!(
+            eventually(|| lock(&db.reserved).charge == 0).await,
+            "its reservation is given back once stored"
+        );
+        assert_eq!(store.usage("alice").await.unwrap(), (1, 100));
+        let err = store
+            .begin_put("alice", &id("b"), 0, quota, None)
+            .await
+            .expect_err("the stored blob counts against the quota");
+        assert!(matches!(err, PutError::Quota { .. }), "{err:?}");
+    })
+    .await
+    .unwrap();
+}
+
+fn is_memory(p: &PendingBlob) -> bool {
+    matches!(p.sink, Sink::Memory(..))
+}
+
+#[tokio::test]
+async fn an_in_memory_upload_allocates_as_its_bytes_arrive() {
+    tokio::time::timeout(Duration::from_secs(60), async {
+        let root = tempfile::tempdir().unwrap();
+        let store = BlobStore::new(root.path());
+        let len = 60_000;
+        let mut p = store
+            .begin_put("alice", &id("a"), len as u64, None, None)
+            .await
+            .unwrap();
+        let capacity = |p: &PendingBlob| match &p.sink {
+            Sink::Memory(b, _) => b.capacity(),
+            Sink::File(_) => panic!("a small upload goes to memory"),
+        };
+        assert_eq!(capacity(&p), 0, "an announced length allocates nothing");
+        p.write(&[1; 10]).await.unwrap();
+        assert!(capacity(&p) < 1000, "{}", capacity(&p));
+        p.write(&vec![2; len - 10]).await.unwrap();
+        assert!(capacity(&p) <= len, "{}", capacity(&p));
+        assert!(
+            p.write(&[3]).await.is_err(),
+            "no byte past the announced length"
+        );
+        // A batch's small blob too.
+        let mut batch = store
+            .begin_batch("alice", &[item("b", len)], None)
+            .await
+            .unwrap();
+        batch.start(&id("b"), len as u64).await.unwrap();
+        let held = match &batch.current.as_ref().unwrap().writing {
+            Some((Sink::Memory(b, _), _)) => b.capacity(),
+            other => panic!("a small blob goes to memory: {other:?}"),
+        };
+        assert_eq!(held, 0);
+    })
+    .await
+    .unwrap();
+}
+
+#[tokio::test]
+async fn small_uploads_go_to_temp_files_once_the_memory_budget_is_spent() {
+    tokio::time::timeout(Duration::from_secs(60), async {
+        let root = tempfile::tempdir().unwrap();
+        let limits = crate::store::StoreLimits {
+            max_upload_memory: 1000,
+            ..Default::default()
+        };
+        let store = BlobStore::with_limits(root.path(), limits);
+        let mut a = store
+            .begin_put("alice", &id("a"), 600, None, None)
+            .await
+            .unwrap();
+        assert!(is_memory(&a));
+        assert_eq!(store.upload_memory.available_permits(), 400);
+        // No room left for this one: a temp file, not a refusal.
+        let mut b = store
+            .begin_put("alice", &id("b"), 600, None, None)
+            .await
+            .unwrap();
+        assert!(!is_memory(&b), "over the budget: a temp file");
+        assert_eq!(temp_files(root.path()), 1);
+        // A batch: the blobs that fit in what is left stay in memory.
+        let blobs: [(&str, &[u8]); 3] = [("c", &[3; 300]), ("d", &[4; 300]), ("e", &[5; 50])];
+        let mut batch = store
+            .begin_batch("alice", &items(&blobs), None)
+            .await
+            .unwrap();
+        receive(&mut batch, &blobs).await.unwrap();
+        assert_eq!(
+            store.upload_memory.available_permits(),
+            50,
+            "c and e in memory, d in a temp file"
+        );
+        a.write(&[1; 600]).await.unwrap();
+        b.write(&[2; 600]).await.unwrap();
+        a.commit().await.unwrap();
+        b.commit().await.unwrap();
+        assert!(batch.commit().await.unwrap().is_empty());
+        assert_eq!(read_back(&store, "a").await.unwrap(), vec![1; 600]);
+        assert_eq!(read_back(&store, "b").await.unwrap(), vec![2; 600]);
+        for (name, data) in blobs {
+            assert_eq!(read_back(&store, name).await.unwrap(), data);
+        }
+        assert_eq!(store.upload_memory.available_permits(), 1000);
+        assert!(no_temp_files(root.path()).await);
+        // A dropped upload gives its share back.
+        let c = store
+            .begin_put("alice", &id("c"), 1000, None, None)
+            .await
+            .unwrap();
+        assert!(is_memory(&c));
+        assert_eq!(store.upload_memory.available_permits(), 0);
+        drop(c);
+        assert_eq!(store.upload_memory.available_permits(), 1000);
+    })
+    .await
+    .unwrap();
+}
