@@ -62,7 +62,7 @@ pub const MAX_IN_MEMORY: usize = 2 * CHUNK;
 /// Items the walk may run ahead of the plan.
 const AHEAD: usize = 256;
 /// Most files in one batch.
-const BATCH_FILES: usize = 128;
+const BATCH_FILES: usize = 256;
 /// Most plaintext bytes in one batch.
 const BATCH_BYTES: u64 = 4 << 20;
 /// Batches in flight at once.
