@@ -43,7 +43,10 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{mpsc, Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use redb::{Database, ReadableDatabase, ReadableTable, Table, TableDefinition, WriteTransaction};
+use redb::{
+    Database, ReadTransaction, ReadableDatabase, ReadableTable, Table, TableDefinition,
+    WriteTransaction,
+};
 use tokio::sync::oneshot;
 use wire::{BlobId, Expect};
 
@@ -1127,6 +1130,11 @@ pub fn convert_folder(dir: &Path, inline_max: u64, hook: &mut Convert) -> io::Re
 /// `id`'s index entry as committed now.
 pub(crate) fn lookup(db: &UserDb, id: &str) -> io::Result<Option<Entry>> {
     let txn = db.db.begin_read().map_err(db_err)?;
+    entry_in(&txn, id)
+}
+
+/// The index entry of `id` as read transaction `txn` sees it.
+pub(crate) fn entry_in(txn: &ReadTransaction, id: &str) -> io::Result<Option<Entry>> {
     let blobs = txn.open_table(BLOBS).map_err(db_err)?;
     Ok(blobs
         .get(id)
@@ -1170,12 +1178,7 @@ pub(crate) fn read_blob_in(
     max: u64,
 ) -> io::Result<Option<Vec<u8>>> {
     let txn = db.begin_read().map_err(db_err)?;
-    let blobs = txn.open_table(BLOBS).map_err(db_err)?;
-    let Some(entry) = blobs
-        .get(id)
-        .map_err(db_err)?
-        .map(|v| Entry::decode(v.value()))
-    else {
+    let Some(entry) = entry_in(&txn, id)? else {
         return Ok(None);
     };
     match entry.place {

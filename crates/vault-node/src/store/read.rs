@@ -33,7 +33,9 @@ use tokio::sync::OwnedSemaphorePermit;
 use tokio::time::Instant;
 use wire::{BlobId, ListEntry};
 
-use super::db::{damaged, db_err, file_name, inline_data, Entry, Place, UserDb, BLOBS, DATA};
+use super::db::{
+    damaged, db_err, entry_in, file_name, inline_data, Entry, Place, UserDb, BLOBS, DATA,
+};
 use super::index::unix_secs;
 use super::{blocking, page, BlobStore};
 
@@ -184,12 +186,7 @@ fn open_current(
     let mut missing = None;
     for _ in 0..REOPEN_TRIES {
         let txn = db.db.begin_read().map_err(db_err)?;
-        let blobs = txn.open_table(BLOBS).map_err(db_err)?;
-        let Some(entry) = blobs
-            .get(id)
-            .map_err(db_err)?
-            .map(|v| Entry::decode(v.value()))
-        else {
+        let Some(entry) = entry_in(&txn, id)? else {
             return Ok(None);
         };
         match entry.place {
