@@ -15,4 +15,5 @@ mod mtime;
 mod progress;
 mod rotate_again;
 mod stream_put;
+mod upgrade;
 mod vectors;
