@@ -120,20 +120,7 @@ impl DevCluster {
             .stderr(Stdio::piped())
             .spawn()
             .expect("spawn vault-client");
-        let pid = child.id();
-        let (tx, rx) = mpsc::channel();
-        std::thread::spawn(move || {
-            let _ = tx.send(child.wait_with_output());
-        });
-        match rx.recv_timeout(COMMAND_TIMEOUT) {
-            Ok(out) => out.expect("client output"),
-            Err(_) => {
-                let _ = Command::new("kill")
-                    .args(["-KILL", &pid.to_string()])
-                    .status();
-                panic!("vault-client {args:?} timed out");
-            }
-        }
+        collect(child, &format!("{args:?}"))
     }
 }
 

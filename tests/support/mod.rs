@@ -176,7 +176,7 @@ impl Running {
 
 /// Waits for `child` (a client) to exit, at most [`COMMAND_TIMEOUT`]; then
 /// it is killed by its pid and the test fails, naming `what` it ran.
-fn collect(child: Child, what: &str) -> Output {
+pub fn collect(child: Child, what: &str) -> Output {
     let pid = child.id();
     let (tx, rx) = mpsc::channel();
     std::thread::spawn(move || {
