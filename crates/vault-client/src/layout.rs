@@ -62,6 +62,7 @@ mod tests {
                 version: 1,
                 deleted: false,
                 mtime_ns: None,
+                extra: Default::default(),
             };
             let copies = part_copies(&m);
             assert_eq!(copies.len(), 8);

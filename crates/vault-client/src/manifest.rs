@@ -57,6 +57,64 @@ pub struct Manifest {
     /// Modification time of the source file, nanoseconds since the Unix
     /// epoch: with `size`, what an incremental PUT compares.
     pub mtime_ns: Option<u64>,
+    /// What the gateway keeps beside the bytes (S3 metadata, folder
+    /// markers). Absent from what Vault 0.2 and the command line write, so
+    /// their manifests seal to the same bytes as before.
+    #[serde(default, skip_serializing_if = "Extra::is_empty")]
+    pub extra: Extra,
+}
+
+/// Longest `Content-Type` a manifest keeps, in bytes.
+pub const MAX_CONTENT_TYPE_LEN: usize = 256;
+/// Most bytes of user metadata (`x-amz-meta-*` names and values together)
+/// a manifest keeps: S3's own limit.
+pub const MAX_USER_META_LEN: usize = 2048;
+/// Longest stored ETag (the multipart form `md5hex-N`).
+const MAX_ETAG_LEN: usize = 48;
+
+/// The object metadata S3 clients set and read back, and folder markers.
+/// Sealed inside the manifest like the name: nodes see none of it.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Extra {
+    /// `Content-Type`, as the uploader gave it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub content_type: Option<String>,
+    /// `x-amz-meta-*` pairs (names lower-case, without the prefix).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub user: Vec<(String, String)>,
+    /// The standard headers an uploader set and a GET returns
+    /// (`cache-control`, `content-disposition`, `content-encoding`,
+    /// `content-language`, `expires`), lower-case names.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub headers: Vec<(String, String)>,
+    /// The ETag when it is not the contents' MD5 (a multipart upload's
+    /// `md5-of-md5s-N`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub etag: Option<String>,
+    /// An empty folder's marker (an S3 bucket made by `CreateBucket`): a
+    /// file of no bytes that listings show as the folder `name/`.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub folder: bool,
+}
+
+impl Extra {
+    /// Nothing set: what command-line PUTs store.
+    pub fn is_empty(&self) -> bool {
+        *self == Extra::default()
+    }
+
+    /// Within the bounds a reader accepts.
+    pub fn well_formed(&self) -> bool {
+        self.content_type
+            .as_ref()
+            .is_none_or(|t| t.len() <= MAX_CONTENT_TYPE_LEN)
+            && self.user.iter().map(|(k, v)| k.len() + v.len()).sum::<usize>()
+                <= MAX_USER_META_LEN
+            && self.headers.len() <= 8
+            && self.headers.iter().map(|(k, v)| k.len() + v.len()).sum::<usize>()
+                <= MAX_USER_META_LEN
+            && self.etag.as_ref().is_none_or(|e| e.len() <= MAX_ETAG_LEN)
+    }
 }
 
 impl Manifest {
@@ -82,6 +140,7 @@ impl Manifest {
             version: self.version + 1,
             deleted: true,
             mtime_ns: None,
+            extra: Extra::default(),
         })
     }
 
@@ -90,6 +149,21 @@ impl Manifest {
             && self.file_id.len() == FILE_ID_LEN
             && crate::path::check_name(&self.name).is_ok()
             && self.version > 0
+            && self.extra.well_formed()
+            && !(self.extra.folder && self.size != 0)
+    }
+
+    /// The S3 ETag (without quotes): the stored one, or the MD5 in hex.
+    pub fn etag(&self) -> String {
+        self.extra
+            .etag
+            .clone()
+            .unwrap_or_else(|| hex::encode(&self.md5))
+    }
+
+    /// An empty folder's marker.
+    pub fn is_folder(&self) -> bool {
+        self.extra.folder
     }
 
     /// Seals the manifest for `user` under id `id`.
@@ -178,6 +252,7 @@ mod tests {
             version: 1,
             deleted: false,
             mtime_ns: Some(1),
+            extra: Extra::default(),
         };
         let id = master.manifest_id(&m.name);
         (m, id)
@@ -272,6 +347,43 @@ mod tests {
         assert!(fails(&sealed[..sealed.len() - 1], "alice", &id));
         assert!(fails(&[], "alice", &id));
         assert!(fails(&vec![0; MAX_SEALED_LEN + 1], "alice", &id));
+    }
+
+    #[test]
+    fn extra_metadata_round_trips_and_is_bounded() {
+        let master = MasterKey::generate().unwrap();
+        let (mut m, id) = sample(&master);
+        let plain = m.seal(&master, "alice", &id).unwrap().len();
+        m.extra = Extra {
+            content_type: Some("text/plain".into()),
+            user: vec![("mtime".into(), "1700000000.5".into())],
+            etag: Some(format!("{}-3", "ab".repeat(16))),
+            headers: vec![("cache-control".into(), "no-cache".into())],
+            folder: false,
+        };
+        let sealed = m.seal(&master, "alice", &id).unwrap();
+        assert_eq!(sealed.len(), plain, "small metadata stays in the size class");
+        assert!(!sealed.windows(10).any(|w| w == b"text/plain"));
+        let back = Manifest::open(&sealed, &master, "alice", &id).unwrap();
+        assert_eq!(back, m);
+        assert_eq!(back.etag(), format!("{}-3", "ab".repeat(16)));
+        // Over S3's 2 KiB of user metadata: refused as any malformed field.
+        m.extra.user = vec![("k".into(), "v".repeat(MAX_USER_META_LEN))];
+        let sealed = m.seal(&master, "alice", &id).unwrap();
+        assert_eq!(
+            Manifest::open(&sealed, &master, "alice", &id),
+            Err(ManifestError::Decryption)
+        );
+        // A folder marker holds no bytes.
+        m.extra = Extra {
+            folder: true,
+            ..Extra::default()
+        };
+        let sealed = m.seal(&master, "alice", &id).unwrap();
+        assert!(Manifest::open(&sealed, &master, "alice", &id).is_err());
+        m.size = 0;
+        let sealed = m.seal(&master, "alice", &id).unwrap();
+        assert!(Manifest::open(&sealed, &master, "alice", &id).unwrap().is_folder());
     }
 
     #[test]

@@ -21,7 +21,7 @@
 //!
 //! ```text
 //! client -> node:  frame(Request)  [bulk bytes, for PutBlob]  FIN
-//! node -> client:  frame(Response) [bulk bytes, for Blob]     FIN
+//! node -> client:  frame(Response) [bulk bytes, for Blob, BlobRange...] FIN
 //! ```
 //!
 //! A frame is `version: u16 BE | length: u32 BE | CBOR body`, with the body

@@ -49,6 +49,21 @@ pub enum Request {
         /// Blob to read.
         id: BlobId,
     },
+    /// Reads part of blob `id`: the bytes from `offset` on, at most `len`
+    /// of them (`None`: to the end). Answered with [`Response::BlobRange`]
+    /// (the blob's total length and how many bytes follow) and those bytes;
+    /// an `offset` past the end of the blob is refused with
+    /// [`ErrorCode::BadRequest`] (`offset` equal to the length gives no
+    /// bytes). Nodes that predate it answer `BadRequest` too (an unknown
+    /// request): a client may then fall back to [`Request::GetBlob`].
+    GetBlobRange {
+        /// Blob to read.
+        id: BlobId,
+        /// First byte to send.
+        offset: u64,
+        /// Most bytes to send (`None`: up to the end of the blob).
+        len: Option<u64>,
+    },
     /// Lists the user's blobs in id order, starting after `after`.
     List {
         /// Resume point: the last id of the previous page.
@@ -376,6 +391,15 @@ pub enum Response {
         /// Number of bulk bytes that follow.
         len: u64,
     },
+    /// Answer to `GetBlobRange`: exactly `len` bytes of the blob follow
+    /// the frame, from the offset asked for.
+    BlobRange {
+        /// The whole blob's length (what the client checks against the
+        /// length it expects).
+        total: u64,
+        /// Number of bulk bytes that follow (at most `total`).
+        len: u64,
+    },
     /// A page of the listing.
     Listing {
         /// Entries in id order.
@@ -590,6 +614,9 @@ impl Response {
                 }
                 Ok(())
             }
+            Response::BlobRange { total, len } if len > total => {
+                Err(DecodeError::Invalid("range longer than the blob"))
+            }
             Response::BatchStored { failed } => check_batch(failed.len()),
             Response::BatchDeleted { missing } => check_batch(missing.len()),
             Response::Stats { entries } => check_batch(entries.len()),
@@ -604,5 +631,35 @@ impl Response {
             code,
             message: message.into(),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::frame::split_frame;
+    use crate::{decode_request, decode_response, encode_request, encode_response};
+
+    #[test]
+    fn blob_range_round_trips_and_is_bounded() {
+        let id = BlobId::new("p2-abc").unwrap();
+        for len in [None, Some(0), Some(u64::MAX)] {
+            let req = Request::GetBlobRange {
+                id: id.clone(),
+                offset: 7,
+                len,
+            };
+            let frame = encode_request(&req);
+            assert_eq!(decode_request(split_frame(&frame).unwrap()).unwrap(), req);
+        }
+        let ok = Response::BlobRange { total: 10, len: 3 };
+        let frame = encode_response(&ok);
+        assert_eq!(decode_response(split_frame(&frame).unwrap()).unwrap(), ok);
+        // A node cannot announce more bytes than the blob holds.
+        let bad = encode_response(&Response::BlobRange { total: 3, len: 4 });
+        assert_eq!(
+            decode_response(split_frame(&bad).unwrap()),
+            Err(DecodeError::Invalid("range longer than the blob"))
+        );
     }
 }

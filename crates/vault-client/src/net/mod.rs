@@ -387,6 +387,7 @@ fn kind(r: &Response) -> &'static str {
         Response::LoggedIn => "LoggedIn",
         Response::Stored => "Stored",
         Response::Blob { .. } => "Blob",
+        Response::BlobRange { .. } => "BlobRange",
         Response::Listing { .. } => "Listing",
         Response::Deleted => "Deleted",
         Response::Status(_) => "Status",
@@ -540,9 +541,64 @@ impl Session {
                     recv,
                     remaining: len,
                     len,
+                    total: len,
                     stall: self.limits.stall,
                 })),
                 Ok(other) => Err(unexpected("Blob", &other)),
+                Err(e) if e.is_code(ErrorCode::NotFound) => Ok(None),
+                Err(e) => Err(e),
+            }
+        };
+        tokio::time::timeout(self.limits.request, opened)
+            .await
+            .map_err(|_| NetError::Timeout)?
+    }
+
+    /// Starts a download of part of blob `id`: the bytes from `offset` on,
+    /// at most `len` of them (`None`: to the end). `Ok(None)` if the node
+    /// has no such blob. The [`Download`]'s `total` is the whole blob's
+    /// length as the node announced it, and its `len` the bytes that
+    /// follow: exactly `min(len, total - offset)`, or the answer is a
+    /// protocol error. An `offset` past the end is refused by the node
+    /// (`BadRequest`), as is the request by a node that predates it.
+    pub async fn get_range(
+        &self,
+        id: &BlobId,
+        offset: u64,
+        len: Option<u64>,
+    ) -> Result<Option<Download>, NetError> {
+        let req = Request::GetBlobRange {
+            id: id.clone(),
+            offset,
+            len,
+        };
+        let opened = async {
+            let (mut send, mut recv) = self.open(&req).await?;
+            send.finish().map_err(conn_err)?;
+            let resp = read_frame(&mut recv).await;
+            if !matches!(resp, Err(NetError::Connection(_))) {
+                self.heard();
+            }
+            match resp {
+                Ok(Response::BlobRange { total, len: got }) => {
+                    let due = total
+                        .checked_sub(offset)
+                        .map(|rest| len.map_or(rest, |l| l.min(rest)));
+                    if due != Some(got) {
+                        let _ = recv.stop(0u32.into());
+                        return Err(NetError::Protocol(format!(
+                            "asked for bytes from {offset} of a blob of {total}, got {got}"
+                        )));
+                    }
+                    Ok(Some(Download {
+                        recv,
+                        remaining: got,
+                        len: got,
+                        total,
+                        stall: self.limits.stall,
+                    }))
+                }
+                Ok(other) => Err(unexpected("BlobRange", &other)),
                 Err(e) if e.is_code(ErrorCode::NotFound) => Ok(None),
                 Err(e) => Err(e),
             }
@@ -647,8 +703,12 @@ impl Upload {
 pub struct Download {
     recv: RecvStream,
     remaining: u64,
-    /// Total length the node announced.
+    /// Bytes the node announced to send: the whole blob for
+    /// [`Session::get`], the range for [`Session::get_range`].
     pub len: u64,
+    /// The whole blob's length as the node announced it (equal to `len`
+    /// for [`Session::get`]).
+    pub total: u64,
     stall: Duration,
 }
 

@@ -272,7 +272,7 @@ async fn put_list(s: &Session, list: Vec<Conditional>) -> Vec<(usize, Sent)> {
 enum Held {
     Nothing,
     /// A copy, valid (`Some`) or not.
-    Copy(Vec<u8>, Option<Manifest>),
+    Copy(Vec<u8>, Option<Box<Manifest>>),
 }
 
 /// Reads every ready node's copy of the manifests `ids` (one `GetBlobs`
@@ -309,7 +309,8 @@ async fn read_all(vault: &Vault, writes: &[Write], which: &[usize]) -> Vec<HashM
                         vault.user(),
                         &w.id,
                     )
-                    .ok();
+                    .ok()
+                    .map(Box::new);
                     Held::Copy(bytes, m)
                 }
             };
@@ -325,7 +326,7 @@ fn first(w: &Write, copies: &HashMap<usize, Held>) -> Option<(Manifest, Vec<u8>)
     let valid: Vec<(&Manifest, &Vec<u8>)> = copies
         .values()
         .filter_map(|h| match h {
-            Held::Copy(b, Some(m)) => Some((m, b)),
+            Held::Copy(b, Some(m)) => Some((&**m, b)),
             _ => None,
         })
         .collect();
@@ -466,7 +467,7 @@ impl Seen {
                     if m.file_id != w.manifest.file_id
                         && !list.iter().any(|o| o.file_id == m.file_id)
                     {
-                        list.push(m.clone());
+                        list.push((**m).clone());
                     }
                 }
             }

@@ -14,15 +14,19 @@
 
 use std::collections::VecDeque;
 use std::fs::File;
+use std::ops::Range;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use std::time::Duration;
 
-use tokio::task::JoinSet;
+use bytes::Bytes;
+use tokio::sync::mpsc;
+use tokio::task::{JoinHandle, JoinSet};
+use tokio::time::Instant;
 
-use super::part_stream::{PartError, PartReader, ReadOptions};
+use super::part_stream::{part_chunks, PartError, PartReader, ReadOptions};
 use super::{check_quorum, fetch_versions_within, io_err, OpError, ProgressRef};
 use crate::crypto::keys::PartKeys;
 use crate::crypto::stream::CHUNK_LEN;
@@ -78,8 +82,10 @@ pub async fn find_with(
     let id = vault.master().manifest_id(name);
     let versions = fetch_versions_within(vault, &id, None, Some(SWITCH_AFTER)).await;
     let stale = check_quorum(vault, versions.answered, &versions.problems, allow_stale)?;
+    // A folder marker (an empty S3 bucket) is no file to read.
     let m = versions
         .live()
+        .filter(|m| !m.is_folder())
         .cloned()
         .ok_or_else(|| OpError::NotFound(name.to_string()))?;
     Ok((m, stale))
@@ -126,23 +132,18 @@ pub async fn get_version(
 
     let mut set = JoinSet::new();
     for (k, (offset, len)) in m.parts().into_iter().enumerate() {
-        let candidates: Vec<Session> = nodes_for_part(m.placement(), k)
-            .iter()
-            .filter_map(|&i| vault.session(i).cloned())
-            .collect();
+        let (candidates, holders) = holders_of(vault, m, k);
         let job = PartFetch {
             k,
-            offset,
             len,
             keys: vault.master().part(vault.user(), &m.file_id, m.version, k),
-            file: file.clone(),
-            progress: progress.clone(),
+            chunks: 0..part_chunks(len),
+            sink: Sink::File {
+                file: file.clone(),
+                offset,
+                progress: progress.clone(),
+            },
         };
-        // Each holder's name, and why it cannot be used if it cannot.
-        let holders: Vec<(String, String)> = nodes_for_part(m.placement(), k)
-            .iter()
-            .map(|&i| (vault.node_name(i).to_string(), vault.why_unusable(i)))
-            .collect();
         set.spawn(async move { job.run(candidates, holders).await });
     }
     let mut failovers = Vec::new();
@@ -196,13 +197,201 @@ pub async fn get_version(
     })
 }
 
+/// Parts a range read fetches at once: the one being sent and the next,
+/// read ahead into a bounded buffer.
+const PARTS_IN_FLIGHT: usize = 2;
+
+/// Chunks (64 KiB each) of plaintext a range read buffers per part in
+/// flight, besides what the connection itself buffers.
+const CHUNKS_BUFFERED: usize = 16;
+
+/// Sends the plaintext bytes `range` of the file version `m` (from
+/// [`find`]) down `tx`, in order, in pieces of at most one chunk
+/// ([`CHUNK_LEN`], 64 KiB). Each byte is sent once and only after the
+/// chunk holding it authenticated.
+///
+/// Only the parts overlapping `range` are read, and of each only the
+/// chunks covering it (a ranged read of the node's blob, see
+/// [`Session::get_range`]), from one holder at a time (quiet ones last);
+/// when a holder fails or goes silent for [`SWITCH_AFTER`], the other copy
+/// takes over from the first chunk not yet sent. The part being sent and
+/// the next one are fetched at once, each into a bounded buffer, so memory
+/// stays bounded whatever the file's size.
+///
+/// An empty range sends nothing; a range ending past `m.size` (or ending
+/// before it starts) is [`OpError::Refused`], nothing sent. A part no
+/// holder can serve is [`OpError::Unavailable`], naming the part and each
+/// node's failure (`decryption failed` for a corrupt copy); the bytes sent
+/// before it are all authenticated. If the receiver of `tx` goes away,
+/// the node streams are stopped and this returns `Ok(())` at once.
+pub async fn read_range(
+    vault: &Vault,
+    m: &Manifest,
+    range: Range<u64>,
+    tx: &mpsc::Sender<Bytes>,
+) -> Result<(), OpError> {
+    if range.start > range.end || range.end > m.size {
+        return Err(OpError::Refused(format!(
+            "bytes {}..{} are not within the file's {} bytes",
+            range.start, range.end, m.size
+        )));
+    }
+    if range.is_empty() {
+        return Ok(());
+    }
+    let mut jobs: VecDeque<(PartFetch, mpsc::Receiver<Bytes>, u64)> = VecDeque::new();
+    for (k, (offset, len)) in m.parts().into_iter().enumerate() {
+        let from = range.start.max(offset);
+        let to = range.end.min(offset + len);
+        if from >= to {
+            continue;
+        }
+        // The part's own bytes, and the chunks holding them.
+        let (a, b) = (from - offset, to - offset);
+        let (ptx, prx) = mpsc::channel(CHUNKS_BUFFERED);
+        let job = PartFetch {
+            k,
+            len,
+            keys: vault.master().part(vault.user(), &m.file_id, m.version, k),
+            chunks: a / CHUNK_LEN as u64..b.div_ceil(CHUNK_LEN as u64),
+            sink: Sink::Channel {
+                tx: ptx,
+                range: a..b,
+            },
+        };
+        jobs.push_back((job, prx, b - a));
+    }
+    // The parts fetched, in order: their buffers and tasks (aborted, so
+    // their node streams stopped, when this returns or is dropped).
+    let mut buffers: VecDeque<(mpsc::Receiver<Bytes>, u64)> = VecDeque::new();
+    let mut tasks = Running(VecDeque::new());
+    loop {
+        while tasks.0.len() < PARTS_IN_FLIGHT {
+            let Some((job, prx, due)) = jobs.pop_front() else {
+                break;
+            };
+            let (candidates, holders) = holders_of(vault, m, job.k);
+            tasks.0.push_back(tokio::spawn(
+                async move { job.run(candidates, holders).await },
+            ));
+            buffers.push_back((prx, due));
+        }
+        let Some((mut prx, due)) = buffers.pop_front() else {
+            return Ok(());
+        };
+        let mut sent = 0u64;
+        loop {
+            let piece = tokio::select! {
+                biased;
+                () = tx.closed() => return Ok(()),
+                piece = prx.recv() => piece,
+            };
+            let Some(piece) = piece else { break };
+            sent += piece.len() as u64;
+            if tx.send(piece).await.is_err() {
+                return Ok(());
+            }
+        }
+        let handle = tasks.0.pop_front().expect("one task per buffer");
+        match handle.await {
+            Ok(Ok(_)) if sent == due => {}
+            Ok(Ok(_)) => {
+                // A job ends well only once all its bytes are sent: never
+                // end a range short without saying so.
+                return Err(OpError::Unavailable(format!(
+                    "a part of the range ended after {sent} of {due} bytes"
+                )));
+            }
+            Ok(Err(e)) => return Err(e),
+            Err(e) => return Err(OpError::Unavailable(format!("part task failed: {e}"))),
+        }
+    }
+}
+
+/// The part fetches of a range read: aborted when dropped.
+struct Running(VecDeque<JoinHandle<Result<Vec<String>, OpError>>>);
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        for handle in &self.0 {
+            handle.abort();
+        }
+    }
+}
+
+/// The sessions to part `k`'s holders that are up, and each holder's
+/// name with why it cannot be used if it cannot.
+fn holders_of(vault: &Vault, m: &Manifest, k: usize) -> (Vec<Session>, Vec<(String, String)>) {
+    let nodes = nodes_for_part(m.placement(), k);
+    let candidates = nodes
+        .iter()
+        .filter_map(|&i| vault.session(i).cloned())
+        .collect();
+    let holders = nodes
+        .iter()
+        .map(|&i| (vault.node_name(i).to_string(), vault.why_unusable(i)))
+        .collect();
+    (candidates, holders)
+}
+
+/// One part (or some of its chunks) to fetch from either copy.
 struct PartFetch {
+    /// Part number (0-based).
     k: usize,
-    offset: u64,
+    /// The part's plaintext length.
     len: u64,
     keys: PartKeys,
-    file: Arc<File>,
-    progress: ProgressRef,
+    /// The chunks to read.
+    chunks: Range<u64>,
+    /// Where their plaintext goes.
+    sink: Sink,
+}
+
+/// Where a part's plaintext goes.
+enum Sink {
+    /// Written at `offset` (the part's place) of the output file, with
+    /// `progress` advanced.
+    File {
+        file: Arc<File>,
+        offset: u64,
+        progress: ProgressRef,
+    },
+    /// The bytes `range` of the part's plaintext, sent down `tx` in order
+    /// (at most a chunk a message).
+    Channel {
+        tx: mpsc::Sender<Bytes>,
+        range: Range<u64>,
+    },
+}
+
+impl Sink {
+    /// Takes `plain`, the authenticated chunk at `at` of the part's
+    /// plaintext.
+    async fn take(&self, at: u64, plain: &[u8]) -> Result<(), Failure> {
+        match self {
+            Sink::File {
+                file,
+                offset,
+                progress,
+            } => {
+                file.write_all_at(plain, offset + at)
+                    .map_err(|e| format!("writing the output: {e}"))?;
+                progress.advance(plain.len() as u64);
+            }
+            Sink::Channel { tx, range } => {
+                let end = at + plain.len() as u64;
+                let from = range.start.clamp(at, end);
+                let to = range.end.clamp(at, end);
+                if from < to {
+                    let piece = &plain[(from - at) as usize..(to - at) as usize];
+                    tx.send(Bytes::copy_from_slice(piece))
+                        .await
+                        .map_err(|_| Failure::Gone)?;
+                }
+            }
+        }
+        Ok(())
+    }
 }
 
 /// Why an attempt at a part ended.
@@ -212,6 +401,8 @@ enum Failure {
     Silent,
     /// Anything else, in words.
     Failed(String),
+    /// Whoever wanted the bytes is gone: stop, trying no other copy.
+    Gone,
 }
 
 impl From<PartError> for Failure {
@@ -233,9 +424,10 @@ impl From<String> for Failure {
 /// over at the next one.
 #[derive(Debug, Default)]
 struct Written {
-    /// Chunks decrypted and written.
+    /// The next chunk to write (the chunks before it, from the first one
+    /// asked for, are written).
     chunks: u64,
-    /// The last chunk among them: the part is complete.
+    /// The last chunk asked for is among them: the job is complete.
     complete: bool,
 }
 
@@ -253,16 +445,13 @@ impl PartFetch {
         let mut order = candidates.clone();
         order.sort_by_key(Session::is_quiet);
         let mut queue: VecDeque<(Session, bool)> = order.into_iter().map(|s| (s, false)).collect();
-        let mut written = Written::default();
+        let mut written = Written {
+            chunks: self.chunks.start,
+            complete: self.chunks.is_empty(),
+        };
         while let Some((s, again)) = queue.pop_front() {
             let silence = (!queue.is_empty()).then_some(SWITCH_AFTER);
-            // A node must deliver at least MIN_RATE (after a grace period)
-            // or the other copy is used.
-            let deadline = Duration::from_secs(30) + Duration::from_secs(self.len / MIN_RATE);
-            let attempt =
-                tokio::time::timeout(deadline, self.fetch_from(&s, &mut written, silence))
-                    .await
-                    .unwrap_or_else(|_| Err(format!("too slow (over {deadline:?})").into()));
+            let attempt = self.fetch_from(&s, &mut written, silence).await;
             let why = match attempt {
                 Ok(()) => {
                     // A holder passed over for being quiet is a failover
@@ -282,6 +471,7 @@ impl PartFetch {
                     format!("sent nothing for {SWITCH_AFTER:?}")
                 }
                 Err(Failure::Failed(why)) => why,
+                Err(Failure::Gone) => return Ok(failures),
             };
             tracing::warn!(node = %s.name, part = self.k + 1, "falling back to the other copy: {why}");
             failures.push(format!("{}: {why}", s.name));
@@ -300,9 +490,14 @@ impl PartFetch {
         )))
     }
 
-    /// Fetches the part from `s`, from the first chunk not yet `written`
-    /// (the chunks before it are read past, not decrypted again). With
-    /// `silence`, gives up when `s` sends nothing for that long.
+    /// Fetches the part's chunks from `s`, from the first one not yet
+    /// `written` (only those are asked for). With `silence`, gives up when
+    /// `s` sends nothing for that long.
+    ///
+    /// A node must deliver at least [`MIN_RATE`] (after a grace period)
+    /// or the other copy is used; only the time spent waiting for the
+    /// node counts, not the time the sink takes (a slow reader of a range
+    /// is not the node's fault).
     async fn fetch_from(
         &self,
         s: &Session,
@@ -312,20 +507,33 @@ impl PartFetch {
         if written.complete {
             return Ok(());
         }
+        let to_read = (self.chunks.end - written.chunks).saturating_mul(CHUNK_LEN as u64);
+        let deadline = Duration::from_secs(30) + Duration::from_secs(to_read / MIN_RATE);
+        let mut left = deadline;
+        let too_slow = || Failure::Failed(format!("too slow (over {deadline:?})"));
         let options = ReadOptions {
             from_chunk: written.chunks,
+            to_chunk: Some(self.chunks.end),
             silence,
             keep_ciphertext: false,
         };
-        let mut part = PartReader::open(s, &self.keys, self.len, options).await?;
+        let started = Instant::now();
+        let mut part =
+            tokio::time::timeout(left, PartReader::open(s, &self.keys, self.len, options))
+                .await
+                .map_err(|_| too_slow())??;
+        left = left.saturating_sub(started.elapsed());
         let mut done = written.chunks * CHUNK_LEN as u64;
-        while let Some(plain) = part.next().await? {
-            self.file
-                .write_all_at(plain, self.offset + done)
-                .map_err(|e| format!("writing the output: {e}"))?;
+        loop {
+            let started = Instant::now();
+            let next = tokio::time::timeout(left, part.next())
+                .await
+                .map_err(|_| too_slow())??;
+            left = left.saturating_sub(started.elapsed());
+            let Some(plain) = next else { break };
+            self.sink.take(done, plain).await?;
             done += plain.len() as u64;
             written.chunks += 1;
-            self.progress.advance(plain.len() as u64);
             written.complete = part.opened_last();
         }
         Ok(())

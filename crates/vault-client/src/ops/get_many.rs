@@ -96,7 +96,8 @@ pub async fn get_tree_with(
         stale,
         ..GetSummary::default()
     };
-    let files: Vec<Manifest> = catalog.live().cloned().collect();
+    // Folder markers (empty S3 buckets) are not files to write.
+    let files: Vec<Manifest> = catalog.live().filter(|m| !m.is_folder()).cloned().collect();
     if files.is_empty() {
         return Err(OpError::NotFound(if prefix.is_empty() {
             "(the vault is empty)".into()

@@ -64,11 +64,22 @@ pub async fn list_with(vault: &Vault, prefix: &str, allow_stale: bool) -> Result
     let live: Vec<&Manifest> = catalog.live().collect();
     let presence = catalog::presence(vault, &live, false).await;
     tracing::debug!(elapsed = ?started.elapsed(), "parts checked");
+    // A folder marker (an empty S3 bucket) shows as `name/` while the
+    // folder holds no file; beside files it would only repeat them.
+    let holds_files = |folder: &str| {
+        live.iter()
+            .any(|f| !f.is_folder() && f.name != folder && crate::path::under(&f.name, folder))
+    };
     let files = live
         .iter()
         .enumerate()
+        .filter(|(_, m)| !m.is_folder() || !holds_files(&m.name))
         .map(|(i, m)| Listed {
-            name: m.name.clone(),
+            name: if m.is_folder() {
+                format!("{}/", m.name)
+            } else {
+                m.name.clone()
+            },
             size: m.size,
             version: m.version,
             complete: presence.complete(i),

@@ -158,7 +158,9 @@ impl PutBatch {
     pub async fn next(&mut self, vault: &Vault) -> Option<(PathBuf, Result<PutReport, OpError>)> {
         let q = self.queue.pop_front()?;
         let result = match name_for(&q.path) {
-            Ok(name) => store(vault, &q.path, &name, q.progress, q.hashing, false).await,
+            Ok(name) => store(vault, &q.path, &name, q.progress, q.hashing, false, None)
+                .await
+                .map(|(report, _)| report),
             Err(e) => Err(e),
         };
         Some((q.path, result))
@@ -209,8 +211,54 @@ fn shown_name(path: &Path) -> String {
     name_for(path).unwrap_or_else(|_| path.display().to_string())
 }
 
+/// A file the gateway spooled to local disk, whose MD5 it computed as the
+/// bytes came in: stored under `name` without a second MD5 pass.
+#[derive(Debug, Clone)]
+pub struct Spooled {
+    /// The spooled file (not changed while it is stored).
+    pub path: PathBuf,
+    /// The vault name.
+    pub name: String,
+    /// MD5 of the file's contents.
+    pub md5: [u8; 16],
+    /// Metadata kept in the manifest.
+    pub extra: crate::manifest::Extra,
+    /// The modification time to record (nanoseconds since the epoch).
+    pub mtime_ns: Option<u64>,
+}
+
+/// Stores a spooled file (see [`Spooled`]), as [`put_file`] stores one:
+/// what was stored, and the manifest committed.
+pub async fn put_spooled(
+    vault: &Vault,
+    spooled: Spooled,
+    progress: ProgressRef,
+) -> Result<(PutReport, Manifest), OpError> {
+    let meta = std::fs::metadata(&spooled.path).map_err(io_err(&spooled.path))?;
+    let hashed = Hashed {
+        size: meta.len(),
+        md5: spooled.md5,
+        fingerprint: fingerprint_of(&meta).ok_or_else(|| changed(&spooled.path))?,
+    };
+    let (tx, hashing) = tokio::sync::oneshot::channel();
+    let _ = tx.send(Ok(hashed));
+    let given = Some((spooled.extra, spooled.mtime_ns));
+    store(
+        vault,
+        &spooled.path,
+        &spooled.name,
+        progress,
+        hashing,
+        false,
+        given,
+    )
+    .await
+}
+
 /// Stores one file, streaming, under `name`. With `degraded`, one node
-/// may be unusable: its copies are skipped (every part keeps one).
+/// may be unusable: its copies are skipped (every part keeps one). `given`
+/// is the metadata and modification time to record instead of the file's
+/// own time and none.
 pub(crate) async fn store(
     vault: &Vault,
     path: &Path,
@@ -218,7 +266,8 @@ pub(crate) async fn store(
     progress: ProgressRef,
     hashing: Hashing,
     degraded: bool,
-) -> Result<PutReport, OpError> {
+    given: Option<(crate::manifest::Extra, Option<u64>)>,
+) -> Result<(PutReport, Manifest), OpError> {
     let mut warnings = require_nodes(vault, "PUT", degraded)?;
     let name = name.to_string();
     let meta = std::fs::metadata(path).map_err(io_err(path))?;
@@ -228,7 +277,7 @@ pub(crate) async fn store(
             path.display()
         )));
     }
-    let mtime_ns = crate::path::mtime_ns(&meta);
+    let (extra, mtime_ns) = given.unwrap_or_else(|| (Default::default(), crate::path::mtime_ns(&meta)));
 
     let hashed = hashing
         .await
@@ -254,6 +303,7 @@ pub(crate) async fn store(
         version: previous.max_version() + 1,
         deleted: false,
         mtime_ns,
+        extra,
     };
 
     progress.phase(Phase::Uploading(&name));
@@ -327,12 +377,13 @@ pub(crate) async fn store(
             )));
         }
     }
-    Ok(PutReport {
+    let report = PutReport {
         name,
         size,
         version: manifest.version,
         warnings,
-    })
+    };
+    Ok((report, manifest))
 }
 
 /// Uploads all eight part copies concurrently.

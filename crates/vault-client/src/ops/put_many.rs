@@ -565,8 +565,10 @@ impl Run<'_> {
             self.progress.clone(),
             hashing,
             self.options.degraded,
+            None,
         )
-        .await;
+        .await
+        .map(|(report, _)| report);
         self.finish(
             i,
             match r {
@@ -746,6 +748,7 @@ fn seal_one(
         version: previous.map_or(0, |e| e.newest.version) + 1,
         deleted: false,
         mtime_ns: mtime_ns(&before),
+        extra: Default::default(),
     };
     let master = vault.master();
     let manifest_id = master.manifest_id(&manifest.name);

@@ -549,6 +549,7 @@ mod tests {
             version,
             deleted: false,
             mtime_ns: None,
+            extra: Default::default(),
         }
     }
 

@@ -13,6 +13,7 @@ mod hostile_repair;
 mod library;
 mod mtime;
 mod progress;
+mod range;
 mod rotate_again;
 mod stream_put;
 mod upgrade;

@@ -55,6 +55,7 @@ fn manifest() -> Manifest {
         version: VERSION,
         deleted: false,
         mtime_ns: Some(1_700_000_000_123_456_789),
+        extra: Default::default(),
     }
 }
 

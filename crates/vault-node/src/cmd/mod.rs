@@ -9,6 +9,7 @@
 mod delete;
 mod delete_blobs;
 mod get_blob;
+mod get_blob_range;
 mod get_blobs;
 mod get_record;
 mod hello;
@@ -66,7 +67,8 @@ pub(crate) enum Reply {
     /// A response frame alone.
     Message(Response),
     /// A response frame, then the contents of each file in order, each
-    /// exactly its `len` bytes (`Blob`, `Blobs`, `DataListing`).
+    /// exactly its `len` bytes (`Blob`, `BlobRange`, `Blobs`,
+    /// `DataListing`).
     Bulk {
         /// The frame, announcing the lengths.
         head: Response,
@@ -112,6 +114,9 @@ pub(crate) async fn dispatch(ctx: &Ctx<'_>, req: Request, bulk: BulkIn<'_>) -> R
             .await
             .map(Reply::from),
         Request::GetBlob { id } => get_blob::run(ctx, &id).await,
+        Request::GetBlobRange { id, offset, len } => {
+            get_blob_range::run(ctx, &id, offset, len).await
+        }
         Request::List {
             after,
             limit,
@@ -158,6 +163,7 @@ fn kind(req: &Request) -> &'static str {
         Request::Login { .. } => "login",
         Request::PutBlob { .. } => "put-blob",
         Request::GetBlob { .. } => "get-blob",
+        Request::GetBlobRange { .. } => "get-blob-range",
         Request::List { .. } => "list",
         Request::ListData { .. } => "list-data",
         Request::GetBlobs { .. } => "get-blobs",

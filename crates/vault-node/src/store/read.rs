@@ -23,7 +23,7 @@
 //! `bulk::send_bulk` enforces.
 
 use std::fs::File;
-use std::io::{self, Read};
+use std::io::{self, Read, Seek};
 use std::path::Path;
 use std::sync::Arc;
 
@@ -101,6 +101,24 @@ struct Lease {
 }
 
 impl OpenBlob {
+    /// Narrows the blob to at most `len` bytes (`None`: all) from `offset`
+    /// on, for a ranged read: what streams from then on. `offset` is at
+    /// most [`OpenBlob::len`] (the caller checks). Returns the new length.
+    pub fn narrow(&mut self, offset: u64, len: Option<u64>) -> io::Result<u64> {
+        let rest = self
+            .len
+            .checked_sub(offset)
+            .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, "offset past the end"))?;
+        match &mut self.file {
+            BlobReader::File(f) => {
+                f.seek(io::SeekFrom::Start(offset))?;
+            }
+            BlobReader::Bytes(c) => c.set_position(offset),
+        }
+        self.len = len.map_or(rest, |l| l.min(rest));
+        Ok(self.len)
+    }
+
     /// When the whole reply carrying this blob must have been sent: the
     /// stream is reset after it.
     pub fn reply_by(&self) -> Instant {

@@ -12,7 +12,7 @@
 //!    [`MAX_BULK_LEN`]), within [`REQUEST_TIMEOUT`];
 //! 2. record it in [`Observed`], ask [`Lie::on_request`];
 //! 3. if forwarded: send the exact bytes received to the node, read its
-//!    response frame and, for `Blob`, `Blobs` and `DataListing`, the bulk
+//!    response frame and, for `Blob`, `BlobRange`, `Blobs` and `DataListing`, the bulk
 //!    it announces ([`response_bulk_len`]; same bounds, within
 //!    [`UPSTREAM_TIMEOUT`]), ask [`Lie::on_response`];
 //! 4. write the [`Reply`].

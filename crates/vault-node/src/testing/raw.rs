@@ -313,7 +313,7 @@ pub fn request_bulk_len(req: &Request) -> u64 {
 }
 
 /// Bulk bytes that follow `resp`'s frame, the answer to `req`: a `Blob`'s
-/// length, the sum of a `Blobs`' found lengths, the sum of the lengths of
+/// or a `BlobRange`'s length, the sum of a `Blobs`' found lengths, the sum of the lengths of
 /// a `DataListing`'s entries carried inline (at most the `ListData`'s
 /// `max_inline` bytes long); 0 for every other answer (saturating).
 pub fn response_bulk_len(req: &Request, resp: &Response) -> u64 {
@@ -323,7 +323,9 @@ pub fn response_bulk_len(req: &Request, resp: &Response) -> u64 {
 /// The length of each blob whose bytes follow `resp`, in order.
 fn bulk_lens<'a>(req: &'a Request, resp: &'a Response) -> Box<dyn Iterator<Item = u64> + 'a> {
     match (resp, req) {
-        (Response::Blob { len }, _) => Box::new(std::iter::once(*len)),
+        (Response::Blob { len }, _) | (Response::BlobRange { len, .. }, _) => {
+            Box::new(std::iter::once(*len))
+        }
         (Response::Blobs { lens }, _) => Box::new(lens.iter().flatten().copied()),
         (Response::DataListing { entries, .. }, Request::ListData { max_inline, .. }) => {
             let max = u64::from(*max_inline);

@@ -6,6 +6,7 @@
 mod admission;
 mod auth;
 mod batch;
+mod blob_range;
 mod blobs;
 mod certs;
 mod cli;
