@@ -2,6 +2,8 @@
 //! binaries, four nodes on loopback ports the nodes pick themselves,
 //! certificates made by `vault-node certs` at test time.
 
+pub mod gateway;
+
 use std::io::{BufRead, BufReader};
 use std::net::{SocketAddr, UdpSocket};
 use std::path::{Path, PathBuf};
@@ -78,7 +80,7 @@ pub fn with_timeout<F: FnOnce() + Send + 'static>(limit: Duration, f: F) {
     }
 }
 
-static REGISTRY: Mutex<Vec<Arc<Mutex<Option<Child>>>>> = Mutex::new(Vec::new());
+pub(crate) static REGISTRY: Mutex<Vec<Arc<Mutex<Option<Child>>>>> = Mutex::new(Vec::new());
 
 fn kill_all_registered() {
     for c in REGISTRY.lock().unwrap_or_else(|e| e.into_inner()).iter() {

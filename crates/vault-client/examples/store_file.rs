@@ -1,6 +1,7 @@
 //! Storing a file through the library alone: open the vault a `dfc.conf`
 //! describes and PUT one file. No command-line code is involved; an
-//! embedder depends on `vault-client` with `default-features = false`.
+//! embedder depends on the `vault-client` library, which has no
+//! command-line or HTTP dependencies.
 //!
 //! ```sh
 //! VAULT_PASSWORD=Crimson33 cargo run -p vault-client --example store_file -- vault-dev/dfc.conf README.md

@@ -29,8 +29,8 @@
 //!   successes as `Ok` with warnings.
 //! - `fsutil` (private): the crate's one atomic file replacement.
 //!
-//! The command line (`src/bin/vault-client/`, feature `cli`, on by default)
-//! is a user of this library like any other; `examples/store_file.rs` shows
+//! The command line (package `vault-cli`, binary `vault-client`) and the
+//! gateway (`vault-gateway`) are users of this library like any other; `examples/store_file.rs` shows
 //! the few lines an embedder needs.
 #![forbid(unsafe_code)]
 

@@ -108,10 +108,18 @@ impl Extra {
         self.content_type
             .as_ref()
             .is_none_or(|t| t.len() <= MAX_CONTENT_TYPE_LEN)
-            && self.user.iter().map(|(k, v)| k.len() + v.len()).sum::<usize>()
+            && self
+                .user
+                .iter()
+                .map(|(k, v)| k.len() + v.len())
+                .sum::<usize>()
                 <= MAX_USER_META_LEN
             && self.headers.len() <= 8
-            && self.headers.iter().map(|(k, v)| k.len() + v.len()).sum::<usize>()
+            && self
+                .headers
+                .iter()
+                .map(|(k, v)| k.len() + v.len())
+                .sum::<usize>()
                 <= MAX_USER_META_LEN
             && self.etag.as_ref().is_none_or(|e| e.len() <= MAX_ETAG_LEN)
     }
@@ -362,7 +370,11 @@ mod tests {
             folder: false,
         };
         let sealed = m.seal(&master, "alice", &id).unwrap();
-        assert_eq!(sealed.len(), plain, "small metadata stays in the size class");
+        assert_eq!(
+            sealed.len(),
+            plain,
+            "small metadata stays in the size class"
+        );
         assert!(!sealed.windows(10).any(|w| w == b"text/plain"));
         let back = Manifest::open(&sealed, &master, "alice", &id).unwrap();
         assert_eq!(back, m);
@@ -383,7 +395,9 @@ mod tests {
         assert!(Manifest::open(&sealed, &master, "alice", &id).is_err());
         m.size = 0;
         let sealed = m.seal(&master, "alice", &id).unwrap();
-        assert!(Manifest::open(&sealed, &master, "alice", &id).unwrap().is_folder());
+        assert!(Manifest::open(&sealed, &master, "alice", &id)
+            .unwrap()
+            .is_folder());
     }
 
     #[test]

@@ -239,6 +239,7 @@ pub fn instructions(dir: &Path, rotated: &[String]) -> String {
          \x20 VAULT_PASSWORD={password} {client} -c {conf} get README.md -o /tmp/README.copy\n\
          \x20 VAULT_PASSWORD={password} {client} -c {conf} delete README.md\n\
          \x20 {client} -c {conf}            (interactive prompt)\n\
+         \x20 VAULT_PASSWORD={password} {client} -c {conf} serve   (S3 for aws/rclone on :9000, a web page on :9001)\n\
          \n\
          Other demo users: {} (copy {conf} and change Username:/Password:).\n\
          `vault-client rotate` upgrades an account.\n\

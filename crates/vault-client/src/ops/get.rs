@@ -205,6 +205,13 @@ const PARTS_IN_FLIGHT: usize = 2;
 /// flight, besides what the connection itself buffers.
 const CHUNKS_BUFFERED: usize = 16;
 
+/// Chunks a range read asks a node for at once (3 MiB). With the stream's
+/// receive window (4 MiB) the node can always send a whole window at once,
+/// so its reply never stays open while a slow HTTP client reads (a node
+/// resets replies not taken within its reply deadline); the next window is
+/// asked for as the reader takes the bytes.
+const WINDOW_CHUNKS: u64 = 48;
+
 /// Sends the plaintext bytes `range` of the file version `m` (from
 /// [`find`]) down `tx`, in order, in pieces of at most one chunk
 /// ([`CHUNK_LEN`], 64 KiB). Each byte is sent once and only after the
@@ -511,30 +518,45 @@ impl PartFetch {
         let deadline = Duration::from_secs(30) + Duration::from_secs(to_read / MIN_RATE);
         let mut left = deadline;
         let too_slow = || Failure::Failed(format!("too slow (over {deadline:?})"));
-        let options = ReadOptions {
-            from_chunk: written.chunks,
-            to_chunk: Some(self.chunks.end),
-            silence,
-            keep_ciphertext: false,
+        // A file takes the bytes as fast as they come: one read. A channel
+        // to an HTTP client may not: a window at a time.
+        let window = match self.sink {
+            Sink::File { .. } => u64::MAX,
+            Sink::Channel { .. } => WINDOW_CHUNKS,
         };
-        let started = Instant::now();
-        let mut part =
-            tokio::time::timeout(left, PartReader::open(s, &self.keys, self.len, options))
-                .await
-                .map_err(|_| too_slow())??;
-        left = left.saturating_sub(started.elapsed());
-        let mut done = written.chunks * CHUNK_LEN as u64;
-        loop {
+        while !written.complete && written.chunks < self.chunks.end {
+            let to_chunk = self.chunks.end.min(written.chunks.saturating_add(window));
+            let options = ReadOptions {
+                from_chunk: written.chunks,
+                to_chunk: Some(to_chunk),
+                silence,
+                keep_ciphertext: false,
+            };
             let started = Instant::now();
-            let next = tokio::time::timeout(left, part.next())
-                .await
-                .map_err(|_| too_slow())??;
+            let mut part =
+                tokio::time::timeout(left, PartReader::open(s, &self.keys, self.len, options))
+                    .await
+                    .map_err(|_| too_slow())??;
             left = left.saturating_sub(started.elapsed());
-            let Some(plain) = next else { break };
-            self.sink.take(done, plain).await?;
-            done += plain.len() as u64;
-            written.chunks += 1;
-            written.complete = part.opened_last();
+            let mut done = written.chunks * CHUNK_LEN as u64;
+            let first = written.chunks;
+            loop {
+                let started = Instant::now();
+                let next = tokio::time::timeout(left, part.next())
+                    .await
+                    .map_err(|_| too_slow())??;
+                left = left.saturating_sub(started.elapsed());
+                let Some(plain) = next else { break };
+                self.sink.take(done, plain).await?;
+                done += plain.len() as u64;
+                written.chunks += 1;
+                // The end of this window is the end of the part's chunks
+                // only for the last window.
+                written.complete = part.opened_last() && to_chunk == self.chunks.end;
+            }
+            if written.chunks == first && !written.complete {
+                return Err(Failure::Failed("sent no chunk of the range asked".into()));
+            }
         }
         Ok(())
     }

@@ -277,7 +277,8 @@ pub(crate) async fn store(
             path.display()
         )));
     }
-    let (extra, mtime_ns) = given.unwrap_or_else(|| (Default::default(), crate::path::mtime_ns(&meta)));
+    let (extra, mtime_ns) =
+        given.unwrap_or_else(|| (Default::default(), crate::path::mtime_ns(&meta)));
 
     let hashed = hashing
         .await

@@ -633,8 +633,8 @@ async fn format_1_data_is_recognised_and_refused_with_a_way_forward() {
 
 // --- Through the real binary ------------------------------------------------
 
-fn client_bin() -> &'static str {
-    env!("CARGO_BIN_EXE_vault-client")
+fn client_bin() -> std::path::PathBuf {
+    vault_tests::bin("vault-client")
 }
 
 fn run_cli(conf: &Path, env: &[(&str, &str)], args: &[&str]) -> std::process::Output {

@@ -93,6 +93,18 @@ pub async fn run(cli: Cli) -> Result<i32> {
         command => {
             // Standard input is the prompt's from here on.
             drop(sources);
+            // Refused before any login: the gateway would refuse it anyway.
+            if let Some(Command::Serve {
+                s3,
+                web,
+                allow_remote: false,
+            }) = &command
+            {
+                if let Some(addr) = [s3, web].into_iter().find(|a| !a.ip().is_loopback()) {
+                    eprintln!("error: {}", vault_gateway::ServeError::Remote(*addr));
+                    return Ok(2);
+                }
+            }
             // PUT's MD5 pass runs while the nodes are dialled and Argon2id runs.
             let batch = match &command {
                 Some(Command::Put {
@@ -126,6 +138,43 @@ pub async fn run(cli: Cli) -> Result<i32> {
                 }
             }
             let status = match command {
+                Some(Command::Serve {
+                    s3,
+                    web,
+                    allow_remote,
+                }) => {
+                    let reopen: vault_gateway::backend::Reopen = {
+                        let (endpoint, cfg, password, options) = (
+                            endpoint.clone(),
+                            cfg.clone(),
+                            password.clone(),
+                            options.clone(),
+                        );
+                        std::sync::Arc::new(move || {
+                            let (endpoint, cfg, password, options) = (
+                                endpoint.clone(),
+                                cfg.clone(),
+                                password.clone(),
+                                options.clone(),
+                            );
+                            Box::pin(async move {
+                                Vault::open_with(&endpoint, &cfg, &password, &options)
+                                    .await
+                                    .map_err(|e| e.to_string())
+                            })
+                        })
+                    };
+                    let options = vault_gateway::Options {
+                        s3,
+                        web,
+                        allow_remote,
+                        config: cfg.path.clone(),
+                        secret: None,
+                        reopen: Some(reopen),
+                        password: Some(password.clone()),
+                    };
+                    return serve(vault, options, &password, &endpoint).await;
+                }
                 Some(Command::Status) => status(&vault, &cfg, cli.json).await,
                 Some(c) => run_command(&vault, c, cli.json, cli.allow_stale, batch).await,
                 None => {
@@ -511,6 +560,10 @@ pub async fn run_command(
         }
         Command::Rotate => {
             eprintln!("error: rotate is not available at the prompt; run `vault-client rotate`");
+            1
+        }
+        Command::Serve { .. } => {
+            eprintln!("error: serve is not available at the prompt; run `vault-client serve`");
             1
         }
     }
@@ -1126,4 +1179,48 @@ async fn not_found_or_folder(vault: &Vault, name: &str, e: OpError) -> i32 {
         }
     }
     report_error(&e)
+}
+
+/// `serve`: the gateway over the opened vault until Ctrl-C or SIGTERM.
+async fn serve(
+    vault: Vault,
+    mut options: vault_gateway::Options,
+    password: &str,
+    endpoint: &quinn::Endpoint,
+) -> Result<i32> {
+    if let Ok(secret) = std::env::var("VAULT_S3_SECRET") {
+        if secret.is_empty() {
+            bail!("VAULT_S3_SECRET is empty");
+        }
+        // The S3 secret travels to every tool given it; the password opens
+        // the vault's keys. One must never be the other.
+        if subtle::ConstantTimeEq::ct_eq(secret.as_bytes(), password.as_bytes()).into() {
+            bail!("VAULT_S3_SECRET must not be the vault password: choose another secret");
+        }
+        options.secret = Some(zeroize::Zeroizing::new(secret));
+    }
+    let shutdown = async {
+        let mut term =
+            tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).ok();
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => {}
+            _ = async {
+                match term.as_mut() {
+                    Some(t) => { t.recv().await; }
+                    None => std::future::pending::<()>().await,
+                }
+            } => {}
+        }
+        eprintln!("stopping: finishing the requests under way");
+    };
+    let mut out = std::io::stdout();
+    let result = vault_gateway::serve(vault, options, shutdown, &mut out).await;
+    vault_client::net::finish(endpoint).await;
+    match result {
+        Ok(()) => Ok(0),
+        Err(e) => {
+            eprintln!("error: {e}");
+            Ok(1)
+        }
+    }
 }

@@ -30,7 +30,9 @@ fn main() {
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
+                // s3s logs every S3 error answer (a 404 included) as an
+                // error: the gateway reports its own trouble itself.
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn,s3s=off")),
         )
         .init();
     let runtime = match tokio::runtime::Runtime::new() {

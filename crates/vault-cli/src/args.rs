@@ -47,6 +47,7 @@ const AFTER_HELP: &str = "\
 Environment:
   VAULT_PASSWORD      the password (instead of the prompt or dfc.conf)
   VAULT_NEW_PASSWORD  the new password for `rotate`
+  VAULT_S3_SECRET     the S3 secret key for `serve` (never the vault password)
   RUST_LOG            log filter (default: warn)
 
 A bad username or password prints `Invalid Username/Password. Please try again.`
@@ -159,6 +160,25 @@ pub enum Command {
         /// Only files under this folder (orphans are collected only for the
         /// whole vault).
         prefix: Option<String>,
+    },
+    /// Serve the vault to other tools from this machine: an S3 endpoint
+    /// (aws cli, rclone, boto3: access key = the vault user, secret key =
+    /// VAULT_S3_SECRET or one made at first start and kept 0600 in
+    /// dfc.conf.s3-secret) and a web page (open the printed URL with its
+    /// token). Buckets are the vault's top-level folders. Files are
+    /// encrypted here before they leave; uploads wait in the private folder
+    /// dfc.conf.spool/. Runs until Ctrl-C or SIGTERM.
+    Serve {
+        /// Address of the S3 endpoint (port 0: any free port).
+        #[arg(long, value_name = "ADDR:PORT", default_value = vault_gateway::DEFAULT_S3)]
+        s3: std::net::SocketAddr,
+        /// Address of the web page (port 0: any free port).
+        #[arg(long, value_name = "ADDR:PORT", default_value = vault_gateway::DEFAULT_WEB)]
+        web: std::net::SocketAddr,
+        /// Allow addresses other machines can reach (the gateway speaks
+        /// plain HTTP: put TLS in front of it).
+        #[arg(long)]
+        allow_remote: bool,
     },
 }
 
