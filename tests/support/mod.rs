@@ -30,8 +30,10 @@ pub fn bin(name: &str) -> PathBuf {
     BUILT.call_once(|| {
         let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
         let mut cmd = Command::new(cargo);
-        // The same build `cargo test --workspace` makes: a no-op after it.
-        cmd.args(["build", "--quiet", "--workspace", "--tests"]);
+        // The build `.ci/run` makes before the tests: a no-op after it.
+        // `--bins` too: `vault-client` lives in vault-cli, a package with
+        // no tests of its own, whose binary `--tests` alone does not build.
+        cmd.args(["build", "--quiet", "--workspace", "--bins", "--tests"]);
         if dir.file_name().is_some_and(|n| n == "release") {
             cmd.arg("--release");
         }

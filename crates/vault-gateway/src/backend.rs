@@ -64,6 +64,9 @@ impl Object {
 pub struct Snapshot {
     /// When it was read from the nodes.
     taken: Option<Instant>,
+    /// While a new snapshot is read: this gateway's writes meanwhile, to
+    /// apply on top of it (the scan may have read the nodes before them).
+    pending: Option<Vec<(String, Option<Object>)>>,
     /// The files and folder markers, by name.
     pub objects: BTreeMap<String, Object>,
 }
@@ -148,7 +151,10 @@ pub struct Backend {
     vault: std::sync::RwLock<Vault>,
     /// Where uploads wait for their MD5 and their PUT.
     pub spool: Spool,
-    snapshot: tokio::sync::Mutex<Snapshot>,
+    snapshot: std::sync::Mutex<Snapshot>,
+    /// Held while a snapshot is read from the nodes: one scan at a time,
+    /// while writes and listings of the current snapshot go on.
+    scanning: tokio::sync::Mutex<()>,
 }
 
 /// What the bytes of an upload were checked to be.
@@ -166,7 +172,8 @@ impl Backend {
         Backend {
             vault: std::sync::RwLock::new(vault),
             spool,
-            snapshot: tokio::sync::Mutex::new(Snapshot::default()),
+            snapshot: std::sync::Mutex::new(Snapshot::default()),
+            scanning: tokio::sync::Mutex::new(()),
         }
     }
 
@@ -223,27 +230,51 @@ impl Backend {
         max_age: Duration,
         f: impl FnOnce(&Snapshot) -> R,
     ) -> Result<R, Error> {
-        let mut snap = self.snapshot.lock().await;
-        if snap.taken.is_none_or(|t| t.elapsed() > max_age) {
-            let started = Instant::now();
-            let vault = self.vault();
-            let cat = catalog::scan_light(&vault, "").await;
-            let answered = ops::catalog_answered(&vault, &cat);
-            ops::check_quorum(&vault, answered, &cat.problems, false)?;
-            snap.objects = cat
-                .live()
-                .map(|m| (m.name.clone(), Object::of(m)))
-                .collect();
-            snap.taken = Some(started);
+        let stale = |s: &Snapshot| s.taken.is_none_or(|t| t.elapsed() > max_age);
+        if stale(&self.snap()) {
+            let _scan = self.scanning.lock().await;
+            // Another request may have read one meanwhile.
+            if stale(&self.snap()) {
+                self.snap().pending = Some(Vec::new());
+                let started = Instant::now();
+                let vault = self.vault();
+                let cat = catalog::scan_light(&vault, "").await;
+                let answered = ops::catalog_answered(&vault, &cat);
+                if let Err(e) = ops::check_quorum(&vault, answered, &cat.problems, false) {
+                    self.snap().pending = None;
+                    return Err(e.into());
+                }
+                let mut objects: BTreeMap<String, Object> = cat
+                    .live()
+                    .map(|m| (m.name.clone(), Object::of(m)))
+                    .collect();
+                let mut snap = self.snap();
+                for (name, now) in snap.pending.take().unwrap_or_default() {
+                    match now {
+                        Some(o) => objects.insert(name, o),
+                        None => objects.remove(&name),
+                    };
+                }
+                snap.objects = objects;
+                snap.taken = Some(started);
+            }
         }
-        Ok(f(&snap))
+        Ok(f(&self.snap()))
+    }
+
+    fn snap(&self) -> std::sync::MutexGuard<'_, Snapshot> {
+        self.snapshot.lock().unwrap_or_else(|e| e.into_inner())
     }
 
     /// Records in the snapshot what this gateway just wrote.
     async fn note(&self, name: &str, now: Option<&Manifest>) {
-        let mut snap = self.snapshot.lock().await;
+        let mut snap = self.snap();
+        let now = now.map(Object::of);
+        if let Some(pending) = &mut snap.pending {
+            pending.push((name.to_string(), now.clone()));
+        }
         match now {
-            Some(m) => snap.objects.insert(name.to_string(), Object::of(m)),
+            Some(o) => snap.objects.insert(name.to_string(), o),
             None => snap.objects.remove(name),
         };
     }

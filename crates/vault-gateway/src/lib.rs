@@ -447,8 +447,24 @@ impl hyper::service::Service<hyper::Request<hyper::body::Incoming>> for Front {
                 );
             }
             if let Ok(id) = spool::random_hex(8) {
-                if let Ok(v) = hyper::header::HeaderValue::from_str(&id.to_ascii_uppercase()) {
+                let id = id.to_ascii_uppercase();
+                if let Ok(v) = hyper::header::HeaderValue::from_str(&id) {
                     resp.headers_mut().insert("x-amz-request-id", v);
+                }
+                // An error body names the request too, as S3's do (clients
+                // log it; it matches the header).
+                if !resp.status().is_success() {
+                    if let Some(body) = resp.body().bytes() {
+                        if let Some(at) = body.windows(8).rposition(|w| w == b"</Error>") {
+                            let mut with = body[..at].to_vec();
+                            with.extend_from_slice(
+                                format!("<RequestId>{id}</RequestId>").as_bytes(),
+                            );
+                            with.extend_from_slice(&body[at..]);
+                            resp.headers_mut().remove(hyper::header::CONTENT_LENGTH);
+                            *resp.body_mut() = s3s::Body::from(with);
+                        }
+                    }
                 }
             }
             Ok(resp)

@@ -400,3 +400,42 @@ async fn a_get_taking_over_a_part_asks_only_for_the_chunks_not_yet_written() {
     })
     .await
 }
+
+/// A node from before ranged reads (Vault 0.2): a request it cannot
+/// decode is answered `BadRequest`, as its request reader does.
+struct NoRanges;
+
+impl vault_node::testing::lie::Lie for NoRanges {
+    fn on_request(&self, req: &Request, _bulk: &[u8]) -> vault_node::testing::lie::Verdict {
+        match req {
+            Request::GetBlobRange { .. } => {
+                vault_node::testing::lie::Verdict::Answer(vault_node::testing::lie::Reply::Send(
+                    wire::Response::error(wire::ErrorCode::BadRequest, "malformed request"),
+                    Vec::new(),
+                ))
+            }
+            _ => vault_node::testing::lie::Verdict::Forward,
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn nodes_without_ranged_reads_are_read_whole() {
+    timed(async {
+        let mut c = TestCluster::start(&alice()).await.unwrap();
+        let v = open(&c, "alice", ALICE).await.unwrap();
+        let src = data(3 * 1024 * 1024 + 17, 11);
+        put(&v, &c, "old.bin", &src).await;
+        let m = ops::get::find(&v, "old.bin").await.unwrap();
+        for i in 0..4 {
+            c.make_hostile(i, Arc::new(NoRanges)).await.unwrap();
+        }
+        let v = open(&c, "alice", ALICE).await.unwrap();
+        let size = src.len() as u64;
+        // Inside a part, across parts, the end: every one from whole reads.
+        for range in [100_000..200_000, 700_000..1_700_000, size - 10..size] {
+            read_ok(&v, &m, range, &src).await;
+        }
+    })
+    .await
+}
