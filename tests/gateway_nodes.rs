@@ -194,9 +194,9 @@ fn a_restarted_node_is_used_again_without_restarting_the_gateway() {
         let mut c = Cluster::start();
         let gw = Gateway::start(&c, PASSWORD, &[]);
         let put = r#"
-s3.create_bucket(Bucket="b") if "b" not in [x["Name"] for x in s3.list_buckets()["Buckets"]] else None
+s3.create_bucket(Bucket="bkt") if "bkt" not in [x["Name"] for x in s3.list_buckets()["Buckets"]] else None
 try:
-    s3.put_object(Bucket="b", Key="k", Body=b"hello")
+    s3.put_object(Bucket="bkt", Key="k", Body=b"hello")
     out["ok"] = True
 except Exception as e:
     out["ok"] = False
@@ -222,7 +222,7 @@ except Exception as e:
             std::thread::sleep(Duration::from_millis(500));
         }
         let list = ok(&c.client(PASSWORD, &["list"]));
-        assert!(list.contains("b/k"), "{list}");
+        assert!(list.contains("bkt/k"), "{list}");
         let _ = gw.stop();
     });
 }
@@ -280,5 +280,42 @@ fn serve_refuses_other_machines_unless_allowed_and_keeps_its_secret_private() {
         );
         assert_eq!(out["buckets"], 0);
         let _ = gw.stop();
+    });
+}
+
+#[test]
+fn serve_degraded_stores_with_a_node_down_and_repair_completes_it() {
+    with_timeout(LIMIT, || {
+        let mut c = Cluster::start();
+        c.kill(2);
+        let gw = Gateway::start_args(
+            &c,
+            PASSWORD,
+            &[],
+            &[
+                "serve",
+                "--s3",
+                "127.0.0.1:0",
+                "--web",
+                "127.0.0.1:0",
+                "--degraded",
+            ],
+        );
+        let out = boto3(
+            &gw,
+            r#"
+s3.create_bucket(Bucket="bkt")
+s3.put_object(Bucket="bkt", Key="k", Body=b"stored with DFS3 down")
+out["body"] = s3.get_object(Bucket="bkt", Key="k")["Body"].read().decode()
+"#,
+        );
+        assert_eq!(out["body"], "stored with DFS3 down");
+        let _ = gw.stop();
+        c.restart(2);
+        // DFS3's copies are missing until repair restores them.
+        let check = c.client(PASSWORD, &["check"]);
+        assert_eq!(check.status.code(), Some(1), "{check:?}");
+        ok(&c.client(PASSWORD, &["repair"]));
+        ok(&c.client(PASSWORD, &["check"]));
     });
 }

@@ -26,19 +26,7 @@ const BOTO: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/gateway/boto_checks.py"
 
 /// Fails the test unless `cmd args` runs and succeeds.
 fn require(what: &str, cmd: &str, args: &[&str]) {
-    let ran = Command::new(cmd)
-        .args(args)
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .status()
-        .map(|s| s.success())
-        .unwrap_or(false);
-    assert!(
-        ran,
-        "{what} is missing on this machine (`{cmd} {}` failed): {INSTALL}",
-        args.join(" ")
-    );
+    vault_tests::gateway::require(what, cmd, args, INSTALL);
 }
 
 fn require_aws() {

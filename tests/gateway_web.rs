@@ -619,19 +619,7 @@ fn replayed_cookie_reads_nothing() {
 
 /// Fails the test unless `cmd args` runs and succeeds.
 fn require(what: &str, cmd: &str, args: &[&str]) {
-    let ran = Command::new(cmd)
-        .args(args)
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .status()
-        .map(|s| s.success())
-        .unwrap_or(false);
-    assert!(
-        ran,
-        "{what} is missing on this machine (`{cmd} {}` failed): {INSTALL}",
-        args.join(" ")
-    );
+    vault_tests::gateway::require(what, cmd, args, INSTALL);
 }
 
 /// The browser script, stopped when the test ends however it ends: its

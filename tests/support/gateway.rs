@@ -178,3 +178,21 @@ impl Gateway {
         out
     }
 }
+
+/// Fails the test unless `cmd args` runs and succeeds, saying that `what`
+/// is missing and `install` (how to install it).
+pub fn require(what: &str, cmd: &str, args: &[&str], install: &str) {
+    let ran = Command::new(cmd)
+        .args(args)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .map(|s| s.success())
+        .unwrap_or(false);
+    assert!(
+        ran,
+        "{what} is missing on this machine (`{cmd} {}` failed): {install}",
+        args.join(" ")
+    );
+}

@@ -179,6 +179,11 @@ pub enum Command {
         /// plain HTTP: put TLS in front of it).
         #[arg(long)]
         allow_remote: bool,
+        /// Store uploads with one node down, as `put --degraded` (its
+        /// copies are skipped; run `repair` once it is back). Without it an
+        /// upload needs all four nodes.
+        #[arg(long)]
+        degraded: bool,
     },
 }
 

@@ -98,6 +98,7 @@ pub async fn run(cli: Cli) -> Result<i32> {
                 s3,
                 web,
                 allow_remote: false,
+                ..
             }) = &command
             {
                 if let Some(addr) = [s3, web].into_iter().find(|a| !a.ip().is_loopback()) {
@@ -142,6 +143,7 @@ pub async fn run(cli: Cli) -> Result<i32> {
                     s3,
                     web,
                     allow_remote,
+                    degraded,
                 }) => {
                     let reopen: vault_gateway::backend::Reopen = {
                         let (endpoint, cfg, password, options) = (
@@ -171,6 +173,7 @@ pub async fn run(cli: Cli) -> Result<i32> {
                         config: cfg.path.clone(),
                         secret: None,
                         reopen: Some(reopen),
+                        degraded,
                         password: Some(password.clone()),
                     };
                     return serve(vault, options, &password, &endpoint).await;

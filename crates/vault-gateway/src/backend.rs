@@ -155,6 +155,8 @@ pub struct Backend {
     /// Held while a snapshot is read from the nodes: one scan at a time,
     /// while writes and listings of the current snapshot go on.
     scanning: tokio::sync::Mutex<()>,
+    /// Uploads store with one node unusable (`serve --degraded`).
+    degraded: bool,
 }
 
 /// What the bytes of an upload were checked to be.
@@ -168,12 +170,13 @@ pub struct Received {
 
 impl Backend {
     /// A backend over `vault`, spooling into `spool`.
-    pub fn new(vault: Vault, spool: Spool) -> Backend {
+    pub fn new(vault: Vault, spool: Spool, degraded: bool) -> Backend {
         Backend {
             vault: std::sync::RwLock::new(vault),
             spool,
             snapshot: std::sync::Mutex::new(Snapshot::default()),
             scanning: tokio::sync::Mutex::new(()),
+            degraded,
         }
     }
 
@@ -356,6 +359,7 @@ impl Backend {
                 md5: received.md5,
                 extra: extra.clone(),
                 mtime_ns: Some(now_ns()),
+                degraded: self.degraded,
             },
             ops::no_progress(),
         )

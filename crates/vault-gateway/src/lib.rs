@@ -70,6 +70,8 @@ pub struct Options {
     pub secret: Option<Zeroizing<String>>,
     /// Logs in again, for nodes that were down or restarted.
     pub reopen: Option<backend::Reopen>,
+    /// Uploads store with one node unusable, as `put --degraded`.
+    pub degraded: bool,
     /// The vault password: an S3 secret equal to it is refused.
     pub password: Option<Zeroizing<String>>,
 }
@@ -234,7 +236,7 @@ pub async fn serve(
     }
     let spool = Spool::open(&beside(&opts.config, ".spool"))?;
     let user = vault.user().to_string();
-    let backend = Arc::new(Backend::new(vault, spool));
+    let backend = Arc::new(Backend::new(vault, spool, opts.degraded));
 
     let s3_listener = TcpListener::bind(opts.s3)
         .await

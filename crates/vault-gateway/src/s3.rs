@@ -113,6 +113,36 @@ impl VaultS3 {
         }
     }
 
+    /// One page of `bucket`'s listing (both list versions): from a
+    /// snapshot at most [`FRESH_FOR`] old, or [`PAGES_FOR`] for the later
+    /// pages of a listing (`continuing`).
+    async fn list_page(
+        &self,
+        bucket: &str,
+        prefix: &str,
+        delimiter: Option<&str>,
+        after: Option<&str>,
+        max: usize,
+        continuing: bool,
+    ) -> S3Result<Page> {
+        check_bucket(bucket)?;
+        let age = if continuing { PAGES_FOR } else { FRESH_FOR };
+        let (exists, p) = self
+            .backend
+            .with_listing(age, |s| {
+                (
+                    s.is_folder(bucket),
+                    page(s, bucket, prefix, delimiter, after, max),
+                )
+            })
+            .await
+            .map_err(s3_err)?;
+        if !exists {
+            return Err(s3_error!(NoSuchBucket));
+        }
+        Ok(p)
+    }
+
     /// The vault user, as S3's owner of everything.
     fn owner(&self) -> Owner {
         let user = self.backend.vault().user().to_string();
@@ -748,7 +778,6 @@ impl S3 for VaultS3 {
         // An empty delimiter is no delimiter (and is not echoed).
         input.delimiter = input.delimiter.filter(|d| !d.is_empty());
         let owner = input.fetch_owner.unwrap_or(false).then(|| self.owner());
-        check_bucket(&input.bucket)?;
         let url = is_url(&input.encoding_type)?;
         let max = max_keys(input.max_keys)?;
         let prefix = input.prefix.clone().unwrap_or_default();
@@ -757,32 +786,16 @@ impl S3 for VaultS3 {
             (None, Some(s)) => Some(s.clone()),
             (None, None) => None,
         };
-        let age = if input.continuation_token.is_some() {
-            PAGES_FOR
-        } else {
-            FRESH_FOR
-        };
-        let bucket = input.bucket.clone();
-        let (exists, p) = self
-            .backend
-            .with_listing(age, |s| {
-                (
-                    s.is_folder(&bucket),
-                    page(
-                        s,
-                        &bucket,
-                        &prefix,
-                        input.delimiter.as_deref(),
-                        after.as_deref(),
-                        max,
-                    ),
-                )
-            })
-            .await
-            .map_err(s3_err)?;
-        if !exists {
-            return Err(s3_error!(NoSuchBucket));
-        }
+        let p = self
+            .list_page(
+                &input.bucket,
+                &prefix,
+                input.delimiter.as_deref(),
+                after.as_deref(),
+                max,
+                input.continuation_token.is_some(),
+            )
+            .await?;
         let enc = |s: String| if url { url_encode(&s) } else { s };
         let count = (p.objects.len() + p.prefixes.len()) as i32;
         let contents = p
@@ -826,36 +839,19 @@ impl S3 for VaultS3 {
     ) -> S3Result<S3Response<ListObjectsOutput>> {
         let mut input = req.input;
         input.delimiter = input.delimiter.filter(|d| !d.is_empty());
-        check_bucket(&input.bucket)?;
         let url = is_url(&input.encoding_type)?;
         let max = max_keys(input.max_keys)?;
         let prefix = input.prefix.clone().unwrap_or_default();
-        let age = if input.marker.is_some() {
-            PAGES_FOR
-        } else {
-            FRESH_FOR
-        };
-        let bucket = input.bucket.clone();
-        let (exists, p) = self
-            .backend
-            .with_listing(age, |s| {
-                (
-                    s.is_folder(&bucket),
-                    page(
-                        s,
-                        &bucket,
-                        &prefix,
-                        input.delimiter.as_deref(),
-                        input.marker.as_deref(),
-                        max,
-                    ),
-                )
-            })
-            .await
-            .map_err(s3_err)?;
-        if !exists {
-            return Err(s3_error!(NoSuchBucket));
-        }
+        let p = self
+            .list_page(
+                &input.bucket,
+                &prefix,
+                input.delimiter.as_deref(),
+                input.marker.as_deref(),
+                max,
+                input.marker.is_some(),
+            )
+            .await?;
         let enc = |s: String| if url { url_encode(&s) } else { s };
         // NextMarker only with a delimiter (S3: otherwise the last key is
         // the marker).

@@ -225,6 +225,9 @@ pub struct Spooled {
     pub extra: crate::manifest::Extra,
     /// The modification time to record (nanoseconds since the epoch).
     pub mtime_ns: Option<u64>,
+    /// Store with one node unusable, as `put --degraded` (its copies are
+    /// skipped; `repair` restores them).
+    pub degraded: bool,
 }
 
 /// Stores a spooled file (see [`Spooled`]), as [`put_file`] stores one:
@@ -249,7 +252,7 @@ pub async fn put_spooled(
         &spooled.name,
         progress,
         hashing,
-        false,
+        spooled.degraded,
         given,
     )
     .await
