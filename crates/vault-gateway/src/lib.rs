@@ -145,7 +145,8 @@ fn secret(opts: &Options) -> Result<(Zeroizing<String>, bool), ServeError> {
     );
     let written = (|| {
         let mut f = spool::create_private(&tmp)?;
-        f.write_all(format!("{}\n", s.as_str()).as_bytes())?;
+        f.write_all(s.as_bytes())?;
+        f.write_all(b"\n")?;
         f.sync_all()?;
         std::fs::hard_link(&tmp, &path)
     })();
@@ -156,7 +157,7 @@ fn secret(opts: &Options) -> Result<(Zeroizing<String>, bool), ServeError> {
 
 /// Reads the stored secret, refusing a link, a file of another user or one
 /// others can read or write (someone else could have planted it).
-fn read_private(path: &Path) -> std::io::Result<String> {
+fn read_private(path: &Path) -> std::io::Result<Zeroizing<String>> {
     use std::io::Read;
     use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
     let mut f = std::fs::OpenOptions::new()
@@ -172,7 +173,7 @@ fn read_private(path: &Path) -> std::io::Result<String> {
             "not a private file of this user (it must be mode 0600 and yours); remove it to have a new one made",
         ));
     }
-    let mut s = String::new();
+    let mut s = Zeroizing::new(String::new());
     std::io::Read::by_ref(&mut f)
         .take(1024)
         .read_to_string(&mut s)?;
