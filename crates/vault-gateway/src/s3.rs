@@ -143,6 +143,19 @@ impl VaultS3 {
         Ok(p)
     }
 
+    /// The current version of `name` (in `bucket`): NoSuchKey, or
+    /// NoSuchBucket when the bucket is not there either.
+    async fn current(&self, bucket: &str, name: &str) -> S3Result<Manifest> {
+        match self.backend.head(name).await {
+            Ok(m) => Ok(m),
+            Err(Error::Op(OpError::NotFound(_))) => {
+                self.need_bucket(bucket).await?;
+                Err(s3_error!(NoSuchKey))
+            }
+            Err(e) => Err(s3_err(e)),
+        }
+    }
+
     /// The vault user, as S3's owner of everything.
     fn owner(&self) -> Owner {
         let user = self.backend.vault().user().to_string();
@@ -280,6 +293,23 @@ fn content_encoding(v: &Option<String>) -> Option<String> {
         .filter(|c| !c.is_empty() && !c.eq_ignore_ascii_case("aws-chunked"))
         .collect();
     (!kept.is_empty()).then(|| kept.join(", "))
+}
+
+/// The bytes a `Range` header asks of an object of `size` bytes, and the
+/// `Content-Range` to answer with (none without a Range).
+fn range_of(
+    range: &Option<s3s::dto::Range>,
+    size: u64,
+) -> S3Result<(std::ops::Range<u64>, Option<String>)> {
+    let Some(r) = range else {
+        return Ok((0..size, None));
+    };
+    let r = r.check(size).map_err(|_| s3_error!(InvalidRange))?;
+    if r.is_empty() {
+        return Err(s3_error!(InvalidRange));
+    }
+    let content_range = format!("bytes {}-{}/{}", r.start, r.end - 1, size);
+    Ok((r, Some(content_range)))
 }
 
 /// A standard header kept with the object.
@@ -887,14 +917,7 @@ impl S3 for VaultS3 {
     ) -> S3Result<S3Response<HeadObjectOutput>> {
         let input = req.input;
         let name = vault_name(&input.bucket, &input.key)?;
-        let m = match self.backend.head(&name).await {
-            Ok(m) => m,
-            Err(Error::Op(OpError::NotFound(_))) => {
-                self.need_bucket(&input.bucket).await?;
-                return Err(s3_error!(NoSuchKey));
-            }
-            Err(e) => return Err(s3_err(e)),
-        };
+        let m = self.current(&input.bucket, &name).await?;
         check_conditions(
             &m,
             &input.if_match,
@@ -902,21 +925,9 @@ impl S3 for VaultS3 {
             &input.if_modified_since,
             &input.if_unmodified_since,
         )?;
-        let (content_length, content_range) = match &input.range {
-            None => (m.size, None),
-            Some(r) => {
-                let r = r.check(m.size).map_err(|_| s3_error!(InvalidRange))?;
-                if r.is_empty() {
-                    return Err(s3_error!(InvalidRange));
-                }
-                (
-                    r.end - r.start,
-                    Some(format!("bytes {}-{}/{}", r.start, r.end - 1, m.size)),
-                )
-            }
-        };
+        let (range, content_range) = range_of(&input.range, m.size)?;
         Ok(S3Response::new(HeadObjectOutput {
-            content_length: Some(content_length as i64),
+            content_length: Some((range.end - range.start) as i64),
             content_range,
             content_type: m.extra.content_type.clone(),
             cache_control: header(&m, "cache-control"),
@@ -941,14 +952,7 @@ impl S3 for VaultS3 {
         if input.part_number.is_some() {
             return Err(s3_error!(NotImplemented, "GET by part number"));
         }
-        let m = match self.backend.head(&name).await {
-            Ok(m) => m,
-            Err(Error::Op(OpError::NotFound(_))) => {
-                self.need_bucket(&input.bucket).await?;
-                return Err(s3_error!(NoSuchKey));
-            }
-            Err(e) => return Err(s3_err(e)),
-        };
+        let m = self.current(&input.bucket, &name).await?;
         check_conditions(
             &m,
             &input.if_match,
@@ -956,17 +960,7 @@ impl S3 for VaultS3 {
             &input.if_modified_since,
             &input.if_unmodified_since,
         )?;
-        let (range, content_range) = match &input.range {
-            None => (0..m.size, None),
-            Some(r) => {
-                let r = r.check(m.size).map_err(|_| s3_error!(InvalidRange))?;
-                if r.is_empty() {
-                    return Err(s3_error!(InvalidRange));
-                }
-                let cr = format!("bytes {}-{}/{}", r.start, r.end - 1, m.size);
-                (r, Some(cr))
-            }
-        };
+        let (range, content_range) = range_of(&input.range, m.size)?;
         let len = range.end - range.start;
         let body = self.backend.read(m.clone(), range);
         Ok(S3Response::new(GetObjectOutput {
@@ -1074,14 +1068,7 @@ impl S3 for VaultS3 {
         let from = vault_name(&src_bucket, &src_key)?;
         let to = vault_name(&input.bucket, &input.key)?;
         self.need_bucket(&input.bucket).await?;
-        let m = match self.backend.head(&from).await {
-            Ok(m) => m,
-            Err(Error::Op(OpError::NotFound(_))) => {
-                self.need_bucket(&src_bucket).await?;
-                return Err(s3_error!(NoSuchKey));
-            }
-            Err(e) => return Err(s3_err(e)),
-        };
+        let m = self.current(&src_bucket, &from).await?;
         check_conditions(
             &m,
             &input.copy_source_if_match,

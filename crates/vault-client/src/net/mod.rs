@@ -529,29 +529,11 @@ impl Session {
     /// Starts a download of blob `id`; `Ok(None)` if the node has no such blob.
     pub async fn get(&self, id: &BlobId) -> Result<Option<Download>, NetError> {
         let req = Request::GetBlob { id: id.clone() };
-        let opened = async {
-            let (mut send, mut recv) = self.open(&req).await?;
-            send.finish().map_err(conn_err)?;
-            let resp = read_frame(&mut recv).await;
-            if !matches!(resp, Err(NetError::Connection(_))) {
-                self.heard();
-            }
-            match resp {
-                Ok(Response::Blob { len }) => Ok(Some(Download {
-                    recv,
-                    remaining: len,
-                    len,
-                    total: len,
-                    stall: self.limits.stall,
-                })),
-                Ok(other) => Err(unexpected("Blob", &other)),
-                Err(e) if e.is_code(ErrorCode::NotFound) => Ok(None),
-                Err(e) => Err(e),
-            }
-        };
-        tokio::time::timeout(self.limits.request, opened)
-            .await
-            .map_err(|_| NetError::Timeout)?
+        self.download(&req, |resp| match resp {
+            Response::Blob { len } => Ok((len, len)),
+            other => Err(unexpected("Blob", &other)),
+        })
+        .await
     }
 
     /// Starts a download of part of blob `id`: the bytes from `offset` on,
@@ -572,33 +554,52 @@ impl Session {
             offset,
             len,
         };
+        self.download(&req, |resp| match resp {
+            Response::BlobRange { total, len: got } => {
+                let due = total
+                    .checked_sub(offset)
+                    .map(|rest| len.map_or(rest, |l| l.min(rest)));
+                if due != Some(got) {
+                    return Err(NetError::Protocol(format!(
+                        "asked for bytes from {offset} of a blob of {total}, got {got}"
+                    )));
+                }
+                Ok((got, total))
+            }
+            other => Err(unexpected("BlobRange", &other)),
+        })
+        .await
+    }
+
+    /// Sends `req` and, when `accept` takes the answer as `(bytes that
+    /// follow, whole blob's length)`, the [`Download`] of those bytes;
+    /// `Ok(None)` for a blob the node does not hold.
+    async fn download(
+        &self,
+        req: &Request,
+        accept: impl FnOnce(Response) -> Result<(u64, u64), NetError>,
+    ) -> Result<Option<Download>, NetError> {
         let opened = async {
-            let (mut send, mut recv) = self.open(&req).await?;
+            let (mut send, mut recv) = self.open(req).await?;
             send.finish().map_err(conn_err)?;
             let resp = read_frame(&mut recv).await;
             if !matches!(resp, Err(NetError::Connection(_))) {
                 self.heard();
             }
             match resp {
-                Ok(Response::BlobRange { total, len: got }) => {
-                    let due = total
-                        .checked_sub(offset)
-                        .map(|rest| len.map_or(rest, |l| l.min(rest)));
-                    if due != Some(got) {
-                        let _ = recv.stop(0u32.into());
-                        return Err(NetError::Protocol(format!(
-                            "asked for bytes from {offset} of a blob of {total}, got {got}"
-                        )));
-                    }
-                    Ok(Some(Download {
+                Ok(resp) => match accept(resp) {
+                    Ok((len, total)) => Ok(Some(Download {
                         recv,
-                        remaining: got,
-                        len: got,
+                        remaining: len,
+                        len,
                         total,
                         stall: self.limits.stall,
-                    }))
-                }
-                Ok(other) => Err(unexpected("BlobRange", &other)),
+                    })),
+                    Err(e) => {
+                        let _ = recv.stop(0u32.into());
+                        Err(e)
+                    }
+                },
                 Err(e) if e.is_code(ErrorCode::NotFound) => Ok(None),
                 Err(e) => Err(e),
             }
