@@ -34,6 +34,26 @@ pub fn bin(name: &str) -> PathBuf {
         // `--bins` too: `vault-client` lives in vault-cli, a package with
         // no tests of its own, whose binary `--tests` alone does not build.
         cmd.args(["build", "--quiet", "--workspace", "--bins", "--tests"]);
+        // Without the variables cargo sets for a test process: build
+        // scripts (ring's) watch some of them, and seeing them changed
+        // they would rebuild half the tree here, inside a test's time
+        // limit, and again in the next outer cargo run.
+        for (key, _) in std::env::vars_os() {
+            let Some(key) = key.to_str() else { continue };
+            let set_for_tests = [
+                "CARGO_MANIFEST_",
+                "CARGO_PKG_",
+                "CARGO_CRATE_",
+                "CARGO_BIN_",
+                "CARGO_PRIMARY_PACKAGE",
+                "CARGO_TARGET_TMPDIR",
+                "CARGO_RUSTC_CURRENT_DIR",
+                "OUT_DIR",
+            ];
+            if set_for_tests.iter().any(|p| key.starts_with(p)) {
+                cmd.env_remove(key);
+            }
+        }
         if dir.file_name().is_some_and(|n| n == "release") {
             cmd.arg("--release");
         }
