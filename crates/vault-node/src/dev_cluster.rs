@@ -1,12 +1,20 @@
-//! `vault-node dev-cluster`: four nodes in one process, for trying Vault.
+//! `vault-node dev-cluster`: N nodes in one process (four by default,
+//! `--nodes N` from [`MIN_NODES`] to [`MAX_NODES`]), for trying Vault.
 //!
 //! In `DIR` (default `vault-dev`): `certs/` (an existing CA is re-used;
 //! its key in `ca-private/ca.key`, outside `certs/`; `certs/cluster.secret`
-//! shared by the four nodes), `dfs.conf` with the demo users in the classic MD5 form, `dfc.conf` for
+//! shared by the nodes), `dfs.conf` with the demo users in the classic MD5 form, `dfc.conf` for
 //! the client (the client finds `certs/ca.pem` next to it), and the node
-//! roots `DFS1`..`DFS4`. Existing `dfs.conf`/`dfc.conf` are kept; a new
+//! roots `DFS1`..`DFSN`. Existing `dfs.conf`/`dfc.conf` are kept; a new
 //! `dfc.conf` names the ports the nodes got (with base port 0, ports the
-//! system picks).
+//! system picks) and, for other than four nodes, says in a comment which
+//! redundancy the client uses by default ([`dfc_conf`]).
+//!
+//! A `DIR` made for another number of nodes is refused ([`existing_nodes`]):
+//! running fewer nodes would leave the files stored on the others
+//! unreachable, running more would not match the kept `dfc.conf`. Nothing
+//! of the user's is ever deleted; the error says how to run it with its
+//! own number of nodes or start over in another folder.
 //!
 //! While it runs, lines typed into its terminal control the nodes
 //! ([`parse_command`]): `stop DFS3` shuts one node down for real (its
@@ -37,8 +45,52 @@ pub const DEMO_USERS: [(&str, &str); 3] = [
     ("Eve", "Magellan101"),
 ];
 
-/// The four node names.
-pub const NODES: [&str; 4] = ["DFS1", "DFS2", "DFS3", "DFS4"];
+/// Number of nodes without `--nodes`.
+pub const DEFAULT_NODES: usize = 4;
+
+/// Fewest nodes of a dev cluster (Reed-Solomon 2+1).
+pub const MIN_NODES: usize = 3;
+
+/// Most nodes of a dev cluster.
+pub const MAX_NODES: usize = 64;
+
+/// Checks a number of nodes for `--nodes`: [`MIN_NODES`]..=[`MAX_NODES`].
+pub fn check_node_count(nodes: usize) -> Result<usize, String> {
+    if (MIN_NODES..=MAX_NODES).contains(&nodes) {
+        Ok(nodes)
+    } else {
+        Err(format!(
+            "a dev cluster has {MIN_NODES} to {MAX_NODES} nodes, not {nodes}"
+        ))
+    }
+}
+
+/// The names of `nodes` nodes: `DFS1`..`DFSn`.
+pub fn node_names(nodes: usize) -> Vec<String> {
+    (1..=nodes).map(|i| format!("DFS{i}")).collect()
+}
+
+/// "four", "six"...: how the banner counts nodes (digits beyond twelve).
+fn count_words(n: usize) -> String {
+    const WORDS: [&str; 13] = [
+        "zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine", "ten",
+        "eleven", "twelve",
+    ];
+    WORDS
+        .get(n)
+        .map_or_else(|| n.to_string(), |w| (*w).to_string())
+}
+
+/// The Reed-Solomon shape the client uses by default with `servers`
+/// servers other than four (four: the classic layout): `(K, M)`, 2+1 with
+/// three, else (N-2)+2.
+pub fn default_rs(servers: usize) -> (usize, usize) {
+    if servers <= 3 {
+        (2, 1)
+    } else {
+        (servers - 2, 2)
+    }
+}
 
 /// Default folder of the dev cluster.
 pub const DEFAULT_DIR: &str = "vault-dev";
@@ -61,9 +113,26 @@ fn dfs_conf() -> String {
     s
 }
 
-fn dfc_conf(addrs: &[SocketAddr]) -> String {
+/// The `dfc.conf` of a new dev cluster whose nodes listen on `addrs`
+/// (`DFS1` on the first...). With other than four servers, a comment
+/// before them says which redundancy the client uses by default; with
+/// four, the file is the classic one, unchanged.
+pub fn dfc_conf(addrs: &[SocketAddr]) -> String {
     let mut s = String::from("# Vault dev-cluster client configuration.\n");
-    for (name, addr) in NODES.iter().zip(addrs) {
+    if addrs.len() != DEFAULT_NODES {
+        let (k, m) = default_rs(addrs.len());
+        let with_three = if addrs.len() == 3 {
+            ""
+        } else {
+            " (rs 2+1 with three)"
+        };
+        s.push_str(&format!(
+            "# {} servers: the client stores files as Reed-Solomon rs {k}+{m} by default{with_three}; \
+             a Redundancy line changes it\n",
+            addrs.len()
+        ));
+    }
+    for (name, addr) in node_names(addrs.len()).iter().zip(addrs) {
         s.push_str(&format!("Server {name} {addr}\n"));
     }
     let (name, password) = DEMO_USERS[0];
@@ -94,26 +163,91 @@ pub struct Prepared {
     pub server: Server,
 }
 
-/// Creates (or re-uses) the dev cluster's files in `dir` and binds the four
-/// nodes on 127.0.0.1, ports `base_port`..`base_port + 3`; with
-/// `base_port` 0, each on a free port the system picks. A new `dfc.conf`
-/// names the ports the nodes got.
-pub fn prepare(dir: &Path, base_port: u16) -> anyhow::Result<Vec<Prepared>> {
-    if base_port.checked_add(3).is_none() {
-        anyhow::bail!("base port {base_port} leaves no room for four nodes");
-    }
+/// The ports of `nodes` nodes from `base_port`: `base_port`..`base_port +
+/// nodes - 1`, or all 0 (each node on a free port the system picks) with
+/// `base_port` 0.
+pub fn ports(base_port: u16, nodes: usize) -> anyhow::Result<Vec<u16>> {
+    let nodes = check_node_count(nodes).map_err(anyhow::Error::msg)?;
     if base_port == 0 {
-        prepare_with(dir, |_| 0)
-    } else {
-        prepare_with(dir, |i| base_port + i)
+        return Ok(vec![0; nodes]);
     }
+    let last = u16::try_from(nodes - 1)
+        .ok()
+        .and_then(|n| base_port.checked_add(n));
+    if last.is_none() {
+        anyhow::bail!(
+            "base port {base_port} leaves no room for {} nodes",
+            count_words(nodes)
+        );
+    }
+    Ok((0..nodes).map(|i| base_port + i as u16).collect())
 }
 
-/// [`prepare`] with node `i` (0-based) bound to port `port(i)`.
-fn prepare_with(dir: &Path, port: impl Fn(u16) -> u16) -> anyhow::Result<Vec<Prepared>> {
+/// How many nodes the dev cluster in `dir` was made with: the highest `n`
+/// for which the node root `DFSn` or its certificate `certs/DFSn.pem`
+/// exists (0 for a new folder). A wiped node root with its certificate
+/// kept still counts.
+pub fn existing_nodes(dir: &Path) -> usize {
+    // The highest `DFSn<suffix>` in `folder` (folders only, or files only).
+    let highest = |folder: &Path, suffix: &str, folders: bool| -> usize {
+        let Ok(entries) = std::fs::read_dir(folder) else {
+            return 0;
+        };
+        entries
+            .filter_map(|e| e.ok())
+            .filter(|e| e.file_type().is_ok_and(|t| t.is_dir() == folders))
+            .filter_map(|e| {
+                let name = e.file_name();
+                let name = name.to_str()?;
+                let n: usize = name
+                    .strip_prefix("DFS")?
+                    .strip_suffix(suffix)?
+                    .parse()
+                    .ok()?;
+                // Only the names the dev cluster writes: `DFS6`, not `DFS06`.
+                (n > 0 && name == format!("DFS{n}{suffix}")).then_some(n)
+            })
+            .max()
+            .unwrap_or(0)
+    };
+    highest(dir, "", true).max(highest(&dir.join("certs"), ".pem", false))
+}
+
+/// Refuses a `dir` made for another number of nodes than `nodes`, naming
+/// it, how many it holds and how to go on; deletes nothing.
+fn check_existing(dir: &Path, nodes: usize) -> anyhow::Result<()> {
+    let held = existing_nodes(dir);
+    if held == 0 || held == nodes {
+        return Ok(());
+    }
+    let shown = dir.display();
+    anyhow::bail!(
+        "{shown} holds a dev cluster of {held} nodes (DFS1..DFS{held}), not {nodes}: \
+         run it as it is with `vault-node dev-cluster --dir {shown} --nodes {held}`, \
+         or start over with {nodes} nodes in another folder (`--dir vault-dev{nodes}`); \
+         nothing was changed (its DFSn folders hold the stored files: delete {shown} \
+         yourself only if nothing in it matters)"
+    );
+}
+
+/// Creates (or re-uses) the dev cluster's files in `dir` and binds
+/// `nodes` nodes (`DFS1`..`DFSn`) on 127.0.0.1, ports
+/// `base_port`..`base_port + nodes - 1`; with `base_port` 0, each on a
+/// free port the system picks. A new `dfc.conf` names the ports the nodes
+/// got. Refuses a number of nodes outside [`MIN_NODES`]..=[`MAX_NODES`],
+/// and a `dir` made for another number of nodes ([`existing_nodes`]).
+pub fn prepare(dir: &Path, base_port: u16, nodes: usize) -> anyhow::Result<Vec<Prepared>> {
+    let ports = ports(base_port, nodes)?;
+    prepare_with(dir, &ports)
+}
+
+/// [`prepare`] with node `i` (0-based) bound to port `ports[i]`.
+fn prepare_with(dir: &Path, ports: &[u16]) -> anyhow::Result<Vec<Prepared>> {
+    check_node_count(ports.len()).map_err(anyhow::Error::msg)?;
+    check_existing(dir, ports.len())?;
     std::fs::create_dir_all(dir).with_context(|| format!("failed to create {}", dir.display()))?;
     let certs = dir.join("certs");
-    let names: Vec<String> = NODES.iter().map(|s| s.to_string()).collect();
+    let names = node_names(ports.len());
     let options = crate::certs::CertOptions::default();
     let written = crate::certs::write_dir(&certs, &names, &crate::certs::default_sans(), &options)?;
     if let Some(old) = written.moved_ca_key_from {
@@ -126,14 +260,14 @@ fn prepare_with(dir: &Path, port: impl Fn(u16) -> u16) -> anyhow::Result<Vec<Pre
     write_if_missing(&users_path, &dfs_conf())?;
     let users = UserDb::load(&users_path)?;
     let mut nodes = Vec::new();
-    for (i, name) in NODES.iter().enumerate() {
+    for (name, &port) in names.iter().zip(ports) {
         let read = |ext: &str| {
             let p = certs.join(format!("{name}.{ext}"));
             std::fs::read_to_string(&p).with_context(|| format!("failed to read {}", p.display()))
         };
-        let listen = SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), port(i as u16));
+        let listen = SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), port);
         let mut config = NodeConfig::new(
-            *name,
+            name.as_str(),
             dir.join(name),
             listen,
             users.clone(),
@@ -153,7 +287,7 @@ fn prepare_with(dir: &Path, port: impl Fn(u16) -> u16) -> anyhow::Result<Vec<Pre
     let dfc = dir.join("dfc.conf");
     write_if_missing(&dfc, &dfc_conf(&addrs))?;
     if let Ok(text) = std::fs::read_to_string(&dfc) {
-        let missing: Vec<String> = NODES
+        let missing: Vec<String> = names
             .iter()
             .zip(&addrs)
             .filter(|(_, a)| !text.contains(&a.to_string()))
@@ -171,14 +305,15 @@ fn prepare_with(dir: &Path, port: impl Fn(u16) -> u16) -> anyhow::Result<Vec<Pre
 }
 
 /// The users (lower-case names) whose key record on some node of the dev
-/// cluster in `dir` holds a login key: they ran `vault-client rotate`, so
-/// their demo password no longer works and their legacy `dfs.conf` entry
-/// no longer logs anyone in.
-pub async fn rotated_users(dir: &Path) -> Vec<String> {
+/// cluster of `nodes` nodes in `dir` holds a login key: they ran
+/// `vault-client rotate`, so their demo password no longer works and their
+/// legacy `dfs.conf` entry no longer logs anyone in.
+pub async fn rotated_users(dir: &Path, nodes: usize) -> Vec<String> {
     let mut rotated = Vec::new();
+    let names = node_names(nodes);
     for (user, _) in DEMO_USERS {
         let user = user.to_ascii_lowercase();
-        for name in NODES {
+        for name in &names {
             let store = RecordStore::new(dir.join(name).join(".vault").join("records"));
             if let Ok(Some(record)) = store.get(&user).await {
                 if record.login_key.is_some() {
@@ -204,9 +339,10 @@ fn client_command() -> String {
         )
 }
 
-/// What to try, printed when the cluster is up; `rotated` are the users
-/// [`rotated_users`] found, whose demo password is no longer theirs.
-pub fn instructions(dir: &Path, rotated: &[String]) -> String {
+/// What to try, printed when the cluster of `nodes` nodes is up; `rotated`
+/// are the users [`rotated_users`] found, whose demo password is no longer
+/// theirs.
+pub fn instructions(dir: &Path, nodes: usize, rotated: &[String]) -> String {
     let conf = dir.join("dfc.conf");
     let conf = conf.display();
     let is_rotated = |u: &str| rotated.iter().any(|r| r.eq_ignore_ascii_case(u));
@@ -230,9 +366,21 @@ pub fn instructions(dir: &Path, rotated: &[String]) -> String {
         })
         .collect();
     let client = client_command();
+    let redundancy = if nodes == DEFAULT_NODES {
+        String::new()
+    } else {
+        let (k, m) = default_rs(nodes);
+        format!(
+            "Files are stored as Reed-Solomon rs {k}+{m} by default: they stay readable \
+             with any {} of the {} nodes down (a Redundancy line in {conf} changes it).\n\n",
+            count_words(m),
+            count_words(nodes)
+        )
+    };
     format!(
-        "Vault dev cluster: four nodes running; Ctrl-C stops them.\n\
+        "Vault dev cluster: {} nodes running; Ctrl-C stops them.\n\
          \n\
+         {redundancy}\
          Try, as {as_user}:\n\
          \x20 VAULT_PASSWORD={password} {client} -c {conf} put README.md\n\
          \x20 VAULT_PASSWORD={password} {client} -c {conf} list\n\
@@ -245,6 +393,7 @@ pub fn instructions(dir: &Path, rotated: &[String]) -> String {
          `vault-client rotate` upgrades an account.\n\
          \n\
          {CONTROL_HINT}\n",
+        count_words(nodes),
         others.join(", ")
     )
 }
@@ -254,9 +403,12 @@ pub const CONTROL_HINT: &str =
     "Type `stop DFS3` to stop a node and watch failover, `start DFS3` to \
      bring it back, `status`, `help`.";
 
-/// The answer to a line that is no command.
-pub const COMMANDS_HINT: &str =
-    "commands: stop DFSn, start DFSn, status, help, quit (DFSn: DFS1..DFS4, or 1..4)";
+/// The answer to a line that is no command, for a cluster of `nodes` nodes.
+pub fn commands_hint(nodes: usize) -> String {
+    format!(
+        "commands: stop DFSn, start DFSn, status, help, quit (DFSn: DFS1..DFS{nodes}, or 1..{nodes})"
+    )
+}
 
 /// Time in-flight requests get when a dev node stops: a `stop` should look
 /// like a node going away, not wait out a long upload.
@@ -285,34 +437,37 @@ pub enum Control {
     Quit,
 }
 
-/// Parses one line typed into the dev cluster's terminal: `Ok(None)` for a
-/// blank line, `Err` with the one-line answer for anything else unknown.
-pub fn parse_command(line: &str) -> Result<Option<Control>, String> {
+/// Parses one line typed into the terminal of a dev cluster of `nodes`
+/// nodes: `Ok(None)` for a blank line, `Err` with the one-line answer for
+/// anything else unknown (a node outside `DFS1`..`DFSn` included).
+pub fn parse_command(line: &str, nodes: usize) -> Result<Option<Control>, String> {
+    let hint = || commands_hint(nodes);
     let mut words = line.split_whitespace();
     let Some(verb) = words.next() else {
         return Ok(None);
     };
     let arg = words.next();
     if words.next().is_some() {
-        return Err(format!("too many words; {COMMANDS_HINT}"));
+        return Err(format!("too many words; {}", hint()));
     }
     let verb = verb.to_ascii_lowercase();
     let node = |verb: &str| -> Result<usize, String> {
         let Some(arg) = arg else {
             return Err(format!("{verb} which node? e.g. `{verb} DFS3`"));
         };
-        node_index(arg).ok_or_else(|| {
+        node_index(arg, nodes).ok_or_else(|| {
             let shown: String = arg.chars().take(16).collect();
-            format!(
-                "no node {shown:?}; the nodes are {} (or 1..{})",
-                NODES.join(", "),
-                NODES.len()
-            )
+            let names = if nodes <= 8 {
+                node_names(nodes).join(", ")
+            } else {
+                format!("DFS1..DFS{nodes}")
+            };
+            format!("no node {shown:?}; the nodes are {names} (or 1..{nodes})")
         })
     };
     let simple = |c: Control| {
         if arg.is_some() {
-            Err(format!("`{verb}` takes no argument; {COMMANDS_HINT}"))
+            Err(format!("`{verb}` takes no argument; {}", hint()))
         } else {
             Ok(Some(c))
         }
@@ -325,20 +480,25 @@ pub fn parse_command(line: &str) -> Result<Option<Control>, String> {
         "quit" | "exit" => simple(Control::Quit),
         _ => {
             let shown: String = verb.chars().take(16).collect();
-            Err(format!("unknown command {shown:?}; {COMMANDS_HINT}"))
+            Err(format!("unknown command {shown:?}; {}", hint()))
         }
     }
 }
 
-/// `DFS3`, `dfs3` or `3`: the node's index.
-fn node_index(arg: &str) -> Option<usize> {
-    if let Some(i) = NODES.iter().position(|n| n.eq_ignore_ascii_case(arg)) {
-        return Some(i);
-    }
-    match arg.parse::<usize>() {
-        Ok(n) if (1..=NODES.len()).contains(&n) => Some(n - 1),
-        _ => None,
-    }
+/// `DFS3`, `dfs3` or `3`: the node's index, among `nodes` nodes.
+fn node_index(arg: &str, nodes: usize) -> Option<usize> {
+    let n = match arg.get(..3) {
+        // A name exactly as written: `DFS3`, not `DFS03`.
+        Some(prefix) if prefix.eq_ignore_ascii_case("DFS") => {
+            let digits = &arg[3..];
+            digits
+                .parse::<usize>()
+                .ok()
+                .filter(|n| digits == n.to_string())?
+        }
+        _ => arg.parse::<usize>().ok()?,
+    };
+    (1..=nodes).contains(&n).then(|| n - 1)
 }
 
 /// Reads command lines from `input` until its end, sending each (at most
@@ -413,8 +573,8 @@ fn spawn_node(server: Server) -> Running {
     Running { stop, task }
 }
 
-/// The four nodes of a running dev cluster, each of which can be stopped
-/// and started again on its port.
+/// The nodes of a running dev cluster, each of which can be stopped and
+/// started again on its port.
 #[derive(Debug)]
 pub struct DevCluster {
     nodes: Vec<DevNode>,
@@ -577,17 +737,18 @@ fn addr_in_use(e: &anyhow::Error) -> bool {
     })
 }
 
-/// Runs the dev cluster, taking commands typed into its terminal (see
-/// [`parse_command`]), until `shutdown` completes or `quit` is typed. The
-/// end of standard input (run in the background, under CI) leaves it
-/// running until `shutdown`.
+/// Runs the dev cluster of `nodes` nodes (see [`prepare`]), taking
+/// commands typed into its terminal (see [`parse_command`]), until
+/// `shutdown` completes or `quit` is typed. The end of standard input (run
+/// in the background, under CI) leaves it running until `shutdown`.
 pub async fn run(
     dir: &Path,
     base_port: u16,
+    nodes: usize,
     shutdown: impl Future<Output = ()> + Send,
 ) -> anyhow::Result<()> {
-    let prepared = prepare(dir, base_port)?;
-    let rotated = rotated_users(dir).await;
+    let prepared = prepare(dir, base_port, nodes)?;
+    let rotated = rotated_users(dir, nodes).await;
     let users_path = dir.join("dfs.conf");
     if let Ok(users) = UserDb::load(&users_path) {
         users.warn_legacy_unless(&users_path.display().to_string(), |u| {
@@ -595,7 +756,7 @@ pub async fn run(
         });
     }
     let mut cluster = DevCluster::start(prepared);
-    println!("{}", instructions(dir, &rotated));
+    println!("{}", instructions(dir, nodes, &rotated));
     println!("{}", cluster.status());
     let mut commands = stdin_commands();
     let mut reading = true;
@@ -609,7 +770,7 @@ pub async fn run(
                     reading = false;
                     continue;
                 };
-                match parse_command(&line) {
+                match parse_command(&line, nodes) {
                     Ok(None) => {}
                     Ok(Some(Control::Quit)) => {
                         println!("{}", cluster.apply(Control::Quit).await);
@@ -645,8 +806,8 @@ mod tests {
     #[tokio::test]
     async fn hints_stay_true_after_a_rotation() {
         let dir = tempfile::tempdir().unwrap();
-        assert!(rotated_users(dir.path()).await.is_empty());
-        let fresh = instructions(dir.path(), &[]);
+        assert!(rotated_users(dir.path(), 4).await.is_empty());
+        let fresh = instructions(dir.path(), 4, &[]);
         assert!(
             fresh.contains("Try, as Alice (password Crimson33)"),
             "{fresh}"
@@ -671,9 +832,9 @@ mod tests {
             wrapped_key: vec![5; 72],
         };
         store.put("alice", 0, &record, true).await.unwrap();
-        let rotated = rotated_users(dir.path()).await;
+        let rotated = rotated_users(dir.path(), 4).await;
         assert_eq!(rotated, ["alice"]);
-        let text = instructions(dir.path(), &rotated);
+        let text = instructions(dir.path(), 4, &rotated);
         assert!(!text.contains("Crimson33"), "{text}");
         assert!(text.contains("new password"), "{text}");
         assert!(text.contains("Bob/Velvet77"), "{text}");
@@ -682,7 +843,7 @@ mod tests {
     #[tokio::test]
     async fn prepares_and_stops() {
         let dir = tempfile::tempdir().unwrap();
-        let servers = prepare_with(dir.path(), |_| 0).unwrap();
+        let servers = prepare_with(dir.path(), &[0; 4]).unwrap();
         assert_eq!(servers.len(), 4);
         assert!(dir.path().join("certs/DFS4.key").exists());
         assert!(dir.path().join("certs/cluster.secret").exists());
@@ -692,7 +853,7 @@ mod tests {
         let kept = "# mine\n";
         std::fs::write(dir.path().join("dfc.conf"), kept).unwrap();
         drop(servers);
-        let again = prepare_with(dir.path(), |_| 0).unwrap();
+        let again = prepare_with(dir.path(), &[0; 4]).unwrap();
         assert_eq!(
             std::fs::read_to_string(dir.path().join("dfc.conf")).unwrap(),
             kept
@@ -702,31 +863,37 @@ mod tests {
 
     #[test]
     fn parses_commands() {
-        assert_eq!(parse_command("stop DFS3"), Ok(Some(Control::Stop(2))));
-        assert_eq!(parse_command("  STOP dfs1 \n"), Ok(Some(Control::Stop(0))));
-        assert_eq!(parse_command("stop 4"), Ok(Some(Control::Stop(3))));
-        assert_eq!(parse_command("Start Dfs3\r\n"), Ok(Some(Control::Start(2))));
-        assert_eq!(parse_command("start 2"), Ok(Some(Control::Start(1))));
-        assert_eq!(parse_command("status"), Ok(Some(Control::Status)));
-        assert_eq!(parse_command("HELP"), Ok(Some(Control::Help)));
-        assert_eq!(parse_command("quit"), Ok(Some(Control::Quit)));
-        assert_eq!(parse_command("exit"), Ok(Some(Control::Quit)));
-        assert_eq!(parse_command(""), Ok(None));
-        assert_eq!(parse_command("  \n"), Ok(None));
+        assert_eq!(parse_command("stop DFS3", 4), Ok(Some(Control::Stop(2))));
+        assert_eq!(
+            parse_command("  STOP dfs1 \n", 4),
+            Ok(Some(Control::Stop(0)))
+        );
+        assert_eq!(parse_command("stop 4", 4), Ok(Some(Control::Stop(3))));
+        assert_eq!(
+            parse_command("Start Dfs3\r\n", 4),
+            Ok(Some(Control::Start(2)))
+        );
+        assert_eq!(parse_command("start 2", 4), Ok(Some(Control::Start(1))));
+        assert_eq!(parse_command("status", 4), Ok(Some(Control::Status)));
+        assert_eq!(parse_command("HELP", 4), Ok(Some(Control::Help)));
+        assert_eq!(parse_command("quit", 4), Ok(Some(Control::Quit)));
+        assert_eq!(parse_command("exit", 4), Ok(Some(Control::Quit)));
+        assert_eq!(parse_command("", 4), Ok(None));
+        assert_eq!(parse_command("  \n", 4), Ok(None));
         for bad in ["stop DFS5", "stop 0", "stop 5", "start DFS", "stop -1"] {
-            let e = parse_command(bad).unwrap_err();
+            let e = parse_command(bad, 4).unwrap_err();
             assert!(e.contains("DFS1, DFS2, DFS3, DFS4"), "{bad}: {e}");
         }
-        let e = parse_command("stop").unwrap_err();
+        let e = parse_command("stop", 4).unwrap_err();
         assert!(e.contains("`stop DFS3`"), "{e}");
         for bad in ["frobnicate", "stop DFS3 now", "status DFS3", "kill DFS3"] {
-            let e = parse_command(bad).unwrap_err();
-            assert!(e.contains(COMMANDS_HINT), "{bad}: {e}");
+            let e = parse_command(bad, 4).unwrap_err();
+            assert!(e.contains(&commands_hint(4)), "{bad}: {e}");
             assert_eq!(e.lines().count(), 1);
         }
         // A long word is not echoed whole.
         let long = "x".repeat(200);
-        assert!(parse_command(&long).unwrap_err().len() < 150);
+        assert!(parse_command(&long, 4).unwrap_err().len() < 150);
     }
 
     #[test]
@@ -743,7 +910,7 @@ mod tests {
         assert_eq!(lines.len(), 4, "{lines:?}");
         assert_eq!(lines[0], "stop DFS3\n");
         assert_eq!(lines[1].len(), MAX_COMMAND_LINE as usize);
-        assert!(parse_command(&lines[1]).is_err());
+        assert!(parse_command(&lines[1], 4).is_err());
         assert_eq!(lines[2], "status\n");
         assert_eq!(lines[3], "quit");
     }
@@ -751,12 +918,12 @@ mod tests {
     #[tokio::test]
     async fn a_stopped_node_releases_its_port_and_starts_again_on_it() {
         let dir = tempfile::tempdir().unwrap();
-        let prepared = prepare(dir.path(), 0).unwrap();
+        let prepared = prepare(dir.path(), 0, 4).unwrap();
         let addrs: Vec<SocketAddr> = prepared.iter().map(|p| p.config.listen).collect();
         assert!(addrs.iter().all(|a| a.port() != 0), "{addrs:?}");
         // dfc.conf names the ports the nodes got.
         let dfc = std::fs::read_to_string(dir.path().join("dfc.conf")).unwrap();
-        for (name, addr) in NODES.iter().zip(&addrs) {
+        for (name, addr) in node_names(4).iter().zip(&addrs) {
             assert!(dfc.contains(&format!("Server {name} {addr}\n")), "{dfc}");
         }
         let mut cluster = DevCluster::start(prepared);
@@ -806,5 +973,221 @@ mod tests {
             .await
             .expect("the cluster stops")
             .unwrap();
+    }
+
+    fn loopback(ports: impl IntoIterator<Item = u16>) -> Vec<SocketAddr> {
+        ports
+            .into_iter()
+            .map(|p| SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), p))
+            .collect()
+    }
+
+    #[test]
+    fn four_nodes_write_and_say_what_they_always_did() {
+        let dfc = dfc_conf(&loopback(10001..=10004));
+        let expected = format!(
+            "# Vault dev-cluster client configuration.\n\
+             Server DFS1 127.0.0.1:10001\n\
+             Server DFS2 127.0.0.1:10002\n\
+             Server DFS3 127.0.0.1:10003\n\
+             Server DFS4 127.0.0.1:10004\n\
+             Username: Alice\n\
+             Password: {}\n",
+            md5_hex("Crimson33")
+        );
+        assert_eq!(dfc, expected);
+        assert_eq!(
+            commands_hint(4),
+            "commands: stop DFSn, start DFSn, status, help, quit (DFSn: DFS1..DFS4, or 1..4)"
+        );
+        let banner = instructions(Path::new("vault-dev"), DEFAULT_NODES, &[]);
+        assert!(
+            banner.starts_with(
+                "Vault dev cluster: four nodes running; Ctrl-C stops them.\n\nTry, as Alice"
+            ),
+            "{banner}"
+        );
+        assert!(!banner.contains("Reed-Solomon"), "{banner}");
+        assert_eq!(
+            ports(10001, DEFAULT_NODES).unwrap(),
+            [10001, 10002, 10003, 10004]
+        );
+        assert_eq!(
+            ports(65533, 4).unwrap_err().to_string(),
+            "base port 65533 leaves no room for four nodes"
+        );
+    }
+
+    #[test]
+    fn names_and_ports_for_any_number_of_nodes() {
+        assert_eq!(
+            node_names(6),
+            ["DFS1", "DFS2", "DFS3", "DFS4", "DFS5", "DFS6"]
+        );
+        assert_eq!(node_names(64).last().unwrap(), "DFS64");
+        assert_eq!(
+            ports(10001, 6).unwrap(),
+            [10001, 10002, 10003, 10004, 10005, 10006]
+        );
+        assert_eq!(ports(0, 6).unwrap(), [0; 6]);
+        assert_eq!(ports(0, 3).unwrap(), [0; 3]);
+        assert_eq!(ports(65530, 6).unwrap().last(), Some(&65535));
+        let e = ports(65530, 7).unwrap_err().to_string();
+        assert!(e.contains("no room for seven nodes"), "{e}");
+        assert!(ports(65500, 64).is_err());
+        assert_eq!(default_rs(3), (2, 1));
+        assert_eq!(default_rs(6), (4, 2));
+        assert_eq!(default_rs(12), (10, 2));
+    }
+
+    #[test]
+    fn refuses_two_and_sixty_five_nodes() {
+        for bad in [0, 1, 2, 65, 1000] {
+            let e = check_node_count(bad).unwrap_err();
+            assert_eq!(e, format!("a dev cluster has 3 to 64 nodes, not {bad}"));
+            assert!(ports(0, bad).is_err());
+            assert!(ports(10001, bad).is_err());
+        }
+        for good in [3, 4, 6, 64] {
+            assert_eq!(check_node_count(good), Ok(good));
+        }
+        // Nothing is written for a refused number.
+        let dir = tempfile::tempdir().unwrap();
+        let cluster = dir.path().join("vault-dev");
+        for bad in [2, 65] {
+            let e = prepare(&cluster, 0, bad).unwrap_err().to_string();
+            assert!(e.contains("3 to 64 nodes"), "{e}");
+            assert!(!cluster.exists());
+        }
+    }
+
+    #[test]
+    fn the_client_file_names_the_default_redundancy() {
+        let six = dfc_conf(&loopback(20001..=20006));
+        let lines: Vec<&str> = six.lines().collect();
+        assert_eq!(lines[0], "# Vault dev-cluster client configuration.");
+        assert_eq!(
+            lines[1],
+            "# 6 servers: the client stores files as Reed-Solomon rs 4+2 by default \
+             (rs 2+1 with three); a Redundancy line changes it"
+        );
+        let servers: Vec<&str> = lines
+            .iter()
+            .copied()
+            .filter(|l| l.starts_with("Server "))
+            .collect();
+        assert_eq!(servers.len(), 6);
+        assert_eq!(servers[5], "Server DFS6 127.0.0.1:20006");
+        // The comment comes before the servers, and no Redundancy line.
+        assert!(lines[2].starts_with("Server DFS1 "));
+        assert!(!six.lines().any(|l| l.starts_with("Redundancy")), "{six}");
+        let three = dfc_conf(&loopback(20001..=20003));
+        assert!(three.contains(
+            "\n# 3 servers: the client stores files as Reed-Solomon rs 2+1 by default; \
+             a Redundancy line changes it\nServer DFS1 "
+        ));
+        let banner = instructions(Path::new("vault-dev"), 6, &[]);
+        assert!(
+            banner.starts_with("Vault dev cluster: six nodes running; Ctrl-C stops them.\n"),
+            "{banner}"
+        );
+        assert!(banner.contains("rs 4+2"), "{banner}");
+        assert!(banner.contains("any two of the six nodes"), "{banner}");
+        assert!(banner.contains(CONTROL_HINT), "{banner}");
+        let banner = instructions(Path::new("vault-dev"), 20, &[]);
+        assert!(banner.contains("20 nodes running"), "{banner}");
+    }
+
+    #[test]
+    fn commands_reach_every_node_and_only_those() {
+        assert_eq!(parse_command("stop DFS6", 6), Ok(Some(Control::Stop(5))));
+        assert_eq!(parse_command("stop 6", 6), Ok(Some(Control::Stop(5))));
+        assert_eq!(parse_command("start dfs5", 6), Ok(Some(Control::Start(4))));
+        assert_eq!(parse_command("stop 1", 3), Ok(Some(Control::Stop(0))));
+        assert_eq!(parse_command("stop DFS64", 64), Ok(Some(Control::Stop(63))));
+        assert_eq!(parse_command("start 64", 64), Ok(Some(Control::Start(63))));
+        for bad in [
+            "stop DFS7",
+            "stop 7",
+            "stop 0",
+            "start DFS0",
+            "stop DFS06",
+            "stop DFS",
+        ] {
+            let e = parse_command(bad, 6).unwrap_err();
+            assert!(
+                e.contains("the nodes are DFS1, DFS2, DFS3, DFS4, DFS5, DFS6 (or 1..6)"),
+                "{bad}: {e}"
+            );
+        }
+        let e = parse_command("stop DFS4", 3).unwrap_err();
+        assert!(e.contains("DFS1, DFS2, DFS3 (or 1..3)"), "{e}");
+        let e = parse_command("stop 13", 12).unwrap_err();
+        assert!(e.contains("the nodes are DFS1..DFS12 (or 1..12)"), "{e}");
+        let e = parse_command("frobnicate", 6).unwrap_err();
+        assert!(e.ends_with("(DFSn: DFS1..DFS6, or 1..6)"), "{e}");
+    }
+
+    #[tokio::test]
+    async fn six_nodes_and_a_folder_made_for_another_number() {
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path().join("vault-dev");
+        assert_eq!(existing_nodes(&dir), 0);
+        let prepared = prepare(&dir, 0, 6).unwrap();
+        assert_eq!(prepared.len(), 6);
+        let addrs: Vec<SocketAddr> = prepared.iter().map(|p| p.config.listen).collect();
+        assert!(addrs.iter().all(|a| a.port() != 0), "{addrs:?}");
+        for (i, p) in prepared.iter().enumerate() {
+            assert_eq!(p.config.name, format!("DFS{}", i + 1));
+            assert_eq!(p.server.local_addr(), addrs[i]);
+        }
+        let dfc = std::fs::read_to_string(dir.join("dfc.conf")).unwrap();
+        assert_eq!(dfc, dfc_conf(&addrs));
+        for name in node_names(6) {
+            assert!(dir.join(&name).is_dir(), "{name}");
+            assert!(dir.join(format!("certs/{name}.pem")).exists(), "{name}");
+        }
+        drop(prepared);
+        assert_eq!(existing_nodes(&dir), 6);
+        let mark = dir.join("DFS6/kept");
+        std::fs::write(&mark, b"mine").unwrap();
+
+        // Fewer or more nodes than the folder holds: refused, nothing touched.
+        for other in [4, 5, 8] {
+            let e = prepare(&dir, 0, other).unwrap_err().to_string();
+            assert!(e.contains(&dir.display().to_string()), "{e}");
+            assert!(
+                e.contains(&format!(
+                    "holds a dev cluster of 6 nodes (DFS1..DFS6), not {other}"
+                )),
+                "{e}"
+            );
+            assert!(e.contains("--nodes 6"), "{e}");
+            assert!(e.contains("another folder"), "{e}");
+            assert!(e.contains("nothing was changed"), "{e}");
+            assert_eq!(std::fs::read(&mark).unwrap(), b"mine");
+            assert_eq!(std::fs::read_to_string(dir.join("dfc.conf")).unwrap(), dfc);
+            assert!(!dir.join(format!("DFS{}", other.max(7))).exists());
+            assert!(!dir.join("certs/DFS7.pem").exists());
+        }
+        // A wiped node root, its certificate kept: still six, and it runs.
+        std::fs::remove_dir_all(dir.join("DFS6")).unwrap();
+        assert_eq!(existing_nodes(&dir), 6);
+        assert!(prepare(&dir, 0, 4).is_err());
+        let again = prepare(&dir, 0, 6).unwrap();
+        assert_eq!(again.len(), 6);
+        assert!(dir.join("DFS6").is_dir());
+        drop(again);
+        // A four-node folder, the other way round.
+        let four = tmp.path().join("four");
+        drop(prepare(&four, 0, 4).unwrap());
+        assert_eq!(existing_nodes(&four), 4);
+        let e = prepare(&four, 0, 6).unwrap_err().to_string();
+        assert!(e.contains("holds a dev cluster of 4 nodes"), "{e}");
+        assert!(!four.join("DFS5").exists());
+        // Names the dev cluster does not write do not count.
+        std::fs::create_dir_all(four.join("DFS09")).unwrap();
+        std::fs::write(four.join("DFS7"), b"a file, not a root").unwrap();
+        assert_eq!(existing_nodes(&four), 4);
     }
 }

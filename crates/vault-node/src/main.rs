@@ -169,7 +169,14 @@ enum Command {
         #[arg(long)]
         root: PathBuf,
     },
-    /// Run four local nodes with certificates, demo users and a ready dfc.conf.
+    /// Run local nodes (four by default) with certificates, demo users and a ready dfc.conf.
+    ///
+    /// With --nodes N (3 to 64), nodes DFS1..DFSN; the dfc.conf it writes
+    /// lists N servers, and the client stores files with Reed-Solomon
+    /// rs (N-2)+2 by default (rs 2+1 with three; four: the classic layout).
+    ///
+    /// A --dir made for another number of nodes is refused, and nothing in
+    /// it is changed: run it with its own --nodes, or use another --dir.
     ///
     /// While it runs, type into its terminal:
     ///   stop DFS3    stop a node for real (its port closed, as if it died)
@@ -184,11 +191,16 @@ enum Command {
         /// Folder for certs, dfs.conf, dfc.conf and the node roots.
         #[arg(long, default_value = dev_cluster::DEFAULT_DIR)]
         dir: PathBuf,
-        /// Port of DFS1; DFS2..DFS4 use the next three. 0: each node on a
+        /// Port of DFS1; DFS2..DFSN use the next ones. 0: each node on a
         /// free port the system picks (a new dfc.conf names them; a
         /// restarted node keeps its port).
         #[arg(long, default_value_t = 10001)]
         base_port: u16,
+        /// Number of nodes, 3 to 64: DFS1..DFSN. Other than four, the
+        /// client uses Reed-Solomon by default (a comment in dfc.conf says
+        /// which). A --dir made for another number is refused.
+        #[arg(long, default_value_t = dev_cluster::DEFAULT_NODES, value_parser = parse_nodes)]
+        nodes: usize,
     },
     /// Manage the users file.
     User {
@@ -232,6 +244,14 @@ enum UserCommand {
         #[arg(long, default_value = "dfs.conf")]
         users: PathBuf,
     },
+}
+
+/// `--nodes` of `dev-cluster`: a number from 3 to 64.
+fn parse_nodes(s: &str) -> Result<usize, String> {
+    let n: usize = s
+        .parse()
+        .map_err(|_| format!("{s:?} is not a number of nodes"))?;
+    dev_cluster::check_node_count(n)
 }
 
 fn main() -> ExitCode {
@@ -363,9 +383,13 @@ fn run(command: Command) -> anyhow::Result<()> {
                 server.run(signal).await
             })
         }
-        Command::DevCluster { dir, base_port } => runtime()?.block_on(async {
+        Command::DevCluster {
+            dir,
+            base_port,
+            nodes,
+        } => runtime()?.block_on(async {
             let signal = server::shutdown_signal();
-            dev_cluster::run(&dir, base_port, signal).await
+            dev_cluster::run(&dir, base_port, nodes, signal).await
         }),
         Command::User { command } => user(command),
         Command::Fsck { root, fix } => fsck(&root, fix),
