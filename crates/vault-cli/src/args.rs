@@ -13,8 +13,10 @@ use clap::{Parser, Subcommand};
 #[derive(Debug, Parser)]
 #[command(name = "vault-client", version, after_help = AFTER_HELP)]
 pub struct Cli {
-    /// Client configuration: four `Server NAME HOST:PORT` lines, `Username:`
-    /// and optionally `Password:` (plain or its MD5 digest) and `CA PATH`.
+    /// Client configuration: `Server NAME HOST:PORT` lines (four for the
+    /// classic layout; 3 to 64 with `Redundancy rs K+M`), `Username:` and
+    /// optionally `Password:` (plain or its MD5 digest), `CA PATH` and
+    /// `Redundancy classic|rs K+M`.
     #[arg(
         short = 'c',
         long = "config",

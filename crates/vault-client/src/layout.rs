@@ -5,7 +5,41 @@
 //! every node); a future layout (more nodes, erasure coding) changes this
 //! module, not its callers.
 
+use crate::erasure::Scheme;
 use crate::manifest::Manifest;
+
+/// How new files are stored: dfc.conf's `Redundancy` line.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Redundancy {
+    /// The brief's layout: four parts, each on two of exactly four nodes
+    /// by the MD5 placement table. The default with four servers.
+    Classic,
+    /// Reed-Solomon: K data and M parity shards on K+M distinct nodes
+    /// chosen by rendezvous hashing; any K rebuild the file.
+    Rs(Scheme),
+}
+
+impl Redundancy {
+    /// The default for `servers` configured nodes: classic with four,
+    /// `rs (N-2)+2` with more, `rs 2+1` with three.
+    pub fn default_for(servers: usize) -> Option<Redundancy> {
+        match servers {
+            4 => Some(Redundancy::Classic),
+            3 => Scheme::new(2, 1).ok().map(Redundancy::Rs),
+            n if n > 4 => Scheme::new(n - 2, 2).ok().map(Redundancy::Rs),
+            _ => None,
+        }
+    }
+}
+
+impl std::fmt::Display for Redundancy {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Redundancy::Classic => f.write_str("classic"),
+            Redundancy::Rs(s) => write!(f, "{s}"),
+        }
+    }
+}
 use crate::placement::{nodes_for_part, PARTS};
 
 /// One copy of one part: which part, on which node.
@@ -31,6 +65,31 @@ pub fn part_copies(m: &Manifest) -> Vec<Copy> {
 /// The nodes that keep a copy of part `part` of `m`.
 pub fn holders(m: &Manifest, part: usize) -> Vec<usize> {
     nodes_for_part(m.placement(), part).to_vec()
+}
+
+/// Every stored blob of the version `m` and the node (0-based, dfc.conf
+/// order) that should hold it: classic, each part's two copies; erasure
+/// coded, each shard on the node the manifest records (a recorded node no
+/// longer in dfc.conf is left out: nothing can be asked of it).
+pub fn blob_copies(vault: &crate::vault::Vault, m: &Manifest) -> Vec<(usize, wire::BlobId)> {
+    match &m.shards {
+        None => part_copies(m)
+            .into_iter()
+            .map(|c| (c.node, vault.master().part_id(&m.file_id, c.part)))
+            .collect(),
+        Some(layout) => {
+            let ids = vault
+                .master()
+                .sharded(vault.user(), &m.file_id, m.version, layout.scheme.shards())
+                .ids;
+            layout
+                .nodes
+                .iter()
+                .zip(ids)
+                .filter_map(|(name, id)| Some((vault.node_index(name)?, id)))
+                .collect()
+        }
+    }
 }
 
 /// The nodes that keep a file's manifest: all of them.
@@ -63,6 +122,7 @@ mod tests {
                 deleted: false,
                 mtime_ns: None,
                 extra: Default::default(),
+                shards: None,
             };
             let copies = part_copies(&m);
             assert_eq!(copies.len(), 8);

@@ -12,6 +12,8 @@
 //!   tree without following links.
 //! - [`crypto`]: the STREAM AEAD for parts ([`crypto::stream`]) and the key
 //!   hierarchy ([`crypto::keys`]).
+//! - [`erasure`]: Reed-Solomon coding of encrypted chunks into shards, each
+//!   shard chunk authenticated on its own (`Redundancy rs K+M`).
 //! - [`manifest`]: the sealed per-file manifest nodes store under an opaque id.
 //! - [`net`]: QUIC sessions to the four nodes (dial, bounded requests,
 //!   node text sanitised before it can reach a terminal).
@@ -37,6 +39,7 @@
 pub mod catalog;
 pub mod config;
 pub mod crypto;
+pub mod erasure;
 mod fsutil;
 pub mod layout;
 pub mod login;

@@ -62,6 +62,41 @@ pub struct Manifest {
     /// their manifests seal to the same bytes as before.
     #[serde(default, skip_serializing_if = "Extra::is_empty")]
     pub extra: Extra,
+    /// Where an erasure-coded version's shards are (`Redundancy rs K+M`);
+    /// `None`: the classic layout (four parts, the MD5 placement table).
+    /// Absent from classic manifests, so theirs seal to the same bytes as
+    /// Vault 0.2's.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub shards: Option<Shards>,
+}
+
+/// The longest node name a manifest records, in bytes.
+pub const MAX_NODE_NAME_LEN: usize = 64;
+
+/// An erasure-coded version's scheme and where each shard went, recorded at
+/// PUT: a GET reads exactly these nodes and never recomputes placement
+/// from today's dfc.conf, so adding or removing nodes leaves every file
+/// readable.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Shards {
+    /// K data and M parity shards per chunk.
+    pub scheme: crate::erasure::Scheme,
+    /// The node (its dfc.conf name) holding shard `i`, for every shard.
+    pub nodes: Vec<String>,
+}
+
+impl Shards {
+    /// Within the bounds a reader accepts: a valid scheme, one distinct
+    /// (case-insensitively) non-empty name per shard.
+    pub fn well_formed(&self) -> bool {
+        self.scheme.validate().is_ok()
+            && self.nodes.len() == self.scheme.shards()
+            && self.nodes.iter().enumerate().all(|(i, n)| {
+                !n.is_empty()
+                    && n.len() <= MAX_NODE_NAME_LEN
+                    && !self.nodes[..i].iter().any(|o| o.eq_ignore_ascii_case(n))
+            })
+    }
 }
 
 /// Longest `Content-Type` a manifest keeps, in bytes.
@@ -149,6 +184,7 @@ impl Manifest {
             deleted: true,
             mtime_ns: None,
             extra: Extra::default(),
+            shards: None,
         })
     }
 
@@ -159,6 +195,7 @@ impl Manifest {
             && self.version > 0
             && self.extra.well_formed()
             && !(self.extra.folder && self.size != 0)
+            && self.shards.as_ref().is_none_or(Shards::well_formed)
     }
 
     /// The S3 ETag (without quotes): the stored one, or the MD5 in hex.
@@ -261,6 +298,7 @@ mod tests {
             deleted: false,
             mtime_ns: Some(1),
             extra: Extra::default(),
+            shards: None,
         };
         let id = master.manifest_id(&m.name);
         (m, id)

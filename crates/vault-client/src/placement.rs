@@ -5,6 +5,11 @@
 //! `dfc.conf`) and part 0 is the brief's part 1. With `x = MD5(contents) mod 4`
 //! node `i` keeps parts `(i - x) mod 4` and `(i + 1 - x) mod 4`, so every part
 //! lives on two neighbouring nodes and any three nodes hold every part.
+//!
+//! [`rendezvous`] places erasure-coded files (`Redundancy rs K+M`) over any
+//! number of nodes.
+
+pub mod rendezvous;
 
 /// Number of parts a file is split into, and number of nodes.
 pub const PARTS: usize = 4;

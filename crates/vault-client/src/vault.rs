@@ -17,6 +17,7 @@ use zeroize::Zeroizing;
 
 use crate::config::ClientConfig;
 use crate::crypto::keys::{KeyError, MasterKey};
+use crate::layout::Redundancy;
 use crate::login::{self, KeyRing, LoginReport, NodeLogin};
 use crate::net::{Limits, Session};
 use crate::records::{self, Found};
@@ -123,6 +124,8 @@ struct Inner {
     nodes: Vec<NodeSlot>,
     master: MasterKey,
     record: UserRecord,
+    /// How new files are stored (dfc.conf's `Redundancy`).
+    redundancy: Redundancy,
 }
 
 impl std::fmt::Debug for Vault {
@@ -211,6 +214,7 @@ impl Vault {
             report,
             trusted.master,
             trusted.record,
+            cfg.redundancy,
         ))
     }
 
@@ -219,6 +223,7 @@ impl Vault {
         report: LoginReport,
         master: MasterKey,
         record: UserRecord,
+        redundancy: Redundancy,
     ) -> Vault {
         let nodes = report
             .names
@@ -237,8 +242,24 @@ impl Vault {
                 nodes,
                 master,
                 record,
+                redundancy,
             }),
         }
+    }
+
+    /// How new files are stored: dfc.conf's `Redundancy` (or its default
+    /// for the number of servers).
+    pub fn redundancy(&self) -> Redundancy {
+        self.inner.redundancy
+    }
+
+    /// The node called `name` in dfc.conf (case-insensitively): where a
+    /// manifest says a shard is. `None` for a node no longer configured.
+    pub fn node_index(&self, name: &str) -> Option<usize> {
+        self.inner
+            .nodes
+            .iter()
+            .position(|n| n.name.eq_ignore_ascii_case(name))
     }
 
     /// The lower-case user name.

@@ -1,6 +1,6 @@
 //! The INI form of `dfc.conf` (Python `configparser`): `[server_list]`,
-//! `[credentials]` and `[tls]` sections of `KEY = VALUE` or `KEY: VALUE`
-//! entries. The rules, and what is refused and why, are in the `config`
+//! `[credentials]`, `[tls]` and `[layout]` sections of `KEY = VALUE` or
+//! `KEY: VALUE` entries. The rules, and what is refused and why, are in the `config`
 //! module's documentation. [`scan`] first looks for a continuation line
 //! ([`continuation`]), then reads the lines one by one: a blank or comment
 //! line is skipped, a `[...]` line opens a section ([`IniScan::header`]),
@@ -11,9 +11,9 @@ use std::path::Path;
 
 use super::parse::{
     classic_keyword, is_blank_or_comment, lines, quote, Fields, Keyword, Line, Scanned, Syntax,
-    Value, SERVER_COUNT,
+    Value,
 };
-use super::{config_dir, ConfigError};
+use super::{config_dir, ConfigError, MAX_SERVERS, MIN_SERVERS};
 
 /// The sections of an INI `dfc.conf`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -24,13 +24,16 @@ enum Section {
     Credentials,
     /// `[tls]`: `ca`.
     Tls,
+    /// `[layout]`: `redundancy`.
+    Layout,
 }
 
 impl Section {
-    const ALL: [(&'static str, Section); 3] = [
+    const ALL: [(&'static str, Section); 4] = [
         ("server_list", Section::ServerList),
         ("credentials", Section::Credentials),
         ("tls", Section::Tls),
+        ("layout", Section::Layout),
     ];
 
     fn from_name(name: &str) -> Option<Self> {
@@ -53,6 +56,7 @@ impl Section {
             Section::ServerList => "`DFS1 = HOST:PORT`",
             Section::Credentials => "`username = NAME` and `password = PASSWORD`",
             Section::Tls => "`ca = PATH`",
+            Section::Layout => "`redundancy = rs K+M` or `redundancy = classic`",
         }
     }
 }
@@ -102,10 +106,23 @@ pub(super) fn scan(text: &str, path: &Path, first_header: usize) -> Result<Scann
         });
     };
     let count = scan.fields.server_count;
-    if count != SERVER_COUNT {
+    if count < MIN_SERVERS {
         return Err(syntax(
-            scan.fields.fifth_server_line.unwrap_or(header),
-            format!("expected exactly 4 servers in [server_list] (DFS1 to DFS4), found {count}"),
+            header,
+            format!(
+                "at least {MIN_SERVERS} servers are needed in [server_list] (one per node), \
+                 found {count}"
+            ),
+        ));
+    }
+    if let Some(line) = scan.fields.excess_server_line {
+        return Err(syntax(
+            line,
+            format!(
+                "at most {MAX_SERVERS} servers are supported in [server_list], found {count} \
+                 (this is the {}th)",
+                MAX_SERVERS + 1
+            ),
         ));
     }
     scan.fields.finish(path, last_line)
@@ -171,7 +188,7 @@ impl IniScan {
             return Err(format!(
                 "this line comes before the first [section] header (line {}): in an INI file \
                  every entry belongs to a section, and classic lines (Server, Username:, \
-                 Password:, CA) cannot be mixed with sections",
+                 Password:, CA, Redundancy) cannot be mixed with sections",
                 self.first_header
             ));
         };
@@ -180,15 +197,25 @@ impl IniScan {
             (Section::ServerList, _) => self.fields.named_server(key, &value),
             (Section::Credentials, Some(Keyword::Username)) => self.fields.username(&value),
             (Section::Credentials, Some(Keyword::Password)) => self.fields.password(&value),
-            (Section::Credentials, Some(Keyword::Ca)) => {
-                Err("`ca` belongs in a [tls] section, not in [credentials]".to_owned())
-            }
             (Section::Tls, Some(Keyword::Ca)) => self.fields.ca(&value, config_dir(path)),
+            (Section::Layout, Some(Keyword::Redundancy)) => self.fields.redundancy(&value),
+            (_, Some(Keyword::Ca)) => Err(format!(
+                "`ca` belongs in a [tls] section, not in [{}]",
+                section.name()
+            )),
+            (_, Some(Keyword::Redundancy)) => Err(format!(
+                "`redundancy` belongs in a [layout] section, not in [{}]",
+                section.name()
+            )),
             (Section::Credentials, _) => Err(format!(
                 "unknown key {} in [credentials] (expected username or password)",
                 quote(key)
             )),
             (Section::Tls, _) => Err(format!("unknown key {} in [tls] (expected ca)", quote(key))),
+            (Section::Layout, _) => Err(format!(
+                "unknown key {} in [layout] (expected redundancy)",
+                quote(key)
+            )),
         }
     }
 
@@ -215,8 +242,8 @@ impl IniScan {
                 )
             } else {
                 format!(
-                    "unknown section {shown} (expected [server_list], [credentials] or [tls]); \
-                     remove it or comment it out"
+                    "unknown section {shown} (expected [server_list], [credentials], [tls] or \
+                     [layout]); remove it or comment it out"
                 )
             });
         };

@@ -1,7 +1,8 @@
 //! `dfc.conf`: the client configuration, in every legacy form real files use.
 //!
 //! ```text
-//! # Four servers; file order is the node number (DFS1 = node 0).
+//! # One line per node, 3 to 64 of them; file order is the node number
+//! # (DFS1 = node 0).
 //! Server DFS1 127.0.0.1:10001
 //! # Host and port may be separate.
 //! Server DFS2 127.0.0.1 10002
@@ -15,16 +16,40 @@
 //! Password: Crimson33
 //! # Optional; relative to this file's folder.
 //! CA certs/ca.pem
+//! # Optional: `classic` (exactly four servers) or `rs K+M` (K data and M
+//! # parity shards on K+M of the servers). Without it: classic with four
+//! # servers, `rs 2+1` with three, `rs (N-2)+2` with N > 4.
+//! Redundancy rs 2+2
 //! ```
 //!
 //! Blank lines, whole-line `#` or `;` comments, tabs, CRLF line endings and
 //! a UTF-8 byte-order mark are accepted. Keywords may be followed by a colon.
-//! A `Server` or `Username:` line may end in a ` # comment`, but a
+//! A `Server`, `Username:` or `Redundancy` line may end in a ` # comment`, but a
 //! `Password:` or `CA` value is the rest of the line (it may contain spaces,
 //! colons and `#`), surrounding whitespace trimmed: a comment written after
 //! it becomes part of the password or path, so comments go on lines of their
 //! own. Every error names the file, the line and the problem, and never
 //! quotes a password.
+//!
+//! # Servers and redundancy
+//!
+//! A file lists at least [`MIN_SERVERS`] (3) and at most [`MAX_SERVERS`]
+//! (64) servers, names unique ignoring case; fewer is an error at the end
+//! of the file, more an error on the 65th. The optional `Redundancy` line
+//! (given once) chooses how new files are stored
+//! ([`ClientConfig::redundancy`]):
+//!
+//! - `Redundancy classic`: the MD5 placement table of the classic
+//!   exercise, each part on two of exactly four nodes; with another number
+//!   of servers it is refused;
+//! - `Redundancy rs K+M` (`RS 4 + 2` too): Reed-Solomon, K data and M
+//!   parity shards on K+M distinct servers; K and M at least 1, K+M at most
+//!   the number of servers.
+//!
+//! Without the line the default is [`Redundancy::default_for`] the number
+//! of servers: `classic` with four, `rs 2+1` with three, `rs (N-2)+2` with
+//! N above four. An error about the line names it and says what would be
+//! accepted.
 //!
 //! # The INI form
 //!
@@ -37,6 +62,7 @@
 //! DFS2: 127.0.0.1 10002
 //! dfs3=[::1]:10003
 //! DFS4 = ::1 10004
+//! ; ... up to 64 entries, at least 3.
 //!
 //! ; `=` or `:`, spaces around it or not, names in any case.
 //! [Credentials]
@@ -46,6 +72,10 @@
 //! ; Optional; relative to this file's folder.
 //! [tls]
 //! ca = certs/ca.pem
+//!
+//! ; Optional: the value of a `Redundancy` line.
+//! [layout]
+//! redundancy = classic
 //! ```
 //!
 //! A file with a `[section]` header line is an INI file. Section and key
@@ -53,20 +83,24 @@
 //! key from the value. Blank lines, whole-line `#` or `;` comments, CRLF and a
 //! byte-order mark are accepted as in the classic form, and the values follow
 //! the classic rules: a `[server_list]` entry is `NAME = ADDRESS` with the
-//! addresses of `Server` lines, and the order of the entries is the node
-//! number; a username is one word; a password is the rest of the line (32
-//! hex digits: an MD5 digest).
+//! addresses of `Server` lines, the order of the entries is the node number
+//! and their number follows the rules above; a username is one word; a
+//! password is the rest of the line (32 hex digits: an MD5 digest);
+//! `redundancy` in `[layout]` takes the values of a `Redundancy` line.
 //!
 //! Refused, each with an error naming the line:
 //!
-//! - sections other than `[server_list]`, `[credentials]` and `[tls]`, and a
+//! - sections other than `[server_list]`, `[credentials]`, `[tls]` and
+//!   `[layout]`, and a
 //!   section given twice: a misspelt section would otherwise drop its
 //!   settings without a word, and `[DEFAULT]` would lend its keys to every
 //!   section. Extra sections a Python tool kept in the file must be removed
 //!   or commented out;
-//! - unknown keys, and `ca` anywhere but in `[tls]`;
+//! - unknown keys, `ca` anywhere but in `[tls]` and `redundancy` anywhere
+//!   but in `[layout]`;
 //! - a line before the first section header, and classic keyword lines
-//!   among the sections (`Server DFS1 ...`, `CA path`): a file is in one
+//!   among the sections (`Server DFS1 ...`, `CA path`, `Redundancy rs 4+2`):
+//!   a file is in one
 //!   form or the other. `Username: Alice` in `[credentials]` is simply an
 //!   INI entry with a colon;
 //! - continuation lines (a line indented deeper than the entry before it,
@@ -97,6 +131,15 @@ mod rewrite;
 mod tests;
 
 pub use rewrite::{plain_password_problem, rewrite_password};
+
+use crate::layout::Redundancy;
+
+/// The fewest servers a configuration may list (`rs 2+1` needs three).
+pub const MIN_SERVERS: usize = 3;
+
+/// The most servers a configuration may list: one per shard of the widest
+/// Reed-Solomon scheme ([`crate::erasure::MAX_SHARDS`]).
+pub const MAX_SERVERS: usize = 64;
 
 /// One server: a `Server` line or an entry of an INI `[server_list]`.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -150,8 +193,15 @@ impl std::fmt::Debug for PasswordSetting {
 pub struct ClientConfig {
     /// The file it was read from (as given).
     pub path: PathBuf,
-    /// Exactly four servers; file order is the node number (index 0 = DFS1).
+    /// [`MIN_SERVERS`] to [`MAX_SERVERS`] servers with distinct names
+    /// (ignoring case); file order is the node number (index 0 = DFS1).
     pub servers: Vec<ServerEntry>,
+    /// How new files are stored: the `Redundancy` line (INI: `redundancy`
+    /// in `[layout]`), already checked against the number of servers
+    /// (`Classic` only with exactly four, `Rs` with K+M at most
+    /// `servers.len()`), or without one [`Redundancy::default_for`] the
+    /// number of servers. Always set.
+    pub redundancy: Redundancy,
     /// The user name as written. Usernames are case-insensitive: compare and
     /// derive folder names from a lower-cased copy.
     pub username: String,
@@ -191,15 +241,13 @@ pub enum ConfigError {
         /// What is wrong, in lower case.
         problem: String,
     },
-    /// A classic file does not have exactly four `Server` lines. `line` is
-    /// the fifth `Server` line when there are too many, else the last line
-    /// of the file (0 for an empty file). (An INI file reports a wrong
-    /// number of `[server_list]` entries as [`ConfigError::Syntax`] on the
-    /// section's header line or its fifth entry.)
-    #[error(
-        "{}:{line}: expected exactly 4 `Server` lines (DFS1 to DFS4), found {count}",
-        .path.display()
-    )]
+    /// A classic file lists fewer than [`MIN_SERVERS`] or more than
+    /// [`MAX_SERVERS`] `Server` lines. `line` is the first `Server` line
+    /// beyond the maximum when there are too many, else the last line of the
+    /// file (0 for an empty file). (An INI file reports a wrong number of
+    /// `[server_list]` entries as [`ConfigError::Syntax`] on the section's
+    /// header line or its first entry beyond the maximum.)
+    #[error("{}:{line}: {}", .path.display(), server_count_problem(*.count))]
     ServerCount {
         /// The file.
         path: PathBuf,
@@ -248,6 +296,19 @@ impl ClientConfig {
             Some(ca) => ca.clone(),
             None => config_dir(&self.path).join("certs").join("ca.pem"),
         }
+    }
+}
+
+/// What is wrong with a classic file of `count` `Server` lines.
+fn server_count_problem(count: usize) -> String {
+    if count < MIN_SERVERS {
+        format!("at least {MIN_SERVERS} `Server` lines are needed (one per node), found {count}")
+    } else {
+        format!(
+            "at most {MAX_SERVERS} `Server` lines are supported, found {count} \
+             (this is the {}th)",
+            MAX_SERVERS + 1
+        )
     }
 }
 

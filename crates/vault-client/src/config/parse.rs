@@ -4,18 +4,22 @@
 //! splits the text, [`split_keyword`] recognises a line's keyword and cuts
 //! out its value, and one function per keyword reads that value
 //! ([`Fields::server`], [`Fields::username`], [`Fields::password`],
-//! [`Fields::ca`]). The INI scan feeds the same [`Fields`]. Both remember
-//! where the password value sits in the text, for the rewrite.
+//! [`Fields::ca`], [`Fields::redundancy`]). The INI scan feeds the same
+//! [`Fields`]. Both remember where the password value sits in the text, for
+//! the rewrite. [`Fields::finish`] checks the number of servers and the
+//! redundancy against it once every line is read.
 
 use std::ops::Range;
 use std::path::{Path, PathBuf};
 
 use zeroize::Zeroizing;
 
-use super::{config_dir, ini, ClientConfig, ConfigError, PasswordSetting, ServerEntry};
-
-/// The number of servers a configuration must have.
-pub(super) const SERVER_COUNT: usize = 4;
+use super::{
+    config_dir, ini, ClientConfig, ConfigError, PasswordSetting, ServerEntry, MAX_SERVERS,
+    MIN_SERVERS,
+};
+use crate::erasure::{Scheme, MAX_SHARDS};
+use crate::layout::Redundancy;
 
 /// Longest piece of a bad line quoted back in an error message.
 const QUOTE_MAX: usize = 40;
@@ -57,6 +61,7 @@ pub(super) fn scan(text: &str, path: &Path) -> Result<Scanned, ConfigError> {
             Keyword::Username => fields.username(&value),
             Keyword::Password => fields.password(&value),
             Keyword::Ca => fields.ca(&value, config_dir(path)),
+            Keyword::Redundancy => fields.redundancy(&value),
         }
         .map_err(syntax)?;
     }
@@ -104,6 +109,7 @@ pub(super) enum Keyword {
     Username,
     Password,
     Ca,
+    Redundancy,
 }
 
 impl Keyword {
@@ -113,6 +119,7 @@ impl Keyword {
             ("username", Keyword::Username),
             ("password", Keyword::Password),
             ("ca", Keyword::Ca),
+            ("redundancy", Keyword::Redundancy),
         ]
         .into_iter()
         .find(|(name, _)| word.eq_ignore_ascii_case(name))
@@ -128,10 +135,12 @@ impl Keyword {
             (Syntax::Classic, Keyword::Username) => "`Username:`",
             (Syntax::Classic, Keyword::Password) => "`Password:`",
             (Syntax::Classic, Keyword::Ca) => "`CA`",
+            (Syntax::Classic, Keyword::Redundancy) => "`Redundancy`",
             (Syntax::Ini, Keyword::Server) => "server entry",
             (Syntax::Ini, Keyword::Username) => "`username`",
             (Syntax::Ini, Keyword::Password) => "`password`",
             (Syntax::Ini, Keyword::Ca) => "`ca`",
+            (Syntax::Ini, Keyword::Redundancy) => "`redundancy`",
         }
     }
 }
@@ -155,9 +164,11 @@ pub(super) fn classic_keyword(trimmed: &str) -> Option<(Keyword, &str)> {
 /// The two ways a `dfc.conf` is written.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(super) enum Syntax {
-    /// `Server DFS1 HOST:PORT`, `Username: NAME`, `Password: ...`, `CA PATH`.
+    /// `Server DFS1 HOST:PORT`, `Username: NAME`, `Password: ...`, `CA PATH`,
+    /// `Redundancy rs K+M`.
     Classic,
-    /// `[server_list]`, `[credentials]` and `[tls]` sections of `KEY = VALUE`.
+    /// `[server_list]`, `[credentials]`, `[tls]` and `[layout]` sections of
+    /// `KEY = VALUE`.
     Ini,
 }
 
@@ -185,11 +196,11 @@ fn split_keyword<'a>(line: &Line<'a>) -> Result<Option<(Keyword, Value<'a>)>, St
         let token = token.find('=').map_or(token, |i| &token[..=i]);
         if token.len() == text.trim_end().len() && !token.ends_with([':', '=']) {
             return Err(
-                "a line of one word that is not a keyword (not shown: it may be a password; expected Server, Username, Password or CA)".into(),
+                "a line of one word that is not a keyword (not shown: it may be a password; expected Server, Username, Password, CA or Redundancy)".into(),
             );
         }
         return Err(format!(
-            "unknown keyword {} (expected Server, Username, Password or CA)",
+            "unknown keyword {} (expected Server, Username, Password, CA or Redundancy)",
             quote(token)
         ));
     };
@@ -209,10 +220,12 @@ pub(super) struct Fields {
     /// The form of the file, for the wording of messages.
     syntax: Syntax,
     servers: Vec<ServerEntry>,
-    /// Servers seen, including any beyond the fourth.
+    /// Servers seen, including any beyond [`MAX_SERVERS`].
     pub(super) server_count: usize,
-    /// The line of the first server beyond the fourth.
-    pub(super) fifth_server_line: Option<usize>,
+    /// The line of the first server beyond [`MAX_SERVERS`].
+    pub(super) excess_server_line: Option<usize>,
+    /// The `Redundancy` line's value and line number.
+    redundancy: Option<(Redundancy, usize)>,
     username: Option<(String, usize)>,
     password: Option<(PasswordSetting, usize)>,
     password_value: Option<(Range<usize>, Form)>,
@@ -225,7 +238,8 @@ impl Fields {
             syntax,
             servers: Vec::new(),
             server_count: 0,
-            fifth_server_line: None,
+            excess_server_line: None,
+            redundancy: None,
             username: None,
             password: None,
             password_value: None,
@@ -245,16 +259,16 @@ impl Fields {
         })
     }
 
-    /// One server at `line`. The first four are parsed; more are only
-    /// counted.
+    /// One server at `line`. The first [`MAX_SERVERS`] are parsed; more are
+    /// only counted.
     fn add_server(
         &mut self,
         line: usize,
         parse: impl FnOnce() -> Result<ServerEntry, String>,
     ) -> Result<(), String> {
         self.server_count += 1;
-        if self.server_count > SERVER_COUNT {
-            self.fifth_server_line.get_or_insert(line);
+        if self.server_count > MAX_SERVERS {
+            self.excess_server_line.get_or_insert(line);
             return Ok(());
         }
         let entry = parse()?;
@@ -341,17 +355,45 @@ impl Fields {
         Ok(())
     }
 
+    /// A `Redundancy` line (INI: `redundancy` in `[layout]`): `classic` or
+    /// `rs K+M`, optionally followed by a `#` comment. The scheme is checked
+    /// here on its own (K and M at least 1, K+M at most [`MAX_SHARDS`]);
+    /// against the number of servers in [`Fields::finish`].
+    pub(super) fn redundancy(&mut self, value: &Value<'_>) -> Result<(), String> {
+        let label = Keyword::Redundancy.label(self.syntax);
+        if let Some((_, first)) = &self.redundancy {
+            return Err(format!("duplicate {label} line (first on line {first})"));
+        }
+        let redundancy = parse_redundancy(value.text, label)?;
+        self.redundancy = Some((redundancy, value.line));
+        Ok(())
+    }
+
     /// Checks what must be there once every line is read. `last_line` is the
     /// file's last line number (0 for an empty file). An INI scan checks the
     /// number of servers itself, before this.
     pub(super) fn finish(self, path: &Path, last_line: usize) -> Result<Scanned, ConfigError> {
-        if self.server_count != SERVER_COUNT {
+        if !(MIN_SERVERS..=MAX_SERVERS).contains(&self.server_count) {
             return Err(ConfigError::ServerCount {
                 path: path.to_owned(),
-                line: self.fifth_server_line.unwrap_or(last_line),
+                line: self.excess_server_line.unwrap_or(last_line),
                 count: self.server_count,
             });
         }
+        let n = self.servers.len();
+        let redundancy = match self.redundancy {
+            Some((redundancy, line)) => {
+                fits_servers(redundancy, n, self.syntax).map_err(|problem| {
+                    ConfigError::Syntax {
+                        path: path.to_owned(),
+                        line,
+                        problem,
+                    }
+                })?;
+                redundancy
+            }
+            None => default_redundancy(n),
+        };
         let Some((username, _)) = self.username else {
             return Err(ConfigError::Missing {
                 path: path.to_owned(),
@@ -365,6 +407,7 @@ impl Fields {
             config: ClientConfig {
                 path: path.to_owned(),
                 servers: self.servers,
+                redundancy,
                 username,
                 password: self.password.map(|(p, _)| p),
                 ca: self.ca.map(|(p, _)| p),
@@ -372,6 +415,101 @@ impl Fields {
             password_value: self.password_value,
         })
     }
+}
+
+/// What a redundancy value may be, for messages.
+const REDUNDANCY_FORMS: &str = "expected `classic` or `rs K+M`, e.g. `rs 4+2`";
+
+/// Parses a redundancy value (`label` names the keyword in messages):
+/// `classic` or `rs K+M`, in any case, spaces around the `+` or none, up to
+/// a `#` comment.
+fn parse_redundancy(value: &str, label: &str) -> Result<Redundancy, String> {
+    let text = value.split('#').next().unwrap_or("").trim();
+    if text.is_empty() {
+        return Err(format!("missing value after {label} ({REDUNDANCY_FORMS})"));
+    }
+    if text.eq_ignore_ascii_case("classic") {
+        return Ok(Redundancy::Classic);
+    }
+    let bad = || format!("bad {label} value {} ({REDUNDANCY_FORMS})", quote(text));
+    let rs = text
+        .get(..2)
+        .filter(|word| word.eq_ignore_ascii_case("rs"))
+        .map(|_| &text[2..])
+        .ok_or_else(bad)?;
+    let (k_text, m_text) = rs.split_once('+').ok_or_else(bad)?;
+    let ((k, k_digits), (m, m_digits)) = (
+        shard_count(k_text).ok_or_else(bad)?,
+        shard_count(m_text).ok_or_else(bad)?,
+    );
+    let shown = quote(&format!("rs {k_digits}+{m_digits}"));
+    if k == 0 {
+        return Err(format!(
+            "{shown} has no data shards: K in `rs K+M` must be at least 1"
+        ));
+    }
+    if m == 0 {
+        return Err(format!(
+            "{shown} has no parity shards: M in `rs K+M` must be at least 1 \
+             (with none, losing one server loses files)"
+        ));
+    }
+    if k + m > MAX_SHARDS {
+        return Err(format!(
+            "{shown} has more than {MAX_SHARDS} shards: K+M must be at most \
+             {MAX_SHARDS}, and at most the number of servers"
+        ));
+    }
+    Scheme::new(k, m).map(Redundancy::Rs).map_err(|_| bad())
+}
+
+/// A shard count of `rs K+M` (ASCII digits, spaces around them allowed)
+/// and its digits without leading zeros. Values past any real scheme
+/// saturate at 10 000, which is refused.
+fn shard_count(text: &str) -> Option<(usize, &str)> {
+    let digits = text.trim();
+    if digits.is_empty() || !digits.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    let significant = digits.trim_start_matches('0');
+    if significant.is_empty() {
+        return Some((0, "0"));
+    }
+    let count = if significant.len() > 4 {
+        10_000
+    } else {
+        significant.parse().unwrap_or(10_000)
+    };
+    Some((count, significant))
+}
+
+/// Whether `redundancy` can store files on `servers` servers, and if not
+/// why.
+fn fits_servers(redundancy: Redundancy, servers: usize, syntax: Syntax) -> Result<(), String> {
+    match redundancy {
+        Redundancy::Classic if servers != 4 => {
+            let suggestion = match (syntax, default_redundancy(servers)) {
+                (Syntax::Classic, Redundancy::Rs(s)) => format!("`Redundancy {s}`"),
+                (Syntax::Ini, Redundancy::Rs(s)) => format!("`redundancy = {s}`"),
+                (_, Redundancy::Classic) => "`rs K+M`".to_owned(),
+            };
+            Err(format!(
+                "`classic` redundancy needs exactly 4 servers; this file lists {servers} \
+                 (write {suggestion}, or another `rs K+M` with K+M at most {servers})"
+            ))
+        }
+        Redundancy::Rs(s) if usize::from(s.k) + usize::from(s.m) > servers => Err(format!(
+            "`{s}` needs at least {} servers (one per shard); this file lists {servers}",
+            usize::from(s.k) + usize::from(s.m)
+        )),
+        _ => Ok(()),
+    }
+}
+
+/// The redundancy of a file without a `Redundancy` line: the layout's
+/// default for `servers` ([`MIN_SERVERS`] to [`MAX_SERVERS`] of them).
+fn default_redundancy(servers: usize) -> Redundancy {
+    Redundancy::default_for(servers).unwrap_or(Redundancy::Classic)
 }
 
 /// The words of a value up to a `#` comment.

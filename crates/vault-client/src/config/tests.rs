@@ -1,10 +1,12 @@
 //! The parser tests, and the `dfc.conf` samples of README.md and of this
 //! module's documentation parsed as written. The rewrite's tests are in
-//! `tests/rewrite.rs`.
+//! `tests/rewrite.rs`, the number of servers and the `Redundancy` line in
+//! `tests/redundancy.rs`.
 
 use super::*;
 
 mod ini;
+mod redundancy;
 mod rewrite;
 
 const P: &str = "/home/alice/.vault/dfc.conf";
@@ -305,14 +307,17 @@ fn duplicate_lines() {
 
 #[test]
 fn server_count_errors() {
+    // Three servers are enough now; two are not.
     let three = CLASSIC.replace("Server DFS4 127.0.0.1:10004\n", "");
-    let e = parse(&three).unwrap_err();
+    assert_eq!(parse(&three).unwrap().servers.len(), 3);
+    let two = three.replace("Server DFS3 127.0.0.1:10003\n", "");
+    let e = parse(&two).unwrap_err();
     assert!(
         matches!(
             e,
             ConfigError::ServerCount {
-                count: 3,
-                line: 5,
+                count: 2,
+                line: 4,
                 ..
             }
         ),
@@ -320,22 +325,12 @@ fn server_count_errors() {
     );
     assert_eq!(
         e.to_string(),
-        format!("{P}:5: expected exactly 4 `Server` lines (DFS1 to DFS4), found 3")
+        format!("{P}:4: at least 3 `Server` lines are needed (one per node), found 2")
     );
+    // A fifth and sixth server are accepted now (the limit is 64, see
+    // tests/redundancy.rs).
     let six = format!("{CLASSIC}\nServer DFS5 h:1\nServer DFS6 h:2\n");
-    let e = parse(&six).unwrap_err();
-    assert!(
-        matches!(
-            e,
-            ConfigError::ServerCount {
-                count: 6,
-                line: 8,
-                ..
-            }
-        ),
-        "{e:?}"
-    );
-    assert!(e.to_string().starts_with(&format!("{P}:8: ")));
+    assert_eq!(parse(&six).unwrap().servers.len(), 6);
     let e = parse("").unwrap_err();
     assert!(
         matches!(
@@ -559,5 +554,9 @@ fn module_doc_sample_parses_to_what_it_shows() {
     assert_eq!(
         cfg.ca.as_deref(),
         Some(Path::new("/home/alice/.vault/certs/ca.pem"))
+    );
+    assert_eq!(
+        cfg.redundancy,
+        Redundancy::Rs(crate::erasure::Scheme::new(2, 2).unwrap())
     );
 }

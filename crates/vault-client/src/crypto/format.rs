@@ -28,6 +28,13 @@ pub const PART_HEADER: [u8; HEADER_LEN] = *b"VLTp\x02";
 /// Header of a manifest blob.
 pub const MANIFEST_HEADER: [u8; HEADER_LEN] = *b"VLTm\x02";
 
+/// Header of a shard blob (storage format 3, erasure-coded files: see
+/// [`crate::erasure`]).
+pub const SHARD_HEADER: [u8; HEADER_LEN] = *b"VLTs\x03";
+
+/// Prefix of shard ids (`p3-` and 64 hex digits): data blobs of format 3.
+pub const SHARD_ID_PREFIX: &str = "p3-";
+
 /// Prefix of format-2 manifest ids (`m2-` and 64 hex digits).
 pub const MANIFEST_ID_PREFIX: &str = "m2-";
 

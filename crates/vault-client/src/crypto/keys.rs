@@ -33,9 +33,12 @@ use thiserror::Error;
 use wire::{BlobId, KdfParams, UserRecord, STORAGE_FORMAT};
 use zeroize::Zeroizing;
 
-use super::format::{HEADER_LEN, MANIFEST_ID_PREFIX, PART_HEADER, PART_ID_PREFIX};
+use super::format::{
+    HEADER_LEN, MANIFEST_ID_PREFIX, PART_HEADER, PART_ID_PREFIX, SHARD_HEADER, SHARD_ID_PREFIX,
+};
 use super::stream::StreamKey;
 use super::CryptoError;
+use crate::erasure::ShardKey;
 
 /// Costs and salt length of new records: the shared defaults.
 pub use wire::kdf::{DEFAULT_M_KIB, DEFAULT_P, DEFAULT_T, SALT_LEN};
@@ -338,6 +341,19 @@ pub struct PartKeys {
     pub ad: Vec<u8>,
 }
 
+/// What sealing or opening an erasure-coded file version needs.
+pub struct ShardedKeys {
+    /// Blob id of each shard, by shard index.
+    pub ids: Vec<BlobId>,
+    /// The key of the file's one STREAM.
+    pub stream: StreamKey,
+    /// Associated data of every chunk of that STREAM: binds the shard
+    /// header, user, file version and version number.
+    pub ad: Vec<u8>,
+    /// The key authenticating every shard chunk.
+    pub shard_key: ShardKey,
+}
+
 impl MasterKey {
     /// A new random master key.
     pub fn generate() -> Result<Self, KeyError> {
@@ -371,6 +387,30 @@ impl MasterKey {
             id: self.part_id(file_id, k),
             key: StreamKey::new(*kdf(&self.0, b"vault part key v2", &[file_id, &[k as u8]])),
             ad: part_ad(user, file_id, version, k),
+        }
+    }
+
+    /// Ids and keys of an erasure-coded version (`file_id`, version
+    /// `version`) of one of `user`'s files: one STREAM over the whole file,
+    /// its chunks coded into `shards` authenticated shards (see
+    /// [`crate::erasure`]).
+    pub fn sharded(&self, user: &str, file_id: &[u8], version: u64, shards: usize) -> ShardedKeys {
+        let mut ad = b"vault stream v3".to_vec();
+        ad.extend_from_slice(&SHARD_HEADER);
+        push_lp(&mut ad, user.to_ascii_lowercase().as_bytes());
+        push_lp(&mut ad, file_id);
+        ad.extend_from_slice(&version.to_be_bytes());
+        ShardedKeys {
+            ids: (0..shards)
+                .map(|i| {
+                    let h = kdf(&self.0, b"vault shard id v3", &[file_id, &[i as u8]]);
+                    BlobId::new(format!("{SHARD_ID_PREFIX}{}", hex::encode(h.as_ref())))
+                        .expect("hex id is valid")
+                })
+                .collect(),
+            stream: StreamKey::new(*kdf(&self.0, b"vault stream key v3", &[file_id])),
+            ad,
+            shard_key: ShardKey::new(*kdf(&self.0, b"vault shard key v3", &[file_id])),
         }
     }
 

@@ -3,6 +3,7 @@
 //! counts, order, prefixes and byte totals, so a node can neither make the
 //! client read without bound nor slip in entries it did not ask for.
 
+use std::ops::Range;
 use std::time::Duration;
 
 use quinn::RecvStream;
@@ -32,6 +33,70 @@ pub struct PutFailure {
     pub index: usize,
     /// The node's reason.
     pub error: NetError,
+}
+
+/// How large one batch may grow: at most `items` entries and at most
+/// `bytes` bytes, except that the first entry always goes in (so an entry
+/// larger than `bytes` goes alone, and every batch makes progress).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct BatchLimit {
+    /// Most entries in one batch.
+    pub(crate) items: usize,
+    /// Most bytes in one batch (of entries after the first).
+    pub(crate) bytes: u64,
+}
+
+impl BatchLimit {
+    /// A limit of `items` entries and `bytes` bytes.
+    pub(crate) const fn new(items: usize, bytes: u64) -> BatchLimit {
+        BatchLimit { items, bytes }
+    }
+
+    /// Whether an entry of `len` bytes joins a batch that holds `count`
+    /// entries of `bytes` bytes so far.
+    pub(crate) fn admits(self, count: usize, bytes: u64, len: u64) -> bool {
+        count == 0 || (count < self.items && bytes.saturating_add(len) <= self.bytes)
+    }
+
+    /// Cuts `items` into consecutive batches, each as long as the limit
+    /// admits, where `len` gives an item's size: the batches' position
+    /// ranges, none empty, covering `items` in order.
+    pub(crate) fn split<'a, T>(
+        self,
+        items: &'a [T],
+        len: impl Fn(&T) -> u64 + 'a,
+    ) -> impl Iterator<Item = Range<usize>> + 'a {
+        let mut start = 0;
+        std::iter::from_fn(move || {
+            if start >= items.len() {
+                return None;
+            }
+            let (mut end, mut bytes) = (start, 0u64);
+            while let Some(item) = items.get(end) {
+                let l = len(item);
+                if !self.admits(end - start, bytes, l) {
+                    break;
+                }
+                bytes = bytes.saturating_add(l);
+                end += 1;
+            }
+            let batch = start..end;
+            start = end;
+            Some(batch)
+        })
+    }
+}
+
+/// One request of [`Session::put_blobs_batched`]: the positions it carried
+/// and how it went.
+#[derive(Debug)]
+pub(crate) struct PutBatch {
+    /// The positions in the caller's list.
+    pub(crate) range: Range<usize>,
+    /// Per position in `range`, in order: `None` where the blob was stored,
+    /// the node's reason where it was not. `Err` when the request as a
+    /// whole failed: then none of its blobs is known to be stored.
+    pub(crate) result: Result<Vec<Option<NetError>>, NetError>,
 }
 
 /// Checks positions a node reports in a batch of `n`: each inside the
@@ -295,6 +360,69 @@ impl Session {
         Ok(missing.len())
     }
 
+    /// [`Session::get_blobs`] over any number of `ids`, in requests of at
+    /// most `per_request` (and [`MAX_BATCH`]), sent one after another;
+    /// `max_bytes` gives the answer bound of the request carrying a range
+    /// of `ids`. One entry per id, in order; the first failure ends it.
+    pub(crate) async fn get_blobs_batched(
+        &self,
+        ids: &[BlobId],
+        per_request: usize,
+        max_bytes: impl Fn(Range<usize>) -> u64,
+    ) -> Result<Vec<Option<Vec<u8>>>, NetError> {
+        let limit = BatchLimit::new(per_request.min(MAX_BATCH), u64::MAX);
+        let mut out = Vec::with_capacity(ids.len());
+        for range in limit.split(ids, |_| 0) {
+            let max = max_bytes(range.clone());
+            out.extend(self.get_blobs(&ids[range], max).await?);
+        }
+        Ok(out)
+    }
+
+    /// [`Session::put_blobs_if`] over any number of blobs, in requests of
+    /// at most [`MAX_BATCH`] blobs and `max_bytes` bytes (capped at
+    /// [`MAX_BATCH_BYTES`]; a larger blob goes alone), sent one after
+    /// another, each whatever became of the one before: each request's
+    /// outcome, failures at the caller's positions.
+    pub(crate) async fn put_blobs_batched(
+        &self,
+        blobs: &[(BlobId, &[u8], Option<Expect>)],
+        max_bytes: u64,
+    ) -> Vec<PutBatch> {
+        let limit = BatchLimit::new(MAX_BATCH, max_bytes.min(MAX_BATCH_BYTES));
+        let mut out = Vec::new();
+        for range in limit.split(blobs, |(_, b, _)| b.len() as u64) {
+            let result = self
+                .put_blobs_if(&blobs[range.clone()])
+                .await
+                .map(|failed| {
+                    let mut each = vec![None; range.len()];
+                    for f in failed {
+                        // Positions were checked to lie inside the request.
+                        if let Some(slot) = each.get_mut(f.index) {
+                            *slot = Some(f.error);
+                        }
+                    }
+                    each
+                });
+            out.push(PutBatch { range, result });
+        }
+        out
+    }
+
+    /// Deletes any number of `ids`, in requests of at most [`MAX_BATCH`],
+    /// best effort: every request is sent, whatever became of the one
+    /// before. Returns why the requests that failed did.
+    pub(crate) async fn delete_blobs_batched(&self, ids: &[BlobId]) -> Vec<NetError> {
+        let mut failed = Vec::new();
+        for chunk in ids.chunks(MAX_BATCH) {
+            if let Err(e) = self.delete_blobs(chunk).await {
+                failed.push(e);
+            }
+        }
+        failed
+    }
+
     /// Size and time of several blobs (at most [`MAX_BATCH`]), `None`
     /// where the node has none.
     pub async fn stat_blobs(&self, ids: &[BlobId]) -> Result<Vec<Option<BlobStat>>, NetError> {
@@ -304,6 +432,173 @@ impl Session {
             Response::Stats { entries } if entries.len() == n => Ok(entries),
             Response::Stats { .. } => Err(protocol("answer for another number of blobs")),
             other => Err(unexpected("Stats", &other)),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn split(items: &[u64], limit: BatchLimit) -> Vec<Range<usize>> {
+        limit.split(items, |&l| l).collect()
+    }
+
+    #[test]
+    fn nothing_splits_into_no_batches() {
+        assert!(split(&[], BatchLimit::new(4, 10)).is_empty());
+    }
+
+    #[test]
+    fn an_item_larger_than_the_bytes_goes_alone() {
+        assert_eq!(split(&[11], BatchLimit::new(4, 10)), vec![0..1]);
+        assert_eq!(
+            split(&[1, 11, 1], BatchLimit::new(4, 10)),
+            vec![0..1, 1..2, 2..3]
+        );
+    }
+
+    #[test]
+    fn a_batch_fills_up_to_the_bytes_exactly() {
+        assert_eq!(split(&[4, 6, 1], BatchLimit::new(4, 10)), vec![0..2, 2..3]);
+        assert_eq!(split(&[4, 7, 3], BatchLimit::new(4, 10)), vec![0..1, 1..3]);
+        assert_eq!(split(&[0, 0, 10, 0], BatchLimit::new(9, 10)), vec![0..4]);
+    }
+
+    #[test]
+    fn a_batch_holds_at_most_the_count() {
+        assert_eq!(
+            split(&[1; 7], BatchLimit::new(3, 100)),
+            vec![0..3, 3..6, 6..7]
+        );
+        assert_eq!(split(&[1; 6], BatchLimit::new(3, 100)), vec![0..3, 3..6]);
+        // A count of nothing still moves: one item a batch.
+        assert_eq!(split(&[1; 2], BatchLimit::new(0, 100)), vec![0..1, 1..2]);
+    }
+
+    #[test]
+    fn the_bytes_cut_before_the_count_does() {
+        assert_eq!(
+            split(&[3, 3, 3, 3, 3], BatchLimit::new(4, 7)),
+            vec![0..2, 2..4, 4..5]
+        );
+    }
+
+    #[test]
+    fn huge_lengths_do_not_overflow() {
+        assert_eq!(
+            split(&[u64::MAX - 1, 1, 1], BatchLimit::new(4, u64::MAX - 1)),
+            vec![0..1, 1..3]
+        );
+        // A bound of `u64::MAX` bytes is no bound at all.
+        assert_eq!(
+            split(&[u64::MAX, u64::MAX], BatchLimit::new(4, u64::MAX)),
+            vec![0..2]
+        );
+    }
+
+    #[test]
+    fn admits_agrees_with_split() {
+        let limit = BatchLimit::new(2, 10);
+        assert!(limit.admits(0, 0, 11), "the first item always goes in");
+        assert!(limit.admits(1, 4, 6));
+        assert!(!limit.admits(1, 4, 7));
+        assert!(!limit.admits(2, 0, 0));
+    }
+
+    mod live {
+        use vault_node::testing::{self, TestCluster};
+        use wire::ErrorCode;
+        use zeroize::Zeroizing;
+
+        use super::super::*;
+        use crate::config::ClientConfig;
+        use crate::net::client_endpoint;
+        use crate::vault::{OpenOptions, Vault};
+
+        async fn open(c: &TestCluster) -> Vault {
+            let cfg =
+                ClientConfig::parse(&c.dfc_text("alice", None), &c.dir().join("dfc.conf")).unwrap();
+            let endpoint = client_endpoint(c.ca_pem().as_bytes()).unwrap();
+            let options = OpenOptions::default();
+            let pw = Zeroizing::new("Crimson33".to_string());
+            Vault::open_with(&endpoint, &cfg, &pw, &options)
+                .await
+                .unwrap()
+        }
+
+        fn id(i: usize) -> BlobId {
+            BlobId::new(format!("t-batch-{i:04}")).unwrap()
+        }
+
+        #[tokio::test]
+        async fn batched_requests_cover_any_number_of_blobs_at_the_callers_positions() {
+            testing::timed(async {
+                let c = TestCluster::start(&testing::users_text()).await.unwrap();
+                let vault = open(&c).await;
+                let s = vault.session(0).unwrap();
+                let n = MAX_BATCH + 5;
+                let ids: Vec<BlobId> = (0..n).map(id).collect();
+                let bytes: Vec<Vec<u8>> = (0..n).map(|i| vec![i as u8; 1 + i % 7]).collect();
+                // Blobs 3 and n - 2 (in the last request) are already there:
+                // their "store only if absent" fails.
+                let old = b"old".as_slice();
+                s.put_blobs(&[(ids[3].clone(), old), (ids[n - 2].clone(), old)])
+                    .await
+                    .unwrap();
+                let items: Vec<(BlobId, &[u8], Option<Expect>)> = ids
+                    .iter()
+                    .zip(&bytes)
+                    .map(|(id, b)| (id.clone(), b.as_slice(), Some(Expect::Absent)))
+                    .collect();
+                let total: u64 = bytes.iter().map(|b| b.len() as u64).sum();
+                let batches = s.put_blobs_batched(&items, total / 3).await;
+                let ranges: Vec<Range<usize>> = batches.iter().map(|b| b.range.clone()).collect();
+                let expected: Vec<Range<usize>> = BatchLimit::new(MAX_BATCH, total / 3)
+                    .split(&items, |(_, b, _)| b.len() as u64)
+                    .collect();
+                assert!(ranges.len() >= 3, "{ranges:?}");
+                assert_eq!(ranges, expected);
+                let mut failed = Vec::new();
+                for b in batches {
+                    let each = b.result.unwrap();
+                    assert_eq!(each.len(), b.range.len());
+                    for (i, e) in b.range.zip(each) {
+                        if let Some(e) = e {
+                            assert!(e.is_code(ErrorCode::Conflict), "{e}");
+                            failed.push(i);
+                        }
+                    }
+                }
+                assert_eq!(failed, vec![3, n - 2]);
+
+                // Reads come back one per id, in order, over several requests.
+                let mut asked = ids.clone();
+                asked.push(id(9999));
+                let got = s
+                    .get_blobs_batched(&asked, 100, |r| r.len() as u64 * 8)
+                    .await
+                    .unwrap();
+                assert_eq!(got.len(), n + 1);
+                for (i, g) in got.iter().enumerate() {
+                    let want = match i {
+                        i if i == 3 || i == n - 2 => Some(b"old".to_vec()),
+                        i if i == n => None,
+                        i => Some(bytes[i].clone()),
+                    };
+                    assert_eq!(*g, want, "blob {i}");
+                }
+                // An answer bound too small fails the whole read.
+                assert!(s.get_blobs_batched(&ids, 100, |_| 1).await.is_err());
+
+                // Deletes go out in as many requests as needed.
+                assert!(s.delete_blobs_batched(&asked).await.is_empty());
+                let stats = s.stat_blobs(&ids[..MAX_BATCH]).await.unwrap();
+                assert!(stats.iter().all(Option::is_none));
+                let stats = s.stat_blobs(&ids[MAX_BATCH..]).await.unwrap();
+                assert!(stats.iter().all(Option::is_none));
+            })
+            .await
         }
     }
 }

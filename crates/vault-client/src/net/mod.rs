@@ -25,6 +25,7 @@ use crate::config::ServerEntry;
 
 mod batch;
 
+pub(crate) use batch::BatchLimit;
 pub use batch::{DataPage, PutFailure};
 
 /// How long a dial may take before the node counts as down.

@@ -34,14 +34,14 @@ use crate::crypto::format::{part_blob_len, HEADER_LEN, PART_HEADER, PART_ID_PREF
 use crate::crypto::stream::open_all;
 use crate::layout::{self, Copy};
 use crate::manifest::Manifest;
-use crate::net::Session;
+use crate::net::{BatchLimit, Session};
 use crate::path::normalize_prefix;
 use crate::vault::Vault;
 
 /// Parts up to this size are verified in batches; larger ones streamed.
 const BATCH_PART: u64 = 4 << 20;
-/// Most bytes per verifying `GetBlobs`.
-const VERIFY_BYTES: u64 = 16 << 20;
+/// Most blobs and bytes per verifying `GetBlobs`.
+const VERIFY_BATCH: BatchLimit = BatchLimit::new(MAX_BATCH, 16 << 20);
 
 /// The state of one copy.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -69,8 +69,13 @@ pub struct FileHealth {
     pub deleted: bool,
     /// Each manifest copy: (node, state).
     pub manifests: Vec<(usize, CopyState)>,
-    /// Each part copy: (part, node, state); empty for a deleted file.
+    /// Each part copy: (part, node, state); empty for a deleted file. For
+    /// an erasure-coded file, each shard: (shard, node, state), a shard on
+    /// a node no longer in dfc.conf left out (it counts as missing).
     pub parts: Vec<(usize, usize, CopyState)>,
+    /// For an erasure-coded file, K: the shards that rebuild it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub shards_needed: Option<usize>,
 }
 
 impl FileHealth {
@@ -83,6 +88,9 @@ impl FileHealth {
     /// Some part has no good copy, and every node that should hold one
     /// answered (none is unknown): the evidence says it is gone.
     pub fn lost(&self) -> bool {
+        if let Some((good, unknown, k)) = self.shard_counts() {
+            return good + unknown < k;
+        }
         self.short_parts().any(|k| {
             !self
                 .parts
@@ -95,7 +103,17 @@ impl FileHealth {
     /// on a node that could not say (down, or its answer cut short): it
     /// cannot be rebuilt now, and may be whole once that node answers.
     pub fn unreachable(&self) -> bool {
+        if let Some((good, unknown, k)) = self.shard_counts() {
+            return good < k && good + unknown >= k;
+        }
         !self.lost() && self.short_parts().next().is_some()
+    }
+
+    /// An erasure-coded live file's good and unknown shards, and K.
+    fn shard_counts(&self) -> Option<(usize, usize, usize)> {
+        let k = self.shards_needed.filter(|_| !self.deleted)?;
+        let count = |state| self.parts.iter().filter(|(_, _, s)| *s == state).count();
+        Some((count(CopyState::Good), count(CopyState::Unknown), k))
     }
 
     /// The nodes whose copies are unknown, sorted, each once.
@@ -214,16 +232,43 @@ pub async fn survey(
     let live: Vec<&Manifest> = catalog.live().collect();
     let presence = catalog::presence(vault, &live, true).await;
     out.problems.extend(presence.problems.iter().cloned());
+    let coded: Vec<(&Manifest, &crate::manifest::Shards)> = live
+        .iter()
+        .filter_map(|m| Some((*m, m.shards.as_ref()?)))
+        .collect();
+    let (shards_held, shard_problems) = super::shards::presence(vault, &coded).await;
+    let shard_failed = !shard_problems.is_empty();
+    out.problems.extend(shard_problems);
+    let mut shards_held = shards_held.into_iter();
     let mut live_index = 0usize;
     for e in &catalog.entries {
         let manifests = layout::manifest_nodes(n)
             .map(|node| (node, manifest_state(vault, e, node)))
             .collect();
         let mut parts = Vec::new();
+        let mut shards_needed = None;
         if let Some(m) = e.live() {
             let bits = presence.parts[live_index];
             live_index += 1;
-            for Copy { part, node } in layout::part_copies(m) {
+            if let Some(layout) = &m.shards {
+                shards_needed = Some(layout.scheme.data());
+                let held = shards_held.next().unwrap_or_default();
+                for (i, name) in layout.nodes.iter().enumerate() {
+                    let Some(node) = vault.node_index(name) else {
+                        continue;
+                    };
+                    let state = match held.get(i).copied().flatten() {
+                        Some(true) => CopyState::Good,
+                        Some(false) => CopyState::Missing,
+                        None => CopyState::Unknown,
+                    };
+                    parts.push((i, node, state));
+                }
+            }
+            for Copy { part, node } in layout::part_copies(m)
+                .into_iter()
+                .filter(|_| m.shards.is_none())
+            {
                 let state = if bits[part] & (1 << node) != 0 {
                     CopyState::Good
                 } else if vault.session(node).is_none() || presence.failed & (1 << node) != 0 {
@@ -239,6 +284,7 @@ pub async fn survey(
             deleted: e.newest.deleted,
             manifests,
             parts,
+            shards_needed,
         });
     }
     out.entries = catalog.entries;
@@ -254,6 +300,7 @@ pub async fn survey(
         && vault.ready().count() == n
         && out.complete == all
         && presence.failed == 0
+        && !shard_failed
         && out.problems.is_empty()
     {
         match orphans(vault, &out.entries).await {
@@ -296,6 +343,7 @@ async fn verify_all(vault: &Vault, survey: &mut Survey, progress: &ProgressRef) 
     // (file, index into its parts) per node, small and large apart.
     let mut small: HashMap<usize, Vec<(usize, usize)>> = HashMap::new();
     let mut large: Vec<(usize, usize)> = Vec::new();
+    let mut coded: Vec<(usize, usize)> = Vec::new();
     for (f, h) in survey.files.iter().enumerate() {
         let Some(m) = survey.entries[f].live() else {
             continue;
@@ -304,7 +352,9 @@ async fn verify_all(vault: &Vault, survey: &mut Survey, progress: &ProgressRef) 
             if state != CopyState::Good {
                 continue;
             }
-            if m.parts()[part].1 <= BATCH_PART {
+            if m.shards.is_some() {
+                coded.push((f, i));
+            } else if m.parts()[part].1 <= BATCH_PART {
                 small.entry(node).or_default().push((f, i));
             } else {
                 large.push((f, i));
@@ -362,6 +412,24 @@ async fn verify_all(vault: &Vault, survey: &mut Survey, progress: &ProgressRef) 
             }
         }
     }
+    for (f, i) in coded {
+        let (shard, node, _) = survey.files[f].parts[i];
+        let Some(s) = vault.session(node) else {
+            continue;
+        };
+        let m = &survey.entries[f].newest;
+        let Some(layout) = &m.shards else { continue };
+        match super::shards::verify(vault, s, m, layout, shard, progress).await {
+            Ok(bytes) => survey.verified_bytes += bytes,
+            Err(e) => {
+                let state = super::shards::judged(&e).unwrap_or_else(|| {
+                    survey.problems.push(format!("{}: {e}", s.name));
+                    CopyState::Unknown
+                });
+                bad.push((f, i, state));
+            }
+        }
+    }
     for (f, i, state) in bad {
         survey.files[f].parts[i].2 = state;
     }
@@ -388,24 +456,19 @@ async fn verify_small(
 ) -> (Vec<(usize, usize, CopyState)>, u64, Option<String>) {
     let mut bad = Vec::new();
     let mut bytes = 0u64;
-    let mut start = 0;
-    while start < jobs.len() {
-        let mut end = start;
-        let mut size = 0u64;
-        while end < jobs.len() && end - start < MAX_BATCH {
-            let len = part_blob_len(jobs[end].3.parts()[jobs[end].4].1);
-            if end > start && size + len > VERIFY_BYTES {
-                break;
-            }
-            size += len;
-            end += 1;
-        }
-        let chunk = &jobs[start..end];
+    let len = |j: &(usize, usize, BlobId, Manifest, usize)| part_blob_len(j.3.parts()[j.4].1);
+    for range in VERIFY_BATCH.split(&jobs, len) {
+        let chunk = &jobs[range.clone()];
+        let size: u64 = chunk.iter().map(len).sum();
         let ids: Vec<BlobId> = chunk.iter().map(|j| j.2.clone()).collect();
         let got = match s.get_blobs(&ids, size).await {
             Ok(got) => got,
             Err(e) => {
-                bad.extend(jobs[start..].iter().map(|j| (j.0, j.1, CopyState::Unknown)));
+                bad.extend(
+                    jobs[range.start..]
+                        .iter()
+                        .map(|j| (j.0, j.1, CopyState::Unknown)),
+                );
                 return (bad, bytes, Some(format!("{}: {e}", s.name)));
             }
         };
@@ -420,7 +483,6 @@ async fn verify_small(
                 None => bad.push((*f, *i, CopyState::Missing)),
             }
         }
-        start = end;
     }
     (bad, bytes, None)
 }
@@ -544,6 +606,7 @@ mod tests {
             deleted: false,
             manifests: vec![(0, Good), (1, Unknown), (2, Good), (3, Good)],
             parts: parts.to_vec(),
+            shards_needed: None,
         }
     }
 

@@ -26,7 +26,7 @@
 
 use std::collections::HashMap;
 
-use wire::{content_hash, BlobId, ErrorCode, Expect, MAX_BATCH};
+use wire::{content_hash, BlobId, ErrorCode, Expect, MAX_BATCH, MAX_BATCH_BYTES};
 
 use super::{first_ranked, holders, quorum, rank, NodeTasks};
 use crate::manifest::{Manifest, MAX_SEALED_LEN};
@@ -87,8 +87,9 @@ pub(crate) enum Outcome {
     },
     /// Another writer's manifest of the name ranks first and was kept.
     Lost {
-        /// The version kept.
-        winner: Manifest,
+        /// The version kept (boxed: a manifest is large beside the other
+        /// outcomes).
+        winner: Box<Manifest>,
         /// Whether this writer's manifest may still be on some node (then
         /// its parts must stay, for `repair` to judge).
         left: bool,
@@ -231,27 +232,22 @@ async fn put_conditional(
 
 /// One node's conditional writes, in requests of at most [`MAX_BATCH`].
 async fn put_list(s: &Session, list: Vec<Conditional>) -> Vec<(usize, Sent)> {
+    let items: Vec<(BlobId, &[u8], Option<Expect>)> = list
+        .iter()
+        .map(|(_, id, b, e)| (id.clone(), b.as_slice(), Some(e.clone())))
+        .collect();
     let mut out = Vec::with_capacity(list.len());
-    for chunk in list.chunks(MAX_BATCH) {
-        let items: Vec<(BlobId, &[u8], Option<Expect>)> = chunk
-            .iter()
-            .map(|(_, id, b, e)| (id.clone(), b.as_slice(), Some(e.clone())))
-            .collect();
-        match s.put_blobs_if(&items).await {
-            Ok(failures) => {
-                let mut failed: HashMap<usize, NetError> =
-                    failures.into_iter().map(|f| (f.index, f.error)).collect();
-                for (at, (i, ..)) in chunk.iter().enumerate() {
-                    out.push((
-                        *i,
-                        match failed.remove(&at) {
-                            None => Sent::Stored,
-                            Some(e) if e.is_code(ErrorCode::Conflict) => Sent::Conflict,
-                            Some(e) => Sent::Refused(e.to_string()),
-                        },
-                    ));
-                }
-            }
+    for batch in s.put_blobs_batched(&items, MAX_BATCH_BYTES).await {
+        let writes = list[batch.range].iter().map(|(i, ..)| *i);
+        match batch.result {
+            Ok(each) => out.extend(writes.zip(each).map(|(i, failed)| {
+                let sent = match failed {
+                    None => Sent::Stored,
+                    Some(e) if e.is_code(ErrorCode::Conflict) => Sent::Conflict,
+                    Some(e) => Sent::Refused(e.to_string()),
+                };
+                (i, sent)
+            })),
             Err(e) => {
                 // The node answered with an error for the whole request,
                 // or did not answer: only the first is a sure "not stored".
@@ -260,7 +256,7 @@ async fn put_list(s: &Session, list: Vec<Conditional>) -> Vec<(usize, Sent)> {
                 } else {
                     Sent::Unknown(e.to_string())
                 };
-                out.extend(chunk.iter().map(|(i, ..)| (*i, sent.clone())));
+                out.extend(writes.map(|i| (i, sent.clone())));
             }
         }
     }
@@ -284,12 +280,8 @@ async fn read_all(vault: &Vault, writes: &[Write], which: &[usize]) -> Vec<HashM
     for s in vault.ready() {
         let (s, ids) = (s.clone(), ids.clone());
         set.spawn(s.node, async move {
-            let mut got = Vec::with_capacity(ids.len());
-            for chunk in ids.chunks(MAX_BATCH / 2) {
-                let max = (chunk.len() * MAX_SEALED_LEN) as u64;
-                got.extend(s.get_blobs(chunk, max).await?);
-            }
-            Ok::<_, NetError>(got)
+            s.get_blobs_batched(&ids, MAX_BATCH / 2, |r| (r.len() * MAX_SEALED_LEN) as u64)
+                .await
         });
     }
     let mut out = vec![HashMap::new(); which.len()];
@@ -431,7 +423,10 @@ async fn settle(
                     replaced: seen.replaced.remove(&i).unwrap_or_default(),
                 }
             }
-            Some((winner, _)) => Outcome::Lost { winner, left },
+            Some((winner, _)) => Outcome::Lost {
+                winner: Box::new(winner),
+                left,
+            },
             None if committed => Outcome::Committed {
                 missed: missed(vault, n, &ready, &per, true),
                 replaced: seen.replaced.remove(&i).unwrap_or_default(),

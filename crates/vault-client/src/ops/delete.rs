@@ -10,7 +10,7 @@
 use std::collections::HashMap;
 
 use tokio::task::JoinSet;
-use wire::{BlobId, MAX_BATCH};
+use wire::BlobId;
 
 use super::commit::{commit, Outcome, Write};
 use super::put::conflict;
@@ -173,9 +173,8 @@ pub async fn delete_tree(vault: &Vault, prefix: &str) -> Result<DeleteSummary, O
             if m.deleted {
                 continue;
             }
-            for c in crate::layout::part_copies(m) {
-                let id = vault.master().part_id(&m.file_id, c.part);
-                remove.entry(c.node).or_default().push(id);
+            for (node, id) in crate::layout::blob_copies(vault, m) {
+                remove.entry(node).or_default().push(id);
             }
         }
     }
@@ -185,10 +184,8 @@ pub async fn delete_tree(vault: &Vault, prefix: &str) -> Result<DeleteSummary, O
             continue;
         };
         set.spawn(async move {
-            for chunk in ids.chunks(MAX_BATCH) {
-                if let Err(e) = s.delete_blobs(chunk).await {
-                    tracing::warn!(node = %s.name, "could not remove parts: {e}");
-                }
+            for e in s.delete_blobs_batched(&ids).await {
+                tracing::warn!(node = %s.name, "could not remove parts: {e}");
             }
         });
     }

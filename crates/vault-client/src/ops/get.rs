@@ -27,13 +27,14 @@ use tokio::task::{JoinHandle, JoinSet};
 use tokio::time::Instant;
 
 use super::part_stream::{part_chunks, PartError, PartReader, ReadOptions};
-use super::{check_quorum, fetch_versions_within, io_err, OpError, ProgressRef};
+use super::{check_quorum, fetch_versions_within, io_err, shards, OpError, ProgressRef};
 use crate::crypto::keys::PartKeys;
 use crate::crypto::stream::CHUNK_LEN;
+use crate::erasure::Scheme;
 use crate::fsutil::{
     create_partial, parent_dir, publish, set_mtime_ns, sweep_partials, sync_dir, TempGuard,
 };
-use crate::manifest::Manifest;
+use crate::manifest::{Manifest, Shards};
 use crate::net::Session;
 use crate::placement::nodes_for_part;
 use crate::vault::Vault;
@@ -130,6 +131,49 @@ pub async fn get_version(
     file.set_len(m.size).map_err(io_err(&tmp_path))?;
     let file = Arc::new(file);
 
+    let failovers = match &m.shards {
+        None => fetch_parts(vault, m, &file, progress).await?,
+        Some(layout) => fetch_shards(vault, m, layout, &file, &tmp_path, progress).await?,
+    };
+    // The stored modification time, set before the file is published so
+    // that no reader sees it with another (the partial stays locked).
+    set_mtime_ns(&file, m.mtime_ns).map_err(io_err(&tmp_path))?;
+    file.sync_all().map_err(io_err(&tmp_path))?;
+    // Never replace a file that appeared meanwhile unless asked to. The
+    // partial file stays open (locked against sweeps) until published.
+    publish(&tmp_path, out, replace).map_err(|e| {
+        if e.kind() == std::io::ErrorKind::AlreadyExists {
+            OpError::Exists(out.to_path_buf())
+        } else {
+            OpError::Io {
+                path: out.to_path_buf(),
+                source: e,
+            }
+        }
+    })?;
+    if replace {
+        guard.disarm();
+    } else {
+        // The link is in place; the temporary name goes with the guard.
+        drop(guard);
+    }
+    drop(file);
+    let _ = sync_dir(&dir);
+    Ok(GetReport {
+        path: out.to_path_buf(),
+        size: m.size,
+        failovers,
+    })
+}
+
+/// The four parts of the classic version `m`, each from either copy,
+/// written at their place in `file`; the failovers recovered from.
+async fn fetch_parts(
+    vault: &Vault,
+    m: &Manifest,
+    file: &Arc<File>,
+    progress: ProgressRef,
+) -> Result<Vec<String>, OpError> {
     let mut set = JoinSet::new();
     for (k, (offset, len)) in m.parts().into_iter().enumerate() {
         let (candidates, holders) = holders_of(vault, m, k);
@@ -163,38 +207,34 @@ pub async fn get_version(
             }
         }
     }
-    if let Some(e) = first_err {
-        return Err(e);
-    }
-    // The stored modification time, set before the file is published so
-    // that no reader sees it with another (the partial stays locked).
-    set_mtime_ns(&file, m.mtime_ns).map_err(io_err(&tmp_path))?;
-    file.sync_all().map_err(io_err(&tmp_path))?;
-    // Never replace a file that appeared meanwhile unless asked to. The
-    // partial file stays open (locked against sweeps) until published.
-    publish(&tmp_path, out, replace).map_err(|e| {
-        if e.kind() == std::io::ErrorKind::AlreadyExists {
-            OpError::Exists(out.to_path_buf())
-        } else {
-            OpError::Io {
-                path: out.to_path_buf(),
-                source: e,
-            }
+    first_err.map_or(Ok(failovers), Err)
+}
+
+/// The erasure-coded version `m`, chunk by chunk from any K shards,
+/// written in order into `file` (at `path`); the failovers recovered from.
+async fn fetch_shards(
+    vault: &Vault,
+    m: &Manifest,
+    layout: &Shards,
+    file: &Arc<File>,
+    path: &Path,
+    progress: ProgressRef,
+) -> Result<Vec<String>, OpError> {
+    let (tx, mut rx) = mpsc::channel::<(u64, Vec<u8>)>(CHUNKS_BUFFERED);
+    let chunks = 0..Scheme::chunk_lens(m.size).total();
+    let read = shards::read_chunks(vault, m, layout, chunks, tx);
+    let write = async {
+        while let Some((j, plain)) = rx.recv().await {
+            file.write_all_at(&plain, j * CHUNK_LEN as u64)
+                .map_err(io_err(path))?;
+            progress.advance(plain.len() as u64);
         }
-    })?;
-    if replace {
-        guard.disarm();
-    } else {
-        // The link is in place; the temporary name goes with the guard.
-        drop(guard);
-    }
-    drop(file);
-    let _ = sync_dir(&dir);
-    Ok(GetReport {
-        path: out.to_path_buf(),
-        size: m.size,
-        failovers,
-    })
+        Ok::<(), OpError>(())
+    };
+    let (read, written) = tokio::join!(read, write);
+    let failovers = read?;
+    written?;
+    Ok(failovers)
 }
 
 /// Parts a range read fetches at once: the one being sent and the next,
@@ -245,6 +285,9 @@ pub async fn read_range(
     }
     if range.is_empty() {
         return Ok(());
+    }
+    if let Some(layout) = &m.shards {
+        return read_range_sharded(vault, m, layout, range, tx).await;
     }
     let mut jobs: VecDeque<(PartFetch, mpsc::Receiver<Bytes>, u64)> = VecDeque::new();
     for (k, (offset, len)) in m.parts().into_iter().enumerate() {
@@ -312,6 +355,56 @@ pub async fn read_range(
             Ok(Err(e)) => return Err(e),
             Err(e) => return Err(OpError::Unavailable(format!("part task failed: {e}"))),
         }
+    }
+}
+
+/// [`read_range`] of an erasure-coded version: only the chunks covering
+/// `range`, read on a task (aborted if this returns early or is dropped)
+/// into a bounded buffer.
+async fn read_range_sharded(
+    vault: &Vault,
+    m: &Manifest,
+    layout: &Shards,
+    range: Range<u64>,
+    tx: &mpsc::Sender<Bytes>,
+) -> Result<(), OpError> {
+    let chunk = CHUNK_LEN as u64;
+    let chunks = range.start / chunk..range.end.div_ceil(chunk);
+    let (ctx, mut crx) = mpsc::channel::<(u64, Vec<u8>)>(CHUNKS_BUFFERED);
+    let (vault2, m2, layout2) = (vault.clone(), m.clone(), layout.clone());
+    let task = Running(VecDeque::from([tokio::spawn(async move {
+        shards::read_chunks(&vault2, &m2, &layout2, chunks, ctx).await
+    })]));
+    let mut sent = range.start;
+    loop {
+        let next = tokio::select! {
+            biased;
+            () = tx.closed() => return Ok(()),
+            next = crx.recv() => next,
+        };
+        let Some((j, plain)) = next else { break };
+        let at = j * chunk;
+        let end = at + plain.len() as u64;
+        let (from, to) = (range.start.clamp(at, end), range.end.clamp(at, end));
+        if from < to {
+            let piece = Bytes::copy_from_slice(&plain[(from - at) as usize..(to - at) as usize]);
+            if tx.send(piece).await.is_err() {
+                return Ok(());
+            }
+            sent = to;
+        }
+    }
+    let mut task = task;
+    let handle = task.0.pop_front().expect("one task");
+    match handle.await {
+        Ok(Ok(_)) if sent == range.end => Ok(()),
+        Ok(Ok(_)) => Err(OpError::Unavailable(format!(
+            "the range ended after {} of {} bytes",
+            sent - range.start,
+            range.end - range.start
+        ))),
+        Ok(Err(e)) => Err(e),
+        Err(e) => Err(OpError::Unavailable(format!("shard task failed: {e}"))),
     }
 }
 

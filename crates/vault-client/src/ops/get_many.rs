@@ -25,14 +25,13 @@ use super::{NodeTasks, OpError, ProgressRef};
 use crate::catalog;
 use crate::fsutil::{write_many, NewFile};
 use crate::manifest::Manifest;
+use crate::net::BatchLimit;
 use crate::path::{local_path, normalize_prefix};
 use crate::placement::{nodes_for_part, PARTS};
 use crate::vault::Vault;
 
-/// Most files in one batch.
-const BATCH_FILES: usize = 128;
-/// Most plaintext bytes in one batch.
-const BATCH_BYTES: u64 = 8 << 20;
+/// Most files, and plaintext bytes, in one batch.
+const BATCH: BatchLimit = BatchLimit::new(128, 8 << 20);
 /// Batches in flight at once.
 const IN_FLIGHT: usize = 3;
 
@@ -130,7 +129,9 @@ pub async fn get_tree_with(
             results[i] = Some(Err(OpError::Exists(target)));
             continue;
         }
-        if m.size <= SMALL_FILE {
+        // Erasure-coded files stream one by one; batches are the classic
+        // layout's, for now.
+        if m.size <= SMALL_FILE && m.shards.is_none() {
             small.push((i, m.clone(), target));
         } else {
             large.push((i, m.clone(), target));
@@ -198,20 +199,12 @@ fn collect(
 }
 
 fn batches(files: Vec<(usize, Manifest, PathBuf)>) -> Vec<Vec<(usize, Manifest, PathBuf)>> {
-    let mut out: Vec<Vec<(usize, Manifest, PathBuf)>> = Vec::new();
-    let mut bytes = 0u64;
-    for f in files {
-        let full = out
-            .last()
-            .is_none_or(|b| b.len() >= BATCH_FILES || bytes + f.1.size > BATCH_BYTES);
-        if full {
-            out.push(Vec::new());
-            bytes = 0;
-        }
-        bytes += f.1.size;
-        out.last_mut().expect("pushed").push(f);
-    }
-    out
+    let ranges: Vec<_> = BATCH.split(&files, |f| f.1.size).collect();
+    let mut files = files.into_iter();
+    ranges
+        .into_iter()
+        .map(|r| files.by_ref().take(r.len()).collect())
+        .collect()
 }
 
 /// Reads `ids` from `node` (in requests of at most [`MAX_BATCH`]).
@@ -223,17 +216,10 @@ async fn get_all(
     let s = vault
         .session(node)
         .ok_or_else(|| format!("{}: {}", vault.node_name(node), vault.why_unusable(node)))?;
-    let mut out = Vec::with_capacity(ids.len());
-    for chunk in ids.chunks(MAX_BATCH) {
-        let want: u64 = chunk.iter().map(|(_, len)| len).sum();
-        let list: Vec<BlobId> = chunk.iter().map(|(id, _)| id.clone()).collect();
-        let got = s
-            .get_blobs(&list, want)
-            .await
-            .map_err(|e| format!("{}: {e}", s.name))?;
-        out.extend(got);
-    }
-    Ok(out)
+    let (ids, lens): (Vec<BlobId>, Vec<u64>) = ids.into_iter().unzip();
+    s.get_blobs_batched(&ids, MAX_BATCH, |r| lens[r].iter().sum())
+        .await
+        .map_err(|e| format!("{}: {e}", s.name))
 }
 
 /// Fetches one batch of small files and writes them.

@@ -32,8 +32,10 @@ pub mod put;
 pub mod put_many;
 pub mod repair;
 pub mod rotate;
+pub(crate) mod shards;
 pub mod status;
 
+use crate::layout::Redundancy;
 use std::path::PathBuf;
 use std::sync::Arc;
 
@@ -467,11 +469,8 @@ pub async fn fetch_versions_within(
 pub async fn remove_parts(vault: &Vault, m: &Manifest) {
     let mut per_node: std::collections::HashMap<usize, Vec<BlobId>> =
         std::collections::HashMap::new();
-    for c in crate::layout::part_copies(m) {
-        per_node
-            .entry(c.node)
-            .or_default()
-            .push(vault.master().part_id(&m.file_id, c.part));
+    for (node, id) in crate::layout::blob_copies(vault, m) {
+        per_node.entry(node).or_default().push(id);
     }
     let mut set = JoinSet::new();
     // One request per node; a node already known dead is not waited on
@@ -490,31 +489,78 @@ pub async fn remove_parts(vault: &Vault, m: &Manifest) {
     while set.join_next().await.is_some() {}
 }
 
-/// With `degraded`: fails unless at most one node is unusable (every part
-/// then keeps a reachable copy); returns the warning to give when one is.
-/// Without: [`require_all`].
+/// How many usable nodes a PUT needs: classic, all four (three with
+/// `degraded`: every part keeps a copy); erasure-coded, K+M (K+1 with
+/// `degraded`: one shard to spare); never fewer than a [`quorum`] for the
+/// manifest.
+pub fn put_needs(vault: &Vault, degraded: bool) -> usize {
+    let n = vault.node_count();
+    let data = match vault.redundancy() {
+        Redundancy::Classic if degraded => n - 1,
+        Redundancy::Classic => n,
+        Redundancy::Rs(s) if degraded => s.data() + 1,
+        Redundancy::Rs(s) => s.shards(),
+    };
+    data.max(quorum(vault))
+}
+
+/// Whether a PUT can go on with `out` nodes unusable (see [`put_needs`]).
+pub fn put_tolerates(vault: &Vault, out: usize, degraded: bool) -> bool {
+    vault.node_count().saturating_sub(out) >= put_needs(vault, degraded)
+}
+
+/// A count in words up to twelve, as messages say them.
+pub(crate) fn count_word(n: usize) -> String {
+    const WORDS: [&str; 13] = [
+        "no", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine", "ten",
+        "eleven", "twelve",
+    ];
+    WORDS
+        .get(n)
+        .map_or_else(|| n.to_string(), |w| (*w).to_string())
+}
+
+/// Fails unless enough nodes are usable for a PUT ([`put_needs`]),
+/// naming the ones that are not; returns a warning per unusable node when
+/// it goes on without them. Classic without `degraded`: [`require_all`].
 pub fn require_nodes(vault: &Vault, what: &str, degraded: bool) -> Result<Vec<String>, OpError> {
-    if !degraded {
+    if !degraded && vault.redundancy() == Redundancy::Classic {
         return require_all(vault, what).map(|()| Vec::new());
     }
     let missing = vault.unavailable();
-    match missing.len() {
-        0 => Ok(Vec::new()),
-        1 => Ok(vec![format!(
-            "{} was not usable ({}): its copies are missing until you run repair with it back",
-            missing[0].0, missing[0].1
-        )]),
-        _ => {
-            let names: Vec<String> = missing
-                .iter()
-                .map(|(n, why)| format!("{n} {why}"))
-                .collect();
-            Err(OpError::Unavailable(format!(
-                "a degraded {what} needs three nodes: {}",
-                names.join("; ")
-            )))
-        }
+    if missing.is_empty() {
+        return Ok(Vec::new());
     }
+    if put_tolerates(vault, missing.len(), degraded) {
+        return Ok(missing
+            .iter()
+            .map(|(name, why)| match vault.redundancy() {
+                Redundancy::Classic => format!(
+                    "{name} was not usable ({why}): its copies are missing until you run repair with it back"
+                ),
+                Redundancy::Rs(_) => format!("{name} was not usable ({why})"),
+            })
+            .collect());
+    }
+    let names: Vec<String> = missing
+        .iter()
+        .map(|(n, why)| format!("{n} {why}"))
+        .collect();
+    let need = count_word(put_needs(vault, degraded));
+    Err(OpError::Unavailable(if degraded {
+        format!("a degraded {what} needs {need} nodes: {}", names.join("; "))
+    } else {
+        let hint = if put_tolerates(vault, missing.len(), true) {
+            " (put --degraded stores with fewer nodes; repair completes it later)"
+        } else {
+            ""
+        };
+        format!(
+            "{what} needs {need} of the {} nodes: {}{hint}",
+            vault.node_count(),
+            names.join("; ")
+        )
+    }))
 }
 
 /// Fails unless every node is ready, naming the ones that are not.
@@ -533,7 +579,8 @@ pub fn require_all(vault: &Vault, what: &str) -> Result<(), OpError> {
         ""
     };
     Err(OpError::Unavailable(format!(
-        "{what} needs all four nodes: {}{hint}",
+        "{what} needs all {} nodes: {}{hint}",
+        count_word(vault.node_count()),
         names.join("; ")
     )))
 }

@@ -22,11 +22,13 @@ use tokio::task::JoinSet;
 
 use super::{
     commit::{commit, Outcome, Write},
-    fetch_versions, io_err, quorum, remove_parts, require_nodes, OpError, Phase, ProgressRef,
+    fetch_versions, io_err, quorum, remove_parts, require_nodes, shards, OpError, Phase,
+    ProgressRef,
 };
 use crate::crypto::format::{part_blob_len, PART_HEADER};
 use crate::crypto::keys::{random_bytes, PartKeys, FILE_ID_LEN};
 use crate::crypto::stream::{Encryptor, CHUNK_LEN};
+use crate::layout::Redundancy;
 use crate::manifest::Manifest;
 use crate::net::{NetError, Session};
 use crate::placement::nodes_for_part;
@@ -298,20 +300,36 @@ pub(crate) async fn store(
     }
 
     let manifest_id = vault.master().manifest_id(&name);
+    let file_id = random_bytes::<FILE_ID_LEN>()?.to_vec();
+    let layout = match vault.redundancy() {
+        Redundancy::Classic => None,
+        Redundancy::Rs(scheme) => {
+            let (layout, missing) = shards::place(vault, scheme, &file_id, degraded)?;
+            warnings.extend(missing);
+            Some(layout)
+        }
+    };
     let previous = fetch_versions(vault, &manifest_id, None).await;
     let manifest = Manifest {
         name: name.clone(),
         size,
         md5: md5.to_vec(),
-        file_id: random_bytes::<FILE_ID_LEN>()?.to_vec(),
+        file_id,
         version: previous.max_version() + 1,
         deleted: false,
         mtime_ns,
         extra,
+        shards: layout,
     };
 
     progress.phase(Phase::Uploading(&name));
-    if let Err(e) = upload_parts(vault, path, &manifest, progress).await {
+    let uploaded = match &manifest.shards {
+        None => upload_parts(vault, path, &manifest, progress).await,
+        Some(layout) => shards::upload(vault, path, &manifest, layout, degraded, progress)
+            .await
+            .map(|lost| warnings.extend(lost)),
+    };
+    if let Err(e) = uploaded {
         remove_parts(vault, &manifest).await;
         return Err(e);
     }

@@ -33,7 +33,7 @@ use std::sync::Arc;
 use md5::{Digest, Md5};
 use tokio::sync::Semaphore;
 use tokio::task::JoinSet;
-use wire::{BlobId, Expect, MAX_BATCH};
+use wire::{BlobId, Expect};
 
 use super::commit::{commit, Outcome as CommitOutcome, Write};
 use super::delete::seen_from_entry;
@@ -44,7 +44,7 @@ use crate::crypto::format::PART_HEADER;
 use crate::crypto::keys::{random_bytes, FILE_ID_LEN};
 use crate::crypto::stream::seal_all;
 use crate::manifest::Manifest;
-use crate::net::{NetError, Session};
+use crate::net::{BatchLimit, NetError, Session};
 use crate::path::{mtime_ns, Item, LocalFile};
 use crate::placement::{nodes_for_part, PARTS};
 use crate::vault::Vault;
@@ -61,14 +61,12 @@ pub const CHUNK: usize = 1000;
 pub const MAX_IN_MEMORY: usize = 2 * CHUNK;
 /// Items the walk may run ahead of the plan.
 const AHEAD: usize = 256;
-/// Most files in one batch.
-const BATCH_FILES: usize = 256;
-/// Most plaintext bytes in one batch.
-const BATCH_BYTES: u64 = 4 << 20;
+/// Most files, and plaintext bytes, in one batch.
+const BATCH: BatchLimit = BatchLimit::new(256, 4 << 20);
 /// Batches in flight at once.
 const IN_FLIGHT: usize = 3;
 /// Most bytes in one `PutBlobs` request.
-const REQUEST_BYTES: usize = 16 << 20;
+const REQUEST_BYTES: u64 = 16 << 20;
 
 /// How a PUT of many files treats files already stored.
 #[derive(Debug, Clone, Copy, Default)]
@@ -471,11 +469,10 @@ impl Run<'_> {
                 self.finish(i, Outcome::Unchanged);
                 continue;
             }
-            if file.size <= SMALL_FILE {
-                let full = !self.batch.is_empty()
-                    && (self.batch.len() >= BATCH_FILES
-                        || self.batch_bytes + file.size > BATCH_BYTES);
-                if full {
+            // Erasure-coded files stream one by one (batches of small
+            // files are the classic layout's, for now).
+            if file.size <= SMALL_FILE && vault_is_classic(self.vault) {
+                if !BATCH.admits(self.batch.len(), self.batch_bytes, file.size) {
                     self.send_batch(sink).await;
                 }
                 self.batch_bytes += file.size;
@@ -625,21 +622,33 @@ fn died(vault: &Vault, degraded: bool) -> Result<Option<usize>, String> {
         return Ok(None);
     };
     let out = dead.len() + vault.unavailable().len();
-    if degraded && out == 1 {
+    if super::put_tolerates(vault, out, degraded) {
         return Ok(Some(first.node));
     }
     let names: Vec<&str> = dead.iter().map(|s| s.name.as_str()).collect();
     Err(if degraded {
         format!(
-            "not stored: {} stopped answering during this PUT, and a degraded PUT needs three nodes",
-            names.join(", ")
+            "not stored: {} stopped answering during this PUT, and a degraded PUT needs {} nodes",
+            names.join(", "),
+            super::count_word(super::put_needs(vault, true))
+        )
+    } else if super::put_tolerates(vault, out, true) {
+        format!(
+            "not stored: {} stopped answering during this PUT (put --degraded stores with {} down)",
+            names.join(", "),
+            if out == 1 { "one node" } else { "fewer nodes" }
         )
     } else {
         format!(
-            "not stored: {} stopped answering during this PUT (put --degraded stores with one node down)",
+            "not stored: {} stopped answering during this PUT",
             names.join(", ")
         )
     })
+}
+
+/// Whether new files take the classic layout (and so small ones batches).
+fn vault_is_classic(vault: &Vault) -> bool {
+    vault.redundancy() == crate::layout::Redundancy::Classic
 }
 
 /// Whether `file` matches its stored version.
@@ -749,6 +758,7 @@ fn seal_one(
         deleted: false,
         mtime_ns: mtime_ns(&before),
         extra: Default::default(),
+        shards: None,
     };
     let master = vault.master();
     let manifest_id = master.manifest_id(&manifest.name);
@@ -770,41 +780,30 @@ fn seal_one(
 }
 
 /// Sends `blobs` (owner index, id, bytes) to `s` in requests of at most
-/// [`MAX_BATCH`] blobs and [`REQUEST_BYTES`]; returns the owners whose
+/// [`wire::MAX_BATCH`] blobs and [`REQUEST_BYTES`]; returns the owners whose
 /// blob failed, and why.
 async fn put_all(s: &Session, blobs: &[(usize, BlobId, &[u8])]) -> Vec<(usize, NetError)> {
+    let items: Vec<(BlobId, &[u8], Option<Expect>)> = blobs
+        .iter()
+        .map(|(_, id, b)| (id.clone(), *b, None))
+        .collect();
     let mut failed = Vec::new();
-    let mut start = 0;
-    while start < blobs.len() {
-        let mut end = start;
-        let mut bytes = 0usize;
-        while end < blobs.len()
-            && end - start < MAX_BATCH
-            && (end == start || bytes + blobs[end].2.len() <= REQUEST_BYTES)
-        {
-            bytes += blobs[end].2.len();
-            end += 1;
+    for batch in s.put_blobs_batched(&items, REQUEST_BYTES).await {
+        let owners = blobs[batch.range].iter().map(|(owner, _, _)| *owner);
+        match batch.result {
+            Ok(each) => failed.extend(owners.zip(each).filter_map(|(o, e)| Some((o, e?)))),
+            Err(e) => failed.extend(owners.map(|o| (o, e.clone()))),
         }
-        let chunk = &blobs[start..end];
-        let request: Vec<(BlobId, &[u8])> =
-            chunk.iter().map(|(_, id, b)| (id.clone(), *b)).collect();
-        match s.put_blobs(&request).await {
-            Ok(fails) => failed.extend(fails.into_iter().map(|f| (chunk[f.index].0, f.error))),
-            Err(e) => failed.extend(chunk.iter().map(|(owner, _, _)| (*owner, e.clone()))),
-        }
-        start = end;
     }
     failed
 }
 
-/// Deletes `ids` on `s` in requests of at most [`MAX_BATCH`] (best effort).
+/// Deletes `ids` on `s` in requests of at most [`wire::MAX_BATCH`] (best effort).
 async fn delete_all(s: &Session, ids: &[BlobId]) {
-    for chunk in ids.chunks(MAX_BATCH) {
-        if let Err(e) = s.delete_blobs(chunk).await {
-            // Left as orphans, which `repair` removes; the node's trouble
-            // is reported with the files.
-            tracing::debug!(node = %s.name, "could not remove parts: {e}");
-        }
+    for e in s.delete_blobs_batched(ids).await {
+        // Left as orphans, which `repair` removes; the node's trouble
+        // is reported with the files.
+        tracing::debug!(node = %s.name, "could not remove parts: {e}");
     }
 }
 
@@ -963,11 +962,8 @@ async fn store_batch(
     //    of committed ones.
     let mut remove: HashMap<usize, Vec<BlobId>> = HashMap::new();
     let mut doomed = |m: &Manifest| {
-        for c in crate::layout::part_copies(m) {
-            remove
-                .entry(c.node)
-                .or_default()
-                .push(vault.master().part_id(&m.file_id, c.part));
+        for (node, id) in crate::layout::blob_copies(vault, m) {
+            remove.entry(node).or_default().push(id);
         }
     };
     let mut blamed_by_index: HashMap<usize, Vec<usize>> = HashMap::new();

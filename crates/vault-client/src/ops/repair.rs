@@ -25,20 +25,20 @@ use std::collections::HashMap;
 use std::time::Duration;
 
 use tokio::task::JoinSet;
-use wire::{BlobId, ErrorCode, Expect, MAX_BATCH};
+use wire::{BlobId, ErrorCode, Expect, MAX_BATCH, MAX_BATCH_BYTES};
 
 use super::check::{self, judged, open_part, CopyState, Survey};
 use super::part_stream::{PartError, PartReader, ReadOptions};
 use super::{no_progress, rank, OpError, ProgressRef};
 use crate::crypto::format::{part_blob_len, PART_HEADER};
 use crate::manifest::Manifest;
-use crate::net::{NetError, Session};
+use crate::net::{BatchLimit, NetError, Session};
 use crate::vault::Vault;
 
 /// Parts up to this size are copied in batches; larger ones streamed.
 const BATCH_PART: u64 = 4 << 20;
-/// Most bytes per batch of copies.
-const BATCH_BYTES: u64 = 16 << 20;
+/// Most blobs and bytes per batch of copies.
+const COPY_BATCH: BatchLimit = BatchLimit::new(MAX_BATCH, 16 << 20);
 
 /// How REPAIR goes about it.
 #[derive(Debug, Clone, Copy)]
@@ -199,28 +199,28 @@ async fn fix_manifests(vault: &Vault, survey: &Survey, report: &mut RepairReport
         let Some(s) = vault.session(node) else {
             continue;
         };
-        for chunk in writes.chunks(MAX_BATCH) {
-            let items: Vec<(BlobId, &[u8], Option<Expect>)> = chunk
-                .iter()
-                .map(|(id, _, expect, b)| (id.clone(), b.as_slice(), Some(expect.clone())))
-                .collect();
-            match s.put_blobs_if(&items).await {
+        let items: Vec<(BlobId, &[u8], Option<Expect>)> = writes
+            .iter()
+            .map(|(id, _, expect, b)| (id.clone(), b.as_slice(), Some(expect.clone())))
+            .collect();
+        for batch in s.put_blobs_batched(&items, MAX_BATCH_BYTES).await {
+            match batch.result {
                 Ok(failed) => {
-                    for (i, (_, name, _, b)) in chunk.iter().enumerate() {
-                        match failed.iter().find(|f| f.index == i) {
+                    for ((_, name, _, b), f) in writes[batch.range].iter().zip(failed) {
+                        match f {
                             None => {
                                 report.manifests_fixed += 1;
                                 report.bytes_moved += b.len() as u64;
                             }
-                            Some(f) if f.error.is_code(ErrorCode::Conflict) => {
+                            Some(e) if e.is_code(ErrorCode::Conflict) => {
                                 report.skipped.push(format!(
                                     "{}: {name}: changed since the survey; left as it is",
                                     s.name
                                 ))
                             }
-                            Some(f) => report
+                            Some(e) => report
                                 .failures
-                                .push(format!("{}: manifest of {name}: {}", s.name, f.error)),
+                                .push(format!("{}: manifest of {name}: {e}", s.name)),
                         }
                     }
                 }
@@ -264,6 +264,18 @@ async fn fix_parts(vault: &Vault, survey: &Survey, report: &mut RepairReport) ->
             if !matches!(state, CopyState::Missing | CopyState::Corrupt) {
                 continue;
             }
+            if m.shards.is_some() {
+                // Nothing is written: the shard stays missing, and says so.
+                report.failures.push(format!(
+                    "{}: shard {} on {} is {}: rebuilding a shard from the others is not in this version yet; the file stays readable while {} of its shards are good",
+                    m.name,
+                    part + 1,
+                    vault.node_name(to),
+                    if state == CopyState::Missing { "missing" } else { "corrupt" },
+                    h.shards_needed.unwrap_or(0)
+                ));
+                continue;
+            }
             let from = h
                 .parts
                 .iter()
@@ -290,7 +302,7 @@ async fn fix_parts(vault: &Vault, survey: &Survey, report: &mut RepairReport) ->
             }
         }
     }
-    // Small copies: batches per source node, at most BATCH_BYTES each.
+    // Small copies: batches per source node, within COPY_BATCH each.
     let mut by_source: HashMap<usize, Vec<Job>> = HashMap::new();
     for j in small {
         by_source.entry(j.from).or_default().push(j);
@@ -354,19 +366,10 @@ async fn copy_small(
             bad,
         );
     };
-    let mut start = 0;
-    while start < jobs.len() {
-        let mut end = start;
-        let mut size = 0u64;
-        while end < jobs.len() && end - start < MAX_BATCH {
-            let len = part_blob_len(jobs[end].manifest.parts()[jobs[end].part].1);
-            if end > start && size + len > BATCH_BYTES {
-                break;
-            }
-            size += len;
-            end += 1;
-        }
-        let chunk = &jobs[start..end];
+    let len = |j: &Job| part_blob_len(j.manifest.parts()[j.part].1);
+    for range in COPY_BATCH.split(&jobs, len) {
+        let chunk = &jobs[range];
+        let size: u64 = chunk.iter().map(len).sum();
         let ids: Vec<BlobId> = chunk
             .iter()
             .map(|j| vault.master().part_id(&j.manifest.file_id, j.part))
@@ -375,7 +378,6 @@ async fn copy_small(
             Ok(g) => g,
             Err(e) => {
                 failures.push(format!("{}: {e}", src.name));
-                start = end;
                 continue;
             }
         };
@@ -407,28 +409,28 @@ async fn copy_small(
             let Some(dst) = vault.session(to) else {
                 continue;
             };
-            let refs: Vec<(BlobId, &[u8])> = blobs
+            let items: Vec<(BlobId, &[u8], Option<Expect>)> = blobs
                 .iter()
-                .map(|(id, b, _)| (id.clone(), b.as_slice()))
+                .map(|(id, b, _)| (id.clone(), b.as_slice(), None))
                 .collect();
-            match dst.put_blobs(&refs).await {
-                Ok(failed) => {
-                    for (i, (_, b, name)) in blobs.iter().enumerate() {
-                        match failed.iter().find(|f| f.index == i) {
-                            Some(f) => {
-                                failures.push(format!("{name}: to {}: {}", dst.name, f.error))
-                            }
-                            None => {
-                                copies += 1;
-                                bytes += b.len() as u64;
+            // One request: the blobs came in one batch, within its bounds.
+            for batch in dst.put_blobs_batched(&items, MAX_BATCH_BYTES).await {
+                match batch.result {
+                    Ok(failed) => {
+                        for ((_, b, name), f) in blobs[batch.range].iter().zip(failed) {
+                            match f {
+                                Some(e) => failures.push(format!("{name}: to {}: {e}", dst.name)),
+                                None => {
+                                    copies += 1;
+                                    bytes += b.len() as u64;
+                                }
                             }
                         }
                     }
+                    Err(e) => failures.push(format!("{}: {e}", dst.name)),
                 }
-                Err(e) => failures.push(format!("{}: {e}", dst.name)),
             }
         }
-        start = end;
     }
     (copies, bytes, failures, bad)
 }
@@ -550,6 +552,7 @@ mod tests {
             deleted: false,
             mtime_ns: None,
             extra: Default::default(),
+            shards: None,
         }
     }
 
@@ -586,6 +589,7 @@ mod tests {
                 deleted: false,
                 manifests: states.into_iter().enumerate().collect(),
                 parts: Vec::new(),
+                shards_needed: None,
             }],
             entries: vec![entry],
             ..Survey::default()

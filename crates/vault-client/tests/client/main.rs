@@ -6,6 +6,7 @@
 mod common;
 mod consistency;
 mod dead_node;
+mod erasure;
 mod example;
 mod hostile;
 mod hostile_login;

@@ -56,6 +56,7 @@ fn manifest() -> Manifest {
         deleted: false,
         mtime_ns: Some(1_700_000_000_123_456_789),
         extra: Default::default(),
+        shards: None,
     }
 }
 

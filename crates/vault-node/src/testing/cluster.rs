@@ -1,4 +1,4 @@
-//! [`TestCluster`]: four real nodes in this process.
+//! [`TestCluster`]: four (or any number of) real nodes in this process.
 
 use std::io;
 use std::net::SocketAddr;
@@ -43,7 +43,7 @@ pub struct TestCluster {
 
 impl std::fmt::Debug for TestCluster {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        let addrs: Vec<SocketAddr> = (0..4).map(|i| self.addr(i)).collect();
+        let addrs: Vec<SocketAddr> = (0..self.len()).map(|i| self.addr(i)).collect();
         f.debug_struct("TestCluster")
             .field("dir", &self.dir.path())
             .field("addrs", &addrs)
@@ -66,14 +66,31 @@ impl TestCluster {
     /// node's configuration (limits, throttling, grace...) before it binds.
     pub async fn start_with(
         users: [&str; 4],
+        tweak: impl FnMut(usize, &mut NodeConfig),
+    ) -> anyhow::Result<TestCluster> {
+        Self::start_many(&users, tweak).await
+    }
+
+    /// Starts `n` nodes `DFS1`..`DFSn` (erasure-coded layouts) sharing one
+    /// users-file text.
+    pub async fn start_n(n: usize, users: &str) -> anyhow::Result<TestCluster> {
+        Self::start_many(&vec![users; n], |_, _| {}).await
+    }
+
+    /// One node per entry of `users` (its users-file text), `DFS1` first,
+    /// each configuration adjusted by `tweak(i, config)` before it binds.
+    pub async fn start_many(
+        users: &[&str],
         mut tweak: impl FnMut(usize, &mut NodeConfig),
     ) -> anyhow::Result<TestCluster> {
         let dir = tempfile::Builder::new()
             .prefix("vault-cluster-")
             .tempdir()
             .context("failed to create the cluster's temp dir")?;
-        let certs = crate::certs::generate(&NODE_NAMES, &crate::certs::default_sans())?;
-        let mut nodes = Vec::with_capacity(4);
+        let names: Vec<String> = (1..=users.len()).map(|i| format!("DFS{i}")).collect();
+        let names: Vec<&str> = names.iter().map(String::as_str).collect();
+        let certs = crate::certs::generate(&names, &crate::certs::default_sans())?;
+        let mut nodes = Vec::with_capacity(users.len());
         for (i, (cert, users)) in certs.nodes.into_iter().zip(users).enumerate() {
             let source = format!("{} users", cert.name);
             let users = UserDb::parse(users, &source)?;
@@ -99,19 +116,33 @@ impl TestCluster {
     }
 
     fn slot(&self, i: usize) -> &Slot {
+        let n = self.len();
         assert!(
-            i < 4,
-            "node index {i} out of range: nodes are 0 (DFS1) to 3 (DFS4)"
+            i < n,
+            "node index {i} out of range: nodes are 0 (DFS1) to {} (DFS{n})",
+            n - 1
         );
         &self.nodes[i]
     }
 
     fn slot_mut(&mut self, i: usize) -> &mut Slot {
+        let n = self.len();
         assert!(
-            i < 4,
-            "node index {i} out of range: nodes are 0 (DFS1) to 3 (DFS4)"
+            i < n,
+            "node index {i} out of range: nodes are 0 (DFS1) to {} (DFS{n})",
+            n - 1
         );
         &mut self.nodes[i]
+    }
+
+    /// The number of nodes.
+    pub fn len(&self) -> usize {
+        self.nodes.len()
+    }
+
+    /// Never: a cluster has at least one node (for clippy's `len` rule).
+    pub fn is_empty(&self) -> bool {
+        self.nodes.is_empty()
     }
 
     /// The temp dir holding the node roots (and what `write_dfc` writes).
@@ -328,13 +359,13 @@ impl TestCluster {
         Ok(observed)
     }
 
-    /// A classic `dfc.conf`: `Server DFSi 127.0.0.1:PORT` for the four
-    /// nodes in order (at [`TestCluster::addr`], so proxies included),
+    /// A classic `dfc.conf`: `Server DFSi 127.0.0.1:PORT` for every node
+    /// in order (at [`TestCluster::addr`], so proxies included),
     /// `Username: USER`, then `password_line` verbatim if given (e.g.
     /// `Some("Password: Crimson33")`). Lines end in `\n`.
     pub fn dfc_text(&self, user: &str, password_line: Option<&str>) -> String {
         let mut text = String::new();
-        for i in 0..4 {
+        for i in 0..self.len() {
             text.push_str(&format!("Server {} {}\n", self.name(i), self.addr(i)));
         }
         text.push_str(&format!("Username: {user}\n"));

@@ -212,3 +212,49 @@ fn rewrite_ini_without_password_changes_nothing_and_refuses_bad_files() {
     assert!(matches!(e, ConfigError::UnstorablePassword { .. }), "{e}");
     assert_eq!(fs::read(&path).unwrap(), plain.as_bytes());
 }
+
+/// Six servers and a `Redundancy` line (INI: `[layout]`): the rewrite reads
+/// them and keeps them byte for byte.
+#[test]
+fn rewrite_keeps_many_servers_and_the_redundancy_line() {
+    let classic = "Server DFS1 127.0.0.1:10001\r\n\
+                   Server DFS2 127.0.0.1:10002\r\n\
+                   Server DFS3 127.0.0.1:10003\r\n\
+                   Server DFS4 127.0.0.1:10004\r\n\
+                   Server DFS5 127.0.0.1:10005\r\n\
+                   Server DFS6 127.0.0.1:10006\r\n\
+                   Redundancy: RS 4 + 2 # six nodes\r\n\
+                   Username: alice\r\n\
+                   Password: OLDVALUE\r\n";
+    let ini = "[server_list]\n\
+               DFS1 = 127.0.0.1:10001\n\
+               DFS2 = 127.0.0.1:10002\n\
+               DFS3 = 127.0.0.1:10003\n\
+               DFS4 = 127.0.0.1:10004\n\
+               DFS5 = 127.0.0.1:10005\n\
+               DFS6 = 127.0.0.1:10006\n\
+               [layout]\n\
+               redundancy = rs 3+3\n\
+               [credentials]\n\
+               username = alice\n\
+               password = OLDVALUE\n";
+    for (file, scheme) in [(classic, (4, 2)), (ini, (3, 3))] {
+        let got = rewrite(file.replace("OLDVALUE", "old").as_bytes(), "Lapis-4");
+        assert_eq!(got, file.replace("OLDVALUE", "Lapis-4").as_bytes());
+        let cfg = parse(std::str::from_utf8(&got).unwrap()).unwrap();
+        assert!(cfg.password.unwrap().matches("Lapis-4"));
+        assert_eq!(cfg.servers.len(), 6);
+        assert_eq!(
+            cfg.redundancy,
+            Redundancy::Rs(crate::erasure::Scheme::new(scheme.0, scheme.1).unwrap())
+        );
+    }
+    // A file whose `Redundancy` line does not fit is refused, untouched.
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("dfc.conf");
+    let bad = classic.replace("RS 4 + 2", "classic");
+    fs::write(&path, &bad).unwrap();
+    let e = rewrite_password(&path, "new").unwrap_err();
+    assert!(matches!(e, ConfigError::Syntax { line: 7, .. }), "{e}");
+    assert_eq!(fs::read(&path).unwrap(), bad.as_bytes());
+}

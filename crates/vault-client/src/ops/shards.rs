@@ -1,0 +1,687 @@
+//! Erasure-coded files (`Redundancy rs K+M`, [`crate::erasure`]): where a
+//! new version's shards go, PUT's shard uploads, and reading a version
+//! back from any K of its shards.
+//!
+//! PUT reads the file once, in order: each 64 KiB chunk is sealed (one
+//! STREAM per file version), coded into K+M shard chunks, and shard `i`'s
+//! chunk is queued for node `i`'s upload. Each upload runs on its own task
+//! behind a bounded queue, so memory is bounded whatever the file size.
+//!
+//! GET reads K shards at once, data shards first (they need no decoding),
+//! each from its own node on its own task, chunk by chunk. A shard whose
+//! node fails, sends a chunk that fails its tag, or (while another shard is
+//! left to try) stays silent for [`SWITCH_AFTER`], is replaced by another
+//! shard read from the same chunk on; the chunks already received from the
+//! others are kept. Only chunks that decoded from K authenticated shard
+//! chunks and then opened under the STREAM AEAD are handed on.
+
+use std::collections::VecDeque;
+use std::fs::File;
+use std::ops::Range;
+use std::path::Path;
+use std::time::Duration;
+
+use tokio::sync::mpsc;
+use tokio::task::JoinHandle;
+
+use super::get::SWITCH_AFTER;
+use super::{OpError, ProgressRef};
+use crate::crypto::format::{HEADER_LEN, SHARD_HEADER};
+use crate::crypto::keys::ShardedKeys;
+use crate::crypto::stream::{Decryptor, Encryptor, CHUNK_LEN};
+use crate::erasure::{Scheme, ShardDecoder, ShardEncoder, SHARD_TAG_LEN};
+use crate::manifest::{Manifest, Shards};
+use crate::net::{Download, NetError, Session};
+use crate::placement::rendezvous::{rank, Candidate};
+use crate::vault::Vault;
+use wire::{BlobId, ErrorCode};
+
+/// Shard chunks queued per upload between the coder and the network.
+const QUEUE_DEPTH: usize = 8;
+
+/// Slowest rate (bytes/s) a node may serve a shard at before another shard
+/// is read instead (after a grace period).
+const MIN_RATE: u64 = 256 << 10;
+
+/// Where the shards of a new version of a file with id `file_id` go: the
+/// K+M nodes rendezvous hashing ranks first among the usable ones. With
+/// fewer usable nodes, a `degraded` PUT takes the best-ranked unusable
+/// ones for the missing shards (stored later by `repair`) as long as at
+/// least K+1 shards can be stored; otherwise the PUT is refused, naming
+/// the nodes. Returns the layout and a warning per shard left missing.
+pub(crate) fn place(
+    vault: &Vault,
+    scheme: Scheme,
+    file_id: &[u8],
+    degraded: bool,
+) -> Result<(Shards, Vec<String>), OpError> {
+    let names: Vec<&str> = vault.node_names().collect();
+    let candidates: Vec<Candidate<'_>> = names
+        .iter()
+        .map(|name| Candidate { name, weight: 1.0 })
+        .collect();
+    let ranked = rank(file_id, &candidates, names.len());
+    let usable = |i: usize| vault.session(i).is_some_and(|s| !s.is_closed());
+    let n = scheme.shards();
+    let mut chosen: Vec<usize> = ranked
+        .iter()
+        .copied()
+        .filter(|&i| usable(i))
+        .take(n)
+        .collect();
+    let mut warnings = Vec::new();
+    if chosen.len() < n {
+        let down: Vec<String> = (0..names.len())
+            .filter(|&i| !usable(i))
+            .map(|i| format!("{} {}", vault.node_name(i), vault.why_unusable(i)))
+            .collect();
+        let need = scheme.data() + 1;
+        if !degraded || chosen.len() < need {
+            let hint = if !degraded && chosen.len() >= need {
+                format!(" (put --degraded stores with at least {need} of the {n} shards; repair completes it later)")
+            } else {
+                String::new()
+            };
+            return Err(OpError::Unavailable(format!(
+                "PUT with {scheme} needs {n} usable nodes{}: {} of {} are ({}){hint}",
+                if degraded {
+                    format!(" (a degraded PUT at least {need})")
+                } else {
+                    String::new()
+                },
+                chosen.len(),
+                names.len(),
+                down.join("; ")
+            )));
+        }
+        for &i in ranked.iter().filter(|&&i| !usable(i)) {
+            if chosen.len() == n {
+                break;
+            }
+            warnings.push(format!(
+                "{} was not usable ({}): its shard is missing until you run repair with it back",
+                vault.node_name(i),
+                vault.why_unusable(i)
+            ));
+            chosen.push(i);
+        }
+    }
+    let shards = Shards {
+        scheme,
+        nodes: chosen
+            .iter()
+            .map(|&i| vault.node_name(i).to_string())
+            .collect(),
+    };
+    Ok((shards, warnings))
+}
+
+/// The keys of the erasure-coded version `m`.
+pub(crate) fn keys_of(vault: &Vault, m: &Manifest, layout: &Shards) -> ShardedKeys {
+    vault
+        .master()
+        .sharded(vault.user(), &m.file_id, m.version, layout.scheme.shards())
+}
+
+/// The session to the node recorded for each shard, if it is usable, and
+/// the node's name with why not otherwise.
+fn sources(vault: &Vault, layout: &Shards) -> Vec<(Option<Session>, String, String)> {
+    layout
+        .nodes
+        .iter()
+        .map(|name| match vault.node_index(name) {
+            Some(i) => (
+                vault.session(i).filter(|s| !s.is_closed()).cloned(),
+                name.clone(),
+                vault.why_unusable(i),
+            ),
+            None => (None, name.clone(), "is no longer in dfc.conf".into()),
+        })
+        .collect()
+}
+
+/// Uploads every shard of `m` (whose [`Manifest::shards`] is `layout`)
+/// read from `path`. Shards whose node is unusable are skipped (a
+/// degraded PUT, see [`place`]); with `degraded`, a shard whose upload
+/// fails is dropped as long as K+1 are stored, and named in the warnings.
+pub(crate) async fn upload(
+    vault: &Vault,
+    path: &Path,
+    m: &Manifest,
+    layout: &Shards,
+    degraded: bool,
+    progress: ProgressRef,
+) -> Result<Vec<String>, OpError> {
+    let scheme = layout.scheme;
+    let keys = keys_of(vault, m, layout);
+    let blob_len = scheme.shard_blob_len(m.size);
+    let mut senders = Vec::new();
+    let mut tasks: Vec<(String, JoinHandle<Result<(), NetError>>)> = Vec::new();
+    let mut missing = 0;
+    for (i, (session, name, _)) in sources(vault, layout).into_iter().enumerate() {
+        let Some(s) = session else {
+            senders.push(None);
+            missing += 1;
+            continue;
+        };
+        let (tx, mut rx) = mpsc::channel::<Vec<u8>>(QUEUE_DEPTH);
+        let id = keys.ids[i].clone();
+        senders.push(Some(tx));
+        tasks.push((
+            name,
+            tokio::spawn(async move {
+                let mut up = s.put(&id, blob_len).await?;
+                up.write(&SHARD_HEADER).await?;
+                while let Some(chunk) = rx.recv().await {
+                    up.write(&chunk).await?;
+                }
+                up.finish().await
+            }),
+        ));
+    }
+    let shown = path.to_path_buf();
+    let file = File::open(path).map_err(super::io_err(path))?;
+    let size = m.size;
+    let coder = tokio::task::spawn_blocking(move || {
+        code_file(&file, size, scheme, &keys, senders, &progress)
+    });
+    let mut failed = Vec::new();
+    for (name, task) in tasks {
+        match task.await {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => failed.push(format!("{name}: {e}")),
+            Err(e) => failed.push(format!("{name}: upload task failed: {e}")),
+        }
+    }
+    match coder.await {
+        Ok(Ok(())) => {}
+        Ok(Err(e)) => {
+            return Err(OpError::Io {
+                path: shown,
+                source: e,
+            })
+        }
+        Err(e) => return Err(OpError::Unavailable(format!("coding task failed: {e}"))),
+    }
+    let stored = scheme.shards() - missing - failed.len();
+    if failed.is_empty() {
+        return Ok(Vec::new());
+    }
+    if degraded && stored > scheme.data() {
+        return Ok(failed
+            .into_iter()
+            .map(|f| format!("{f}: that shard is missing until you run repair"))
+            .collect());
+    }
+    Err(OpError::Unavailable(format!(
+        "{} of the {} shards could not be stored ({})",
+        failed.len(),
+        scheme.shards(),
+        failed.join("; ")
+    )))
+}
+
+/// Reads `file` in order, seals and codes every chunk, and queues shard
+/// `i`'s chunk for `senders[i]` (skipped when `None` or when its upload
+/// ended). Runs on a blocking thread.
+fn code_file(
+    file: &File,
+    size: u64,
+    scheme: Scheme,
+    keys: &ShardedKeys,
+    senders: Vec<Option<mpsc::Sender<Vec<u8>>>>,
+    progress: &ProgressRef,
+) -> std::io::Result<()> {
+    use std::os::unix::fs::FileExt;
+    let mut enc = Encryptor::new(&keys.stream, &keys.ad);
+    let mut coder = ShardEncoder::new(scheme, keys.shard_key.clone());
+    let mut done = 0u64;
+    let mut buf = Vec::with_capacity(CHUNK_LEN + 16);
+    for (j, _, last) in Scheme::chunk_lens(size) {
+        let n = ((size - done) as usize).min(CHUNK_LEN);
+        buf.clear();
+        buf.resize(n, 0);
+        file.read_exact_at(&mut buf, done)?;
+        enc.seal_chunk(&mut buf, last)
+            .map_err(|_| std::io::Error::other("encryption failed"))?;
+        let mut out: Vec<Vec<u8>> = (0..scheme.shards())
+            .map(|_| Vec::with_capacity(scheme.shard_len(buf.len()) + SHARD_TAG_LEN))
+            .collect();
+        coder
+            .encode(j, last, &buf, &mut out)
+            .map_err(|_| std::io::Error::other("erasure coding failed"))?;
+        done += n as u64;
+        for (tx, chunk) in senders.iter().zip(out) {
+            if let Some(tx) = tx {
+                // An upload that ended early reports its own error.
+                let _ = tx.blocking_send(chunk);
+            }
+        }
+        progress.advance(n as u64);
+    }
+    Ok(())
+}
+
+/// Why reading one shard failed. Authentication failures are one opaque
+/// variant.
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum ShardError {
+    #[error("sent nothing for {0:?}")]
+    Silent(Duration),
+    #[error("shard missing")]
+    Missing,
+    #[error("shard has the wrong size")]
+    WrongSize,
+    #[error("shard is not in storage format 3")]
+    NotFormat3,
+    #[error("decryption failed")]
+    Auth,
+    #[error("too slow (over {0:?})")]
+    TooSlow(Duration),
+    #[error("{0}")]
+    Net(#[from] NetError),
+}
+
+/// One shard blob being read, chunk by chunk, raw (shard bytes and tag):
+/// the length the manifest implies, the header when read from the start,
+/// then exactly the chunks due, then the end of the stream.
+struct ShardReader {
+    dl: Download,
+    received: u64,
+    end: u64,
+}
+
+impl ShardReader {
+    /// Asks `s` for shard blob `id` of a file of `size` bytes from chunk
+    /// `from` on (a ranged read; a node without ranged reads is read whole
+    /// and the chunks before `from` read past).
+    async fn open(
+        s: &Session,
+        id: &BlobId,
+        scheme: Scheme,
+        size: u64,
+        from: u64,
+        silence: Option<Duration>,
+    ) -> Result<Self, ShardError> {
+        let blob_len = scheme.shard_blob_len(size);
+        let start = if from == 0 {
+            0
+        } else {
+            scheme.chunk_offset(from)
+        };
+        let (dl, received) = if start == 0 {
+            (within(silence, s.get(id)).await?, 0)
+        } else {
+            match within(silence, s.get_range(id, start, None)).await {
+                Ok(dl) => (dl, start),
+                Err(ShardError::Net(e)) if e.is_code(ErrorCode::BadRequest) => {
+                    (within(silence, s.get(id)).await?, 0)
+                }
+                Err(e) => return Err(e),
+            }
+        };
+        let dl = dl.ok_or(ShardError::Missing)?;
+        if dl.total != blob_len {
+            dl.cancel();
+            return Err(ShardError::WrongSize);
+        }
+        let mut reader = ShardReader {
+            dl,
+            received,
+            end: blob_len,
+        };
+        if received == 0 {
+            let header = reader.exactly(HEADER_LEN, silence).await?;
+            if header != SHARD_HEADER {
+                reader.dl.cancel();
+                return Err(ShardError::NotFormat3);
+            }
+        }
+        let skip = scheme.chunk_offset(from);
+        while reader.received < skip {
+            let want = (skip - reader.received).min(1 << 20) as usize;
+            reader.exactly(want, silence).await?;
+        }
+        Ok(reader)
+    }
+
+    /// The next `n` bytes of the blob.
+    async fn exactly(
+        &mut self,
+        n: usize,
+        silence: Option<Duration>,
+    ) -> Result<Vec<u8>, ShardError> {
+        if self.received + n as u64 > self.end {
+            return Err(ShardError::WrongSize);
+        }
+        let mut out = Vec::with_capacity(n);
+        while out.len() < n {
+            let piece = within(silence, self.dl.next_chunk(n - out.len()))
+                .await?
+                .ok_or(NetError::Protocol("blob shorter than announced".into()))?;
+            out.extend_from_slice(&piece);
+        }
+        self.received += n as u64;
+        Ok(out)
+    }
+
+    /// After the last chunk: the node must end the stream there.
+    async fn end(&mut self, silence: Option<Duration>) -> Result<(), ShardError> {
+        match within(silence, self.dl.next_chunk(1)).await? {
+            None => Ok(()),
+            Some(_) => Err(NetError::Protocol("blob longer than announced".into()).into()),
+        }
+    }
+}
+
+/// `step`, given up as [`ShardError::Silent`] after `silence` if set.
+async fn within<T>(
+    silence: Option<Duration>,
+    step: impl std::future::Future<Output = Result<T, NetError>>,
+) -> Result<T, ShardError> {
+    match silence {
+        Some(limit) => tokio::time::timeout(limit, step)
+            .await
+            .map_err(|_| ShardError::Silent(limit))?
+            .map_err(ShardError::from),
+        None => step.await.map_err(ShardError::from),
+    }
+}
+
+/// A shard being read on its own task: its chunks arrive on `rx`, in
+/// order, from the chunk it was opened at.
+struct Pump {
+    shard: usize,
+    name: String,
+    rx: mpsc::Receiver<Result<Vec<u8>, ShardError>>,
+    task: JoinHandle<()>,
+}
+
+impl Drop for Pump {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+/// The plaintext chunks `chunks` of the erasure-coded version `m`, sent
+/// down `tx` in order (chunk index, plaintext), each once and only after
+/// it authenticated; returns the failures it recovered from (a node and
+/// why, for the report). Fails with [`OpError::Unavailable`] when fewer
+/// than K shards can be read, naming every node and why; the chunks sent
+/// before are all authenticated. Stops quietly when the receiver goes away.
+pub(crate) async fn read_chunks(
+    vault: &Vault,
+    m: &Manifest,
+    layout: &Shards,
+    chunks: Range<u64>,
+    tx: mpsc::Sender<(u64, Vec<u8>)>,
+) -> Result<Vec<String>, OpError> {
+    let scheme = layout.scheme;
+    let keys = keys_of(vault, m, layout);
+    // (chunk, ciphertext length, last) of the chunks asked for.
+    let lens: Vec<(u64, usize, bool)> = Scheme::chunk_lens(m.size)
+        .filter(|(j, _, _)| chunks.contains(j))
+        .collect();
+    let k = scheme.data();
+    let mut problems: Vec<String> = Vec::new();
+    // Shards to try: data shards first (no decoding), quiet nodes last.
+    let mut spare: VecDeque<(usize, Session, String)> = VecDeque::new();
+    let mut unusable = Vec::new();
+    for (i, (session, name, why)) in sources(vault, layout).into_iter().enumerate() {
+        match session {
+            Some(s) => spare.push_back((i, s, name)),
+            None => unusable.push(format!("{name}: {why}")),
+        }
+    }
+    spare
+        .make_contiguous()
+        .sort_by_key(|(i, s, _)| (s.is_quiet(), *i >= k, *i));
+    let mut dec = ShardDecoder::new(scheme, keys.shard_key.clone());
+    let mut decrypt = Decryptor::with_counter(&keys.stream, &keys.ad, chunks.start.into());
+    let mut pumps: Vec<Pump> = Vec::new();
+    let mut out = Vec::new();
+    for (at, &(j, len, last)) in lens.iter().enumerate() {
+        // This chunk's shard chunks received so far, by shard.
+        let mut got: Vec<(usize, Vec<u8>)> = Vec::new();
+        let decoded = loop {
+            // Enough readers for K shard chunks of this chunk.
+            loop {
+                let pending = pumps
+                    .iter()
+                    .filter(|p| !got.iter().any(|(i, _)| *i == p.shard))
+                    .count();
+                if got.len() + pending >= k {
+                    break;
+                }
+                let Some((i, s, name)) = spare.pop_front() else {
+                    break;
+                };
+                let silence = (!spare.is_empty()).then_some(SWITCH_AFTER);
+                let sizes: Vec<(usize, bool)> = lens[at..]
+                    .iter()
+                    .map(|&(_, len, last)| (scheme.shard_len(len) + SHARD_TAG_LEN, last))
+                    .collect();
+                let bytes: u64 = sizes.iter().map(|(n, _)| *n as u64).sum();
+                let deadline = Duration::from_secs(30) + Duration::from_secs(bytes / MIN_RATE);
+                let opened = tokio::time::timeout(
+                    deadline,
+                    ShardReader::open(&s, &keys.ids[i], scheme, m.size, j, silence),
+                )
+                .await
+                .unwrap_or(Err(ShardError::TooSlow(deadline)));
+                match opened {
+                    Ok(reader) => pumps.push(pump(i, name, reader, sizes, silence, deadline)),
+                    Err(e) => problems.push(format!("{name}: {e}")),
+                }
+            }
+            // One chunk from every reader that has not given this one yet.
+            let mut failed = Vec::new();
+            for pump in pumps.iter_mut() {
+                if got.iter().any(|(i, _)| *i == pump.shard) {
+                    continue;
+                }
+                let next = tokio::select! {
+                    biased;
+                    () = tx.closed() => return Ok(problems),
+                    next = pump.rx.recv() => next,
+                };
+                match next {
+                    Some(Ok(chunk)) => got.push((pump.shard, chunk)),
+                    Some(Err(e)) => {
+                        problems.push(format!("{}: {e}", pump.name));
+                        failed.push(pump.shard);
+                    }
+                    None => {
+                        problems.push(format!("{}: the shard's read ended early", pump.name));
+                        failed.push(pump.shard);
+                    }
+                }
+            }
+            pumps.retain(|p| !failed.contains(&p.shard));
+            if got.len() < k {
+                let pending = pumps
+                    .iter()
+                    .any(|p| !got.iter().any(|(i, _)| *i == p.shard));
+                if !pending && spare.is_empty() {
+                    break false;
+                }
+                continue;
+            }
+            let shards: Vec<(usize, &[u8])> = got.iter().map(|(i, c)| (*i, &c[..])).collect();
+            let bad = match dec.decode(j, last, len, &shards, &mut out) {
+                Ok(report) => {
+                    // Decoded from the good ones; the bad ones' readers go.
+                    for i in &report.bad {
+                        problems.push(format!("{}: decryption failed", layout.nodes[*i]));
+                        pumps.retain(|p| p.shard != *i);
+                    }
+                    break true;
+                }
+                Err(_) => got
+                    .iter()
+                    .filter(|(i, c)| !dec.verify(*i, j, last, len, c))
+                    .map(|(i, _)| *i)
+                    .collect::<Vec<_>>(),
+            };
+            if bad.is_empty() {
+                // Cannot happen (K authenticated shard chunks decode), but
+                // never loop on it.
+                break false;
+            }
+            for i in &bad {
+                problems.push(format!("{}: decryption failed", layout.nodes[*i]));
+                got.retain(|(g, _)| g != i);
+                pumps.retain(|p| p.shard != *i);
+            }
+        };
+        if !decoded {
+            let mut why = problems.clone();
+            why.extend(unusable.iter().cloned());
+            return Err(OpError::Unavailable(format!(
+                "chunk {} cannot be rebuilt: fewer than {k} of its {} shards could be read ({})",
+                j + 1,
+                scheme.shards(),
+                why.join("; ")
+            )));
+        }
+        decrypt
+            .open_chunk(&mut out, last)
+            .map_err(|_| OpError::Unavailable("decryption failed".into()))?;
+        if tx.send((j, std::mem::take(&mut out))).await.is_err() {
+            return Ok(problems);
+        }
+        // Decryption and decoding are the CPU-heavy part: let the
+        // connections' drivers run between chunks.
+        tokio::task::yield_now().await;
+    }
+    Ok(problems)
+}
+
+/// Starts reading `reader`'s next chunks on a task: `sizes` are their
+/// lengths (shard bytes and tag) and whether each is the blob's last.
+fn pump(
+    shard: usize,
+    name: String,
+    mut reader: ShardReader,
+    sizes: Vec<(usize, bool)>,
+    silence: Option<Duration>,
+    deadline: Duration,
+) -> Pump {
+    let (tx, rx) = mpsc::channel(4);
+    let task = tokio::spawn(async move {
+        let started = tokio::time::Instant::now();
+        for (size, last) in sizes {
+            let left = deadline.saturating_sub(started.elapsed());
+            let chunk = tokio::time::timeout(left, reader.exactly(size, silence))
+                .await
+                .unwrap_or(Err(ShardError::TooSlow(deadline)));
+            let failed = chunk.is_err();
+            if tx.send(chunk).await.is_err() || failed {
+                return;
+            }
+            if last {
+                // The node must end the blob there; an error is reported
+                // to a reader still waiting (none, normally).
+                if let Err(e) = reader.end(silence).await {
+                    let _ = tx.send(Err(e)).await;
+                }
+                return;
+            }
+        }
+    });
+    Pump {
+        shard,
+        name,
+        rx,
+        task,
+    }
+}
+
+/// How a shard copy fared in [`verify`]: what reading it proved.
+pub(crate) fn judged(e: &ShardError) -> Option<super::check::CopyState> {
+    use super::check::CopyState;
+    match e {
+        ShardError::Missing => Some(CopyState::Missing),
+        ShardError::WrongSize | ShardError::NotFormat3 | ShardError::Auth => {
+            Some(CopyState::Corrupt)
+        }
+        ShardError::Silent(_) | ShardError::TooSlow(_) | ShardError::Net(_) => None,
+    }
+}
+
+/// Reads shard `i` of the erasure-coded version `m` whole from `s` and
+/// checks every chunk's tag (`check --verify`): the bytes read.
+pub(crate) async fn verify(
+    vault: &Vault,
+    s: &Session,
+    m: &Manifest,
+    layout: &Shards,
+    i: usize,
+    progress: &ProgressRef,
+) -> Result<u64, ShardError> {
+    let scheme = layout.scheme;
+    let keys = keys_of(vault, m, layout);
+    let dec = ShardDecoder::new(scheme, keys.shard_key.clone());
+    let mut reader = ShardReader::open(s, &keys.ids[i], scheme, m.size, 0, None).await?;
+    let mut bytes = HEADER_LEN as u64;
+    for (j, len, last) in Scheme::chunk_lens(m.size) {
+        let chunk = reader
+            .exactly(scheme.shard_len(len) + SHARD_TAG_LEN, None)
+            .await?;
+        if !dec.verify(i, j, last, len, &chunk) {
+            return Err(ShardError::Auth);
+        }
+        bytes += chunk.len() as u64;
+        progress.advance(chunk.len() as u64);
+    }
+    reader.end(None).await?;
+    Ok(bytes)
+}
+
+/// Which shards of each erasure-coded version in `files` their recorded
+/// nodes hold with the right length (`StatBlobs`): per file, per shard,
+/// `Some(true)` held, `Some(false)` absent or of the wrong length, `None`
+/// unknown (the node is down, failed to answer, or is no longer in
+/// dfc.conf); and `node: problem` for nodes that failed.
+pub(crate) async fn presence(
+    vault: &Vault,
+    files: &[(&Manifest, &Shards)],
+) -> (Vec<Vec<Option<bool>>>, Vec<String>) {
+    let mut out: Vec<Vec<Option<bool>>> = files
+        .iter()
+        .map(|(_, l)| vec![None; l.scheme.shards()])
+        .collect();
+    // Per node: (file, shard, id, expected length).
+    let mut asks: std::collections::HashMap<usize, Vec<(usize, usize, BlobId, u64)>> =
+        std::collections::HashMap::new();
+    for (f, (m, layout)) in files.iter().enumerate() {
+        let keys = keys_of(vault, m, layout);
+        let len = layout.scheme.shard_blob_len(m.size);
+        for (i, (name, id)) in layout.nodes.iter().zip(keys.ids).enumerate() {
+            if let Some(node) = vault.node_index(name) {
+                asks.entry(node).or_default().push((f, i, id, len));
+            }
+        }
+    }
+    let mut problems = Vec::new();
+    for (node, list) in asks {
+        let Some(s) = vault.session(node).filter(|s| !s.is_closed()) else {
+            continue;
+        };
+        for batch in list.chunks(wire::MAX_BATCH) {
+            let ids: Vec<BlobId> = batch.iter().map(|(_, _, id, _)| id.clone()).collect();
+            match s.stat_blobs(&ids).await {
+                Ok(stats) => {
+                    for ((f, i, _, len), stat) in batch.iter().zip(stats) {
+                        out[*f][*i] = Some(stat.is_some_and(|st| st.len == *len));
+                    }
+                }
+                Err(e) => {
+                    problems.push(format!("{}: {e}", s.name));
+                    break;
+                }
+            }
+        }
+    }
+    (out, problems)
+}

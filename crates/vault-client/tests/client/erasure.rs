@@ -1,0 +1,455 @@
+//! Erasure-coded files (`Redundancy rs K+M`, issue 19) on real in-process
+//! nodes: any M nodes down, every pair down, what the classic layout loses
+//! and RS(2,2) does not, and nodes lying about shards.
+
+use std::path::Path;
+use std::time::Duration;
+
+use bytes::Bytes;
+use tokio::sync::mpsc;
+use vault_client::config::ClientConfig;
+use vault_client::erasure::Scheme;
+use vault_client::manifest::Manifest;
+use vault_client::net::client_endpoint;
+use vault_client::ops::{self, OpError};
+use vault_client::vault::{OpenOptions, Vault};
+use vault_node::testing::{self, TestCluster};
+use zeroize::Zeroizing;
+
+use super::common::*;
+
+/// A test body under a limit of its own: these stop and start nodes many
+/// times.
+async fn within<F: std::future::Future>(secs: u64, f: F) -> F::Output {
+    tokio::time::timeout(Duration::from_secs(secs), f)
+        .await
+        .expect("test timed out")
+}
+
+/// Alice's dfc.conf for `c` with `redundancy` (a `Redundancy` line, or
+/// none for the default).
+fn config_rs(c: &TestCluster, redundancy: Option<&str>) -> ClientConfig {
+    let mut text = c.dfc_text("Alice", None);
+    if let Some(line) = redundancy {
+        text.push_str(line);
+        text.push('\n');
+    }
+    ClientConfig::parse(&text, &c.dir().join("dfc.conf")).unwrap()
+}
+
+async fn open_rs(c: &TestCluster, redundancy: Option<&str>) -> Vault {
+    let endpoint = client_endpoint(c.ca_pem().as_bytes()).unwrap();
+    let options = OpenOptions {
+        state: None,
+        limits: limits(),
+    };
+    Vault::open_with(
+        &endpoint,
+        &config_rs(c, redundancy),
+        &Zeroizing::new(ALICE.into()),
+        &options,
+    )
+    .await
+    .unwrap()
+}
+
+/// Reads `name` back whole (with `allow_stale` when fewer than a majority
+/// of the nodes can answer) through GET and through a range read.
+async fn read_back(v: &Vault, c: &TestCluster, name: &str, allow_stale: bool) -> Vec<u8> {
+    let (m, _) = ops::get::find_with(v, name, allow_stale).await.unwrap();
+    let out = c.dir().join(format!("{name}.out"));
+    ops::get::get_version(v, &m, &out, true, progress())
+        .await
+        .unwrap_or_else(|e| panic!("{name}: {e}"));
+    let bytes = std::fs::read(&out).unwrap();
+    std::fs::remove_file(&out).unwrap();
+    bytes
+}
+
+/// The bytes `range` of `m` through `read_range`.
+async fn read_range(v: &Vault, m: &Manifest, range: std::ops::Range<u64>) -> Vec<u8> {
+    let (tx, mut rx) = mpsc::channel::<Bytes>(4);
+    let reader = async {
+        let r = ops::get::read_range(v, m, range, &tx).await;
+        drop(tx);
+        r
+    };
+    let collect = async {
+        let mut out = Vec::new();
+        while let Some(piece) = rx.recv().await {
+            out.extend_from_slice(&piece);
+        }
+        out
+    };
+    let (r, out) = tokio::join!(reader, collect);
+    r.unwrap();
+    out
+}
+
+const SIZES: [usize; 5] = [0, 1, 63 * 1024, 64 * 1024 + 1, 5 << 20];
+
+/// Six nodes, RS(4,2): each file's six shards on six distinct nodes,
+/// 1.5x the bytes, and with every pair of nodes stopped in turn every
+/// file reads back byte for byte, whole and by range.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn six_nodes_rs_4_2_survive_every_pair_down() {
+    within(300, async {
+        let mut c = TestCluster::start_n(6, &testing::upgraded_user("Alice", ALICE).unwrap())
+            .await
+            .unwrap();
+        let v = open_rs(&c, None).await;
+        assert_eq!(
+            v.redundancy(),
+            vault_client::layout::Redundancy::Rs(Scheme::new(4, 2).unwrap())
+        );
+        let mut files = Vec::new();
+        for (n, size) in SIZES.into_iter().enumerate() {
+            let name = format!("f{n}.bin");
+            let bytes = data(size, n as u64 + 1);
+            put(&v, &c, &name, &bytes).await;
+            files.push((name, bytes));
+        }
+        // Where the shards went: one per node, 1.5x the data in all.
+        let m = ops::get::find(&v, "f4.bin").await.unwrap();
+        let layout = m.shards.clone().expect("an erasure-coded manifest");
+        assert_eq!(layout.scheme, Scheme::new(4, 2).unwrap());
+        let mut nodes = layout.nodes.clone();
+        nodes.sort();
+        assert_eq!(nodes, ["DFS1", "DFS2", "DFS3", "DFS4", "DFS5", "DFS6"]);
+        let ids = v.master().sharded("alice", &m.file_id, m.version, 6).ids;
+        let mut stored = 0;
+        for (i, name) in layout.nodes.iter().enumerate() {
+            let node = name[3..].parse::<usize>().unwrap() - 1;
+            let blob = c.blob(node, "alice", ids[i].as_str()).await.unwrap();
+            stored += blob.expect("every shard stored").len();
+        }
+        let ratio = stored as f64 / (5 << 20) as f64;
+        assert!((1.49..1.52).contains(&ratio), "{ratio}");
+        v.close();
+
+        for a in 0..6 {
+            for b in a + 1..6 {
+                c.stop(a).await.unwrap();
+                c.stop(b).await.unwrap();
+                let v = open_rs(&c, None).await;
+                for (name, bytes) in &files {
+                    let back = read_back(&v, &c, name, false).await;
+                    assert!(
+                        back == *bytes,
+                        "{name} with DFS{} and DFS{} down",
+                        a + 1,
+                        b + 1
+                    );
+                }
+                // A range across a chunk boundary of the 5 MiB file.
+                let m = ops::get::find(&v, "f4.bin").await.unwrap();
+                let r = 65_000..200_000u64;
+                assert!(read_range(&v, &m, r.clone()).await == files[4].1[65_000..200_000]);
+                v.close();
+                c.restart(a).await.unwrap();
+                c.restart(b).await.unwrap();
+            }
+        }
+    })
+    .await
+}
+
+/// Three of six nodes down: more than M = 2. The read is refused, naming
+/// the nodes, and nothing is written.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn three_down_is_refused_naming_the_nodes() {
+    within(120, async {
+        let mut c = TestCluster::start_n(6, &testing::upgraded_user("Alice", ALICE).unwrap())
+            .await
+            .unwrap();
+        let v = open_rs(&c, None).await;
+        put(&v, &c, "a.bin", &data(300_000, 7)).await;
+        let m = ops::get::find(&v, "a.bin").await.unwrap();
+        v.close();
+        for i in [1, 3, 5] {
+            c.stop(i).await.unwrap();
+        }
+        let v = open_rs(&c, None).await;
+        let out = c.dir().join("a.out");
+        let err = ops::get::get_file(&v, "a.bin", &out, false, progress())
+            .await
+            .unwrap_err();
+        let text = err.to_string();
+        assert!(matches!(err, OpError::NoQuorum(_)), "{text}");
+        for n in ["DFS2", "DFS4", "DFS6"] {
+            assert!(text.contains(n), "{text}");
+        }
+        // Reading past the quorum rule still cannot rebuild the chunks.
+        let err = ops::get::get_version(&v, &m, &out, false, progress())
+            .await
+            .unwrap_err();
+        let text = err.to_string();
+        assert!(matches!(err, OpError::Unavailable(_)), "{text}");
+        assert!(text.contains("fewer than 4"), "{text}");
+        for n in ["DFS2", "DFS4", "DFS6"] {
+            assert!(text.contains(n), "{text}");
+        }
+        assert!(!out.exists());
+        assert_eq!(leftovers(c.dir()), 0);
+    })
+    .await
+}
+
+/// Partial files left beside the output.
+fn leftovers(dir: &Path) -> usize {
+    std::fs::read_dir(dir)
+        .unwrap()
+        .filter(|e| {
+            e.as_ref()
+                .unwrap()
+                .file_name()
+                .to_string_lossy()
+                .ends_with(".vault-partial")
+        })
+        .count()
+}
+
+/// Four nodes: the classic layout loses a file when two neighbouring nodes
+/// are down, RS(2,2) at the same 2x cost loses nothing with any pair down.
+/// With two of four nodes down no majority answers, so the read needs
+/// `allow_stale` (it cannot rule out an older version the two hidden nodes
+/// would outrank); the bytes are all there.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rs_2_2_on_four_nodes_survives_the_pairs_classic_loses() {
+    within(240, async {
+        let mut c = TestCluster::start(&testing::upgraded_user("Alice", ALICE).unwrap())
+            .await
+            .unwrap();
+        let classic = data(200_000, 3);
+        let coded = data(200_000, 4);
+        let v = open_rs(&c, None).await;
+        put(&v, &c, "classic.bin", &classic).await;
+        v.close();
+        let v = open_rs(&c, Some("Redundancy rs 2+2")).await;
+        put(&v, &c, "coded.bin", &coded).await;
+        let m = ops::get::find(&v, "coded.bin").await.unwrap();
+        assert_eq!(
+            m.shards.as_ref().unwrap().scheme,
+            Scheme::new(2, 2).unwrap()
+        );
+        let x = ops::get::find(&v, "classic.bin").await.unwrap();
+        assert!(x.shards.is_none());
+        v.close();
+        let mut classic_lost = 0;
+        for a in 0..4 {
+            for b in a + 1..4 {
+                c.stop(a).await.unwrap();
+                c.stop(b).await.unwrap();
+                let v = open_rs(&c, Some("Redundancy rs 2+2")).await;
+                assert!(read_back(&v, &c, "coded.bin", true).await == coded);
+                let out = c.dir().join("classic.out");
+                let (m, _) = ops::get::find_with(&v, "classic.bin", true).await.unwrap();
+                match ops::get::get_version(&v, &m, &out, true, progress()).await {
+                    Ok(_) => assert!(std::fs::read(&out).unwrap() == classic),
+                    Err(e) => {
+                        assert!(matches!(e, OpError::Unavailable(_)), "{e}");
+                        classic_lost += 1;
+                    }
+                }
+                v.close();
+                c.restart(a).await.unwrap();
+                c.restart(b).await.unwrap();
+            }
+        }
+        // The four neighbouring pairs of the ring lose a part each.
+        assert_eq!(classic_lost, 4);
+    })
+    .await
+}
+
+/// Three nodes, RS(2,1) by default: any one node down, every file reads.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn three_nodes_rs_2_1() {
+    within(120, async {
+        let mut c = TestCluster::start_n(3, &testing::upgraded_user("Alice", ALICE).unwrap())
+            .await
+            .unwrap();
+        let v = open_rs(&c, None).await;
+        let files: Vec<(String, Vec<u8>)> = SIZES
+            .iter()
+            .enumerate()
+            .map(|(n, &size)| (format!("t{n}"), data(size, 20 + n as u64)))
+            .collect();
+        for (name, bytes) in &files {
+            put(&v, &c, name, bytes).await;
+        }
+        let m = ops::get::find(&v, "t4").await.unwrap();
+        assert_eq!(m.shards.unwrap().scheme, Scheme::new(2, 1).unwrap());
+        v.close();
+        for down in 0..3 {
+            c.stop(down).await.unwrap();
+            let v = open_rs(&c, None).await;
+            for (name, bytes) in &files {
+                assert!(read_back(&v, &c, name, false).await == *bytes, "{name}");
+            }
+            v.close();
+            c.restart(down).await.unwrap();
+        }
+    })
+    .await
+}
+
+/// Nodes lying about shards: a flipped byte, another file's shard under
+/// this id, an older version's shard replayed. Each is caught by its tag
+/// and another shard used; the file reads back right and the liar is
+/// named. With fewer than K good shards left, GET fails with nothing
+/// written.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn lying_shards_are_caught_and_replaced() {
+    within(120, async {
+        let c = TestCluster::start_n(6, &testing::upgraded_user("Alice", ALICE).unwrap())
+            .await
+            .unwrap();
+        let v = open_rs(&c, None).await;
+        let old = data(300_000, 30);
+        put(&v, &c, "a.bin", &old).await;
+        let m_old = ops::get::find(&v, "a.bin").await.unwrap();
+        let other = data(300_000, 31);
+        put(&v, &c, "b.bin", &other).await;
+        let m_other = ops::get::find(&v, "b.bin").await.unwrap();
+        let new = data(300_000, 32);
+        // The old version's shards, kept as a node would keep a copy.
+        let shard_of = |m: &Manifest| {
+            let l = m.shards.clone().unwrap();
+            let ids = v.master().sharded("alice", &m.file_id, m.version, 6).ids;
+            l.nodes
+                .iter()
+                .map(|n| n[3..].parse::<usize>().unwrap() - 1)
+                .zip(ids)
+                .collect::<Vec<_>>()
+        };
+        let mut old_shards = Vec::new();
+        for (node, id) in shard_of(&m_old) {
+            old_shards.push(c.blob(node, "alice", id.as_str()).await.unwrap().unwrap());
+        }
+        put(&v, &c, "a.bin", &new).await;
+        let m = ops::get::find(&v, "a.bin").await.unwrap();
+        let ours = shard_of(&m);
+        let theirs = shard_of(&m_other);
+        // Shard 0 (a data shard): one byte flipped in its second chunk.
+        let (n0, id0) = &ours[0];
+        let mut flipped = c.blob(*n0, "alice", id0.as_str()).await.unwrap().unwrap();
+        let at = Scheme::new(4, 2).unwrap().chunk_offset(1) as usize + 3;
+        flipped[at] ^= 1;
+        c.set_blob(*n0, "alice", id0.as_str(), &flipped)
+            .await
+            .unwrap();
+        // Shard 1: the same shard of another file.
+        let (n1, id1) = &ours[1];
+        let (tn, tid) = &theirs[1];
+        let foreign = c.blob(*tn, "alice", tid.as_str()).await.unwrap().unwrap();
+        c.set_blob(*n1, "alice", id1.as_str(), &foreign)
+            .await
+            .unwrap();
+        assert!(read_back(&v, &c, "a.bin", false).await == new);
+        let out = c.dir().join("a.out");
+        let report = ops::get::get_version(&v, &m, &out, true, progress())
+            .await
+            .unwrap();
+        let said = report.failovers.join("; ");
+        for (n, _) in [&ours[0], &ours[1]] {
+            assert!(
+                said.contains(&format!("DFS{}: decryption failed", n + 1)),
+                "{said}"
+            );
+        }
+        // Shard 4: the old version's shard 4 replayed: a third bad shard,
+        // fewer than K = 4 good. GET fails and writes nothing.
+        let (n4, id4) = &ours[4];
+        c.set_blob(*n4, "alice", id4.as_str(), &old_shards[4])
+            .await
+            .unwrap();
+        std::fs::remove_file(&out).unwrap();
+        let err = ops::get::get_version(&v, &m, &out, false, progress())
+            .await
+            .unwrap_err();
+        assert!(matches!(err, OpError::Unavailable(_)), "{err}");
+        assert!(err.to_string().contains("fewer than 4"), "{err}");
+        assert!(!out.exists());
+        assert_eq!(leftovers(c.dir()), 0);
+    })
+    .await
+}
+
+/// `check` per shard: shards removed from two nodes leave the file
+/// degraded (exit 1), a third removed makes it lost (exit 2); `--verify`
+/// finds a shard with a flipped byte corrupt. `repair` writes nothing it
+/// cannot rebuild and says so.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn check_reports_per_shard() {
+    within(120, async {
+        let c = TestCluster::start_n(6, &testing::upgraded_user("Alice", ALICE).unwrap())
+            .await
+            .unwrap();
+        let v = open_rs(&c, None).await;
+        put(&v, &c, "a.bin", &data(200_000, 40)).await;
+        let m = ops::get::find(&v, "a.bin").await.unwrap();
+        let layout = m.shards.clone().unwrap();
+        let ids = v.master().sharded("alice", &m.file_id, m.version, 6).ids;
+        let node = |i: usize| layout.nodes[i][3..].parse::<usize>().unwrap() - 1;
+        let survey = ops::check::survey(&v, "", false, progress()).await.unwrap();
+        assert_eq!(survey.exit_code(), 0, "{:?}", survey.files);
+        assert_eq!(survey.files[0].parts.len(), 6);
+
+        // A flipped byte: found only by --verify.
+        let mut blob = c
+            .blob(node(2), "alice", ids[2].as_str())
+            .await
+            .unwrap()
+            .unwrap();
+        blob[100] ^= 1;
+        c.set_blob(node(2), "alice", ids[2].as_str(), &blob)
+            .await
+            .unwrap();
+        let survey = ops::check::survey(&v, "", false, progress()).await.unwrap();
+        assert_eq!(survey.exit_code(), 0);
+        let survey = ops::check::survey(&v, "", true, progress()).await.unwrap();
+        assert_eq!(survey.exit_code(), 1);
+        let corrupt: Vec<_> = survey.files[0]
+            .parts
+            .iter()
+            .filter(|p| p.2 == ops::check::CopyState::Corrupt)
+            .map(|p| p.0)
+            .collect();
+        assert_eq!(corrupt, vec![2]);
+
+        // Shard 5 removed too: two bad of six, still K = 4 good.
+        assert!(c
+            .remove_blob(node(5), "alice", ids[5].as_str())
+            .await
+            .unwrap());
+        let survey = ops::check::survey(&v, "", true, progress()).await.unwrap();
+        assert_eq!(survey.exit_code(), 1);
+        assert!(!survey.files[0].lost());
+        let report = ops::repair::repair(&v, "", Default::default(), progress())
+            .await
+            .unwrap();
+        assert!(
+            report
+                .failures
+                .iter()
+                .any(|f| f.contains("not in this version yet")),
+            "{:?}",
+            report.failures
+        );
+        assert!(c
+            .blob(node(5), "alice", ids[5].as_str())
+            .await
+            .unwrap()
+            .is_none());
+        // A third: lost.
+        assert!(c
+            .remove_blob(node(0), "alice", ids[0].as_str())
+            .await
+            .unwrap());
+        let survey = ops::check::survey(&v, "", true, progress()).await.unwrap();
+        assert_eq!(survey.exit_code(), 2);
+        assert!(survey.files[0].lost());
+    })
+    .await
+}
