@@ -256,6 +256,9 @@ async fn fix_parts(vault: &Vault, survey: &Survey, report: &mut RepairReport) ->
     let mut bad = Vec::new();
     let mut small: Vec<Job> = Vec::new();
     let mut large: Vec<Job> = Vec::new();
+    // Erasure-coded files: per file, the shards to rebuild and where.
+    let mut coded: std::collections::BTreeMap<usize, Vec<(usize, crate::net::Session)>> =
+        Default::default();
     for (f, h) in survey.files.iter().enumerate() {
         let Some(m) = survey.entries[f].live() else {
             continue;
@@ -265,15 +268,16 @@ async fn fix_parts(vault: &Vault, survey: &Survey, report: &mut RepairReport) ->
                 continue;
             }
             if m.shards.is_some() {
-                // Nothing is written: the shard stays missing, and says so.
-                report.failures.push(format!(
-                    "{}: shard {} on {} is {}: rebuilding a shard from the others is not in this version yet; the file stays readable while {} of its shards are good",
-                    m.name,
-                    part + 1,
-                    vault.node_name(to),
-                    if state == CopyState::Missing { "missing" } else { "corrupt" },
-                    h.shards_needed.unwrap_or(0)
-                ));
+                match vault.session(to).filter(|s| !s.is_closed()) {
+                    Some(s) => coded.entry(f).or_default().push((part, s.clone())),
+                    None => report.failures.push(format!(
+                        "{}: shard {} cannot be rebuilt on {}: {}",
+                        m.name,
+                        part + 1,
+                        vault.node_name(to),
+                        vault.why_unusable(to)
+                    )),
+                }
                 continue;
             }
             let from = h
@@ -300,6 +304,45 @@ async fn fix_parts(vault: &Vault, survey: &Survey, report: &mut RepairReport) ->
             } else {
                 large.push(job);
             }
+        }
+    }
+    // Shards: decoded from K others and coded again, one file at a time.
+    for (f, targets) in coded {
+        let h = &survey.files[f];
+        let Some(m) = survey.entries[f].live() else {
+            continue;
+        };
+        let Some(layout) = &m.shards else { continue };
+        let good = h
+            .parts
+            .iter()
+            .filter(|(_, _, s)| *s == CopyState::Good)
+            .count();
+        if good < layout.scheme.data() {
+            report.failures.push(format!(
+                "{}: only {good} of its {} shards are good and {} are needed: it cannot be rebuilt",
+                m.name,
+                layout.scheme.shards(),
+                layout.scheme.data()
+            ));
+            continue;
+        }
+        match super::shards::rebuild(vault, m, layout, &targets).await {
+            Ok((bytes, sources)) => {
+                report.copies_restored += targets.len();
+                report.bytes_moved += bytes;
+                bad.extend(sources.into_iter().filter_map(|i| {
+                    let node = vault.node_index(layout.nodes.get(i)?)?;
+                    Some(BadCopy {
+                        file_id: m.file_id.clone(),
+                        version: m.version,
+                        part: i,
+                        node,
+                        state: CopyState::Corrupt,
+                    })
+                }));
+            }
+            Err(e) => report.failures.push(format!("{}: {e}", m.name)),
         }
     }
     // Small copies: batches per source node, within COPY_BATCH each.

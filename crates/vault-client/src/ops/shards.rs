@@ -143,7 +143,15 @@ fn sources(vault: &Vault, layout: &Shards) -> Vec<(Option<Session>, String, Stri
 /// Uploads every shard of `m` (whose [`Manifest::shards`] is `layout`)
 /// read from `path`. Shards whose node is unusable are skipped (a
 /// degraded PUT, see [`place`]); with `degraded`, a shard whose upload
-/// fails is dropped as long as K+1 are stored, and named in the warnings.
+/// fails is dropped as long as K+1 are stored. Returns a warning per shard
+/// left missing.
+///
+/// Long tail: a node whose queue stays full (it takes its shard slower
+/// than the others take theirs) is waited for at most [`LAG_GRACE`] or a
+/// quarter of the time spent so far, whichever is longer, in all; then its
+/// upload is abandoned (the node discards what it got) and the PUT goes on
+/// without that shard, which `repair` completes later. One shard may be
+/// left behind so, and with `degraded` as many as keep K+1 stored.
 pub(crate) async fn upload(
     vault: &Vault,
     path: &Path,
@@ -155,8 +163,8 @@ pub(crate) async fn upload(
     let scheme = layout.scheme;
     let keys = keys_of(vault, m, layout);
     let blob_len = scheme.shard_blob_len(m.size);
-    let mut senders = Vec::new();
-    let mut tasks: Vec<(String, JoinHandle<Result<(), NetError>>)> = Vec::new();
+    let mut senders: Vec<Option<mpsc::Sender<Vec<u8>>>> = Vec::new();
+    let mut tasks: Vec<(usize, String, UploadTask)> = Vec::new();
     let mut missing = 0;
     for (i, (session, name, _)) in sources(vault, layout).into_iter().enumerate() {
         let Some(s) = session else {
@@ -164,29 +172,34 @@ pub(crate) async fn upload(
             missing += 1;
             continue;
         };
-        let (tx, mut rx) = mpsc::channel::<Vec<u8>>(QUEUE_DEPTH);
-        let id = keys.ids[i].clone();
+        let (tx, task) = spawn_upload(s, keys.ids[i].clone(), blob_len);
         senders.push(Some(tx));
-        tasks.push((
-            name,
-            tokio::spawn(async move {
-                let mut up = s.put(&id, blob_len).await?;
-                up.write(&SHARD_HEADER).await?;
-                while let Some(chunk) = rx.recv().await {
-                    up.write(&chunk).await?;
-                }
-                up.finish().await
-            }),
-        ));
+        tasks.push((i, name, task));
     }
+    // Shards that may be left behind: one, or with `degraded` as many as
+    // keep K+1 stored.
+    let spare = if degraded {
+        scheme.shards() - missing - (scheme.data() + 1).min(scheme.shards() - missing)
+    } else {
+        1
+    };
     let shown = path.to_path_buf();
     let file = File::open(path).map_err(super::io_err(path))?;
     let size = m.size;
-    let coder = tokio::task::spawn_blocking(move || {
-        code_file(&file, size, scheme, &keys, senders, &progress)
-    });
+    let (ctx, crx) = mpsc::channel::<Vec<Vec<u8>>>(2);
+    let coder =
+        tokio::task::spawn_blocking(move || code_file(&file, size, scheme, &keys, ctx, &progress));
+    let abandoned = fan_out(crx, senders, spare).await;
     let mut failed = Vec::new();
-    for (name, task) in tasks {
+    let mut warnings = Vec::new();
+    for (i, name, task) in tasks {
+        if abandoned.contains(&i) {
+            task.abort();
+            warnings.push(format!(
+                "{name} took its shard much slower than the others: it was left for `vault-client repair` to complete"
+            ));
+            continue;
+        }
         match task.await {
             Ok(Ok(())) => {}
             Ok(Err(e)) => failed.push(format!("{name}: {e}")),
@@ -203,15 +216,17 @@ pub(crate) async fn upload(
         }
         Err(e) => return Err(OpError::Unavailable(format!("coding task failed: {e}"))),
     }
-    let stored = scheme.shards() - missing - failed.len();
+    let stored = scheme.shards() - missing - failed.len() - abandoned.len();
     if failed.is_empty() {
-        return Ok(Vec::new());
+        return Ok(warnings);
     }
     if degraded && stored > scheme.data() {
-        return Ok(failed
-            .into_iter()
-            .map(|f| format!("{f}: that shard is missing until you run repair"))
-            .collect());
+        warnings.extend(
+            failed
+                .into_iter()
+                .map(|f| format!("{f}: that shard is missing until you run repair")),
+        );
+        return Ok(warnings);
     }
     Err(OpError::Unavailable(format!(
         "{} of the {} shards could not be stored ({})",
@@ -221,15 +236,92 @@ pub(crate) async fn upload(
     )))
 }
 
-/// Reads `file` in order, seals and codes every chunk, and queues shard
-/// `i`'s chunk for `senders[i]` (skipped when `None` or when its upload
-/// ended). Runs on a blocking thread.
+/// A shard upload running on its own task.
+type UploadTask = JoinHandle<Result<(), NetError>>;
+
+/// Starts uploading shard blob `id` (`blob_len` bytes) to `s` on a task:
+/// the header, then every shard chunk queued on the returned sender, then
+/// the node's confirmation once the sender is dropped. Dropping or
+/// aborting the task before that resets the stream, and the node keeps
+/// nothing.
+fn spawn_upload(s: Session, id: BlobId, blob_len: u64) -> (mpsc::Sender<Vec<u8>>, UploadTask) {
+    let (tx, mut rx) = mpsc::channel::<Vec<u8>>(QUEUE_DEPTH);
+    let task = tokio::spawn(async move {
+        let mut up = s.put(&id, blob_len).await?;
+        up.write(&SHARD_HEADER).await?;
+        while let Some(chunk) = rx.recv().await {
+            up.write(&chunk).await?;
+        }
+        up.finish().await
+    });
+    (tx, task)
+}
+
+/// How long a PUT waits, in all, for a node slower than the others before
+/// leaving its shard behind (or a quarter of the PUT's time so far, if
+/// longer).
+pub(crate) const LAG_GRACE: Duration = Duration::from_secs(1);
+
+/// Hands each coded chunk's shard chunks to the uploads, in order; returns
+/// the shards it abandoned for lagging (at most `spare`; see [`upload`]).
+async fn fan_out(
+    mut rx: mpsc::Receiver<Vec<Vec<u8>>>,
+    mut senders: Vec<Option<mpsc::Sender<Vec<u8>>>>,
+    spare: usize,
+) -> Vec<usize> {
+    let started = tokio::time::Instant::now();
+    let mut waited = vec![Duration::ZERO; senders.len()];
+    let mut abandoned = Vec::new();
+    while let Some(chunks) = rx.recv().await {
+        for (i, chunk) in chunks.into_iter().enumerate() {
+            let Some(tx) = senders.get(i).and_then(Option::as_ref) else {
+                continue;
+            };
+            let chunk = match tx.try_send(chunk) {
+                Ok(()) => continue,
+                // Its upload ended: it reports its own error.
+                Err(mpsc::error::TrySendError::Closed(_)) => {
+                    senders[i] = None;
+                    continue;
+                }
+                Err(mpsc::error::TrySendError::Full(chunk)) => chunk,
+            };
+            let since = tokio::time::Instant::now();
+            let sent = if abandoned.len() < spare {
+                let allowance = LAG_GRACE
+                    .max(started.elapsed() / 4)
+                    .saturating_sub(waited[i]);
+                tokio::time::timeout(allowance, tx.send(chunk)).await
+            } else {
+                Ok(tx.send(chunk).await)
+            };
+            waited[i] += since.elapsed();
+            match sent {
+                Ok(Ok(())) => {}
+                Ok(Err(_)) => senders[i] = None,
+                Err(_) => {
+                    tracing::warn!(
+                        shard = i,
+                        "a node lags behind the others: its shard is left for repair"
+                    );
+                    senders[i] = None;
+                    abandoned.push(i);
+                }
+            }
+        }
+    }
+    abandoned
+}
+
+/// Reads `file` in order, seals and codes every chunk, and sends each
+/// chunk's K+M shard chunks down `out` (to [`fan_out`]). Runs on a
+/// blocking thread; stops early, quietly, when `out` is closed.
 fn code_file(
     file: &File,
     size: u64,
     scheme: Scheme,
     keys: &ShardedKeys,
-    senders: Vec<Option<mpsc::Sender<Vec<u8>>>>,
+    out: mpsc::Sender<Vec<Vec<u8>>>,
     progress: &ProgressRef,
 ) -> std::io::Result<()> {
     use std::os::unix::fs::FileExt;
@@ -244,18 +336,15 @@ fn code_file(
         file.read_exact_at(&mut buf, done)?;
         enc.seal_chunk(&mut buf, last)
             .map_err(|_| std::io::Error::other("encryption failed"))?;
-        let mut out: Vec<Vec<u8>> = (0..scheme.shards())
+        let mut shards: Vec<Vec<u8>> = (0..scheme.shards())
             .map(|_| Vec::with_capacity(scheme.shard_len(buf.len()) + SHARD_TAG_LEN))
             .collect();
         coder
-            .encode(j, last, &buf, &mut out)
+            .encode(j, last, &buf, &mut shards)
             .map_err(|_| std::io::Error::other("erasure coding failed"))?;
         done += n as u64;
-        for (tx, chunk) in senders.iter().zip(out) {
-            if let Some(tx) = tx {
-                // An upload that ended early reports its own error.
-                let _ = tx.blocking_send(chunk);
-            }
+        if out.blocking_send(shards).is_err() {
+            return Ok(());
         }
         progress.advance(n as u64);
     }
@@ -416,6 +505,43 @@ pub(crate) async fn read_chunks(
     chunks: Range<u64>,
     tx: mpsc::Sender<(u64, Vec<u8>)>,
 ) -> Result<Vec<String>, OpError> {
+    read_chunks_as(vault, m, layout, chunks, &[], Deliver::Plain, tx)
+        .await
+        .map(|r| r.problems)
+}
+
+/// What [`read_chunks_as`] hands on for each chunk.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Deliver {
+    /// The plaintext.
+    Plain,
+    /// The ciphertext chunk (it was opened all the same, so it is known
+    /// good): what repair re-encodes.
+    Ciphertext,
+}
+
+/// What a read of shards ran into on the way.
+#[derive(Debug, Default)]
+pub(crate) struct ReadReport {
+    /// `node: why` for every failure recovered from.
+    pub problems: Vec<String>,
+    /// Shards that failed their tag or were missing or malformed: their
+    /// copies are bad, not merely unreachable.
+    pub bad: Vec<usize>,
+}
+
+/// [`read_chunks`] that never reads the shards in `skip` and hands on
+/// what `deliver` says.
+pub(crate) async fn read_chunks_as(
+    vault: &Vault,
+    m: &Manifest,
+    layout: &Shards,
+    chunks: Range<u64>,
+    skip: &[usize],
+    deliver: Deliver,
+    tx: mpsc::Sender<(u64, Vec<u8>)>,
+) -> Result<ReadReport, OpError> {
+    let mut bad_shards: Vec<usize> = Vec::new();
     let scheme = layout.scheme;
     let keys = keys_of(vault, m, layout);
     // (chunk, ciphertext length, last) of the chunks asked for.
@@ -429,6 +555,7 @@ pub(crate) async fn read_chunks(
     let mut unusable = Vec::new();
     for (i, (session, name, why)) in sources(vault, layout).into_iter().enumerate() {
         match session {
+            _ if skip.contains(&i) => {}
             Some(s) => spare.push_back((i, s, name)),
             None => unusable.push(format!("{name}: {why}")),
         }
@@ -471,7 +598,12 @@ pub(crate) async fn read_chunks(
                 .unwrap_or(Err(ShardError::TooSlow(deadline)));
                 match opened {
                     Ok(reader) => pumps.push(pump(i, name, reader, sizes, silence, deadline)),
-                    Err(e) => problems.push(format!("{name}: {e}")),
+                    Err(e) => {
+                        if judged(&e).is_some() {
+                            bad_shards.push(i);
+                        }
+                        problems.push(format!("{name}: {e}"));
+                    }
                 }
             }
             // One chunk from every reader that has not given this one yet.
@@ -482,12 +614,15 @@ pub(crate) async fn read_chunks(
                 }
                 let next = tokio::select! {
                     biased;
-                    () = tx.closed() => return Ok(problems),
+                    () = tx.closed() => return Ok(ReadReport { problems, bad: bad_shards }),
                     next = pump.rx.recv() => next,
                 };
                 match next {
                     Some(Ok(chunk)) => got.push((pump.shard, chunk)),
                     Some(Err(e)) => {
+                        if judged(&e).is_some() {
+                            bad_shards.push(pump.shard);
+                        }
                         problems.push(format!("{}: {e}", pump.name));
                         failed.push(pump.shard);
                     }
@@ -514,6 +649,7 @@ pub(crate) async fn read_chunks(
                     for i in &report.bad {
                         problems.push(format!("{}: decryption failed", layout.nodes[*i]));
                         pumps.retain(|p| p.shard != *i);
+                        bad_shards.push(*i);
                     }
                     break true;
                 }
@@ -532,6 +668,7 @@ pub(crate) async fn read_chunks(
                 problems.push(format!("{}: decryption failed", layout.nodes[*i]));
                 got.retain(|(g, _)| g != i);
                 pumps.retain(|p| p.shard != *i);
+                bad_shards.push(*i);
             }
         };
         if !decoded {
@@ -544,17 +681,104 @@ pub(crate) async fn read_chunks(
                 why.join("; ")
             )));
         }
+        let cipher = (deliver == Deliver::Ciphertext).then(|| out.clone());
         decrypt
             .open_chunk(&mut out, last)
             .map_err(|_| OpError::Unavailable("decryption failed".into()))?;
-        if tx.send((j, std::mem::take(&mut out))).await.is_err() {
-            return Ok(problems);
+        let chunk = cipher.unwrap_or_else(|| std::mem::take(&mut out));
+        if tx.send((j, chunk)).await.is_err() {
+            return Ok(ReadReport {
+                problems,
+                bad: bad_shards,
+            });
         }
         // Decryption and decoding are the CPU-heavy part: let the
         // connections' drivers run between chunks.
         tokio::task::yield_now().await;
     }
-    Ok(problems)
+    bad_shards.sort_unstable();
+    bad_shards.dedup();
+    Ok(ReadReport {
+        problems,
+        bad: bad_shards,
+    })
+}
+
+/// Rebuilds the shards `targets` (shard, session to the node recorded for
+/// it) of the erasure-coded version `m`, streaming: every chunk decoded
+/// from K other shards (each tag checked, the chunk opened), coded again,
+/// and the targets' shard chunks uploaded, replacing what those nodes
+/// hold under the shard ids. Returns the bytes written and the source
+/// shards found bad on the way; fails, writing nothing that counts (an
+/// unfinished upload is discarded by the node), when fewer than K good
+/// shards can be read.
+pub(crate) async fn rebuild(
+    vault: &Vault,
+    m: &Manifest,
+    layout: &Shards,
+    targets: &[(usize, Session)],
+) -> Result<(u64, Vec<usize>), OpError> {
+    let scheme = layout.scheme;
+    let keys = keys_of(vault, m, layout);
+    let blob_len = scheme.shard_blob_len(m.size);
+    let skip: Vec<usize> = targets.iter().map(|(i, _)| *i).collect();
+    let mut senders = Vec::new();
+    let mut uploads = Vec::new();
+    for (i, s) in targets {
+        let (tx, task) = spawn_upload(s.clone(), keys.ids[*i].clone(), blob_len);
+        senders.push((*i, tx));
+        uploads.push((s.name.clone(), task));
+    }
+    let (ctx, mut crx) = mpsc::channel::<(u64, Vec<u8>)>(QUEUE_DEPTH);
+    let chunks = 0..Scheme::chunk_lens(m.size).total();
+    let read = read_chunks_as(vault, m, layout, chunks, &skip, Deliver::Ciphertext, ctx);
+    let lens: Vec<bool> = Scheme::chunk_lens(m.size)
+        .map(|(_, _, last)| last)
+        .collect();
+    let code = async {
+        let mut coder = ShardEncoder::new(scheme, keys.shard_key.clone());
+        let mut out: Vec<Vec<u8>> = vec![Vec::new(); scheme.shards()];
+        while let Some((j, ct)) = crx.recv().await {
+            for b in &mut out {
+                b.clear();
+            }
+            let last = lens.get(j as usize).copied().unwrap_or(true);
+            coder
+                .encode(j, last, &ct, &mut out)
+                .map_err(|_| OpError::Unavailable("erasure coding failed".into()))?;
+            for (i, tx) in &senders {
+                // An upload that failed reports its own error below.
+                let _ = tx.send(std::mem::take(&mut out[*i])).await;
+            }
+        }
+        drop(senders);
+        Ok::<(), OpError>(())
+    };
+    let (read, coded) = tokio::join!(read, code);
+    let report = match (read, coded) {
+        (Ok(report), Ok(())) => report,
+        (Err(e), _) | (_, Err(e)) => {
+            for (_, task) in &uploads {
+                task.abort();
+            }
+            return Err(e);
+        }
+    };
+    let mut failed = Vec::new();
+    for (name, task) in uploads {
+        match task.await {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => failed.push(format!("{name}: {e}")),
+            Err(e) => failed.push(format!("{name}: upload task failed: {e}")),
+        }
+    }
+    if !failed.is_empty() {
+        return Err(OpError::Unavailable(format!(
+            "rebuilt shards could not be stored ({})",
+            failed.join("; ")
+        )));
+    }
+    Ok((blob_len * targets.len() as u64, report.bad))
 }
 
 /// Starts reading `reader`'s next chunks on a task: `sizes` are their

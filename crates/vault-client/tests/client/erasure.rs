@@ -376,10 +376,10 @@ async fn lying_shards_are_caught_and_replaced() {
     .await
 }
 
-/// `check` per shard: shards removed from two nodes leave the file
-/// degraded (exit 1), a third removed makes it lost (exit 2); `--verify`
-/// finds a shard with a flipped byte corrupt. `repair` writes nothing it
-/// cannot rebuild and says so.
+/// `check` per shard: a shard with a flipped byte is found only by
+/// `--verify`; with it and another shard gone the file is degraded (exit 1)
+/// and `repair` rebuilds both from the four good ones (decode, code again);
+/// with three gone it is lost (exit 2) and repair writes nothing.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn check_reports_per_shard() {
     within(120, async {
@@ -426,6 +426,31 @@ async fn check_reports_per_shard() {
         let survey = ops::check::survey(&v, "", true, progress()).await.unwrap();
         assert_eq!(survey.exit_code(), 1);
         assert!(!survey.files[0].lost());
+        // Repair rebuilds both from the four good shards, byte for byte.
+        let options = ops::repair::RepairOptions {
+            verify: true,
+            ..Default::default()
+        };
+        let report = ops::repair::repair(&v, "", options, progress())
+            .await
+            .unwrap();
+        assert!(report.failures.is_empty(), "{:?}", report.failures);
+        assert_eq!(report.copies_restored, 2);
+        assert_eq!(report.after.exit_code(), 0, "{:?}", report.after.files);
+        let survey = ops::check::survey(&v, "", true, progress()).await.unwrap();
+        assert_eq!(survey.exit_code(), 0);
+        assert!(read_back(&v, &c, "a.bin", false).await == data(200_000, 40));
+
+        // Three removed: fewer than K, lost; repair writes nothing.
+        for i in [0, 1, 3] {
+            assert!(c
+                .remove_blob(node(i), "alice", ids[i].as_str())
+                .await
+                .unwrap());
+        }
+        let survey = ops::check::survey(&v, "", true, progress()).await.unwrap();
+        assert_eq!(survey.exit_code(), 2);
+        assert!(survey.files[0].lost());
         let report = ops::repair::repair(&v, "", Default::default(), progress())
             .await
             .unwrap();
@@ -433,23 +458,62 @@ async fn check_reports_per_shard() {
             report
                 .failures
                 .iter()
-                .any(|f| f.contains("not in this version yet")),
+                .any(|f| f.contains("cannot be rebuilt")),
             "{:?}",
             report.failures
         );
-        assert!(c
-            .blob(node(5), "alice", ids[5].as_str())
+        for i in [0, 1, 3] {
+            assert!(c
+                .blob(node(i), "alice", ids[i].as_str())
+                .await
+                .unwrap()
+                .is_none());
+        }
+    })
+    .await
+}
+
+/// Two of six nodes wiped (manifests and shards gone): `check` says
+/// degraded (1), `repair` puts back every manifest and rebuilds every
+/// shard (exit 0 afterwards), `check --verify` is clean; then two other
+/// nodes stopped, and every file still reads back.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_nodes_wiped_then_repaired_then_two_others_down() {
+    within(180, async {
+        let mut c = TestCluster::start_n(6, &testing::upgraded_user("Alice", ALICE).unwrap())
             .await
-            .unwrap()
-            .is_none());
-        // A third: lost.
-        assert!(c
-            .remove_blob(node(0), "alice", ids[0].as_str())
+            .unwrap();
+        let v = open_rs(&c, None).await;
+        let mut files = Vec::new();
+        for (n, size) in SIZES.into_iter().enumerate() {
+            let name = format!("w{n}.bin");
+            let bytes = data(size, 50 + n as u64);
+            put(&v, &c, &name, &bytes).await;
+            files.push((name, bytes));
+        }
+        for node in [1, 4] {
+            for id in c.blob_ids(node, "alice").await.unwrap() {
+                c.remove_blob(node, "alice", &id).await.unwrap();
+            }
+        }
+        let survey = ops::check::survey(&v, "", false, progress()).await.unwrap();
+        assert_eq!(survey.exit_code(), 1, "{:?}", survey.files);
+        let report = ops::repair::repair(&v, "", Default::default(), progress())
             .await
-            .unwrap());
+            .unwrap();
+        assert!(report.failures.is_empty(), "{:?}", report.failures);
+        assert!(report.manifests_fixed >= 2 * files.len());
+        assert_eq!(report.after.exit_code(), 0, "{:?}", report.after.files);
         let survey = ops::check::survey(&v, "", true, progress()).await.unwrap();
-        assert_eq!(survey.exit_code(), 2);
-        assert!(survey.files[0].lost());
+        assert_eq!(survey.exit_code(), 0);
+        v.close();
+        for node in [0, 5] {
+            c.stop(node).await.unwrap();
+        }
+        let v = open_rs(&c, None).await;
+        for (name, bytes) in &files {
+            assert!(read_back(&v, &c, name, false).await == *bytes, "{name}");
+        }
     })
     .await
 }
