@@ -7,7 +7,7 @@ use std::sync::Arc;
 
 use anyhow::Context;
 
-use super::lie::Lie;
+use super::lie::{Honest, Lie};
 use super::node::Instance;
 use super::observed::Observed;
 use super::proxy::{Proxy, Target};
@@ -357,6 +357,42 @@ impl TestCluster {
         let observed = proxy.observed();
         slot.proxy = Some(proxy);
         Ok(observed)
+    }
+
+    /// Puts node `i` behind a link of `bytes_per_sec` bytes per second:
+    /// the proxy in front of it reads the bulk of uploads (`PutBlob`,
+    /// `PutBlobs`) and writes the bulk of its answers (`Blob`, `BlobRange`,
+    /// `Blobs`, `DataListing`) at that rate at most, shared by every stream
+    /// of every client of node `i` (parallel uploads split it). The rate
+    /// paces the QUIC streams themselves: the proxy grants flow control
+    /// credit as it reads, with a receive window of 1/8 s worth, so a
+    /// client's writes block; downloads arrive at the rate (see
+    /// [`crate::testing::proxy`]). Frames and the exchange with the node are
+    /// not slowed.
+    ///
+    /// `0` or `u64::MAX` lifts the limit (live connections too): the proxy
+    /// moves bytes as fast as it can again. A rate change applies at once,
+    /// also to transfers under way.
+    ///
+    /// A node without a proxy gets an honest one first, as
+    /// [`TestCluster::make_hostile`]`(i, Arc::new(Honest))` would: from then
+    /// on [`TestCluster::addr`]`(i)`, [`TestCluster::dfc_text`],
+    /// [`TestCluster::write_dfc`] and [`TestCluster::raw_client`] point at
+    /// it (connections made before still reach the node directly, at full
+    /// speed). Lifting the limit of a node without a proxy does nothing. A
+    /// later `make_hostile(i, ..)` keeps the rate; this keeps the lie.
+    pub async fn slow_down(&mut self, i: usize, bytes_per_sec: u64) -> anyhow::Result<()> {
+        let unlimited = bytes_per_sec == 0 || bytes_per_sec == u64::MAX;
+        if self.slot(i).proxy.is_none() {
+            if unlimited {
+                return Ok(());
+            }
+            self.make_hostile(i, Arc::new(Honest)).await?;
+        }
+        match &self.slot(i).proxy {
+            Some(proxy) => proxy.set_rate(bytes_per_sec),
+            None => anyhow::bail!("no proxy in front of {}", self.name(i)),
+        }
     }
 
     /// A classic `dfc.conf`: `Server DFSi 127.0.0.1:PORT` for every node

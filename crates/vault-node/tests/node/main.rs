@@ -20,6 +20,7 @@ mod maintenance;
 mod prelogin;
 mod quota;
 mod records_cas;
+mod slow_relay;
 mod sources;
 mod store_limits;
 mod testing_batch;
