@@ -14,7 +14,7 @@ use clap::{Parser, Subcommand};
 #[command(name = "vault-client", version, after_help = AFTER_HELP)]
 pub struct Cli {
     /// Client configuration: `Server NAME HOST:PORT` lines (four for the
-    /// classic layout; 3 to 64 with `Redundancy rs K+M`), `Username:` and
+    /// classic layout; 3 to 32 with `Redundancy rs K+M`), `Username:` and
     /// optionally `Password:` (plain or its MD5 digest), `CA PATH` and
     /// `Redundancy classic|rs K+M`.
     #[arg(

@@ -48,9 +48,10 @@ use crate::crypto::stream::{CHUNK_LEN, CT_CHUNK_LEN, TAG_LEN};
 /// Length of a shard chunk's tag.
 pub const SHARD_TAG_LEN: usize = 16;
 
-/// The most shards one file is coded into. Far above any cluster a user
-/// runs; it bounds what a manifest may announce.
-pub const MAX_SHARDS: usize = 64;
+/// The most shards one file is coded into: a file's shards are on
+/// distinct nodes, and a vault has at most 32 (the node sets are 32-bit
+/// masks). It bounds what a manifest may announce.
+pub const MAX_SHARDS: usize = 32;
 
 /// What went wrong coding or decoding shards. Deliberately coarse: which
 /// check failed is the client's business, never an answer to a node.

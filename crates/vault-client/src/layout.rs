@@ -80,7 +80,7 @@ pub fn blob_copies(vault: &crate::vault::Vault, m: &Manifest) -> Vec<(usize, wir
         Some(layout) => {
             let ids = vault
                 .master()
-                .sharded(vault.user(), &m.file_id, m.version, layout.scheme.shards())
+                .sharded(vault.user(), &layout.data_id, layout.scheme.shards())
                 .ids;
             layout
                 .nodes

@@ -81,6 +81,11 @@ pub const MAX_NODE_NAME_LEN: usize = 64;
 pub struct Shards {
     /// K data and M parity shards per chunk.
     pub scheme: crate::erasure::Scheme,
+    /// The id the data's keys and shard ids derive from: the file id of
+    /// the PUT that stored it, kept when `repair --rebalance` records
+    /// moved shards in a newer manifest version.
+    #[serde(with = "serde_bytes")]
+    pub data_id: Vec<u8>,
     /// The node (its dfc.conf name) holding shard `i`, for every shard.
     pub nodes: Vec<String>,
 }
@@ -90,6 +95,7 @@ impl Shards {
     /// (case-insensitively) non-empty name per shard.
     pub fn well_formed(&self) -> bool {
         self.scheme.validate().is_ok()
+            && self.data_id.len() == FILE_ID_LEN
             && self.nodes.len() == self.scheme.shards()
             && self.nodes.iter().enumerate().all(|(i, n)| {
                 !n.is_empty()

@@ -52,7 +52,7 @@ pub const DEFAULT_NODES: usize = 4;
 pub const MIN_NODES: usize = 3;
 
 /// Most nodes of a dev cluster.
-pub const MAX_NODES: usize = 64;
+pub const MAX_NODES: usize = 32;
 
 /// Checks a number of nodes for `--nodes`: [`MIN_NODES`]..=[`MAX_NODES`].
 pub fn check_node_count(nodes: usize) -> Result<usize, String> {
@@ -1024,7 +1024,7 @@ mod tests {
             node_names(6),
             ["DFS1", "DFS2", "DFS3", "DFS4", "DFS5", "DFS6"]
         );
-        assert_eq!(node_names(64).last().unwrap(), "DFS64");
+        assert_eq!(node_names(32).last().unwrap(), "DFS32");
         assert_eq!(
             ports(10001, 6).unwrap(),
             [10001, 10002, 10003, 10004, 10005, 10006]
@@ -1034,29 +1034,29 @@ mod tests {
         assert_eq!(ports(65530, 6).unwrap().last(), Some(&65535));
         let e = ports(65530, 7).unwrap_err().to_string();
         assert!(e.contains("no room for seven nodes"), "{e}");
-        assert!(ports(65500, 64).is_err());
+        assert!(ports(65520, 32).is_err());
         assert_eq!(default_rs(3), (2, 1));
         assert_eq!(default_rs(6), (4, 2));
         assert_eq!(default_rs(12), (10, 2));
     }
 
     #[test]
-    fn refuses_two_and_sixty_five_nodes() {
-        for bad in [0, 1, 2, 65, 1000] {
+    fn refuses_two_and_thirty_three_nodes() {
+        for bad in [0, 1, 2, 33, 1000] {
             let e = check_node_count(bad).unwrap_err();
-            assert_eq!(e, format!("a dev cluster has 3 to 64 nodes, not {bad}"));
+            assert_eq!(e, format!("a dev cluster has 3 to 32 nodes, not {bad}"));
             assert!(ports(0, bad).is_err());
             assert!(ports(10001, bad).is_err());
         }
-        for good in [3, 4, 6, 64] {
+        for good in [3, 4, 6, 32] {
             assert_eq!(check_node_count(good), Ok(good));
         }
         // Nothing is written for a refused number.
         let dir = tempfile::tempdir().unwrap();
         let cluster = dir.path().join("vault-dev");
-        for bad in [2, 65] {
+        for bad in [2, 33] {
             let e = prepare(&cluster, 0, bad).unwrap_err().to_string();
-            assert!(e.contains("3 to 64 nodes"), "{e}");
+            assert!(e.contains("3 to 32 nodes"), "{e}");
             assert!(!cluster.exists());
         }
     }
@@ -1104,8 +1104,8 @@ mod tests {
         assert_eq!(parse_command("stop 6", 6), Ok(Some(Control::Stop(5))));
         assert_eq!(parse_command("start dfs5", 6), Ok(Some(Control::Start(4))));
         assert_eq!(parse_command("stop 1", 3), Ok(Some(Control::Stop(0))));
-        assert_eq!(parse_command("stop DFS64", 64), Ok(Some(Control::Stop(63))));
-        assert_eq!(parse_command("start 64", 64), Ok(Some(Control::Start(63))));
+        assert_eq!(parse_command("stop DFS32", 32), Ok(Some(Control::Stop(31))));
+        assert_eq!(parse_command("start 32", 32), Ok(Some(Control::Start(31))));
         for bad in [
             "stop DFS7",
             "stop 7",

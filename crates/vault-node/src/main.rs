@@ -171,7 +171,7 @@ enum Command {
     },
     /// Run local nodes (four by default) with certificates, demo users and a ready dfc.conf.
     ///
-    /// With --nodes N (3 to 64), nodes DFS1..DFSN; the dfc.conf it writes
+    /// With --nodes N (3 to 32), nodes DFS1..DFSN; the dfc.conf it writes
     /// lists N servers, and the client stores files with Reed-Solomon
     /// rs (N-2)+2 by default (rs 2+1 with three; four: the classic layout).
     ///
@@ -196,7 +196,7 @@ enum Command {
         /// restarted node keeps its port).
         #[arg(long, default_value_t = 10001)]
         base_port: u16,
-        /// Number of nodes, 3 to 64: DFS1..DFSN. Other than four, the
+        /// Number of nodes, 3 to 32: DFS1..DFSN. Other than four, the
         /// client uses Reed-Solomon by default (a comment in dfc.conf says
         /// which). A --dir made for another number is refused.
         #[arg(long, default_value_t = dev_cluster::DEFAULT_NODES, value_parser = parse_nodes)]
@@ -246,7 +246,7 @@ enum UserCommand {
     },
 }
 
-/// `--nodes` of `dev-cluster`: a number from 3 to 64.
+/// `--nodes` of `dev-cluster`: a number from 3 to 32.
 fn parse_nodes(s: &str) -> Result<usize, String> {
     let n: usize = s
         .parse()

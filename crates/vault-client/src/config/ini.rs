@@ -120,7 +120,7 @@ pub(super) fn scan(text: &str, path: &Path, first_header: usize) -> Result<Scann
             line,
             format!(
                 "at most {MAX_SERVERS} servers are supported in [server_list], found {count} \
-                 (this is the {}th)",
+                 (this is number {})",
                 MAX_SERVERS + 1
             ),
         ));

@@ -1,7 +1,7 @@
 //! `dfc.conf`: the client configuration, in every legacy form real files use.
 //!
 //! ```text
-//! # One line per node, 3 to 64 of them; file order is the node number
+//! # One line per node, 3 to 32 of them; file order is the node number
 //! # (DFS1 = node 0).
 //! Server DFS1 127.0.0.1:10001
 //! # Host and port may be separate.
@@ -34,7 +34,7 @@
 //! # Servers and redundancy
 //!
 //! A file lists at least [`MIN_SERVERS`] (3) and at most [`MAX_SERVERS`]
-//! (64) servers, names unique ignoring case; fewer is an error at the end
+//! (32) servers, names unique ignoring case; fewer is an error at the end
 //! of the file, more an error on the 65th. The optional `Redundancy` line
 //! (given once) chooses how new files are stored
 //! ([`ClientConfig::redundancy`]):
@@ -62,7 +62,7 @@
 //! DFS2: 127.0.0.1 10002
 //! dfs3=[::1]:10003
 //! DFS4 = ::1 10004
-//! ; ... up to 64 entries, at least 3.
+//! ; ... up to 32 entries, at least 3.
 //!
 //! ; `=` or `:`, spaces around it or not, names in any case.
 //! [Credentials]
@@ -139,7 +139,7 @@ pub const MIN_SERVERS: usize = 3;
 
 /// The most servers a configuration may list: one per shard of the widest
 /// Reed-Solomon scheme ([`crate::erasure::MAX_SHARDS`]).
-pub const MAX_SERVERS: usize = 64;
+pub const MAX_SERVERS: usize = 32;
 
 /// One server: a `Server` line or an entry of an INI `[server_list]`.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -306,7 +306,7 @@ fn server_count_problem(count: usize) -> String {
     } else {
         format!(
             "at most {MAX_SERVERS} `Server` lines are supported, found {count} \
-             (this is the {}th)",
+             (this is number {})",
             MAX_SERVERS + 1
         )
     }

@@ -272,6 +272,15 @@ impl Fields {
             return Ok(());
         }
         let entry = parse()?;
+        // A manifest records the nodes of an erasure-coded file by name,
+        // and refuses longer names.
+        if entry.name.len() > crate::manifest::MAX_NODE_NAME_LEN {
+            return Err(format!(
+                "a server name is at most {} bytes; this one is {}",
+                crate::manifest::MAX_NODE_NAME_LEN,
+                entry.name.len()
+            ));
+        }
         if let Some(prev) = self
             .servers
             .iter()

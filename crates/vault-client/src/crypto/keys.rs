@@ -390,16 +390,18 @@ impl MasterKey {
         }
     }
 
-    /// Ids and keys of an erasure-coded version (`file_id`, version
-    /// `version`) of one of `user`'s files: one STREAM over the whole file,
-    /// its chunks coded into `shards` authenticated shards (see
-    /// [`crate::erasure`]).
-    pub fn sharded(&self, user: &str, file_id: &[u8], version: u64, shards: usize) -> ShardedKeys {
+    /// Ids and keys of erasure-coded data `data_id` (a random id made at
+    /// PUT, kept in the manifest's `shards`) of one of `user`'s files: one
+    /// STREAM over the whole file, its chunks coded into `shards`
+    /// authenticated shards (see [`crate::erasure`]). The version number
+    /// is not bound: `repair --rebalance` records moved shards in a newer
+    /// manifest version of the same data; `data_id` alone is fresh per PUT.
+    pub fn sharded(&self, user: &str, data_id: &[u8], shards: usize) -> ShardedKeys {
+        let file_id = data_id;
         let mut ad = b"vault stream v3".to_vec();
         ad.extend_from_slice(&SHARD_HEADER);
         push_lp(&mut ad, user.to_ascii_lowercase().as_bytes());
         push_lp(&mut ad, file_id);
-        ad.extend_from_slice(&version.to_be_bytes());
         ShardedKeys {
             ids: (0..shards)
                 .map(|i| {

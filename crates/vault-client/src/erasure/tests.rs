@@ -79,10 +79,11 @@ fn subsets(n: usize, max: usize) -> impl Iterator<Item = Vec<usize>> {
 fn schemes_are_bounded() {
     assert!(Scheme::new(0, 2).is_err());
     assert!(Scheme::new(2, 0).is_err());
-    assert!(Scheme::new(60, 5).is_err());
+    assert!(Scheme::new(30, 3).is_err());
     assert_eq!(Scheme::new(4, 2).unwrap().to_string(), "rs 4+2");
     assert!(Scheme { k: 0, m: 3 }.validate().is_err());
-    assert!(Scheme { k: 63, m: 1 }.validate().is_ok());
+    assert!(Scheme { k: 31, m: 1 }.validate().is_ok());
+    assert!(Scheme { k: 31, m: 2 }.validate().is_err());
 }
 
 #[test]

@@ -223,7 +223,9 @@ async fn fetch_shards(
     let (tx, mut rx) = mpsc::channel::<(u64, Vec<u8>)>(CHUNKS_BUFFERED);
     let chunks = 0..Scheme::chunk_lens(m.size).total();
     let read = shards::read_chunks(vault, m, layout, chunks, tx);
-    let write = async {
+    // `rx` moves in: a failed write drops it, which stops the read (it
+    // would otherwise wait forever for room in the channel).
+    let write = async move {
         while let Some((j, plain)) = rx.recv().await {
             file.write_all_at(&plain, j * CHUNK_LEN as u64)
                 .map_err(io_err(path))?;

@@ -19,6 +19,8 @@ use std::collections::VecDeque;
 use std::fs::File;
 use std::ops::Range;
 use std::path::Path;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::sync::mpsc;
@@ -108,6 +110,7 @@ pub(crate) fn place(
     }
     let shards = Shards {
         scheme,
+        data_id: file_id.to_vec(),
         nodes: chosen
             .iter()
             .map(|&i| vault.node_name(i).to_string())
@@ -116,11 +119,11 @@ pub(crate) fn place(
     Ok((shards, warnings))
 }
 
-/// The keys of the erasure-coded version `m`.
-pub(crate) fn keys_of(vault: &Vault, m: &Manifest, layout: &Shards) -> ShardedKeys {
+/// The keys of the erasure-coded data `layout` describes.
+pub(crate) fn keys_of(vault: &Vault, layout: &Shards) -> ShardedKeys {
     vault
         .master()
-        .sharded(vault.user(), &m.file_id, m.version, layout.scheme.shards())
+        .sharded(vault.user(), &layout.data_id, layout.scheme.shards())
 }
 
 /// The session to the node recorded for each shard, if it is usable, and
@@ -161,7 +164,7 @@ pub(crate) async fn upload(
     progress: ProgressRef,
 ) -> Result<Vec<String>, OpError> {
     let scheme = layout.scheme;
-    let keys = keys_of(vault, m, layout);
+    let keys = keys_of(vault, layout);
     let blob_len = scheme.shard_blob_len(m.size);
     let mut senders: Vec<Option<mpsc::Sender<Vec<u8>>>> = Vec::new();
     let mut tasks: Vec<(usize, String, UploadTask)> = Vec::new();
@@ -217,6 +220,15 @@ pub(crate) async fn upload(
         Err(e) => return Err(OpError::Unavailable(format!("coding task failed: {e}"))),
     }
     let stored = scheme.shards() - missing - failed.len() - abandoned.len();
+    if !degraded && missing > 0 {
+        // A node placement counted on went away before its upload began.
+        let gone: Vec<String> = sources(vault, layout)
+            .into_iter()
+            .filter(|(s, _, _)| s.is_none())
+            .map(|(_, name, why)| format!("{name}: {why}"))
+            .collect();
+        failed.extend(gone);
+    }
     if failed.is_empty() {
         return Ok(warnings);
     }
@@ -543,7 +555,7 @@ pub(crate) async fn read_chunks_as(
 ) -> Result<ReadReport, OpError> {
     let mut bad_shards: Vec<usize> = Vec::new();
     let scheme = layout.scheme;
-    let keys = keys_of(vault, m, layout);
+    let keys = keys_of(vault, layout);
     // (chunk, ciphertext length, last) of the chunks asked for.
     let lens: Vec<(u64, usize, bool)> = Scheme::chunk_lens(m.size)
         .filter(|(j, _, _)| chunks.contains(j))
@@ -563,6 +575,9 @@ pub(crate) async fn read_chunks_as(
     spare
         .make_contiguous()
         .sort_by_key(|(i, s, _)| (s.is_quiet(), *i >= k, *i));
+    // Whether another shard is left to try: only then is a silent node
+    // given up on (read by the pumps at each wait, not fixed at open).
+    let spare_left = Arc::new(AtomicBool::new(!spare.is_empty()));
     let mut dec = ShardDecoder::new(scheme, keys.shard_key.clone());
     let mut decrypt = Decryptor::with_counter(&keys.stream, &keys.ad, chunks.start.into());
     let mut pumps: Vec<Pump> = Vec::new();
@@ -583,6 +598,7 @@ pub(crate) async fn read_chunks_as(
                 let Some((i, s, name)) = spare.pop_front() else {
                     break;
                 };
+                spare_left.store(!spare.is_empty(), Ordering::Relaxed);
                 let silence = (!spare.is_empty()).then_some(SWITCH_AFTER);
                 let sizes: Vec<(usize, bool)> = lens[at..]
                     .iter()
@@ -597,7 +613,9 @@ pub(crate) async fn read_chunks_as(
                 .await
                 .unwrap_or(Err(ShardError::TooSlow(deadline)));
                 match opened {
-                    Ok(reader) => pumps.push(pump(i, name, reader, sizes, silence, deadline)),
+                    Ok(reader) => {
+                        pumps.push(pump(i, name, reader, sizes, spare_left.clone(), deadline))
+                    }
                     Err(e) => {
                         if judged(&e).is_some() {
                             bad_shards.push(i);
@@ -719,7 +737,7 @@ pub(crate) async fn rebuild(
     targets: &[(usize, Session)],
 ) -> Result<(u64, Vec<usize>), OpError> {
     let scheme = layout.scheme;
-    let keys = keys_of(vault, m, layout);
+    let keys = keys_of(vault, layout);
     let blob_len = scheme.shard_blob_len(m.size);
     let skip: Vec<usize> = targets.iter().map(|(i, _)| *i).collect();
     let mut senders = Vec::new();
@@ -782,19 +800,23 @@ pub(crate) async fn rebuild(
 }
 
 /// Starts reading `reader`'s next chunks on a task: `sizes` are their
-/// lengths (shard bytes and tag) and whether each is the blob's last.
+/// lengths (shard bytes and tag) and whether each is the blob's last. The
+/// node may stay silent [`SWITCH_AFTER`] at most while `spare_left` says
+/// another shard could take over, and any time otherwise (within
+/// `deadline` in all).
 fn pump(
     shard: usize,
     name: String,
     mut reader: ShardReader,
     sizes: Vec<(usize, bool)>,
-    silence: Option<Duration>,
+    spare_left: Arc<AtomicBool>,
     deadline: Duration,
 ) -> Pump {
     let (tx, rx) = mpsc::channel(4);
     let task = tokio::spawn(async move {
         let started = tokio::time::Instant::now();
         for (size, last) in sizes {
+            let silence = spare_left.load(Ordering::Relaxed).then_some(SWITCH_AFTER);
             let left = deadline.saturating_sub(started.elapsed());
             let chunk = tokio::time::timeout(left, reader.exactly(size, silence))
                 .await
@@ -844,7 +866,7 @@ pub(crate) async fn verify(
     progress: &ProgressRef,
 ) -> Result<u64, ShardError> {
     let scheme = layout.scheme;
-    let keys = keys_of(vault, m, layout);
+    let keys = keys_of(vault, layout);
     let dec = ShardDecoder::new(scheme, keys.shard_key.clone());
     let mut reader = ShardReader::open(s, &keys.ids[i], scheme, m.size, 0, None).await?;
     let mut bytes = HEADER_LEN as u64;
@@ -879,7 +901,7 @@ pub(crate) async fn presence(
     let mut asks: std::collections::HashMap<usize, Vec<(usize, usize, BlobId, u64)>> =
         std::collections::HashMap::new();
     for (f, (m, layout)) in files.iter().enumerate() {
-        let keys = keys_of(vault, m, layout);
+        let keys = keys_of(vault, layout);
         let len = layout.scheme.shard_blob_len(m.size);
         for (i, (name, id)) in layout.nodes.iter().zip(keys.ids).enumerate() {
             if let Some(node) = vault.node_index(name) {

@@ -116,7 +116,10 @@ async fn six_nodes_rs_4_2_survive_every_pair_down() {
         let mut nodes = layout.nodes.clone();
         nodes.sort();
         assert_eq!(nodes, ["DFS1", "DFS2", "DFS3", "DFS4", "DFS5", "DFS6"]);
-        let ids = v.master().sharded("alice", &m.file_id, m.version, 6).ids;
+        let ids = v
+            .master()
+            .sharded("alice", &m.shards.as_ref().unwrap().data_id, 6)
+            .ids;
         let mut stored = 0;
         for (i, name) in layout.nodes.iter().enumerate() {
             let node = name[3..].parse::<usize>().unwrap() - 1;
@@ -316,7 +319,10 @@ async fn lying_shards_are_caught_and_replaced() {
         // The old version's shards, kept as a node would keep a copy.
         let shard_of = |m: &Manifest| {
             let l = m.shards.clone().unwrap();
-            let ids = v.master().sharded("alice", &m.file_id, m.version, 6).ids;
+            let ids = v
+                .master()
+                .sharded("alice", &m.shards.as_ref().unwrap().data_id, 6)
+                .ids;
             l.nodes
                 .iter()
                 .map(|n| n[3..].parse::<usize>().unwrap() - 1)
@@ -390,7 +396,10 @@ async fn check_reports_per_shard() {
         put(&v, &c, "a.bin", &data(200_000, 40)).await;
         let m = ops::get::find(&v, "a.bin").await.unwrap();
         let layout = m.shards.clone().unwrap();
-        let ids = v.master().sharded("alice", &m.file_id, m.version, 6).ids;
+        let ids = v
+            .master()
+            .sharded("alice", &m.shards.as_ref().unwrap().data_id, 6)
+            .ids;
         let node = |i: usize| layout.nodes[i][3..].parse::<usize>().unwrap() - 1;
         let survey = ops::check::survey(&v, "", false, progress()).await.unwrap();
         assert_eq!(survey.exit_code(), 0, "{:?}", survey.files);
@@ -514,6 +523,57 @@ async fn two_nodes_wiped_then_repaired_then_two_others_down() {
         for (name, bytes) in &files {
             assert!(read_back(&v, &c, name, false).await == *bytes, "{name}");
         }
+    })
+    .await
+}
+
+/// Long tail: one of six nodes behind a link far slower than the others.
+/// The PUT does not wait for it: it stores the other five shards, leaves
+/// that node's shard for repair and says so; the file reads back, and
+/// once the link is fast again `repair` completes the shard.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_slow_node_is_left_behind_and_repaired_later() {
+    within(180, async {
+        let mut c = TestCluster::start_n(6, &testing::upgraded_user("Alice", ALICE).unwrap())
+            .await
+            .unwrap();
+        // 128 KiB/s: its 4 MiB shard of a 16 MiB file would take 32 s.
+        c.slow_down(3, 128 << 10).await.unwrap();
+        let v = open_rs(&c, None).await;
+        let bytes = data(16 << 20, 60);
+        let path = write(&c, "big.bin", &bytes);
+        let started = std::time::Instant::now();
+        let report = ops::put::put_file(&v, &path, progress()).await.unwrap();
+        let took = started.elapsed();
+        assert!(took < Duration::from_secs(20), "{took:?}");
+        let said = report.warnings.join("; ");
+        assert!(said.contains("DFS4") && said.contains("repair"), "{said}");
+        let m = ops::get::find(&v, "big.bin").await.unwrap();
+        let layout = m.shards.clone().unwrap();
+        let ids = v.master().sharded("alice", &layout.data_id, 6).ids;
+        let slow = layout.nodes.iter().position(|n| n == "DFS4").unwrap();
+        assert!(c
+            .blob(3, "alice", ids[slow].as_str())
+            .await
+            .unwrap()
+            .is_none());
+        assert!(read_back(&v, &c, "big.bin", false).await == bytes);
+        v.close();
+
+        c.slow_down(3, 0).await.unwrap();
+        let v = open_rs(&c, None).await;
+        let survey = ops::check::survey(&v, "", false, progress()).await.unwrap();
+        assert_eq!(survey.exit_code(), 1);
+        let report = ops::repair::repair(&v, "", Default::default(), progress())
+            .await
+            .unwrap();
+        assert!(report.failures.is_empty(), "{:?}", report.failures);
+        assert_eq!(report.after.exit_code(), 0);
+        assert!(c
+            .blob(3, "alice", ids[slow].as_str())
+            .await
+            .unwrap()
+            .is_some());
     })
     .await
 }

@@ -1,4 +1,4 @@
-//! Any number of servers from 3 to 64, and the `Redundancy` line (INI:
+//! Any number of servers from 3 to 32, and the `Redundancy` line (INI:
 //! `redundancy` in `[layout]`): every accepted form, the defaults, and every
 //! refusal with its file, line and problem.
 
@@ -33,8 +33,8 @@ fn rs(k: usize, m: usize) -> Redundancy {
 }
 
 #[test]
-fn from_three_to_sixty_four_servers() {
-    for n in [3, 4, 6, 12, 64] {
+fn from_three_to_thirty_two_servers() {
+    for n in [3, 4, 6, 12, 32] {
         for (text, first_line) in [(classic_n(n, ""), 1), (ini_n(n, ""), 2)] {
             let cfg = parse(&text).unwrap_or_else(|e| panic!("{n}: {e}"));
             assert_eq!(cfg.servers.len(), n);
@@ -74,16 +74,16 @@ fn two_servers_are_refused() {
 }
 
 #[test]
-fn the_sixty_fifth_server_is_refused_on_its_line() {
-    // Two comment lines first: the 65th `Server` line is line 67.
-    let text = format!("# big\n# cluster\n{}", classic_n(65, ""));
+fn the_thirty_third_server_is_refused_on_its_line() {
+    // Two comment lines first: the 33rd `Server` line is line 35.
+    let text = format!("# big\n# cluster\n{}", classic_n(33, ""));
     let e = parse(&text).unwrap_err();
     assert!(
         matches!(
             e,
             ConfigError::ServerCount {
-                count: 65,
-                line: 67,
+                count: 33,
+                line: 35,
                 ..
             }
         ),
@@ -91,26 +91,26 @@ fn the_sixty_fifth_server_is_refused_on_its_line() {
     );
     assert_eq!(
         e.to_string(),
-        format!("{P}:67: at most 64 `Server` lines are supported, found 65 (this is the 65th)")
+        format!("{P}:35: at most 32 `Server` lines are supported, found 33 (this is number 33)")
     );
-    // More still: the count is all of them, the line still the 65th.
-    let e = parse(&classic_n(70, "")).unwrap_err();
+    // More still: the count is all of them, the line still the 33rd.
+    let e = parse(&classic_n(40, "")).unwrap_err();
     assert!(
         matches!(
             e,
             ConfigError::ServerCount {
-                count: 70,
-                line: 65,
+                count: 40,
+                line: 33,
                 ..
             }
         ),
         "{e:?}"
     );
-    // INI: the header is line 1, so the 65th entry is line 66.
+    // INI: the header is line 1, so the 33rd entry is line 34.
     assert_eq!(
-        err(&ini_n(65, "")),
+        err(&ini_n(33, "")),
         format!(
-            "{P}:66: at most 64 servers are supported in [server_list], found 65 (this is the 65th)"
+            "{P}:34: at most 32 servers are supported in [server_list], found 33 (this is number 33)"
         )
     );
 }
@@ -149,7 +149,7 @@ fn every_form_of_the_redundancy_line() {
         (4, "Redundancy rs 2+2", rs(2, 2)),
         // Fewer shards than servers: rendezvous hashing picks K+M of them.
         (12, "Redundancy rs 4+2", rs(4, 2)),
-        (64, "Redundancy rs 60+4", rs(60, 4)),
+        (32, "Redundancy rs 28+4", rs(28, 4)),
         (5, "Redundancy rs 1+1", rs(1, 1)),
     ] {
         let text = classic_n(n, &format!("{line}\n"));
@@ -197,7 +197,7 @@ fn defaults_without_a_redundancy_line() {
         (5, rs(3, 2)),
         (6, rs(4, 2)),
         (12, rs(10, 2)),
-        (64, rs(62, 2)),
+        (32, rs(30, 2)),
     ] {
         assert_eq!(
             parse(&classic_n(n, "")).unwrap().redundancy,
@@ -248,15 +248,15 @@ fn refusals_name_the_line_and_what_is_accepted() {
              (with none, losing one server loses files)",
         ),
         (
-            64,
-            "rs 60+5",
-            "`rs 60+5` has more than 64 shards: K+M must be at most 64, and at most \
+            32,
+            "rs 28+5",
+            "`rs 28+5` has more than 32 shards: K+M must be at most 32, and at most \
              the number of servers",
         ),
         (
             6,
             "rs 99999999999999999999999+1",
-            "`rs 99999999999999999999999+1` has more than 64 shards",
+            "`rs 99999999999999999999999+1` has more than 32 shards",
         ),
         (
             6,
@@ -347,8 +347,8 @@ fn ini_refusals() {
         (6, "redundancy = rs 2+0", "`rs 2+0` has no parity shards"),
         (
             6,
-            "redundancy = rs 60+5",
-            "`rs 60+5` has more than 64 shards",
+            "redundancy = rs 28+5",
+            "`rs 28+5` has more than 32 shards",
         ),
         (
             6,
@@ -440,4 +440,17 @@ fn hostile_redundancy_values_never_panic() {
         &format!("Redundancy {}\n", "x".repeat(10_000)),
     ));
     assert!(msg.len() < 200, "{msg}");
+}
+
+#[test]
+fn server_names_longer_than_a_manifest_records_are_refused() {
+    let long = "N".repeat(65);
+    let text = classic_n(4, "").replace("Server DFS2 ", &format!("Server {long} "));
+    let e = err(&text);
+    assert!(
+        e.contains("a server name is at most 64 bytes; this one is 65"),
+        "{e}"
+    );
+    let ok = classic_n(4, "").replace("Server DFS2 ", &format!("Server {} ", &long[..64]));
+    assert!(parse(&ok).is_ok());
 }
