@@ -159,6 +159,12 @@ pub enum Command {
         /// check -v).
         #[arg(short, long)]
         verbose: bool,
+        /// First move erasure-coded files' shards to where placement wants
+        /// them after servers were added to or removed from dfc.conf (only
+        /// the shards on nodes no longer wanted move; the old copies go once
+        /// the new places are recorded).
+        #[arg(long)]
+        rebalance: bool,
         /// Only files under this folder (orphans are collected only for the
         /// whole vault).
         prefix: Option<String>,

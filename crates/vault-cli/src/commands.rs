@@ -550,12 +550,18 @@ pub async fn run_command(
         }
         Command::Repair {
             verify,
+            rebalance,
             verbose,
             grace,
             prefix,
         } => {
             let prefix = prefix.as_deref().unwrap_or("");
-            repair(vault, verify, grace, prefix, json, verbose).await
+            let options = RepairOptions {
+                verify,
+                grace,
+                rebalance,
+            };
+            repair(vault, options, prefix, json, verbose).await
         }
         Command::Status => {
             eprintln!("error: status needs the configuration; run `vault-client status`");
@@ -896,15 +902,13 @@ async fn check(vault: &Vault, verify: bool, prefix: &str, json: bool, verbose: b
 
 async fn repair(
     vault: &Vault,
-    verify: bool,
-    grace: std::time::Duration,
+    options: RepairOptions,
     prefix: &str,
     json: bool,
     verbose: bool,
 ) -> i32 {
     let bar = Bar::unknown("repair", json);
     bar.show();
-    let options = RepairOptions { verify, grace };
     let report = ops::repair::repair(vault, prefix, options, bar.clone()).await;
     bar.finish();
     let r = match report {
@@ -927,6 +931,7 @@ async fn repair(
             "{}",
             serde_json::json!({
                 "copies_restored": r.copies_restored,
+                "shards_moved": r.shards_moved,
                 "manifests_fixed": r.manifests_fixed,
                 "orphans_removed": r.orphans_removed,
                 "bytes_moved": r.bytes_moved,
@@ -937,6 +942,12 @@ async fn repair(
             })
         );
     } else {
+        if options.rebalance {
+            println!(
+                "moved {} shards to where placement wants them",
+                r.shards_moved
+            );
+        }
         println!(
             "restored {} copies, fixed {} manifests, removed {} orphans, moved {}",
             r.copies_restored,

@@ -39,7 +39,7 @@ use crate::commands::run_command;
 
 const PROMPT_HELP: &str = "commands: PUT [-r] [--degraded] FILE..., GET [-r] [-f] NAME [PATH], \
 LIST [PREFIX], DELETE [-r] NAME, STATUS, CHECK [--verify] [PREFIX], \
-REPAIR [--verify] [--grace DURATION] [PREFIX], EXIT; quote names with spaces (\"my file.txt\") \
+REPAIR [--verify] [--rebalance] [--grace DURATION] [PREFIX], EXIT; quote names with spaces (\"my file.txt\") \
 (classic forms: -put FILE USER PASS, -get FILE USER PASS, -list USER PASS)";
 
 /// Who the session is: what the classic forms' credentials are checked
@@ -134,6 +134,7 @@ fn parse(line: &str) -> Line {
     let checksum = flag(&["--checksum"]);
     let degraded = flag(&["--degraded"]);
     let verify = flag(&["--verify"]);
+    let rebalance = flag(&["--rebalance"]);
     // `--grace DURATION` takes the word after it.
     let grace_at = rest.iter().position(|w| w == "--grace");
     let grace = match grace_at.map(|i| rest.get(i + 1)) {
@@ -160,11 +161,18 @@ fn parse(line: &str) -> Line {
                     | "--checksum"
                     | "--degraded"
                     | "--verify"
+                    | "--rebalance"
             )
         })
         .collect();
-    let plain =
-        !recursive && !force && !verbose && !checksum && !degraded && !verify && grace.is_none();
+    let plain = !recursive
+        && !force
+        && !verbose
+        && !checksum
+        && !degraded
+        && !verify
+        && !rebalance
+        && grace.is_none();
     // Only `--verify` (and for REPAIR `--grace`) may go with CHECK/REPAIR.
     let health = !recursive && !force && !verbose && !checksum && !degraded && !dashed;
     let creds = |command: Command, user: &str, password: &str| Line::WithCredentials {
@@ -218,6 +226,7 @@ fn parse(line: &str) -> Line {
         }),
         ("REPAIR", [] | [_]) if health => Line::Run(Command::Repair {
             verify,
+            rebalance,
             verbose: false,
             grace: grace.unwrap_or(crate::args::DEFAULT_GRACE),
             prefix: args.first().map(|p| p.to_string()),
@@ -543,6 +552,7 @@ mod tests {
             p("repair --grace 0s"),
             Line::Run(Command::Repair {
                 verify: false,
+                rebalance: false,
                 verbose: false,
                 grace: Duration::ZERO,
                 prefix: None
@@ -552,6 +562,7 @@ mod tests {
             p("repair photos --verify"),
             Line::Run(Command::Repair {
                 verify: true,
+                rebalance: false,
                 verbose: false,
                 grace: crate::args::DEFAULT_GRACE,
                 prefix: Some("photos".into())

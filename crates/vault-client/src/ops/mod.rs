@@ -30,6 +30,7 @@ pub mod list;
 mod part_stream;
 pub mod put;
 pub mod put_many;
+pub mod rebalance;
 pub mod repair;
 pub mod rotate;
 pub(crate) mod shards;

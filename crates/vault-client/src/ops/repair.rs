@@ -47,6 +47,10 @@ pub struct RepairOptions {
     pub verify: bool,
     /// Orphans younger than this stay.
     pub grace: Duration,
+    /// First move erasure-coded files' shards to where placement now
+    /// wants them (after nodes were added or removed:
+    /// [`super::rebalance`]).
+    pub rebalance: bool,
 }
 
 impl Default for RepairOptions {
@@ -54,6 +58,7 @@ impl Default for RepairOptions {
         RepairOptions {
             verify: false,
             grace: Duration::from_secs(3600),
+            rebalance: false,
         }
     }
 }
@@ -63,6 +68,8 @@ impl Default for RepairOptions {
 pub struct RepairReport {
     /// Part copies written.
     pub copies_restored: usize,
+    /// Shards moved by a rebalance.
+    pub shards_moved: usize,
     /// Manifest copies written (tombstones included).
     pub manifests_fixed: usize,
     /// Manifest copies not written because the node no longer held what
@@ -88,8 +95,14 @@ pub async fn repair(
     options: RepairOptions,
     progress: ProgressRef,
 ) -> Result<RepairReport, OpError> {
-    let survey = check::survey(vault, prefix, options.verify, progress).await?;
     let mut report = RepairReport::default();
+    if options.rebalance {
+        let moved = super::rebalance::rebalance(vault, prefix, progress.clone()).await?;
+        report.shards_moved = moved.shards_moved;
+        report.bytes_moved += moved.bytes_moved;
+        report.failures.extend(moved.failures);
+    }
+    let survey = check::survey(vault, prefix, options.verify, progress).await?;
     fix_manifests(vault, &survey, &mut report).await;
     let bad = fix_parts(vault, &survey, &mut report).await;
     if survey.orphans_checked {

@@ -577,3 +577,169 @@ async fn a_slow_node_is_left_behind_and_repaired_later() {
     })
     .await
 }
+
+/// Alice's dfc.conf listing only the nodes `nodes` of `c` (in that order),
+/// with `redundancy`.
+async fn open_nodes(c: &TestCluster, nodes: &[usize], redundancy: Option<&str>) -> Vault {
+    let mut text = String::new();
+    for &i in nodes {
+        text.push_str(&format!("Server {} {}\n", c.name(i), c.addr(i)));
+    }
+    text.push_str("Username: Alice\n");
+    if let Some(line) = redundancy {
+        text.push_str(line);
+        text.push('\n');
+    }
+    let cfg = ClientConfig::parse(&text, &c.dir().join("dfc.conf")).unwrap();
+    let endpoint = client_endpoint(c.ca_pem().as_bytes()).unwrap();
+    let options = OpenOptions {
+        state: None,
+        limits: limits(),
+    };
+    Vault::open_with(&endpoint, &cfg, &Zeroizing::new(ALICE.into()), &options)
+        .await
+        .unwrap()
+}
+
+/// Growing from four nodes (classic) to five (rs 3+2) to six (rs 4+2):
+/// old files keep reading, new ones take the new layout, and
+/// `repair --rebalance` moves only the shards placement now wants on
+/// the sixth node. Afterwards every erasure-coded file survives every
+/// pair of nodes down, and the classic ones any one node down. Then the
+/// sixth node is removed from dfc.conf: a rebalance moves its shards to
+/// the other five, and with it gone for good everything still reads.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn nodes_added_then_removed_with_rebalance() {
+    within(300, async {
+        let mut c = TestCluster::start_n(6, &testing::upgraded_user("Alice", ALICE).unwrap())
+            .await
+            .unwrap();
+        let classic: Vec<(String, Vec<u8>)> = (0..3)
+            .map(|n| (format!("c{n}"), data(100_000 + n * 7000, 70 + n as u64)))
+            .collect();
+        let five: Vec<(String, Vec<u8>)> = (0..12)
+            .map(|n| (format!("r{n}"), data(80_000 + n * 5000, 80 + n as u64)))
+            .collect();
+        let v = open_nodes(&c, &[0, 1, 2, 3], None).await;
+        for (name, bytes) in &classic {
+            put(&v, &c, name, bytes).await;
+        }
+        v.close();
+        let v = open_nodes(&c, &[0, 1, 2, 3, 4], Some("Redundancy rs 3+2")).await;
+        for (name, bytes) in &five {
+            put(&v, &c, name, bytes).await;
+        }
+        v.close();
+
+        let all = [0, 1, 2, 3, 4, 5];
+        let v = open_nodes(&c, &all, Some("Redundancy rs 3+2")).await;
+        for (name, bytes) in classic.iter().chain(&five) {
+            assert!(read_back(&v, &c, name, false).await == *bytes, "{name}");
+        }
+        let fresh = data(300_000, 99);
+        put(&v, &c, "new", &fresh).await;
+        let before: Vec<Manifest> = {
+            let mut out = Vec::new();
+            for (name, _) in &five {
+                out.push(ops::get::find(&v, name).await.unwrap());
+            }
+            out
+        };
+        let options = ops::repair::RepairOptions {
+            rebalance: true,
+            ..Default::default()
+        };
+        let report = ops::repair::repair(&v, "", options, progress())
+            .await
+            .unwrap();
+        assert!(report.failures.is_empty(), "{:?}", report.failures);
+        assert_eq!(report.after.exit_code(), 0, "{:?}", report.after.files);
+        // Exactly the shards placement wants on DFS6 moved, one per file
+        // whose wanted nodes include it, and nothing else.
+        let mut expected = 0;
+        for (m, (name, _)) in before.iter().zip(&five) {
+            let layout = m.shards.as_ref().unwrap();
+            let want = ops::rebalance::wanted(&v, &layout.data_id, 5);
+            let after = ops::get::find(&v, name).await.unwrap();
+            let nodes = &after.shards.as_ref().unwrap().nodes;
+            if want.iter().any(|n| n == "DFS6") {
+                expected += 1;
+                let changed = nodes
+                    .iter()
+                    .zip(&layout.nodes)
+                    .filter(|(a, b)| a != b)
+                    .count();
+                assert_eq!(changed, 1, "{name}");
+                assert!(nodes.iter().any(|n| n == "DFS6"), "{name}");
+            } else {
+                assert_eq!(nodes, &layout.nodes, "{name}");
+            }
+        }
+        assert!(
+            expected > 0,
+            "with twelve files some move (each 5/6 likely)"
+        );
+        assert_eq!(report.shards_moved, expected);
+        // Nothing left on a node the manifests no longer name.
+        let survey = ops::check::survey(&v, "", true, progress()).await.unwrap();
+        assert_eq!(survey.exit_code(), 0);
+        v.close();
+
+        for a in 0..6 {
+            for b in a + 1..6 {
+                c.stop(a).await.unwrap();
+                c.stop(b).await.unwrap();
+                let v = open_nodes(&c, &all, Some("Redundancy rs 3+2")).await;
+                for (name, bytes) in five
+                    .iter()
+                    .chain([("new".to_string(), fresh.clone())].iter())
+                {
+                    assert!(
+                        read_back(&v, &c, name, false).await == *bytes,
+                        "{name} {a} {b}"
+                    );
+                }
+                v.close();
+                c.restart(a).await.unwrap();
+                c.restart(b).await.unwrap();
+            }
+        }
+        for down in 0..4 {
+            c.stop(down).await.unwrap();
+            let v = open_nodes(&c, &all, None).await;
+            for (name, bytes) in &classic {
+                assert!(read_back(&v, &c, name, false).await == *bytes, "{name}");
+            }
+            v.close();
+            c.restart(down).await.unwrap();
+        }
+
+        // DFS6 leaves: rebalance over the five others, then it is gone.
+        let five_nodes = [0, 1, 2, 3, 4];
+        let v = open_nodes(&c, &five_nodes, Some("Redundancy rs 3+2")).await;
+        let report = ops::repair::repair(&v, "", options, progress())
+            .await
+            .unwrap();
+        assert!(report.failures.is_empty(), "{:?}", report.failures);
+        assert!(report.shards_moved >= expected);
+        assert_eq!(report.after.exit_code(), 0, "{:?}", report.after.files);
+        v.close();
+        c.stop(5).await.unwrap();
+        for down in 0..5 {
+            c.stop(down).await.unwrap();
+            let v = open_nodes(&c, &five_nodes, Some("Redundancy rs 3+2")).await;
+            for (name, bytes) in five
+                .iter()
+                .chain([("new".to_string(), fresh.clone())].iter())
+            {
+                assert!(
+                    read_back(&v, &c, name, false).await == *bytes,
+                    "{name} without DFS6 and {down}"
+                );
+            }
+            v.close();
+            c.restart(down).await.unwrap();
+        }
+    })
+    .await
+}
