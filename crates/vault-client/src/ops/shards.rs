@@ -41,6 +41,10 @@ use wire::{BlobId, ErrorCode};
 /// Shard chunks queued per upload between the coder and the network.
 const QUEUE_DEPTH: usize = 8;
 
+/// How many times the read of one shard is tried again after it failed
+/// without proving the shard bad (see `read_chunks_as`).
+const MAX_RETRIES: usize = 2;
+
 /// Slowest rate (bytes/s) a node may serve a shard at before another shard
 /// is read instead (after a grace period).
 const MIN_RATE: u64 = 256 << 10;
@@ -494,6 +498,8 @@ async fn within<T>(
 struct Pump {
     shard: usize,
     name: String,
+    /// The session it reads from, to try again later.
+    session: Session,
     rx: mpsc::Receiver<Result<Vec<u8>, ShardError>>,
     task: JoinHandle<()>,
 }
@@ -578,6 +584,11 @@ pub(crate) async fn read_chunks_as(
     // Whether another shard is left to try: only then is a silent node
     // given up on (read by the pumps at each wait, not fixed at open).
     let spare_left = Arc::new(AtomicBool::new(!spare.is_empty()));
+    // Reads of a shard that failed without proving it bad (a reset, a
+    // timeout, silence) are tried again later, this many times at most:
+    // a node resets a reply it could not finish in time, and a long GET
+    // must not lose shards for that.
+    let mut retries = vec![0usize; scheme.shards()];
     let mut dec = ShardDecoder::new(scheme, keys.shard_key.clone());
     let mut decrypt = Decryptor::with_counter(&keys.stream, &keys.ad, chunks.start.into());
     let mut pumps: Vec<Pump> = Vec::new();
@@ -613,12 +624,22 @@ pub(crate) async fn read_chunks_as(
                 .await
                 .unwrap_or(Err(ShardError::TooSlow(deadline)));
                 match opened {
-                    Ok(reader) => {
-                        pumps.push(pump(i, name, reader, sizes, spare_left.clone(), deadline))
-                    }
+                    Ok(reader) => pumps.push(pump(
+                        i,
+                        name,
+                        s,
+                        reader,
+                        sizes,
+                        spare_left.clone(),
+                        deadline,
+                    )),
                     Err(e) => {
                         if judged(&e).is_some() {
                             bad_shards.push(i);
+                        } else if retries[i] < MAX_RETRIES {
+                            retries[i] += 1;
+                            spare.push_back((i, s, name.clone()));
+                            spare_left.store(true, Ordering::Relaxed);
                         }
                         problems.push(format!("{name}: {e}"));
                     }
@@ -635,19 +656,30 @@ pub(crate) async fn read_chunks_as(
                     () = tx.closed() => return Ok(ReadReport { problems, bad: bad_shards }),
                     next = pump.rx.recv() => next,
                 };
-                match next {
-                    Some(Ok(chunk)) => got.push((pump.shard, chunk)),
+                let retry = match next {
+                    Some(Ok(chunk)) => {
+                        got.push((pump.shard, chunk));
+                        continue;
+                    }
                     Some(Err(e)) => {
+                        problems.push(format!("{}: {e}", pump.name));
                         if judged(&e).is_some() {
                             bad_shards.push(pump.shard);
+                            false
+                        } else {
+                            true
                         }
-                        problems.push(format!("{}: {e}", pump.name));
-                        failed.push(pump.shard);
                     }
                     None => {
                         problems.push(format!("{}: the shard's read ended early", pump.name));
-                        failed.push(pump.shard);
+                        true
                     }
+                };
+                failed.push(pump.shard);
+                if retry && retries[pump.shard] < MAX_RETRIES {
+                    retries[pump.shard] += 1;
+                    spare.push_back((pump.shard, pump.session.clone(), pump.name.clone()));
+                    spare_left.store(true, Ordering::Relaxed);
                 }
             }
             pumps.retain(|p| !failed.contains(&p.shard));
@@ -804,9 +836,11 @@ pub(crate) async fn rebuild(
 /// node may stay silent [`SWITCH_AFTER`] at most while `spare_left` says
 /// another shard could take over, and any time otherwise (within
 /// `deadline` in all).
+#[allow(clippy::too_many_arguments)]
 fn pump(
     shard: usize,
     name: String,
+    session: Session,
     mut reader: ShardReader,
     sizes: Vec<(usize, bool)>,
     spare_left: Arc<AtomicBool>,
@@ -838,6 +872,7 @@ fn pump(
     Pump {
         shard,
         name,
+        session,
         rx,
         task,
     }

@@ -743,3 +743,46 @@ async fn nodes_added_then_removed_with_rebalance() {
     })
     .await
 }
+
+/// A node resets a reply it could not finish within its deadline (here
+/// 2 s): a range read whose reader pauses longer than that loses every
+/// shard stream at once. The reads are opened again from the chunk
+/// reached, and the bytes arrive whole.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shard_reads_cut_by_the_node_are_opened_again() {
+    within(120, async {
+        let users = testing::upgraded_user("Alice", ALICE).unwrap();
+        let c = TestCluster::start_many(&[users.as_str(); 3], |_, cfg| {
+            cfg.store.reply_deadline = Duration::from_secs(2);
+        })
+        .await
+        .unwrap();
+        let v = open_rs(&c, None).await;
+        let bytes = data(24 << 20, 90);
+        put(&v, &c, "long.bin", &bytes).await;
+        let m = ops::get::find(&v, "long.bin").await.unwrap();
+        let (tx, mut rx) = mpsc::channel::<Bytes>(1);
+        let reader = async {
+            let r = ops::get::read_range(&v, &m, 0..m.size, &tx).await;
+            drop(tx);
+            r
+        };
+        let collect = async {
+            let mut out = Vec::new();
+            let mut paused = false;
+            while let Some(piece) = rx.recv().await {
+                out.extend_from_slice(&piece);
+                if !paused && out.len() > 1 << 20 {
+                    // A slow HTTP client: longer than the nodes' deadline.
+                    paused = true;
+                    tokio::time::sleep(Duration::from_secs(4)).await;
+                }
+            }
+            out
+        };
+        let (r, out) = tokio::join!(reader, collect);
+        r.unwrap();
+        assert!(out == bytes);
+    })
+    .await
+}
