@@ -529,6 +529,11 @@ pub struct Presence {
     /// For each file asked about, for each part, a bit per node holding a
     /// good copy (only the holders the placement names are asked).
     pub parts: Vec<[u32; PARTS]>,
+    /// For each erasure-coded file asked about, each shard: held by its
+    /// recorded node with the right length (`Some(true)`), not
+    /// (`Some(false)`), or unknown (`None`: the node is down, failed to
+    /// answer or is no longer in dfc.conf); `None` for a classic file.
+    pub shards: Vec<Option<Vec<Option<bool>>>>,
     /// `node: problem` for nodes that could not be asked.
     pub problems: Vec<String>,
     /// Nodes (bit i = node i) that failed to answer: their copies are
@@ -538,8 +543,13 @@ pub struct Presence {
 
 impl Presence {
     /// Whether file `i` can be rebuilt from the copies found.
-    pub fn complete(&self, i: usize) -> bool {
-        self.parts[i].iter().all(|&holders| holders != 0)
+    pub fn complete(&self, i: usize, m: &Manifest) -> bool {
+        match (&self.shards[i], &m.shards) {
+            (Some(held), Some(layout)) => {
+                held.iter().filter(|h| **h == Some(true)).count() >= layout.scheme.data()
+            }
+            _ => self.parts[i].iter().all(|&holders| holders != 0),
+        }
     }
 }
 
@@ -548,9 +558,19 @@ impl Presence {
 /// holder only when the first lacks a good copy (enough to know whether a
 /// file can be rebuilt).
 pub async fn presence(vault: &Vault, files: &[&Manifest], every_copy: bool) -> Presence {
+    let coded: Vec<(&Manifest, &crate::manifest::Shards)> = files
+        .iter()
+        .filter_map(|m| Some((*m, m.shards.as_ref()?)))
+        .collect();
+    let (held, problems) = crate::ops::shards::presence(vault, &coded).await;
+    let mut held = held.into_iter();
     let mut out = Presence {
         parts: vec![[0; PARTS]; files.len()],
-        problems: Vec::new(),
+        shards: files
+            .iter()
+            .map(|m| m.shards.as_ref().and_then(|_| held.next()))
+            .collect(),
+        problems,
         failed: 0,
     };
     // Nodes that failed to answer are not asked again.
@@ -563,6 +583,9 @@ pub async fn presence(vault: &Vault, files: &[&Manifest], every_copy: bool) -> P
             // Per node: (file, part, id, expected stored length).
             let mut asks: HashMap<usize, Vec<(usize, usize, BlobId, u64)>> = HashMap::new();
             for (f, m) in files.iter().enumerate().take(end).skip(start) {
+                if m.shards.is_some() {
+                    continue;
+                }
                 for (k, (_, len)) in m.parts().into_iter().enumerate() {
                     if !every_copy && out.parts[f][k] != 0 {
                         continue;

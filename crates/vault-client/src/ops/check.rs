@@ -232,14 +232,7 @@ pub async fn survey(
     let live: Vec<&Manifest> = catalog.live().collect();
     let presence = catalog::presence(vault, &live, true).await;
     out.problems.extend(presence.problems.iter().cloned());
-    let coded: Vec<(&Manifest, &crate::manifest::Shards)> = live
-        .iter()
-        .filter_map(|m| Some((*m, m.shards.as_ref()?)))
-        .collect();
-    let (shards_held, shard_problems) = super::shards::presence(vault, &coded).await;
-    let shard_failed = !shard_problems.is_empty();
-    out.problems.extend(shard_problems);
-    let mut shards_held = shards_held.into_iter();
+
     let mut live_index = 0usize;
     for e in &catalog.entries {
         let manifests = layout::manifest_nodes(n)
@@ -252,7 +245,7 @@ pub async fn survey(
             live_index += 1;
             if let Some(layout) = &m.shards {
                 shards_needed = Some(layout.scheme.data());
-                let held = shards_held.next().unwrap_or_default();
+                let held = presence.shards[live_index - 1].clone().unwrap_or_default();
                 for (i, name) in layout.nodes.iter().enumerate() {
                     let Some(node) = vault.node_index(name) else {
                         continue;
@@ -300,7 +293,6 @@ pub async fn survey(
         && vault.ready().count() == n
         && out.complete == all
         && presence.failed == 0
-        && !shard_failed
         && out.problems.is_empty()
     {
         match orphans(vault, &out.entries).await {

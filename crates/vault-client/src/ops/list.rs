@@ -82,7 +82,7 @@ pub async fn list_with(vault: &Vault, prefix: &str, allow_stale: bool) -> Result
             },
             size: m.size,
             version: m.version,
-            complete: presence.complete(i),
+            complete: presence.complete(i, m),
         })
         .collect();
     let mut problems = catalog.problems;

@@ -404,6 +404,8 @@ async fn check_reports_per_shard() {
         let survey = ops::check::survey(&v, "", false, progress()).await.unwrap();
         assert_eq!(survey.exit_code(), 0, "{:?}", survey.files);
         assert_eq!(survey.files[0].parts.len(), 6);
+        let listing = ops::list::list(&v, "").await.unwrap();
+        assert!(listing.files[0].complete, "LIST: not [incomplete]");
 
         // A flipped byte: found only by --verify.
         let mut blob = c
@@ -460,6 +462,8 @@ async fn check_reports_per_shard() {
         let survey = ops::check::survey(&v, "", true, progress()).await.unwrap();
         assert_eq!(survey.exit_code(), 2);
         assert!(survey.files[0].lost());
+        let listing = ops::list::list(&v, "").await.unwrap();
+        assert!(!listing.files[0].complete, "LIST: [incomplete]");
         let report = ops::repair::repair(&v, "", Default::default(), progress())
             .await
             .unwrap();
