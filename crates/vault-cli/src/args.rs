@@ -4,10 +4,13 @@ use std::path::PathBuf;
 
 use clap::{Parser, Subcommand};
 
-/// Encrypted files spread over four untrusted storage nodes.
+/// Encrypted files spread over untrusted storage nodes.
 ///
-/// Every file is split in four parts, encrypted on this machine and placed on
-/// two of the four nodes listed in dfc.conf; any three nodes can rebuild it.
+/// Every file is encrypted on this machine and placed on the nodes listed in
+/// dfc.conf: with four and no `Redundancy` line, split in four parts, each
+/// on two nodes (any three nodes rebuild it); with `Redundancy rs K+M` (the
+/// default for 3 or 5 to 32 nodes), coded into K+M shards on as many nodes,
+/// any K of which rebuild it.
 /// Without a command, reads the same commands (PUT, GET, LIST, DELETE,
 /// STATUS, CHECK, REPAIR, EXIT) from a prompt.
 #[derive(Debug, Parser)]
@@ -35,8 +38,8 @@ pub struct Cli {
     /// Print results as JSON (for scripts).
     #[arg(long, global = true)]
     pub json: bool,
-    /// GET and LIST: read even when fewer than three of the four nodes
-    /// answer. What comes back may be an old version (or show a deleted
+    /// GET and LIST: read even when fewer than a majority of the nodes
+    /// (three of four) answer. What comes back may be an old version (or show a deleted
     /// file), so it is marked as possibly stale and the exit status is 3.
     #[arg(long, global = true)]
     pub allow_stale: bool,
@@ -81,9 +84,9 @@ pub enum Command {
         #[arg(required = true)]
         files: Vec<PathBuf>,
     },
-    /// Fetch a file, or with -r every file under a folder. Needs any three
-    /// nodes (with fewer it refuses, naming the missing ones; see
-    /// --allow-stale).
+    /// Fetch a file, or with -r every file under a folder. Needs a majority
+    /// of the nodes (any three of four; with fewer it refuses, naming the
+    /// missing ones; see --allow-stale).
     Get {
         /// Fetch every file under NAME, recreating the tree.
         #[arg(short, long)]
@@ -105,8 +108,8 @@ pub enum Command {
     },
     /// List the files (under PREFIX); ` [incomplete]` marks files the
     /// reachable nodes cannot rebuild now, and then the exit status is 1.
-    /// Nothing to list is said on standard error (exit 0). Needs any three
-    /// nodes (see --allow-stale).
+    /// Nothing to list is said on standard error (exit 0). Needs a majority
+    /// of the nodes (any three of four; see --allow-stale).
     List {
         /// Only files under this folder (photos or photos/2024).
         prefix: Option<String>,
@@ -120,7 +123,7 @@ pub enum Command {
         /// Name of the file in the vault, or with -r a folder.
         name: String,
     },
-    /// Change the password on all four nodes (no data is re-encrypted) and
+    /// Change the password on every node (no data is re-encrypted) and
     /// update dfc.conf's `Password:` line in the form it has.
     Rotate,
     /// Show each node: up or down (with the error), round-trip time,
@@ -187,9 +190,9 @@ pub enum Command {
         /// plain HTTP: put TLS in front of it).
         #[arg(long)]
         allow_remote: bool,
-        /// Store uploads with one node down, as `put --degraded` (its
-        /// copies are skipped; run `repair` once it is back). Without it an
-        /// upload needs all four nodes.
+        /// Store uploads with nodes down, as `put --degraded` (their
+        /// copies are skipped; run `repair` once they are back). Without it
+        /// an upload needs every node a file is placed on.
         #[arg(long)]
         degraded: bool,
     },

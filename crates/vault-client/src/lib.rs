@@ -1,5 +1,7 @@
 //! The Vault client: encrypts files on the user's machine, splits them in
-//! four parts and places every part on two of four untrusted nodes.
+//! four parts and places every part on two of four untrusted nodes (the
+//! classic layout), or codes them into Reed-Solomon shards over any number
+//! of nodes ([`erasure`]).
 //!
 //! # Layout
 //!
