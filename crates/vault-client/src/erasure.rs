@@ -173,6 +173,16 @@ impl ChunkLens {
     pub fn total(&self) -> u64 {
         self.chunks
     }
+
+    /// Chunk `j`'s ciphertext length and whether it is the last; `None`
+    /// past the end.
+    pub fn at(&self, j: u64) -> Option<(usize, bool)> {
+        match j.cmp(&(self.chunks - 1)) {
+            std::cmp::Ordering::Less => Some((CT_CHUNK_LEN, false)),
+            std::cmp::Ordering::Equal => Some((self.last, true)),
+            std::cmp::Ordering::Greater => None,
+        }
+    }
 }
 
 impl Iterator for ChunkLens {

@@ -30,13 +30,13 @@ use super::get::SWITCH_AFTER;
 use super::{OpError, ProgressRef};
 use crate::crypto::format::{HEADER_LEN, SHARD_HEADER};
 use crate::crypto::keys::ShardedKeys;
-use crate::crypto::stream::{Decryptor, Encryptor, CHUNK_LEN};
+use crate::crypto::stream::{Decryptor, Encryptor, CHUNK_LEN, CT_CHUNK_LEN};
 use crate::erasure::{Scheme, ShardDecoder, ShardEncoder, SHARD_TAG_LEN};
 use crate::manifest::{Manifest, Shards};
 use crate::net::{Download, NetError, Session};
 use crate::placement::rendezvous::{rank, Candidate};
 use crate::vault::Vault;
-use wire::{BlobId, ErrorCode};
+use wire::BlobId;
 
 /// Shard chunks queued per upload between the coder and the network.
 const QUEUE_DEPTH: usize = 8;
@@ -397,33 +397,34 @@ struct ShardReader {
 }
 
 impl ShardReader {
-    /// Asks `s` for shard blob `id` of a file of `size` bytes from chunk
-    /// `from` on (a ranged read; a node without ranged reads is read whole
-    /// and the chunks before `from` read past).
+    /// Asks `s` for the chunks `chunks` of shard blob `id` of a file of
+    /// `size` bytes: the whole blob when that is all of them, else a
+    /// ranged read of exactly their bytes (a node that stores shards knows
+    /// ranged reads, as they came in the same release: a refusal is not
+    /// met by reading the whole blob). The header is checked when read.
     async fn open(
         s: &Session,
         id: &BlobId,
         scheme: Scheme,
         size: u64,
-        from: u64,
+        chunks: Range<u64>,
         silence: Option<Duration>,
     ) -> Result<Self, ShardError> {
         let blob_len = scheme.shard_blob_len(size);
-        let start = if from == 0 {
-            0
-        } else {
-            scheme.chunk_offset(from)
+        let total = Scheme::chunk_lens(size).total();
+        let start = match chunks.start {
+            0 => 0,
+            j => scheme.chunk_offset(j),
         };
-        let (dl, received) = if start == 0 {
-            (within(silence, s.get(id)).await?, 0)
+        let end = if chunks.end >= total {
+            blob_len
         } else {
-            match within(silence, s.get_range(id, start, None)).await {
-                Ok(dl) => (dl, start),
-                Err(ShardError::Net(e)) if e.is_code(ErrorCode::BadRequest) => {
-                    (within(silence, s.get(id)).await?, 0)
-                }
-                Err(e) => return Err(e),
-            }
+            scheme.chunk_offset(chunks.end)
+        };
+        let dl = if start == 0 && end == blob_len {
+            within(silence, s.get(id)).await?
+        } else {
+            within(silence, s.get_range(id, start, Some(end - start))).await?
         };
         let dl = dl.ok_or(ShardError::Missing)?;
         if dl.total != blob_len {
@@ -432,20 +433,15 @@ impl ShardReader {
         }
         let mut reader = ShardReader {
             dl,
-            received,
-            end: blob_len,
+            received: start,
+            end,
         };
-        if received == 0 {
+        if start == 0 {
             let header = reader.exactly(HEADER_LEN, silence).await?;
             if header != SHARD_HEADER {
                 reader.dl.cancel();
                 return Err(ShardError::NotFormat3);
             }
-        }
-        let skip = scheme.chunk_offset(from);
-        while reader.received < skip {
-            let want = (skip - reader.received).min(1 << 20) as usize;
-            reader.exactly(want, silence).await?;
         }
         Ok(reader)
     }
@@ -562,10 +558,8 @@ pub(crate) async fn read_chunks_as(
     let mut bad_shards: Vec<usize> = Vec::new();
     let scheme = layout.scheme;
     let keys = keys_of(vault, layout);
-    // (chunk, ciphertext length, last) of the chunks asked for.
-    let lens: Vec<(u64, usize, bool)> = Scheme::chunk_lens(m.size)
-        .filter(|(j, _, _)| chunks.contains(j))
-        .collect();
+    let all = Scheme::chunk_lens(m.size);
+    let chunks = chunks.start..chunks.end.min(all.total());
     let k = scheme.data();
     let mut problems: Vec<String> = Vec::new();
     // Shards to try: data shards first (no decoding), quiet nodes last.
@@ -593,7 +587,8 @@ pub(crate) async fn read_chunks_as(
     let mut decrypt = Decryptor::with_counter(&keys.stream, &keys.ad, chunks.start.into());
     let mut pumps: Vec<Pump> = Vec::new();
     let mut out = Vec::new();
-    for (at, &(j, len, last)) in lens.iter().enumerate() {
+    for j in chunks.clone() {
+        let (len, last) = all.at(j).expect("within the file");
         // This chunk's shard chunks received so far, by shard.
         let mut got: Vec<(usize, Vec<u8>)> = Vec::new();
         let decoded = loop {
@@ -611,27 +606,27 @@ pub(crate) async fn read_chunks_as(
                 };
                 spare_left.store(!spare.is_empty(), Ordering::Relaxed);
                 let silence = (!spare.is_empty()).then_some(SWITCH_AFTER);
-                let sizes: Vec<(usize, bool)> = lens[at..]
-                    .iter()
-                    .map(|&(_, len, last)| (scheme.shard_len(len) + SHARD_TAG_LEN, last))
-                    .collect();
-                let bytes: u64 = sizes.iter().map(|(n, _)| *n as u64).sum();
-                let deadline = Duration::from_secs(30) + Duration::from_secs(bytes / MIN_RATE);
+                let window = j..chunks.end.min(j + WINDOW);
+                let deadline = window_deadline(scheme, window.end - window.start);
                 let opened = tokio::time::timeout(
                     deadline,
-                    ShardReader::open(&s, &keys.ids[i], scheme, m.size, j, silence),
+                    ShardReader::open(&s, &keys.ids[i], scheme, m.size, window.clone(), silence),
                 )
                 .await
                 .unwrap_or(Err(ShardError::TooSlow(deadline)));
                 match opened {
                     Ok(reader) => pumps.push(pump(
-                        i,
-                        name,
-                        s,
+                        ShardSource {
+                            shard: i,
+                            name,
+                            session: s,
+                            id: keys.ids[i].clone(),
+                            scheme,
+                            size: m.size,
+                        },
                         reader,
-                        sizes,
+                        j..chunks.end,
                         spare_left.clone(),
-                        deadline,
                     )),
                     Err(e) => {
                         if judged(&e).is_some() {
@@ -831,42 +826,102 @@ pub(crate) async fn rebuild(
     Ok((blob_len * targets.len() as u64, report.bad))
 }
 
-/// Starts reading `reader`'s next chunks on a task: `sizes` are their
-/// lengths (shard bytes and tag) and whether each is the blob's last. The
-/// node may stay silent [`SWITCH_AFTER`] at most while `spare_left` says
-/// another shard could take over, and any time otherwise (within
-/// `deadline` in all).
-#[allow(clippy::too_many_arguments)]
-fn pump(
+/// Chunks asked of a node at once when reading a shard: each reply is
+/// bounded, so a node's reply deadline never cuts a long read short, and
+/// a slow reader (an HTTP client of the gateway) never holds a node's
+/// reply open for long.
+const WINDOW: u64 = 48;
+
+/// How long a node may take, in all, for a window of `chunks` chunks of
+/// one shard: 30 s, and the bytes at [`MIN_RATE`]. Only the time spent
+/// waiting for the node counts.
+fn window_deadline(scheme: Scheme, chunks: u64) -> Duration {
+    let bytes = chunks * (scheme.shard_len(CT_CHUNK_LEN) + SHARD_TAG_LEN) as u64;
+    Duration::from_secs(30) + Duration::from_secs(bytes / MIN_RATE)
+}
+
+/// Where one shard is read from.
+struct ShardSource {
     shard: usize,
     name: String,
     session: Session,
-    mut reader: ShardReader,
-    sizes: Vec<(usize, bool)>,
+    id: BlobId,
+    scheme: Scheme,
+    /// The file's plaintext size.
+    size: u64,
+}
+
+/// Starts reading shard chunks `chunks` on a task, a [`WINDOW`] at a
+/// time: `first` is the open read of the first window, the next ones are
+/// asked for as the reader takes the chunks. The node may stay silent
+/// [`SWITCH_AFTER`] at most while `spare_left` says another shard could
+/// take over, and any time otherwise, within each window's deadline.
+fn pump(
+    src: ShardSource,
+    first: ShardReader,
+    chunks: Range<u64>,
     spare_left: Arc<AtomicBool>,
-    deadline: Duration,
 ) -> Pump {
     let (tx, rx) = mpsc::channel(4);
+    let ShardSource {
+        shard,
+        name,
+        session,
+        id,
+        scheme,
+        size,
+    } = src;
+    let s = session.clone();
     let task = tokio::spawn(async move {
-        let started = tokio::time::Instant::now();
-        for (size, last) in sizes {
-            let silence = spare_left.load(Ordering::Relaxed).then_some(SWITCH_AFTER);
-            let left = deadline.saturating_sub(started.elapsed());
-            let chunk = tokio::time::timeout(left, reader.exactly(size, silence))
-                .await
-                .unwrap_or(Err(ShardError::TooSlow(deadline)));
-            let failed = chunk.is_err();
-            if tx.send(chunk).await.is_err() || failed {
-                return;
-            }
-            if last {
-                // The node must end the blob there; an error is reported
-                // to a reader still waiting (none, normally).
-                if let Err(e) = reader.end(silence).await {
-                    let _ = tx.send(Err(e)).await;
+        let lens = Scheme::chunk_lens(size);
+        let silence = || spare_left.load(Ordering::Relaxed).then_some(SWITCH_AFTER);
+        let mut reader = Some(first);
+        let mut j = chunks.start;
+        while j < chunks.end {
+            let window = j..chunks.end.min(j + WINDOW);
+            let budget = window_deadline(scheme, window.end - window.start);
+            let mut spent = Duration::ZERO;
+            let mut r = match reader.take() {
+                Some(r) => r,
+                None => {
+                    let started = tokio::time::Instant::now();
+                    let opened = tokio::time::timeout(
+                        budget,
+                        ShardReader::open(&s, &id, scheme, size, window.clone(), silence()),
+                    )
+                    .await
+                    .unwrap_or(Err(ShardError::TooSlow(budget)));
+                    spent += started.elapsed();
+                    match opened {
+                        Ok(r) => r,
+                        Err(e) => {
+                            let _ = tx.send(Err(e)).await;
+                            return;
+                        }
+                    }
                 }
+            };
+            for c in window.clone() {
+                let (len, _) = lens.at(c).expect("within the file");
+                let started = tokio::time::Instant::now();
+                let size = scheme.shard_len(len) + SHARD_TAG_LEN;
+                let chunk =
+                    tokio::time::timeout(budget.saturating_sub(spent), r.exactly(size, silence()))
+                        .await
+                        .unwrap_or(Err(ShardError::TooSlow(budget)));
+                spent += started.elapsed();
+                let failed = chunk.is_err();
+                // Time spent waiting for the reader is not the node's.
+                if tx.send(chunk).await.is_err() || failed {
+                    return;
+                }
+            }
+            // The node must end its reply where it said it would.
+            if let Err(e) = r.end(silence()).await {
+                let _ = tx.send(Err(e)).await;
                 return;
             }
+            j = window.end;
         }
     });
     Pump {
@@ -903,7 +958,7 @@ pub(crate) async fn verify(
     let scheme = layout.scheme;
     let keys = keys_of(vault, layout);
     let dec = ShardDecoder::new(scheme, keys.shard_key.clone());
-    let mut reader = ShardReader::open(s, &keys.ids[i], scheme, m.size, 0, None).await?;
+    let mut reader = ShardReader::open(s, &keys.ids[i], scheme, m.size, 0..u64::MAX, None).await?;
     let mut bytes = HEADER_LEN as u64;
     for (j, len, last) in Scheme::chunk_lens(m.size) {
         let chunk = reader

@@ -66,22 +66,9 @@ async fn read_back(v: &Vault, c: &TestCluster, name: &str, allow_stale: bool) ->
     bytes
 }
 
-/// The bytes `range` of `m` through `read_range`.
+/// The bytes `range` of `m` through `read_range` (which must succeed).
 async fn read_range(v: &Vault, m: &Manifest, range: std::ops::Range<u64>) -> Vec<u8> {
-    let (tx, mut rx) = mpsc::channel::<Bytes>(4);
-    let reader = async {
-        let r = ops::get::read_range(v, m, range, &tx).await;
-        drop(tx);
-        r
-    };
-    let collect = async {
-        let mut out = Vec::new();
-        while let Some(piece) = rx.recv().await {
-            out.extend_from_slice(&piece);
-        }
-        out
-    };
-    let (r, out) = tokio::join!(reader, collect);
+    let (out, r) = super::range::read(v, m, range).await;
     r.unwrap();
     out
 }

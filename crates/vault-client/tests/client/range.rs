@@ -25,7 +25,11 @@ const HEADER_LEN: usize = 5;
 
 /// Reads `range` of `m` through `read_range`: the bytes, or the error
 /// with the bytes sent before it. Every piece is at most one chunk.
-async fn read(v: &Vault, m: &Manifest, range: Range<u64>) -> (Vec<u8>, Result<(), OpError>) {
+pub(crate) async fn read(
+    v: &Vault,
+    m: &Manifest,
+    range: Range<u64>,
+) -> (Vec<u8>, Result<(), OpError>) {
     let (tx, mut rx) = mpsc::channel::<Bytes>(4);
     let reader = async {
         let r = ops::get::read_range(v, m, range, &tx).await;
