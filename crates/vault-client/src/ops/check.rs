@@ -30,7 +30,9 @@ use wire::{BlobId, MAX_BATCH};
 use super::part_stream::{PartError, PartReader, ReadOptions};
 use super::{OpError, ProgressRef};
 use crate::catalog::{self, Entry};
-use crate::crypto::format::{part_blob_len, HEADER_LEN, PART_HEADER, PART_ID_PREFIX};
+use crate::crypto::format::{
+    part_blob_len, HEADER_LEN, PART_HEADER, PART_ID_PREFIX, SHARD_ID_PREFIX,
+};
 use crate::crypto::stream::open_all;
 use crate::layout::{self, Copy};
 use crate::manifest::Manifest;
@@ -522,6 +524,14 @@ async fn orphans(vault: &Vault, entries: &[Entry]) -> Result<Vec<Orphan>, String
             if m.deleted {
                 continue;
             }
+            if let Some(l) = &m.shards {
+                let ids = vault
+                    .master()
+                    .sharded(vault.user(), &l.data_id, l.scheme.shards())
+                    .ids;
+                referenced.extend(ids);
+                continue;
+            }
             for k in 0..layout::parts() {
                 referenced.insert(vault.master().part_id(&m.file_id, k));
             }
@@ -537,12 +547,15 @@ async fn orphans(vault: &Vault, entries: &[Entry]) -> Result<Vec<Orphan>, String
             let limits = s.limits();
             let deadline = tokio::time::Instant::now() + limits.listing;
             let mut seen = 0usize;
+            // Parts of classic files, then shards of erasure-coded ones.
+            let mut prefixes = [PART_ID_PREFIX, SHARD_ID_PREFIX].into_iter();
+            let mut prefix = prefixes.next().expect("two prefixes");
             loop {
                 if tokio::time::Instant::now() > deadline {
                     return Err(format!("{}: listing its parts took too long", s.name));
                 }
                 let page = s
-                    .list_data(after.as_ref(), PART_ID_PREFIX, MAX_BATCH as u32, 1, 0)
+                    .list_data(after.as_ref(), prefix, MAX_BATCH as u32, 1, 0)
                     .await
                     .map_err(|e| format!("{}: {e}", s.name))?;
                 seen += page.entries.len();
@@ -561,7 +574,13 @@ async fn orphans(vault: &Vault, entries: &[Entry]) -> Result<Vec<Orphan>, String
                     }
                 }
                 if !page.more {
-                    return Ok(found);
+                    match prefixes.next() {
+                        Some(next) => {
+                            prefix = next;
+                            after = None;
+                        }
+                        None => return Ok(found),
+                    }
                 }
             }
         });

@@ -777,3 +777,36 @@ async fn shard_reads_cut_by_the_node_are_opened_again() {
     })
     .await
 }
+
+/// Shards no manifest refers to (an interrupted PUT, a lost rebalance
+/// race) are orphans like classic parts: check lists them, repair (past
+/// the grace) removes them, and every referenced shard stays.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn orphaned_shards_are_found_and_collected() {
+    within(120, async {
+        let c = TestCluster::start_n(6, &testing::upgraded_user("Alice", ALICE).unwrap())
+            .await
+            .unwrap();
+        let v = open_rs(&c, None).await;
+        let bytes = data(150_000, 77);
+        put(&v, &c, "kept.bin", &bytes).await;
+        let stray = format!("p3-{}", "ab".repeat(32));
+        c.set_blob(2, "alice", &stray, b"leftover").await.unwrap();
+        let survey = ops::check::survey(&v, "", false, progress()).await.unwrap();
+        assert!(survey.orphans_checked);
+        let ids: Vec<&str> = survey.orphans.iter().map(|o| o.id.as_str()).collect();
+        assert_eq!(ids, vec![stray.as_str()]);
+        let options = ops::repair::RepairOptions {
+            grace: Duration::ZERO,
+            ..Default::default()
+        };
+        let report = ops::repair::repair(&v, "", options, progress())
+            .await
+            .unwrap();
+        assert_eq!(report.orphans_removed, 1);
+        assert!(c.blob(2, "alice", &stray).await.unwrap().is_none());
+        assert_eq!(report.after.exit_code(), 0);
+        assert!(read_back(&v, &c, "kept.bin", false).await == bytes);
+    })
+    .await
+}
