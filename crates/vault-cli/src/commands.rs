@@ -667,7 +667,12 @@ fn describe(vault: &Vault, h: &FileHealth, skip: &[usize]) -> String {
     for &(part, node, state) in &h.parts {
         if shown(node, state) {
             bits.push(format!(
-                "part {} {} on {}",
+                "{} {} {} on {}",
+                if h.shards_needed.is_some() {
+                    "shard"
+                } else {
+                    "part"
+                },
                 part + 1,
                 state_word(state),
                 vault.node_name(node)
