@@ -80,7 +80,7 @@ const SIZES: [usize; 5] = [0, 1, 63 * 1024, 64 * 1024 + 1, 5 << 20];
 /// file reads back byte for byte, whole and by range.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn six_nodes_rs_4_2_survive_every_pair_down() {
-    within(300, async {
+    within(600, async {
         let mut c = TestCluster::start_n(6, &testing::upgraded_user("Alice", ALICE).unwrap())
             .await
             .unwrap();
@@ -90,7 +90,8 @@ async fn six_nodes_rs_4_2_survive_every_pair_down() {
             vault_client::layout::Redundancy::Rs(Scheme::new(4, 2).unwrap())
         );
         let mut files = Vec::new();
-        for (n, size) in SIZES.into_iter().enumerate() {
+        // The sizes: 0, 1, 63 KiB, 64 KiB + 1, 5 MiB and 50 MiB.
+        for (n, size) in SIZES.into_iter().chain([50 << 20]).enumerate() {
             let name = format!("f{n}.bin");
             let bytes = data(size, n as u64 + 1);
             put(&v, &c, &name, &bytes).await;
