@@ -3,178 +3,20 @@
 //! dead), `start DFS3` brings it back on its port, `quit` ends the cluster.
 //! With `--nodes 6`, six nodes, each reachable and each under control.
 
-use std::io::{BufRead, BufReader, Write};
 use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
-use std::process::{Child, ChildStdin, Command, Output, Stdio};
-use std::sync::mpsc;
-use std::time::{Duration, Instant};
+use std::process::{Command, Stdio};
+use std::time::Duration;
 
 use vault_tests::*;
 
 const LIMIT: Duration = Duration::from_secs(300);
-const PW: &str = "Crimson33";
-
-/// A running `vault-node dev-cluster`, killed by its pid when dropped
-/// (every failure path included) unless it has exited.
-struct DevCluster {
-    child: Child,
-    stdin: ChildStdin,
-    lines: mpsc::Receiver<String>,
-    /// Every line it printed so far, for failure messages.
-    seen: Vec<String>,
-    dir: PathBuf,
-    log: PathBuf,
-}
-
-impl DevCluster {
-    fn start(dir: &Path) -> DevCluster {
-        Self::start_with(dir, &[])
-    }
-
-    /// [`DevCluster::start`] with more arguments (`--nodes 6`).
-    fn start_with(dir: &Path, extra: &[&str]) -> DevCluster {
-        let log = dir.join("dev-cluster.log");
-        let log_file = std::fs::File::create(&log).expect("create the log file");
-        let mut child = Command::new(bin("vault-node"))
-            .arg("dev-cluster")
-            .arg("--dir")
-            .arg(dir.join("vault-dev"))
-            .args(["--base-port", "0"])
-            .args(extra)
-            .env(
-                "RUST_LOG",
-                std::env::var("VAULT_TEST_NODE_LOG").unwrap_or_else(|_| "info".into()),
-            )
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::from(log_file))
-            .spawn()
-            .expect("spawn vault-node dev-cluster");
-        let stdout = child.stdout.take().expect("stdout");
-        let stdin = child.stdin.take().expect("stdin");
-        let (tx, lines) = mpsc::channel();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stdout).lines() {
-                let Ok(line) = line else { break };
-                if tx.send(line).is_err() {
-                    break;
-                }
-            }
-        });
-        DevCluster {
-            child,
-            stdin,
-            lines,
-            seen: Vec::new(),
-            dir: dir.join("vault-dev"),
-            log,
-        }
-    }
-
-    /// Waits (at most 60 s) for a printed line that satisfies `want`.
-    fn wait_line(&mut self, what: &str, want: impl Fn(&str) -> bool) -> String {
-        let deadline = Instant::now() + Duration::from_secs(60);
-        loop {
-            let left = deadline.saturating_duration_since(Instant::now());
-            match self.lines.recv_timeout(left) {
-                Ok(line) => {
-                    self.seen.push(line.clone());
-                    if want(&line) {
-                        return line;
-                    }
-                }
-                Err(_) => panic!(
-                    "dev-cluster did not print {what}; it printed:\n{}",
-                    self.seen.join("\n")
-                ),
-            }
-        }
-    }
-
-    /// Types `command` into its terminal and returns the next line it
-    /// prints.
-    fn say(&mut self, command: &str) -> String {
-        writeln!(self.stdin, "{command}").expect("write to dev-cluster");
-        self.stdin.flush().expect("flush");
-        self.wait_line(&format!("an answer to {command:?}"), |l| {
-            !l.trim().is_empty()
-        })
-    }
-
-    /// The address of node `name` in the dfc.conf it wrote.
-    fn addr(&self, name: &str) -> String {
-        let conf = std::fs::read_to_string(self.dir.join("dfc.conf")).expect("read dfc.conf");
-        let prefix = format!("Server {name} ");
-        conf.lines()
-            .find_map(|l| l.strip_prefix(&prefix))
-            .unwrap_or_else(|| panic!("no {name} in dfc.conf:\n{conf}"))
-            .trim()
-            .to_string()
-    }
-
-    /// Types `quit`, then waits (at most 60 s) for it to exit; asserts exit
-    /// status 0.
-    fn quit(&mut self) {
-        let said = self.say("quit");
-        assert_eq!(said, "stopping the dev cluster");
-        // Its standard output closes as it exits (at most 60 s).
-        let deadline = Instant::now() + Duration::from_secs(60);
-        loop {
-            let left = deadline.saturating_duration_since(Instant::now());
-            match self.lines.recv_timeout(left) {
-                Ok(line) => self.seen.push(line),
-                Err(mpsc::RecvTimeoutError::Disconnected) => break,
-                Err(mpsc::RecvTimeoutError::Timeout) => {
-                    panic!("dev-cluster still runs 60 s after quit")
-                }
-            }
-        }
-        let status = self.child.wait().expect("wait for dev-cluster");
-        assert!(status.success(), "dev-cluster exited with {status}");
-    }
-
-    /// Runs the client on the dev cluster's dfc.conf as Alice (at most
-    /// [`COMMAND_TIMEOUT`]; then it is killed by its pid).
-    fn client(&self, args: &[&str]) -> Output {
-        let child = Command::new(bin("vault-client"))
-            .arg("-c")
-            .arg(self.dir.join("dfc.conf"))
-            .args(args)
-            .current_dir(self.dir.parent().expect("temp dir"))
-            .env_remove("VAULT_NEW_PASSWORD")
-            .env("VAULT_PASSWORD", PW)
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("spawn vault-client");
-        collect(child, &format!("{args:?}"))
-    }
-}
-
-impl Drop for DevCluster {
-    fn drop(&mut self) {
-        if matches!(self.child.try_wait(), Ok(None)) {
-            // By its own pid.
-            let _ = self.child.kill();
-            let _ = self.child.wait();
-        }
-        if std::thread::panicking() {
-            let log = std::fs::read_to_string(&self.log).unwrap_or_default();
-            let all: Vec<&str> = log.lines().collect();
-            let tail = &all[all.len().saturating_sub(40)..];
-            eprintln!("--- dev-cluster log, last lines ---\n{}", tail.join("\n"));
-        }
-    }
-}
 
 #[test]
 fn a_node_stopped_and_started_from_the_terminal() {
     with_timeout(LIMIT, || {
         let tmp = tempfile::tempdir().expect("temp dir");
         let d = tmp.path();
-        let mut dc = DevCluster::start(d);
+        let mut dc = DevCluster::start_with(d, &[]);
         dc.wait_line("its banner", |l| {
             l.contains("Vault dev cluster: four nodes running")
         });

@@ -2,7 +2,10 @@
 //! binaries, four nodes on loopback ports the nodes pick themselves,
 //! certificates made by `vault-node certs` at test time.
 
+pub mod dev_cluster;
 pub mod gateway;
+
+pub use dev_cluster::DevCluster;
 
 use std::io::{BufRead, BufReader};
 use std::net::{SocketAddr, UdpSocket};
