@@ -811,3 +811,70 @@ async fn orphaned_shards_are_found_and_collected() {
     })
     .await
 }
+
+/// Two colluding nodes of six serve their old disks again (an older
+/// version of one file, a file since deleted) while two honest nodes are
+/// down: four answer, a majority, and the honest two outrank the replay.
+/// The client never presents the old version (the new one may be
+/// unreadable with so few of its shards left, which GET says) nor the
+/// deleted file; with a third node down it refuses to read at all.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_colluders_of_six_cannot_roll_back_or_undelete() {
+    within(180, async {
+        let mut c = TestCluster::start_n(6, &testing::upgraded_user("Alice", ALICE).unwrap())
+            .await
+            .unwrap();
+        let v = open_rs(&c, None).await;
+        let (v1, v2) = (data(90_000, 101), data(90_000, 102));
+        put(&v, &c, "f.bin", &v1).await;
+        put(&v, &c, "gone.bin", &data(1_000, 103)).await;
+        let old_version = ops::get::find(&v, "f.bin").await.unwrap().version;
+        v.close();
+        let mut old = Vec::new();
+        for i in [0, 2] {
+            let keep = c.dir().join(format!("old-{i}"));
+            c.snapshot_user(i, "alice", &keep).await.unwrap();
+            old.push(keep);
+        }
+        let v = open_rs(&c, None).await;
+        put(&v, &c, "f.bin", &v2).await;
+        ops::delete::delete_file(&v, "gone.bin").await.unwrap();
+        v.close();
+        for (&i, keep) in [0usize, 2].iter().zip(&old) {
+            c.restore_user(i, "alice", keep).await.unwrap();
+        }
+
+        c.stop(1).await.unwrap();
+        c.stop(3).await.unwrap();
+        let v = open_rs(&c, None).await;
+        let m = ops::get::find(&v, "f.bin").await.unwrap();
+        assert!(m.version > old_version, "the replayed version won");
+        let out = c.dir().join("f.out");
+        match ops::get::get_version(&v, &m, &out, true, progress()).await {
+            Ok(_) => assert!(std::fs::read(&out).unwrap() == v2),
+            Err(e) => assert!(matches!(e, OpError::Unavailable(_)), "{e}"),
+        }
+        let names: Vec<String> = ops::list::list(&v, "")
+            .await
+            .unwrap()
+            .files
+            .into_iter()
+            .map(|f| f.name)
+            .collect();
+        assert_eq!(names, ["f.bin"], "the deleted file stays deleted");
+        v.close();
+
+        c.stop(4).await.unwrap();
+        let v = open_rs(&c, None).await;
+        let e = ops::get::find(&v, "f.bin").await.unwrap_err();
+        assert!(matches!(e, OpError::NoQuorum(_)), "{e}");
+        v.close();
+
+        for i in [1, 3, 4] {
+            c.restart(i).await.unwrap();
+        }
+        let v = open_rs(&c, None).await;
+        assert!(read_back(&v, &c, "f.bin", false).await == v2);
+    })
+    .await
+}
