@@ -10,7 +10,7 @@
 //! none of the file. The order keeps a readable copy at every step:
 //!
 //! 1. the moved shards are written to their new nodes (rebuilt from K
-//!    others, every tag checked; [`super::shards::rebuild`]);
+//!    others, every tag checked; `shards::rebuild`);
 //! 2. a new manifest version records the new nodes (same data, same keys:
 //!    the data id is kept), committed conditionally over the copies just
 //!    read, like any PUT: it counts once a majority holds it;
