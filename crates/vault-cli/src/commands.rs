@@ -664,6 +664,12 @@ fn describe(vault: &Vault, h: &FileHealth, skip: &[usize]) -> String {
             ));
         }
     }
+    if h.shards_elsewhere > 0 {
+        bits.push(format!(
+            "{} shards on nodes no longer in dfc.conf (repair --rebalance moves them)",
+            h.shards_elsewhere
+        ));
+    }
     for &(part, node, state) in &h.parts {
         if shown(node, state) {
             bits.push(format!(

@@ -1,12 +1,18 @@
-//! Where every copy of a file version belongs: check and repair ask only
-//! this module (PUT and GET use [`nodes_for_part`], which it is built on).
+//! Where every copy of a file version belongs, and where a new one goes:
+//! the redundancy of new files ([`Redundancy`]), the classic placement
+//! ([`part_copies`], built on [`nodes_for_part`]), the erasure-coded one
+//! (`place` for a new version, [`wanted`] for a rebalance, both by
+//! rendezvous hashing), and every stored blob of a version with its node
+//! ([`blob_copies`]).
 //! Today's layout is the brief's (four parts, each on
 //! two neighbouring nodes chosen by the MD5 placement, the manifest on
 //! every node); a future layout (more nodes, erasure coding) changes this
 //! module, not its callers.
 
 use crate::erasure::Scheme;
-use crate::manifest::Manifest;
+use crate::manifest::{Manifest, Shards};
+use crate::placement::rendezvous::{rank, Candidate};
+use crate::vault::Vault;
 
 /// How new files are stored: dfc.conf's `Redundancy` line.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -90,6 +96,94 @@ pub fn blob_copies(vault: &crate::vault::Vault, m: &Manifest) -> Vec<(usize, wir
                 .collect()
         }
     }
+}
+
+/// Where the shards of a new version of a file with id `file_id` go: the
+/// K+M nodes rendezvous hashing ranks first among the usable ones. With
+/// fewer usable nodes, a `degraded` PUT takes the best-ranked unusable
+/// ones for the missing shards (stored later by `repair`) as long as at
+/// least K+1 shards can be stored; otherwise the PUT is refused, naming
+/// the nodes. Returns the layout and a warning per shard left missing.
+pub(crate) fn place(
+    vault: &Vault,
+    scheme: Scheme,
+    file_id: &[u8],
+    degraded: bool,
+) -> Result<(Shards, Vec<String>), crate::ops::OpError> {
+    let names: Vec<&str> = vault.node_names().collect();
+    let candidates: Vec<Candidate<'_>> = names
+        .iter()
+        .map(|name| Candidate { name, weight: 1.0 })
+        .collect();
+    let ranked = rank(file_id, &candidates, names.len());
+    let usable = |i: usize| vault.session(i).is_some_and(|s| !s.is_closed());
+    let n = scheme.shards();
+    let mut chosen: Vec<usize> = ranked
+        .iter()
+        .copied()
+        .filter(|&i| usable(i))
+        .take(n)
+        .collect();
+    let mut warnings = Vec::new();
+    if chosen.len() < n {
+        let down: Vec<String> = (0..names.len())
+            .filter(|&i| !usable(i))
+            .map(|i| format!("{} {}", vault.node_name(i), vault.why_unusable(i)))
+            .collect();
+        let need = scheme.data() + 1;
+        if !degraded || chosen.len() < need {
+            let hint = if !degraded && chosen.len() >= need {
+                format!(" (put --degraded stores with at least {need} of the {n} shards; repair completes it later)")
+            } else {
+                String::new()
+            };
+            return Err(crate::ops::OpError::Unavailable(format!(
+                "PUT with {scheme} needs {n} usable nodes{}: {} of {} are ({}){hint}",
+                if degraded {
+                    format!(" (a degraded PUT at least {need})")
+                } else {
+                    String::new()
+                },
+                chosen.len(),
+                names.len(),
+                down.join("; ")
+            )));
+        }
+        for &i in ranked.iter().filter(|&&i| !usable(i)) {
+            if chosen.len() == n {
+                break;
+            }
+            warnings.push(format!(
+                "{} was not usable ({}): its shard is missing until you run repair with it back",
+                vault.node_name(i),
+                vault.why_unusable(i)
+            ));
+            chosen.push(i);
+        }
+    }
+    let shards = Shards {
+        scheme,
+        data_id: file_id.to_vec(),
+        nodes: chosen
+            .iter()
+            .map(|&i| vault.node_name(i).to_string())
+            .collect(),
+    };
+    Ok((shards, warnings))
+}
+
+/// The nodes placement wants today for data `data_id` coded into `count`
+/// shards: names, best first.
+pub fn wanted(vault: &Vault, data_id: &[u8], count: usize) -> Vec<String> {
+    let names: Vec<&str> = vault.node_names().collect();
+    let candidates: Vec<Candidate<'_>> = names
+        .iter()
+        .map(|name| Candidate { name, weight: 1.0 })
+        .collect();
+    rank(data_id, &candidates, count)
+        .into_iter()
+        .map(|i| names[i].to_string())
+        .collect()
 }
 
 /// The nodes that keep a file's manifest: all of them.

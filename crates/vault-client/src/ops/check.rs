@@ -78,12 +78,22 @@ pub struct FileHealth {
     /// For an erasure-coded file, K: the shards that rebuild it.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub shards_needed: Option<usize>,
+    /// For an erasure-coded file, shards its manifest puts on nodes no
+    /// longer in dfc.conf: not counted as good; `repair --rebalance` moves
+    /// them.
+    #[serde(skip_serializing_if = "is_zero")]
+    pub shards_elsewhere: usize,
+}
+
+fn is_zero(n: &usize) -> bool {
+    *n == 0
 }
 
 impl FileHealth {
     /// Some copy is not good.
     pub fn degraded(&self) -> bool {
-        self.manifests.iter().any(|(_, s)| *s != CopyState::Good)
+        self.shards_elsewhere > 0
+            || self.manifests.iter().any(|(_, s)| *s != CopyState::Good)
             || self.parts.iter().any(|(_, _, s)| *s != CopyState::Good)
     }
 
@@ -242,6 +252,7 @@ pub async fn survey(
             .collect();
         let mut parts = Vec::new();
         let mut shards_needed = None;
+        let mut shards_elsewhere = 0;
         if let Some(m) = e.live() {
             let bits = presence.parts[live_index];
             live_index += 1;
@@ -250,6 +261,7 @@ pub async fn survey(
                 let held = presence.shards[live_index - 1].clone().unwrap_or_default();
                 for (i, name) in layout.nodes.iter().enumerate() {
                     let Some(node) = vault.node_index(name) else {
+                        shards_elsewhere += 1;
                         continue;
                     };
                     let state = match held.get(i).copied().flatten() {
@@ -280,6 +292,7 @@ pub async fn survey(
             manifests,
             parts,
             shards_needed,
+            shards_elsewhere,
         });
     }
     out.entries = catalog.entries;
@@ -518,6 +531,7 @@ async fn authenticate_stream(
 /// any file, on any node, newest or not.
 async fn orphans(vault: &Vault, entries: &[Entry]) -> Result<Vec<Orphan>, String> {
     let mut referenced: HashSet<BlobId> = HashSet::new();
+    let mut shards_on: HashSet<(usize, BlobId)> = HashSet::new();
     for e in entries {
         let copies = e.copies.iter().filter_map(|c| c.manifest.as_ref());
         for m in e.versions().chain(copies) {
@@ -525,11 +539,18 @@ async fn orphans(vault: &Vault, entries: &[Entry]) -> Result<Vec<Orphan>, String
                 continue;
             }
             if let Some(l) = &m.shards {
+                // A shard id is the same on every node (rebalanced
+                // versions share their data): it is referenced only on
+                // the node a manifest names for it.
                 let ids = vault
                     .master()
                     .sharded(vault.user(), &l.data_id, l.scheme.shards())
                     .ids;
-                referenced.extend(ids);
+                for (name, id) in l.nodes.iter().zip(ids) {
+                    if let Some(node) = vault.node_index(name) {
+                        shards_on.insert((node, id));
+                    }
+                }
                 continue;
             }
             for k in 0..layout::parts() {
@@ -537,7 +558,7 @@ async fn orphans(vault: &Vault, entries: &[Entry]) -> Result<Vec<Orphan>, String
             }
         }
     }
-    let referenced = std::sync::Arc::new(referenced);
+    let referenced = std::sync::Arc::new((referenced, shards_on));
     let mut set = JoinSet::new();
     for s in vault.ready() {
         let (s, referenced) = (s.clone(), referenced.clone());
@@ -564,7 +585,13 @@ async fn orphans(vault: &Vault, entries: &[Entry]) -> Result<Vec<Orphan>, String
                 }
                 after = page.entries.last().map(|(e, _)| e.id.clone());
                 for (e, _) in page.entries {
-                    if !referenced.contains(&e.id) {
+                    let (parts, shards) = &*referenced;
+                    let used = if prefix == SHARD_ID_PREFIX {
+                        shards.contains(&(s.node, e.id.clone()))
+                    } else {
+                        parts.contains(&e.id)
+                    };
+                    if !used {
                         found.push(Orphan {
                             node: s.node,
                             id: e.id.to_string(),
@@ -618,6 +645,7 @@ mod tests {
             manifests: vec![(0, Good), (1, Unknown), (2, Good), (3, Good)],
             parts: parts.to_vec(),
             shards_needed: None,
+            shards_elsewhere: 0,
         }
     }
 

@@ -304,7 +304,7 @@ pub(crate) async fn store(
     let layout = match vault.redundancy() {
         Redundancy::Classic => None,
         Redundancy::Rs(scheme) => {
-            let (layout, missing) = shards::place(vault, scheme, &file_id, degraded)?;
+            let (layout, missing) = crate::layout::place(vault, scheme, &file_id, degraded)?;
             warnings.extend(missing);
             Some(layout)
         }

@@ -14,7 +14,8 @@
 //! 2. a new manifest version records the new nodes (same data, same keys:
 //!    the data id is kept), committed conditionally over the copies just
 //!    read, like any PUT: it counts once a majority holds it;
-//! 3. only then are the moved shards removed from their old nodes.
+//! 3. the old copies are left: `repair`'s orphan sweep removes them once
+//!    no manifest names them on their node, after the grace period.
 //!
 //! A file that changed meanwhile (another version committed) loses the
 //! race and is left as the other writer made it; what this wrote on new
@@ -25,8 +26,9 @@
 use super::commit::{commit, Outcome, Write};
 use super::{fetch_versions, OpError};
 use crate::crypto::keys::{random_bytes, FILE_ID_LEN};
+use crate::layout::wanted;
 use crate::manifest::Manifest;
-use crate::placement::rendezvous::{moves, rank, Candidate};
+use crate::placement::rendezvous::moves;
 use crate::vault::Vault;
 
 /// What a rebalance did.
@@ -41,20 +43,6 @@ pub struct RebalanceReport {
     /// What could not be moved, and why (nothing was lost: the file stays
     /// where its manifest says).
     pub failures: Vec<String>,
-}
-
-/// The nodes placement wants today for data `data_id` coded into `count`
-/// shards: names, best first.
-pub fn wanted(vault: &Vault, data_id: &[u8], count: usize) -> Vec<String> {
-    let names: Vec<&str> = vault.node_names().collect();
-    let candidates: Vec<Candidate<'_>> = names
-        .iter()
-        .map(|name| Candidate { name, weight: 1.0 })
-        .collect();
-    rank(data_id, &candidates, count)
-        .into_iter()
-        .map(|i| names[i].to_string())
-        .collect()
 }
 
 /// Rebalances the erasure-coded files under `prefix` ("" for all).
@@ -75,6 +63,22 @@ pub async fn rebalance(
         let held: Vec<&str> = layout.nodes.iter().map(String::as_str).collect();
         let want_refs: Vec<&str> = want.iter().map(String::as_str).collect();
         let planned = moves(&held, &want_refs);
+        // Held by a node placement no longer has (one left dfc.conf) and
+        // nowhere to go: fewer servers than the file's K+M.
+        let stranded = held
+            .iter()
+            .filter(|h| !want_refs.iter().any(|w| w.eq_ignore_ascii_case(h)))
+            .count();
+        if stranded > planned.len() {
+            report.failures.push(format!(
+                "{}: its {} shards need {} servers and dfc.conf lists {}; {} stay where they are",
+                m.name,
+                layout.scheme,
+                layout.scheme.shards(),
+                vault.node_count(),
+                stranded - planned.len()
+            ));
+        }
         if planned.is_empty() {
             continue;
         }
@@ -109,7 +113,16 @@ pub async fn rebalance(
             ));
             continue;
         }
-        match move_file(vault, m, &targets, &planned).await {
+        // Read from every good shard but those moving off a node that is
+        // gone or bad: an old copy still good is read like any other.
+        let skip: Vec<usize> = (0..layout.scheme.shards())
+            .filter(|i| {
+                !h.parts
+                    .iter()
+                    .any(|(p, _, s)| p == i && *s == super::check::CopyState::Good)
+            })
+            .collect();
+        match move_file(vault, m, &targets, &planned, &skip).await {
             Ok(bytes) => {
                 report.shards_moved += planned.len();
                 report.bytes_moved += bytes;
@@ -128,6 +141,7 @@ async fn move_file(
     m: &Manifest,
     targets: &[(usize, crate::net::Session)],
     planned: &[(usize, &str)],
+    skip: &[usize],
 ) -> Result<u64, OpError> {
     let layout = m.shards.as_ref().expect("an erasure-coded manifest");
     // What each node holds now: the condition of the commit.
@@ -138,7 +152,7 @@ async fn move_file(
             "it changed since it was surveyed; run repair --rebalance again".into(),
         ));
     }
-    let (bytes, _bad) = super::shards::rebuild(vault, m, layout, targets).await?;
+    let (bytes, _bad) = super::shards::rebuild(vault, m, layout, targets, skip).await?;
     let mut moved = m.clone();
     moved.version = now.max_version() + 1;
     moved.file_id = random_bytes::<FILE_ID_LEN>()?.to_vec();
@@ -159,24 +173,13 @@ async fn move_file(
         .pop()
         .expect("one write, one outcome")
     {
-        Outcome::Committed { .. } => {
-            // Recorded where a majority reads: the old copies can go.
-            let ids = vault
-                .master()
-                .sharded(vault.user(), &layout.data_id, layout.scheme.shards())
-                .ids;
-            for (i, _) in planned {
-                let Some(node) = vault.node_index(&layout.nodes[*i]) else {
-                    continue;
-                };
-                if let Some(s) = vault.session(node).filter(|s| !s.is_closed()) {
-                    if let Err(e) = s.delete_blobs(std::slice::from_ref(&ids[*i])).await {
-                        tracing::warn!(node = %s.name, "could not remove a moved shard: {e}");
-                    }
-                }
-            }
-            Ok(bytes)
-        }
+        // The old copies stay: a reader that opened the old version reads
+        // them still, and they become orphans that `repair` collects once
+        // no manifest names them on their node, after the grace period.
+        // (Deleting them here would also trust the new nodes' word that
+        // they stored the moved shards.) The other versions the commit
+        // outranked share this data: nothing of theirs is removed either.
+        Outcome::Committed { .. } => Ok(bytes),
         Outcome::Lost { winner, .. } => Err(super::put::conflict(&m.name, &winner)),
         Outcome::NotCommitted { why, .. } => Err(OpError::Unavailable(format!(
             "the moved shards could not be recorded on a majority ({}); the file stays where it was",

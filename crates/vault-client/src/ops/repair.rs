@@ -340,7 +340,8 @@ async fn fix_parts(vault: &Vault, survey: &Survey, report: &mut RepairReport) ->
             ));
             continue;
         }
-        match super::shards::rebuild(vault, m, layout, &targets).await {
+        let skip: Vec<usize> = targets.iter().map(|(i, _)| *i).collect();
+        match super::shards::rebuild(vault, m, layout, &targets, &skip).await {
             Ok((bytes, sources)) => {
                 report.copies_restored += targets.len();
                 report.bytes_moved += bytes;
@@ -646,6 +647,7 @@ mod tests {
                 manifests: states.into_iter().enumerate().collect(),
                 parts: Vec::new(),
                 shards_needed: None,
+                shards_elsewhere: 0,
             }],
             entries: vec![entry],
             ..Survey::default()

@@ -34,7 +34,6 @@ use crate::crypto::stream::{Decryptor, Encryptor, CHUNK_LEN, CT_CHUNK_LEN};
 use crate::erasure::{Scheme, ShardDecoder, ShardEncoder, SHARD_TAG_LEN};
 use crate::manifest::{Manifest, Shards};
 use crate::net::{Download, NetError, Session};
-use crate::placement::rendezvous::{rank, Candidate};
 use crate::vault::Vault;
 use wire::BlobId;
 
@@ -48,80 +47,6 @@ const MAX_RETRIES: usize = 2;
 /// Slowest rate (bytes/s) a node may serve a shard at before another shard
 /// is read instead (after a grace period).
 const MIN_RATE: u64 = 256 << 10;
-
-/// Where the shards of a new version of a file with id `file_id` go: the
-/// K+M nodes rendezvous hashing ranks first among the usable ones. With
-/// fewer usable nodes, a `degraded` PUT takes the best-ranked unusable
-/// ones for the missing shards (stored later by `repair`) as long as at
-/// least K+1 shards can be stored; otherwise the PUT is refused, naming
-/// the nodes. Returns the layout and a warning per shard left missing.
-pub(crate) fn place(
-    vault: &Vault,
-    scheme: Scheme,
-    file_id: &[u8],
-    degraded: bool,
-) -> Result<(Shards, Vec<String>), OpError> {
-    let names: Vec<&str> = vault.node_names().collect();
-    let candidates: Vec<Candidate<'_>> = names
-        .iter()
-        .map(|name| Candidate { name, weight: 1.0 })
-        .collect();
-    let ranked = rank(file_id, &candidates, names.len());
-    let usable = |i: usize| vault.session(i).is_some_and(|s| !s.is_closed());
-    let n = scheme.shards();
-    let mut chosen: Vec<usize> = ranked
-        .iter()
-        .copied()
-        .filter(|&i| usable(i))
-        .take(n)
-        .collect();
-    let mut warnings = Vec::new();
-    if chosen.len() < n {
-        let down: Vec<String> = (0..names.len())
-            .filter(|&i| !usable(i))
-            .map(|i| format!("{} {}", vault.node_name(i), vault.why_unusable(i)))
-            .collect();
-        let need = scheme.data() + 1;
-        if !degraded || chosen.len() < need {
-            let hint = if !degraded && chosen.len() >= need {
-                format!(" (put --degraded stores with at least {need} of the {n} shards; repair completes it later)")
-            } else {
-                String::new()
-            };
-            return Err(OpError::Unavailable(format!(
-                "PUT with {scheme} needs {n} usable nodes{}: {} of {} are ({}){hint}",
-                if degraded {
-                    format!(" (a degraded PUT at least {need})")
-                } else {
-                    String::new()
-                },
-                chosen.len(),
-                names.len(),
-                down.join("; ")
-            )));
-        }
-        for &i in ranked.iter().filter(|&&i| !usable(i)) {
-            if chosen.len() == n {
-                break;
-            }
-            warnings.push(format!(
-                "{} was not usable ({}): its shard is missing until you run repair with it back",
-                vault.node_name(i),
-                vault.why_unusable(i)
-            ));
-            chosen.push(i);
-        }
-    }
-    let shards = Shards {
-        scheme,
-        data_id: file_id.to_vec(),
-        nodes: chosen
-            .iter()
-            .map(|&i| vault.node_name(i).to_string())
-            .collect(),
-    };
-    Ok((shards, warnings))
-}
 
 /// The keys of the erasure-coded data `layout` describes.
 pub(crate) fn keys_of(vault: &Vault, layout: &Shards) -> ShardedKeys {
@@ -606,8 +531,11 @@ pub(crate) async fn read_chunks_as(
                 let Some((i, s, name)) = spare.pop_front() else {
                     break;
                 };
-                spare_left.store(!spare.is_empty(), Ordering::Relaxed);
-                let silence = (!spare.is_empty()).then_some(SWITCH_AFTER);
+                // Only a shard not tried yet counts as one to switch to: a
+                // retry of a failed one must not arm the silence limit.
+                let fresh = spare.iter().any(|(i, _, _)| retries[*i] == 0);
+                spare_left.store(fresh, Ordering::Relaxed);
+                let silence = fresh.then_some(SWITCH_AFTER);
                 let window = j..chunks.end.min(j + WINDOW);
                 let deadline = window_deadline(scheme, window.end - window.start);
                 let opened = tokio::time::timeout(
@@ -636,7 +564,6 @@ pub(crate) async fn read_chunks_as(
                         } else if retries[i] < MAX_RETRIES {
                             retries[i] += 1;
                             spare.push_back((i, s, name.clone()));
-                            spare_left.store(true, Ordering::Relaxed);
                         }
                         problems.push(format!("{name}: {e}"));
                     }
@@ -655,6 +582,9 @@ pub(crate) async fn read_chunks_as(
                 };
                 let retry = match next {
                     Some(Ok(chunk)) => {
+                        // Progress earns the retries back: only a node that
+                        // keeps failing without delivering runs out.
+                        retries[pump.shard] = 0;
                         got.push((pump.shard, chunk));
                         continue;
                     }
@@ -676,7 +606,6 @@ pub(crate) async fn read_chunks_as(
                 if retry && retries[pump.shard] < MAX_RETRIES {
                     retries[pump.shard] += 1;
                     spare.push_back((pump.shard, pump.session.clone(), pump.name.clone()));
-                    spare_left.store(true, Ordering::Relaxed);
                 }
             }
             pumps.retain(|p| !failed.contains(&p.shard));
@@ -776,9 +705,10 @@ pub(crate) async fn read_chunks_as(
     })
 }
 
-/// Rebuilds the shards `targets` (shard, session to the node recorded for
-/// it) of the erasure-coded version `m`, streaming: every chunk decoded
-/// from K other shards (each tag checked, the chunk opened), coded again,
+/// Rebuilds the shards `targets` (shard, session to the node that is to
+/// hold it) of the erasure-coded version `m`, streaming: every chunk
+/// decoded from K shards not in `skip` (each tag checked, the chunk
+/// opened), coded again,
 /// and the targets' shard chunks uploaded, replacing what those nodes
 /// hold under the shard ids. Returns the bytes written and the source
 /// shards found bad on the way; fails, writing nothing that counts (an
@@ -789,11 +719,11 @@ pub(crate) async fn rebuild(
     m: &Manifest,
     layout: &Shards,
     targets: &[(usize, Session)],
+    skip: &[usize],
 ) -> Result<(u64, Vec<usize>), OpError> {
     let scheme = layout.scheme;
     let keys = keys_of(vault, layout);
     let blob_len = scheme.shard_blob_len(m.size);
-    let skip: Vec<usize> = targets.iter().map(|(i, _)| *i).collect();
     let mut senders = Vec::new();
     let mut uploads = Vec::new();
     for (i, s) in targets {
@@ -803,7 +733,7 @@ pub(crate) async fn rebuild(
     }
     let (ctx, mut crx) = mpsc::channel::<(u64, Vec<u8>)>(QUEUE_DEPTH);
     let chunks = 0..Scheme::chunk_lens(m.size).total();
-    let read = read_chunks_as(vault, m, layout, chunks, &skip, Deliver::Ciphertext, ctx);
+    let read = read_chunks_as(vault, m, layout, chunks, skip, Deliver::Ciphertext, ctx);
     let lens: Vec<bool> = Scheme::chunk_lens(m.size)
         .map(|(_, _, last)| last)
         .collect();
@@ -984,6 +914,23 @@ pub(crate) async fn verify(
 ) -> Result<u64, ShardError> {
     let scheme = layout.scheme;
     let keys = keys_of(vault, layout);
+    // A budget for the whole shard, as for a read window: a node
+    // trickling bytes cannot hold `check --verify` for ever.
+    let budget = window_deadline(scheme, Scheme::chunk_lens(m.size).total());
+    tokio::time::timeout(budget, verify_within(s, &keys, m, scheme, i, progress))
+        .await
+        .unwrap_or(Err(ShardError::TooSlow(budget)))
+}
+
+/// [`verify`] without its time limit.
+async fn verify_within(
+    s: &Session,
+    keys: &ShardedKeys,
+    m: &Manifest,
+    scheme: Scheme,
+    i: usize,
+    progress: &ProgressRef,
+) -> Result<u64, ShardError> {
     let dec = ShardDecoder::new(scheme, keys.shard_key.clone());
     let mut reader = ShardReader::open(s, &keys.ids[i], scheme, m.size, 0..u64::MAX, None).await?;
     let mut bytes = HEADER_LEN as u64;

@@ -651,7 +651,7 @@ async fn nodes_added_then_removed_with_rebalance() {
         let mut expected = 0;
         for (m, (name, _)) in before.iter().zip(&five) {
             let layout = m.shards.as_ref().unwrap();
-            let want = ops::rebalance::wanted(&v, &layout.data_id, 5);
+            let want = vault_client::layout::wanted(&v, &layout.data_id, 5);
             let after = ops::get::find(&v, name).await.unwrap();
             let nodes = &after.shards.as_ref().unwrap().nodes;
             if want.iter().any(|n| n == "DFS6") {
@@ -875,6 +875,98 @@ async fn two_colluders_of_six_cannot_roll_back_or_undelete() {
         }
         let v = open_rs(&c, None).await;
         assert!(read_back(&v, &c, "f.bin", false).await == v2);
+    })
+    .await
+}
+
+/// Three nodes with rs 2+1 grow to six: placement now wants other nodes
+/// for two or all three shards of many files, more than M = 1 moves. The
+/// rebalance reads the old copies too, so every such file moves; the old
+/// copies stay until `repair` collects them as orphans (after the grace),
+/// and nothing a manifest names is removed. Then a node leaves dfc.conf
+/// while files still need six: check counts their shards there as not
+/// good (degraded), and the rebalance says it has nowhere to put them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn many_shards_move_and_old_copies_are_swept() {
+    within(240, async {
+        let c = TestCluster::start_n(6, &testing::upgraded_user("Alice", ALICE).unwrap())
+            .await
+            .unwrap();
+        let files: Vec<(String, Vec<u8>)> = (0..10)
+            .map(|n| (format!("m{n}"), data(70_000 + n * 3000, 200 + n as u64)))
+            .collect();
+        let v = open_nodes(&c, &[0, 1, 2], None).await;
+        for (name, bytes) in &files {
+            put(&v, &c, name, bytes).await;
+        }
+        v.close();
+        let all = [0, 1, 2, 3, 4, 5];
+        let v = open_nodes(&c, &all, Some("Redundancy rs 2+1")).await;
+        let mut most = 0;
+        for (name, _) in &files {
+            let m = ops::get::find(&v, name).await.unwrap();
+            let l = m.shards.unwrap();
+            let want = vault_client::layout::wanted(&v, &l.data_id, 3);
+            let moving = l.nodes.iter().filter(|n| !want.contains(n)).count();
+            most = most.max(moving);
+        }
+        assert!(most >= 2, "some file moves more than M = 1 shards");
+        let options = ops::repair::RepairOptions {
+            rebalance: true,
+            ..Default::default()
+        };
+        let report = ops::repair::repair(&v, "", options, progress())
+            .await
+            .unwrap();
+        assert!(report.failures.is_empty(), "{:?}", report.failures);
+        assert_eq!(report.after.exit_code(), 0);
+        for (name, _) in &files {
+            let m = ops::get::find(&v, name).await.unwrap();
+            let l = m.shards.unwrap();
+            let want = vault_client::layout::wanted(&v, &l.data_id, 3);
+            assert!(l.nodes.iter().all(|n| want.contains(n)), "{name}");
+        }
+        // The old copies are orphans now; collected past the grace.
+        let survey = ops::check::survey(&v, "", false, progress()).await.unwrap();
+        assert!(
+            survey.orphans.len() >= report.shards_moved,
+            "{}",
+            survey.orphans.len()
+        );
+        let sweep = ops::repair::RepairOptions {
+            grace: Duration::ZERO,
+            ..Default::default()
+        };
+        let swept = ops::repair::repair(&v, "", sweep, progress())
+            .await
+            .unwrap();
+        assert_eq!(swept.orphans_removed, survey.orphans.len());
+        assert_eq!(swept.after.exit_code(), 0);
+        for (name, bytes) in &files {
+            assert!(read_back(&v, &c, name, false).await == *bytes, "{name}");
+        }
+        put(&v, &c, "wide", &data(50_000, 250)).await;
+        v.close();
+
+        // rs 4+2 over six nodes, then DFS6 leaves dfc.conf: five servers
+        // cannot hold six shards.
+        let v = open_nodes(&c, &all, Some("Redundancy rs 4+2")).await;
+        put(&v, &c, "six", &data(50_000, 251)).await;
+        v.close();
+        let v = open_nodes(&c, &[0, 1, 2, 3, 4], Some("Redundancy rs 3+2")).await;
+        let survey = ops::check::survey(&v, "six", false, progress())
+            .await
+            .unwrap();
+        assert_eq!(survey.files[0].shards_elsewhere, 1);
+        assert_eq!(survey.exit_code(), 1);
+        let report = ops::repair::repair(&v, "six", options, progress())
+            .await
+            .unwrap();
+        assert!(
+            report.failures.iter().any(|f| f.contains("need 6 servers")),
+            "{:?}",
+            report.failures
+        );
     })
     .await
 }
