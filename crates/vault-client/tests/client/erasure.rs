@@ -26,6 +26,19 @@ async fn within<F: std::future::Future>(secs: u64, f: F) -> F::Output {
         .expect("test timed out")
 }
 
+/// `n` in-process nodes DFS1..DFSn knowing Alice (upgraded login, so any
+/// one node lets her in).
+async fn cluster(n: usize) -> TestCluster {
+    TestCluster::start_n(n, &testing::upgraded_user("Alice", ALICE).unwrap())
+        .await
+        .unwrap()
+}
+
+/// The 0-based node called `name` (`DFS3` is 2).
+fn node_of(name: &str) -> usize {
+    name[3..].parse::<usize>().unwrap() - 1
+}
+
 /// Alice's dfc.conf for `c` with `redundancy` (a `Redundancy` line, or
 /// none for the default).
 fn config_rs(c: &TestCluster, redundancy: Option<&str>) -> ClientConfig {
@@ -81,9 +94,7 @@ const SIZES: [usize; 5] = [0, 1, 63 * 1024, 64 * 1024 + 1, 5 << 20];
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn six_nodes_rs_4_2_survive_every_pair_down() {
     within(600, async {
-        let mut c = TestCluster::start_n(6, &testing::upgraded_user("Alice", ALICE).unwrap())
-            .await
-            .unwrap();
+        let mut c = cluster(6).await;
         let v = open_rs(&c, None).await;
         assert_eq!(
             v.redundancy(),
@@ -110,7 +121,7 @@ async fn six_nodes_rs_4_2_survive_every_pair_down() {
             .ids;
         let mut stored = 0;
         for (i, name) in layout.nodes.iter().enumerate() {
-            let node = name[3..].parse::<usize>().unwrap() - 1;
+            let node = node_of(name);
             let blob = c.blob(node, "alice", ids[i].as_str()).await.unwrap();
             stored += blob.expect("every shard stored").len();
         }
@@ -150,9 +161,7 @@ async fn six_nodes_rs_4_2_survive_every_pair_down() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn three_down_is_refused_naming_the_nodes() {
     within(120, async {
-        let mut c = TestCluster::start_n(6, &testing::upgraded_user("Alice", ALICE).unwrap())
-            .await
-            .unwrap();
+        let mut c = cluster(6).await;
         let v = open_rs(&c, None).await;
         put(&v, &c, "a.bin", &data(300_000, 7)).await;
         let m = ops::get::find(&v, "a.bin").await.unwrap();
@@ -208,9 +217,7 @@ fn leftovers(dir: &Path) -> usize {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn rs_2_2_on_four_nodes_survives_the_pairs_classic_loses() {
     within(240, async {
-        let mut c = TestCluster::start(&testing::upgraded_user("Alice", ALICE).unwrap())
-            .await
-            .unwrap();
+        let mut c = cluster(4).await;
         let classic = data(200_000, 3);
         let coded = data(200_000, 4);
         let v = open_rs(&c, None).await;
@@ -257,9 +264,7 @@ async fn rs_2_2_on_four_nodes_survives_the_pairs_classic_loses() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn three_nodes_rs_2_1() {
     within(120, async {
-        let mut c = TestCluster::start_n(3, &testing::upgraded_user("Alice", ALICE).unwrap())
-            .await
-            .unwrap();
+        let mut c = cluster(3).await;
         let v = open_rs(&c, None).await;
         let files: Vec<(String, Vec<u8>)> = SIZES
             .iter()
@@ -293,9 +298,7 @@ async fn three_nodes_rs_2_1() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn lying_shards_are_caught_and_replaced() {
     within(120, async {
-        let c = TestCluster::start_n(6, &testing::upgraded_user("Alice", ALICE).unwrap())
-            .await
-            .unwrap();
+        let c = cluster(6).await;
         let v = open_rs(&c, None).await;
         let old = data(300_000, 30);
         put(&v, &c, "a.bin", &old).await;
@@ -313,7 +316,7 @@ async fn lying_shards_are_caught_and_replaced() {
                 .ids;
             l.nodes
                 .iter()
-                .map(|n| n[3..].parse::<usize>().unwrap() - 1)
+                .map(|n| node_of(n))
                 .zip(ids)
                 .collect::<Vec<_>>()
         };
@@ -377,9 +380,7 @@ async fn lying_shards_are_caught_and_replaced() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn check_reports_per_shard() {
     within(120, async {
-        let c = TestCluster::start_n(6, &testing::upgraded_user("Alice", ALICE).unwrap())
-            .await
-            .unwrap();
+        let c = cluster(6).await;
         let v = open_rs(&c, None).await;
         put(&v, &c, "a.bin", &data(200_000, 40)).await;
         let m = ops::get::find(&v, "a.bin").await.unwrap();
@@ -388,7 +389,7 @@ async fn check_reports_per_shard() {
             .master()
             .sharded("alice", &m.shards.as_ref().unwrap().data_id, 6)
             .ids;
-        let node = |i: usize| layout.nodes[i][3..].parse::<usize>().unwrap() - 1;
+        let node = |i: usize| node_of(&layout.nodes[i]);
         let survey = ops::check::survey(&v, "", false, progress()).await.unwrap();
         assert_eq!(survey.exit_code(), 0, "{:?}", survey.files);
         assert_eq!(survey.files[0].parts.len(), 6);
@@ -481,9 +482,7 @@ async fn check_reports_per_shard() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_nodes_wiped_then_repaired_then_two_others_down() {
     within(180, async {
-        let mut c = TestCluster::start_n(6, &testing::upgraded_user("Alice", ALICE).unwrap())
-            .await
-            .unwrap();
+        let mut c = cluster(6).await;
         let v = open_rs(&c, None).await;
         let mut files = Vec::new();
         for (n, size) in SIZES.into_iter().enumerate() {
@@ -526,9 +525,7 @@ async fn two_nodes_wiped_then_repaired_then_two_others_down() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_slow_node_is_left_behind_and_repaired_later() {
     within(180, async {
-        let mut c = TestCluster::start_n(6, &testing::upgraded_user("Alice", ALICE).unwrap())
-            .await
-            .unwrap();
+        let mut c = cluster(6).await;
         // 128 KiB/s: its 4 MiB shard of a 16 MiB file would take 32 s.
         c.slow_down(3, 128 << 10).await.unwrap();
         let v = open_rs(&c, None).await;
@@ -603,9 +600,7 @@ async fn open_nodes(c: &TestCluster, nodes: &[usize], redundancy: Option<&str>) 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn nodes_added_then_removed_with_rebalance() {
     within(300, async {
-        let mut c = TestCluster::start_n(6, &testing::upgraded_user("Alice", ALICE).unwrap())
-            .await
-            .unwrap();
+        let mut c = cluster(6).await;
         let classic: Vec<(String, Vec<u8>)> = (0..3)
             .map(|n| (format!("c{n}"), data(100_000 + n * 7000, 70 + n as u64)))
             .collect();
@@ -785,9 +780,7 @@ async fn shard_reads_cut_by_the_node_are_opened_again() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn orphaned_shards_are_found_and_collected() {
     within(120, async {
-        let c = TestCluster::start_n(6, &testing::upgraded_user("Alice", ALICE).unwrap())
-            .await
-            .unwrap();
+        let c = cluster(6).await;
         let v = open_rs(&c, None).await;
         let bytes = data(150_000, 77);
         put(&v, &c, "kept.bin", &bytes).await;
@@ -821,9 +814,7 @@ async fn orphaned_shards_are_found_and_collected() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_colluders_of_six_cannot_roll_back_or_undelete() {
     within(180, async {
-        let mut c = TestCluster::start_n(6, &testing::upgraded_user("Alice", ALICE).unwrap())
-            .await
-            .unwrap();
+        let mut c = cluster(6).await;
         let v = open_rs(&c, None).await;
         let (v1, v2) = (data(90_000, 101), data(90_000, 102));
         put(&v, &c, "f.bin", &v1).await;
@@ -889,9 +880,7 @@ async fn two_colluders_of_six_cannot_roll_back_or_undelete() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn many_shards_move_and_old_copies_are_swept() {
     within(240, async {
-        let c = TestCluster::start_n(6, &testing::upgraded_user("Alice", ALICE).unwrap())
-            .await
-            .unwrap();
+        let c = cluster(6).await;
         let files: Vec<(String, Vec<u8>)> = (0..10)
             .map(|n| (format!("m{n}"), data(70_000 + n * 3000, 200 + n as u64)))
             .collect();
