@@ -134,8 +134,9 @@ pub async fn rebalance(
 }
 
 /// Moves shards of `m` as `planned` says (`targets`: the sessions to the
-/// new nodes), then records them and clears the old copies: the bytes
-/// written.
+/// new nodes; `skip`: shards not to read), then records the new places in
+/// a newer manifest version (the old copies stay, for the orphan sweep):
+/// the bytes written.
 async fn move_file(
     vault: &Vault,
     m: &Manifest,
