@@ -26,26 +26,6 @@ fn exits(o: &Output, code: i32, what: &str) {
     );
 }
 
-/// Every regular file under `dir`: path relative to it (with `/`) and
-/// bytes.
-fn tree(dir: &Path) -> BTreeMap<String, Vec<u8>> {
-    fn walk(root: &Path, dir: &Path, out: &mut BTreeMap<String, Vec<u8>>) {
-        for e in std::fs::read_dir(dir).expect("read a folder").flatten() {
-            let p = e.path();
-            if p.is_dir() {
-                walk(root, &p, out);
-            } else {
-                let rel = p.strip_prefix(root).expect("under the root");
-                let rel = rel.to_string_lossy().replace('\\', "/");
-                out.insert(rel, std::fs::read(&p).expect("read a file"));
-            }
-        }
-    }
-    let mut out = BTreeMap::new();
-    walk(dir, dir, &mut out);
-    out
-}
-
 /// GETs every single file into a new folder `into` and the folder `tree`
 /// with -r, and compares each with what was stored.
 fn read_back(
@@ -72,7 +52,7 @@ fn read_back(
     let back = out.join("back");
     let o = dc.client_in(d, &["get", "-r", "tree", "-o", back.to_str().unwrap()]);
     exits(&o, 0, &format!("get -r tree ({into})"));
-    let got = tree(&back.join("tree"));
+    let got = read_tree(&back.join("tree"));
     assert_eq!(
         got.keys().collect::<Vec<_>>(),
         folder.keys().collect::<Vec<_>>(),
